@@ -1,0 +1,219 @@
+"""The one builder: an architecture spec becomes a Keras functional model.
+
+Blocks are tensor-in/tensor-out functions with readable, stable layer names (`block3b_dwconv`,
+`block3b_se_reduce`, ...) in the style of `keras.applications.EfficientNet`. The builder only uses layers
+that exist in both Keras 3 and tf_keras (Keras 2), so the same function builds the tf_keras twin that
+tensorflow-model-optimization needs (`framework="tf_keras"`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from keras_mnas.architecture import ArchSpec, LayerPlan, get_architecture, plan_layers
+
+# ImageNet statistics used by the reference implementation and by timm/torchvision, in [0, 1] units.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PADDINGS = ("same", "symmetric")
+FRAMEWORKS = ("keras", "tf_keras")
+POOLINGS = (None, "avg", "max")
+
+
+def _framework(name: str):
+    if name not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {FRAMEWORKS}; received {name!r}.")
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:  # tf_keras is an optional extra
+        raise ImportError(
+            f"Building with framework={name!r} needs the {name!r} package: "
+            "pip install 'keras-mnas[quant]'."
+        ) from error
+
+
+class _Blocks:
+    """The layer recipes, bound to one Keras namespace and one set of conventions."""
+
+    def __init__(self, keras_module, padding: str, bn_momentum: float, bn_epsilon: float):
+        self.layers = keras_module.layers
+        self.padding = padding
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+
+    def batch_norm(self, x, name):
+        return self.layers.BatchNormalization(
+            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name
+        )(x)
+
+    def _pad(self, x, kernel_size, strides, name):
+        # Keras' "same" pads strided convs asymmetrically; PyTorch models pad k // 2 on every side.
+        if self.padding == "symmetric" and strides != (1, 1) and kernel_size > 1:
+            return self.layers.ZeroPadding2D(kernel_size // 2, name=name + "_pad")(x), "valid"
+        return x, "same"
+
+    def conv(self, x, filters, kernel_size, strides, name):
+        x, padding = self._pad(x, kernel_size, strides, name)
+        return self.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+        )(x)
+
+    def depthwise_conv(self, x, kernel_size, strides, name):
+        x, padding = self._pad(x, kernel_size, strides, name)
+        return self.layers.DepthwiseConv2D(
+            kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+        )(x)
+
+    def squeeze_excite(self, x, se_filters, name):
+        layers = self.layers
+        channels = x.shape[-1]
+        s = layers.GlobalAveragePooling2D(keepdims=True, name=name + "_se_squeeze")(x)
+        s = layers.Conv2D(se_filters, 1, activation="relu", name=name + "_se_reduce")(s)
+        s = layers.Conv2D(channels, 1, activation="sigmoid", name=name + "_se_expand")(s)
+        return layers.Multiply(name=name + "_se_excite")([x, s])
+
+    def layer(self, inputs, plan: LayerPlan):
+        """One layer (MBConv, depthwise-separable or regular conv) with its SE and skip op."""
+        layers, name = self.layers, plan.name
+        x = inputs
+        if plan.op == "conv":
+            x = self.conv(x, plan.output_filters, plan.kernel_size, plan.strides, name + "_conv")
+            x = self.batch_norm(x, name + "_bn")
+            x = layers.ReLU(name=name + "_activation")(x)
+            if plan.se_filters:
+                x = self.squeeze_excite(x, plan.se_filters, name)
+        else:
+            if plan.expanded_filters != plan.input_filters:
+                x = self.conv(x, plan.expanded_filters, 1, (1, 1), name + "_expand_conv")
+                x = self.batch_norm(x, name + "_expand_bn")
+                x = layers.ReLU(name=name + "_expand_activation")(x)
+            x = self.depthwise_conv(x, plan.kernel_size, plan.strides, name + "_dwconv")
+            x = self.batch_norm(x, name + "_bn")
+            x = layers.ReLU(name=name + "_activation")(x)
+            if plan.se_filters:
+                x = self.squeeze_excite(x, plan.se_filters, name)
+            x = self.conv(x, plan.output_filters, 1, (1, 1), name + "_project_conv")
+            x = self.batch_norm(x, name + "_project_bn")
+        if plan.skip == "identity":
+            x = layers.Add(name=name + "_add")([x, inputs])
+        elif plan.skip == "pool":
+            shortcut = layers.AveragePooling2D(
+                3, strides=plan.strides, padding="same", name=name + "_skip_pool"
+            )(inputs)
+            if plan.projects_skip:
+                shortcut = self.conv(shortcut, plan.output_filters, 1, (1, 1), name + "_skip_conv")
+                shortcut = self.batch_norm(shortcut, name + "_skip_bn")
+            x = layers.Add(name=name + "_add")([x, shortcut])
+        return x
+
+
+def build_model(
+    arch: ArchSpec | str | Sequence[str],
+    *,
+    input_shape: tuple[int | None, int | None, int] | None = (224, 224, 3),
+    input_tensor: Any = None,
+    include_top: bool = True,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    depth_multiplier: float = 1.0,
+    dropout_rate: float | None = None,
+    include_preprocessing: bool = False,
+    padding: str = "same",
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1e-3,
+    framework: str = "keras",
+    name: str | None = None,
+):
+    """Builds a Keras functional model from an architecture spec.
+
+    The network is: 3x3 stride-2 stem conv, BN, ReLU -> the blocks -> 1x1 conv to `head_filters`, BN,
+    ReLU -> [global average pooling, dropout, dense] (the part in brackets only with `include_top`).
+
+    Args:
+        arch: An `ArchSpec`, a reference name (`"a1"`, `"b1"`, `"small"`, `"d1"`, `"d1_320"`) or block strings.
+        input_shape: Input shape without the batch dimension, channels last.
+        input_tensor: Optional Keras tensor to use as the model input.
+        include_top: Whether to include the classifier (global pooling, dropout, dense). The 1x1 head conv
+            is part of the features either way, as in `keras.applications`.
+        pooling: With `include_top=False`: `None`, `"avg"` or `"max"` global pooling of the features.
+        classes: Number of classes of the classifier.
+        classifier_activation: Activation of the classifier, or `None` for logits.
+        depth_multiplier: Width multiplier applied to the stem and every block (not to the head).
+        dropout_rate: Dropout before the classifier; `None` uses the architecture's default.
+        include_preprocessing: Whether the model rescales [0, 255] RGB inputs and normalises them with the
+            ImageNet mean and standard deviation.
+        padding: `"same"` (TensorFlow reference) or `"symmetric"` (PyTorch models: k // 2 on every side).
+        bn_momentum: BatchNormalization momentum.
+        bn_epsilon: BatchNormalization epsilon (1e-3 in the reference, 1e-5 in PyTorch models).
+        framework: `"keras"` (Keras 3) or `"tf_keras"` (Keras 2, for tensorflow-model-optimization).
+        name: Model name; defaults to the architecture's name.
+
+    Returns:
+        A functional model (a `keras.Model`, or a `tf_keras.Model` for `framework="tf_keras"`).
+
+    Example:
+
+    ```python
+    model = build_model("a1", input_shape=(224, 224, 3), classes=1000)
+    model.count_params()  # 3,920,526: 3,887,038 trainable + 33,488 BN moving statistics
+    ```
+    """
+    arch = get_architecture(arch)
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}; received {padding!r}.")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}; received {pooling!r}.")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive integer; received {classes!r}.")
+    if dropout_rate is None:
+        dropout_rate = arch.dropout_rate
+    if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
+        raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
+    keras_module = _framework(framework)
+    layers = keras_module.layers
+    blocks = _Blocks(keras_module, padding, bn_momentum, bn_epsilon)
+    stem_filters, plans = plan_layers(arch, depth_multiplier)
+
+    if input_tensor is None:
+        inputs = layers.Input(shape=input_shape, name="input_layer")
+    elif hasattr(keras_module, "backend") and not keras_module.backend.is_keras_tensor(input_tensor):
+        inputs = layers.Input(tensor=input_tensor, shape=input_shape, name="input_layer")
+    else:
+        inputs = input_tensor
+    x = inputs
+    if include_preprocessing:
+        x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+        x = layers.Normalization(
+            mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="normalization"
+        )(x)
+    x = blocks.conv(x, stem_filters, 3, (2, 2), "stem_conv")
+    x = blocks.batch_norm(x, "stem_bn")
+    x = layers.ReLU(name="stem_activation")(x)
+    for plan in plans:
+        x = blocks.layer(x, plan)
+    # As in keras.applications, the 1x1 head conv belongs to the features: include_top adds the classifier.
+    x = blocks.conv(x, arch.head_filters, 1, (1, 1), "top_conv")
+    x = blocks.batch_norm(x, "top_bn")
+    x = layers.ReLU(name="top_activation")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout_rate > 0:
+            x = layers.Dropout(dropout_rate, name="top_dropout")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    if input_tensor is not None and hasattr(keras_module, "utils"):
+        try:
+            model_inputs = keras_module.utils.get_source_inputs(input_tensor)
+        except (ValueError, AttributeError):
+            model_inputs = inputs
+    else:
+        model_inputs = inputs
+    return keras_module.Model(model_inputs, x, name=name or arch.name)
