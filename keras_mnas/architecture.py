@@ -2,8 +2,8 @@
 
 A block string describes one *block*: `repeats` identical layers of one operation, of which only the first
 may change resolution and width. The notation is the one of the reference implementation
-(`tensorflow/tpu`, `models/official/mnasnet`), extended so that every choice of the MnasNet search space can be
-written down:
+(`tensorflow/tpu`, `models/official/mnasnet`), extended so that every choice of the MnasNet search space
+can be written down:
 
 | token | meaning | example |
 |---|---|---|
@@ -44,7 +44,9 @@ SKIPS = ("identity", "none", "pool")
 _OP_WORDS = {"conv": "conv", "dconv": "dconv"}
 _SKIP_WORDS = {"noskip": "none", "poolskip": "pool"}
 _NUMBER_TOKEN = re.compile(r"^(se|r|k|s|e|i|o)(.+)$")
-_FORMAT = "r<repeats>_k<kernel>_s<HW>[_e<expansion>]_i<in>_o<out>[_se<ratio>][_conv|_dconv][_noskip|_poolskip]"
+_FORMAT = (
+    "r<repeats>_k<kernel>_s<HW>[_e<expansion>]_i<in>_o<out>[_se<ratio>][_conv|_dconv][_noskip|_poolskip]"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +80,7 @@ class BlockSpec:
     def __post_init__(self):
         def check_int(name, value, minimum=1):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(
-                    f"BlockSpec.{name} must be an integer >= {minimum}; received {value!r}."
-                )
+                raise ValueError(f"BlockSpec.{name} must be an integer >= {minimum}; received {value!r}.")
 
         check_int("repeats", self.repeats)
         check_int("kernel_size", self.kernel_size)
@@ -226,7 +226,11 @@ def encode_block(block: BlockSpec) -> str:
     """
     if not isinstance(block, BlockSpec):
         raise ValueError(f"encode_block expects a BlockSpec; received {type(block).__name__}.")
-    tokens = [f"r{block.repeats}", f"k{block.kernel_size}", f"s{block.strides[0]}{block.strides[1]}"]
+    tokens = [
+        f"r{block.repeats}",
+        f"k{block.kernel_size}",
+        f"s{block.strides[0]}{block.strides[1]}",
+    ]
     if block.op == "mbconv":
         tokens.append(f"e{block.expand_ratio}")
     tokens += [f"i{block.input_filters}", f"o{block.output_filters}"]
@@ -276,9 +280,7 @@ class ArchSpec:
             raise ValueError("ArchSpec.blocks must contain at least one block; received none.")
         for block in blocks:
             if not isinstance(block, BlockSpec):
-                raise ValueError(
-                    f"ArchSpec.blocks must hold BlockSpec or block strings; received {block!r}."
-                )
+                raise ValueError(f"ArchSpec.blocks must hold BlockSpec or block strings; received {block!r}.")
         object.__setattr__(self, "blocks", blocks)
         for name in ("stem_filters", "head_filters"):
             value = getattr(self, name)

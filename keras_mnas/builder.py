@@ -30,8 +30,7 @@ def _framework(name: str):
         return importlib.import_module(name)
     except ImportError as error:  # tf_keras is an optional extra
         raise ImportError(
-            f"Building with framework={name!r} needs the {name!r} package: "
-            "pip install 'keras-mnas[quant]'."
+            f"Building with framework={name!r} needs the {name!r} package: pip install 'keras-mnas[quant]'."
         ) from error
 
 
@@ -45,9 +44,9 @@ class _Blocks:
         self.bn_epsilon = bn_epsilon
 
     def batch_norm(self, x, name):
-        return self.layers.BatchNormalization(
-            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name
-        )(x)
+        return self.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name)(
+            x
+        )
 
     def _pad(self, x, kernel_size, strides, name):
         # Keras' "same" pads strided convs asymmetrically; PyTorch models pad k // 2 on every side.
@@ -134,7 +133,8 @@ def build_model(
     ReLU -> [global average pooling, dropout, dense] (the part in brackets only with `include_top`).
 
     Args:
-        arch: An `ArchSpec`, a reference name (`"a1"`, `"b1"`, `"small"`, `"d1"`, `"d1_320"`) or block strings.
+        arch: An `ArchSpec`, a reference name (`"a1"`, `"b1"`, `"small"`, `"d1"`, `"d1_320"`) or block
+            strings.
         input_shape: Input shape without the batch dimension, channels last.
         input_tensor: Optional Keras tensor to use as the model input.
         include_top: Whether to include the classifier (global pooling, dropout, dense). The 1x1 head conv

@@ -66,8 +66,7 @@ class LatencyResult:
             )
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(
-                f"LatencyResult.quantization must be one of {QUANTIZATIONS}; "
-                f"received {self.quantization!r}."
+                f"LatencyResult.quantization must be one of {QUANTIZATIONS}; received {self.quantization!r}."
             )
 
     @property

@@ -1,0 +1,130 @@
+"""Parameters and multiply-adds of an architecture, counted without building a model.
+
+The counts walk the same `plan_layers` expansion the builder uses, so they cannot drift from what is built.
+Counting is pure Python and takes microseconds, which is what a search needs to filter candidates cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from keras_mnas.architecture import ArchSpec, get_architecture, plan_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+    """What an architecture costs.
+
+    Attributes:
+        trainable_params: Trainable parameters (Keras' `trainable_weights`).
+        non_trainable_params: BatchNormalization moving statistics.
+        macs: Multiply-accumulates of one forward pass at batch size 1 (convolutions, SE and the classifier;
+            BN, activations, pooling and additions are not counted, as in the published figures).
+    """
+
+    trainable_params: int
+    non_trainable_params: int
+    macs: int
+
+    @property
+    def params(self) -> int:
+        """All parameters, as Keras' `count_params()` reports them."""
+        return self.trainable_params + self.non_trainable_params
+
+
+def _out_size(size: int, stride: int) -> int:
+    # "same" and symmetric k // 2 padding give the same output size for odd kernels.
+    return math.ceil(size / stride)
+
+
+def count_cost(
+    arch: ArchSpec | str | Sequence[str],
+    *,
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    classes: int = 1000,
+    depth_multiplier: float = 1.0,
+    include_top: bool = True,
+) -> ModelCost:
+    """Counts parameters and mult-adds of an architecture without building it.
+
+    Args:
+        arch: An `ArchSpec`, a reference name or block strings.
+        input_shape: `(height, width, channels)` of the input.
+        classes: Number of classes of the classifier.
+        depth_multiplier: Width multiplier.
+        include_top: Whether the classifier is counted.
+
+    Returns:
+        A `ModelCost`.
+
+    Example:
+
+    >>> cost = count_cost("a1")
+    >>> cost.trainable_params
+    3887038
+    >>> round(cost.macs / 1e6, 1)
+    311.6
+    """
+    arch = get_architecture(arch)
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or len(input_shape) != 3
+        or not all(isinstance(d, int) and d > 0 for d in input_shape)
+    ):
+        raise ValueError(
+            "count_cost needs a concrete input_shape (height, width, channels) of positive integers; "
+            f"received {input_shape!r}."
+        )
+    height, width, channels = input_shape
+    trainable = non_trainable = macs = 0
+
+    def conv(cin, cout, kernel, stride, depthwise=False):
+        nonlocal trainable, height, width, macs
+        height, width = _out_size(height, stride[0]), _out_size(width, stride[1])
+        weights = kernel * kernel * (cin if depthwise else cin * cout)
+        trainable += weights
+        macs += weights * height * width
+
+    def batch_norm(filters):
+        nonlocal trainable, non_trainable
+        trainable += 2 * filters
+        non_trainable += 2 * filters
+
+    def squeeze_excite(filters, se_filters):
+        nonlocal trainable, macs
+        weights = 2 * filters * se_filters
+        trainable += weights + se_filters + filters  # both 1x1 convs have a bias
+        macs += weights
+
+    stem_filters, plans = plan_layers(arch, depth_multiplier)
+    conv(channels, stem_filters, 3, (2, 2))
+    batch_norm(stem_filters)
+    for plan in plans:
+        if plan.op == "conv":
+            conv(plan.input_filters, plan.output_filters, plan.kernel_size, plan.strides)
+            batch_norm(plan.output_filters)
+            if plan.se_filters:
+                squeeze_excite(plan.output_filters, plan.se_filters)
+        else:
+            if plan.expanded_filters != plan.input_filters:
+                conv(plan.input_filters, plan.expanded_filters, 1, (1, 1))
+                batch_norm(plan.expanded_filters)
+            conv(plan.expanded_filters, None, plan.kernel_size, plan.strides, depthwise=True)
+            batch_norm(plan.expanded_filters)
+            if plan.se_filters:
+                squeeze_excite(plan.expanded_filters, plan.se_filters)
+            conv(plan.expanded_filters, plan.output_filters, 1, (1, 1))
+            batch_norm(plan.output_filters)
+        if plan.projects_skip:
+            # The projection runs on the pooled input, at the layer's output resolution.
+            trainable += plan.input_filters * plan.output_filters
+            macs += plan.input_filters * plan.output_filters * height * width
+            batch_norm(plan.output_filters)
+    conv(plans[-1].output_filters, arch.head_filters, 1, (1, 1))
+    batch_norm(arch.head_filters)
+    if include_top:
+        trainable += arch.head_filters * classes + classes
+        macs += arch.head_filters * classes
+    return ModelCost(trainable, non_trainable, macs)
