@@ -209,11 +209,9 @@ def build_model(
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    if input_tensor is not None and hasattr(keras_module, "utils"):
-        try:
-            model_inputs = keras_module.utils.get_source_inputs(input_tensor)
-        except (ValueError, AttributeError):
-            model_inputs = inputs
-    else:
-        model_inputs = inputs
+    model_inputs = inputs
+    if input_tensor is not None:
+        # The model starts where the given tensor's graph starts, as in keras.applications.
+        sources = keras_module.utils.get_source_inputs(input_tensor)
+        model_inputs = sources[0] if len(sources) == 1 else sources
     return keras_module.Model(model_inputs, x, name=name or arch.name)

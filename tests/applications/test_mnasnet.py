@@ -1,0 +1,126 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_mnas import applications
+from keras_mnas.architecture import ARCHITECTURES
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    "constructor, kwargs, expected",
+    [
+        (applications.MnasNetA1, {}, 3_887_038),
+        (applications.MnasNetB1, {}, 4_383_312),
+        (applications.MnasNetSmall, {}, 2_030_264),
+        (applications.MnasNetD1, {}, 3_638_404),
+        (applications.MnasNetD1_320, {}, 6_932_240),
+        (applications.MnasNetA1, {"depth_multiplier": 0.75}, 2_912_278),
+        (applications.MnasNetA1, {"depth_multiplier": 1.4}, 6_105_992),
+        (applications.MnasNetB1, {"depth_multiplier": 0.5}, 2_218_512),
+    ],
+)
+def test_reference_models_have_the_published_parameter_counts(constructor, kwargs, expected):
+    model = constructor(**kwargs)
+    assert model.input.shape == (None, 224, 224, 3)
+    assert model.output.shape == (None, 1000)
+    assert _trainable(model) == expected
+
+
+def test_generic_constructor_takes_a_searched_architecture():
+    searched = {
+        "name": "searched",
+        "blocks": [
+            "r1_k3_s11_i16_o16_dconv",
+            "r2_k5_s22_e3_i16_o24_se0.25_poolskip",
+            "r1_k3_s22_i24_o32_conv",
+        ],
+        "stem_filters": 16,
+        "head_filters": 1280,
+        "dropout_rate": 0.1,
+    }
+    model = applications.MnasNet(searched, input_shape=(64, 64, 3), classes=10, depth_multiplier=0.5)
+    assert model.name == "searched"
+    assert model.output.shape == (None, 10)
+    assert model.get_layer("top_dropout").rate == 0.1
+    x = np.random.RandomState(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert model.predict(x, verbose=0).shape == (2, 10)
+
+
+def test_feature_extraction_contract():
+    model = applications.MnasNetSmall(include_top=False, input_shape=(96, 96, 3))
+    assert model.output.shape == (None, 3, 3, 1280)
+    pooled = applications.MnasNetSmall(include_top=False, pooling="avg", input_shape=(96, 96, 3))
+    assert pooled.output.shape == (None, 1280)
+    flexible = applications.MnasNetSmall(include_top=False, input_shape=(None, None, 3))
+    assert flexible.output.shape == (None, None, None, 1280)
+    tensor = keras.Input((128, 128, 3))
+    model = applications.MnasNetSmall(input_tensor=tensor, classes=4, classifier_activation=None)
+    assert model.input.shape == (None, 128, 128, 3)
+    assert model.get_layer("predictions").activation is keras.activations.linear
+
+
+def test_preprocessing_is_inside_the_model():
+    raw = np.random.RandomState(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    with_pre = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3)
+    without = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3, include_preprocessing=False)
+    without.set_weights(with_pre.get_weights())
+    np.testing.assert_allclose(
+        with_pre.predict(applications.preprocess_input(raw), verbose=0),
+        without.predict(applications.normalize_input(raw), verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_keras_weights_round_trip(tmp_path):
+    model = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3)
+    path = tmp_path / "small.weights.h5"
+    model.save_weights(path)
+    restored = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3, weights=str(path))
+    x = np.random.RandomState(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), restored.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weights": "imagenet"}, "does not download pretrained weights"),
+        ({"weights": "/nonexistent/w.weights.h5"}, "does not exist"),
+        ({"input_shape": (224, 224)}, r"input_shape must be a tuple \(height, width, channels\)"),
+        ({"input_shape": (16, 16, 3)}, "integer >= 32"),
+        ({"input_shape": (224, 224, 0)}, "channels must be a positive integer"),
+        ({"pooling": "mean", "include_top": False}, "pooling must be one of"),
+        ({"classes": 0}, "classes must be a positive integer"),
+        ({"depth_multiplier": -1}, "depth_multiplier must be a positive number"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        applications.MnasNetA1(**kwargs)
+
+
+def test_unknown_weights_file_type(tmp_path):
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError, match="Unrecognised weights file"):
+        applications.MnasNetA1(weights=str(path))
+
+
+def test_decode_predictions_works_offline():
+    preds = np.zeros((2, 1000), "float32")
+    preds[0, 1] = 0.9  # goldfish
+    preds[1, 999] = 0.8  # toilet tissue
+    decoded = applications.decode_predictions(preds, top=3)
+    assert decoded[0][0] == ("n01443537", "goldfish", pytest.approx(0.9))
+    assert decoded[1][0][:2] == ("n15075141", "toilet_tissue")
+    assert len(decoded[0]) == 3
+    with pytest.raises(ValueError, match=r"\(samples, 1000\)"):
+        applications.decode_predictions(np.zeros((2, 10)))
+
+
+def test_constructors_document_their_architecture():
+    assert applications.MnasNetA1.__name__ == "MnasNetA1"
+    assert ARCHITECTURES["a1"].block_strings[2] in applications.MnasNetA1.__doc__
