@@ -128,3 +128,45 @@ def count_cost(
         trainable += arch.head_filters * classes + classes
         macs += arch.head_filters * classes
     return ModelCost(trainable, non_trainable, macs)
+
+
+def count_model_macs(model) -> int:
+    """Counts the mult-adds of a built Keras model by walking its layers (batch size 1).
+
+    Counts `Conv2D` (grouped too), `DepthwiseConv2D`, `SeparableConv2D` and `Dense`, the layers that carry
+    the multiplications in mobile networks; nested models are walked. It needs defined spatial dimensions.
+    Use it for models keras-mnas did not build (e.g. `keras.applications.MobileNetV3Small`); for keras-mnas
+    architectures `count_cost` gives the same figure without building anything.
+
+    Example:
+
+    ```python
+    count_model_macs(keras.applications.MobileNetV2(weights=None))  # about 300M
+    ```
+    """
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_model_macs(layer)
+            continue
+        counted = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+        if not isinstance(layer, (*counted, keras.layers.Dense)):
+            continue
+        output_shape = tuple(layer.output.shape)
+        if any(d is None for d in output_shape[1:]):
+            raise ValueError(
+                f"count_model_macs needs defined spatial dimensions; layer {layer.name!r} has output shape "
+                f"{output_shape}. Build the model with a concrete input_shape."
+            )
+        positions = int(math.prod(output_shape[1:-1]))  # spatial positions (1 for Dense on vectors)
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            depthwise, pointwise = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
+            total += positions * (int(math.prod(depthwise)) + int(math.prod(pointwise)))
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
+            total += positions * int(math.prod(kernel.shape))
+        else:
+            total += positions * int(math.prod(layer.kernel.shape))
+    return total

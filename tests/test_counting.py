@@ -93,3 +93,25 @@ def test_counts_match_the_built_model_for_every_op_and_skip(seed):
 def test_rejects_undefined_input_shape():
     with pytest.raises(ValueError, match="concrete input_shape"):
         count_cost("a1", input_shape=(None, None, 3))
+
+
+def test_model_walker_agrees_with_the_analytic_count():
+    from keras_mnas.counting import count_model_macs
+
+    arch = _random_arch(random.Random(11))
+    model = build_model(arch, input_shape=(40, 40, 3), classes=7)
+    assert count_model_macs(model) == count_cost(arch, input_shape=(40, 40, 3), classes=7).macs
+
+
+def test_model_walker_counts_keras_applications_and_separable_convs():
+    import keras
+
+    from keras_mnas.counting import count_model_macs
+
+    mobilenet_v2 = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    assert abs(count_model_macs(mobilenet_v2) - 300e6) / 300e6 < 0.01  # published: 300M mult-adds
+    inputs = keras.Input((8, 8, 4))
+    outputs = keras.layers.SeparableConv2D(6, 3, padding="same")(inputs)
+    assert count_model_macs(keras.Model(inputs, outputs)) == 8 * 8 * (3 * 3 * 4 + 4 * 6)
+    with pytest.raises(ValueError, match="defined spatial dimensions"):
+        count_model_macs(build_model("small", input_shape=(None, None, 3)))
