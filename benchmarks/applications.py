@@ -17,12 +17,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_mnas import applications  # noqa: E402
-from keras_mnas.counting import count_model_macs  # noqa: E402
-from keras_mnas.latency import HostLatency  # noqa: E402
+from keras_mnas import applications
+from keras_mnas.counting import count_model_macs
+from keras_mnas.latency import HostLatency
 
 SHAPE = (224, 224, 3)
 

@@ -11,11 +11,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from keras_mnas import applications  # noqa: E402
-from keras_mnas.counting import count_cost  # noqa: E402
-from keras_mnas.latency import HostLatency  # noqa: E402
+from keras_mnas import applications
+from keras_mnas.counting import count_cost
+from keras_mnas.latency import HostLatency
 
 CONSTRUCTORS = {
     "a1": applications.MnasNetA1,
@@ -48,7 +48,8 @@ def main():
     for quantization in quantizations:
         result = source.measure(model, quantization=quantization, representative_data=calibration)
         print(
-            f"TFLite {quantization:7s} on this CPU ({result.threads} thread): median {result.median_ms:.2f} ms, "
+            f"TFLite {quantization:7s} on this CPU ({result.threads} thread): "
+            f"median {result.median_ms:.2f} ms, "
             f"p90 {result.p90_ms:.2f} ms, CV {100 * result.cv:.1f}% over {result.runs} runs, "
             f"{result.tflite_bytes / 2**20:.1f} MiB"
             + ("  [unstable: CV > 5%]" if result.unstable else "")
