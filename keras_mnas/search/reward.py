@@ -1,0 +1,97 @@
+"""MnasNet's multi-objective reward: accuracy traded against measured latency.
+
+`R(m) = ACC(m) * (LAT(m) / T) ** w`, with `w = alpha` if `LAT(m) <= T` else `beta`. The paper's soft constraint
+(`alpha = beta = -0.07`, "twice as slow is worth about 5% relative accuracy") explores around the target and
+yields several Pareto-optimal models from one search; the hard constraint (`alpha = 0, beta = -1`) ignores
+latency under the target and punishes it sharply above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+SOFT_EXPONENT = -0.07
+
+
+def _finite(name, value, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; received {value!r}.")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be positive; received {value!r}.")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MnasReward:
+    """The reward of a candidate from its accuracy and latency.
+
+    Args:
+        target_latency_ms: The target latency T, in milliseconds.
+        alpha: Exponent applied when the latency is at or under the target.
+        beta: Exponent applied when the latency is over the target.
+        metric: Name of the accuracy metric the reward reads (a Keras history key, e.g. `"val_accuracy"`).
+
+    Example:
+
+    >>> reward = MnasReward.soft(target_latency_ms=75.0)
+    >>> round(reward(accuracy=0.75, latency_ms=150.0), 4)
+    0.7143
+    >>> MnasReward.hard(75.0)(accuracy=0.75, latency_ms=150.0)
+    0.375
+    """
+
+    target_latency_ms: float
+    alpha: float = SOFT_EXPONENT
+    beta: float = SOFT_EXPONENT
+    metric: str = "val_accuracy"
+
+    def __post_init__(self):
+        object.__setattr__(
+            self, "target_latency_ms", _finite("target_latency_ms", self.target_latency_ms, positive=True)
+        )
+        object.__setattr__(self, "alpha", _finite("alpha", self.alpha))
+        object.__setattr__(self, "beta", _finite("beta", self.beta))
+        if not isinstance(self.metric, str) or not self.metric:
+            raise ValueError(
+                f"metric must be a metric name such as 'val_accuracy'; received {self.metric!r}."
+            )
+
+    @classmethod
+    def soft(cls, target_latency_ms: float, metric: str = "val_accuracy") -> MnasReward:
+        """The paper's default soft constraint: `alpha = beta = -0.07`."""
+        return cls(target_latency_ms, SOFT_EXPONENT, SOFT_EXPONENT, metric)
+
+    @classmethod
+    def hard(cls, target_latency_ms: float, metric: str = "val_accuracy") -> MnasReward:
+        """The hard constraint: `alpha = 0, beta = -1`."""
+        return cls(target_latency_ms, 0.0, -1.0, metric)
+
+    @property
+    def is_hard(self) -> bool:
+        return self.alpha == 0 and self.beta <= -1
+
+    def __call__(self, accuracy: float, latency_ms: float) -> float:
+        accuracy = _finite("accuracy", accuracy)
+        latency_ms = _finite("latency_ms", latency_ms, positive=True)
+        exponent = self.alpha if latency_ms <= self.target_latency_ms else self.beta
+        return accuracy * (latency_ms / self.target_latency_ms) ** exponent
+
+    def upper_bound(self, latency_ms: float, best_accuracy: float = 1.0) -> float:
+        """The largest reward a model of this latency can reach: what pre-training filters compare."""
+        return self(best_accuracy, latency_ms)
+
+    def get_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MnasReward:
+        return cls(**config)
+
+    def describe(self) -> str:
+        kind = "soft" if self.alpha == self.beta == SOFT_EXPONENT else "hard" if self.is_hard else "custom"
+        return (
+            f"{kind} reward: {self.metric} x (latency / {self.target_latency_ms:g} ms) ^ "
+            f"({self.alpha:g} if under the target, {self.beta:g} over it)"
+        )

@@ -1,0 +1,449 @@
+"""The factorized hierarchical search space of MnasNet, as a KerasTuner HyperModel.
+
+The network is a sequence of blocks over a skeleton (MobileNetV2's by default). Every searched block picks,
+independently of the others (section 4.1 of the paper):
+
+| decision | default choices |
+|---|---|
+| conv op | `conv`, `dconv`, `mbconv3`, `mbconv6` |
+| kernel size | 3, 5 |
+| squeeze-and-excitation ratio | 0, 0.25 |
+| skip op | `pool`, `identity`, `none` |
+| output filters | 0.75, 1.0, 1.25 x the skeleton's |
+| layers | the skeleton's -1, +0, +1 |
+
+That is 4 x 2 x 2 x 3 x 3 x 3 = 432 choices per block. Fixed blocks keep the block string they are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras_tuner
+
+from keras_mnas.architecture import ArchSpec, BlockSpec, decode_block, get_architecture
+from keras_mnas.builder import build_model
+from keras_mnas.counting import count_cost
+
+
+@dataclasses.dataclass(frozen=True)
+class SkeletonBlock:
+    """One block of the skeleton the search deltas refer to: MobileNetV2's `(t, c, n, s)` rows."""
+
+    expand_ratio: int
+    filters: int
+    repeats: int
+    stride: int
+
+
+#: MobileNetV2's skeleton as (expansion t, channels c, repeats n, stride s).
+MOBILENET_V2_SKELETON: tuple[SkeletonBlock, ...] = tuple(
+    SkeletonBlock(*row)
+    for row in [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
+)
+
+#: By default the first and last blocks are fixed to MnasNet-A1's and the middle five are searched (the paper's
+#: S^5 search space).
+DEFAULT_FIXED_BLOCKS = {0: "r1_k3_s11_e1_i32_o16_noskip", 6: "r1_k3_s11_e6_i160_o320"}
+
+_CONV_OP = re.compile(r"^(conv|dconv|mbconv([1-9][0-9]*))$")
+DECISIONS = ("conv_op", "kernel", "se", "skip", "filters", "layers")
+
+
+def _check_choices(name, values, check, expected):
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"{name} must be a non-empty list of {expected}; received {values!r}.")
+    for value in values:
+        if not check(value):
+            raise ValueError(f"{name} must be a non-empty list of {expected}; received {values!r}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat a choice; received {values!r}.")
+    return tuple(values)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class MnasSearchSpace:
+    """The factorized hierarchical search space, configurable in every dimension.
+
+    Args:
+        skeleton: The blocks the deltas refer to, as `SkeletonBlock`s or `(t, c, n, s)` tuples.
+        conv_ops: Choices of the operation: `"conv"`, `"dconv"` or `"mbconv<E>"` for any expansion E.
+        kernel_sizes: Choices of the kernel size (odd integers).
+        se_ratios: Choices of the SE ratio; 0 means no squeeze-and-excitation.
+        skip_ops: Choices among `"pool"`, `"identity"`, `"none"`.
+        filter_multipliers: Choices of the output width relative to the skeleton's.
+        layer_deltas: Choices added to the skeleton's number of layers (the result is at least 1).
+        fixed_blocks: `{block index: block string}` for blocks that are not searched. By default the first
+            and last blocks are MnasNet-A1's and the five in between are searched.
+        filter_divisor: Searched widths are rounded to a multiple of this.
+        input_shape: Input shape of the built models (must be concrete: latency is measured).
+        classes: Number of classes.
+        depth_multiplier: Width multiplier applied to the whole network (after the search's choices).
+        stem_filters: Stem width.
+        head_filters: Head width.
+        dropout_rate: Dropout before the classifier.
+
+    Example:
+
+    ```python
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10)
+    space.choices_per_block  # 432
+    space.log10_size         # about 13.2: 432 ** 5
+    ```
+    """
+
+    def __init__(
+        self,
+        skeleton: Sequence[SkeletonBlock | tuple[int, int, int, int]] = MOBILENET_V2_SKELETON,
+        *,
+        conv_ops: Sequence[str] = ("conv", "dconv", "mbconv3", "mbconv6"),
+        kernel_sizes: Sequence[int] = (3, 5),
+        se_ratios: Sequence[float] = (0.0, 0.25),
+        skip_ops: Sequence[str] = ("pool", "identity", "none"),
+        filter_multipliers: Sequence[float] = (0.75, 1.0, 1.25),
+        layer_deltas: Sequence[int] = (-1, 0, 1),
+        fixed_blocks: Mapping[int, str | BlockSpec] | None = None,
+        filter_divisor: int = 4,
+        input_shape: tuple[int, int, int] = (224, 224, 3),
+        classes: int = 1000,
+        depth_multiplier: float = 1.0,
+        stem_filters: int = 32,
+        head_filters: int = 1280,
+        dropout_rate: float = 0.2,
+    ):
+        if isinstance(skeleton, (str, bytes)) or not isinstance(skeleton, Sequence) or not skeleton:
+            raise ValueError(
+                f"skeleton must be a non-empty list of (t, c, n, s) rows; received {skeleton!r}."
+            )
+        rows = []
+        for row in skeleton:
+            if not isinstance(row, SkeletonBlock):
+                if not (
+                    isinstance(row, (tuple, list))
+                    and len(row) == 4
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in row)
+                ):
+                    raise ValueError(
+                        f"Each skeleton row must be (t, c, n, s) with positive integers; received {row!r}."
+                    )
+                row = SkeletonBlock(*row)
+            rows.append(row)
+        self.skeleton = tuple(rows)
+        self.conv_ops = _check_choices(
+            "conv_ops",
+            conv_ops,
+            lambda v: isinstance(v, str) and _CONV_OP.match(v),
+            "'conv', 'dconv' or 'mbconv<E>'",
+        )
+        self.kernel_sizes = _check_choices(
+            "kernel_sizes",
+            kernel_sizes,
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1,
+            "odd positive integers",
+        )
+        self.se_ratios = _check_choices(
+            "se_ratios", se_ratios, lambda v: _is_number(v) and 0 <= v <= 1, "numbers in [0, 1]"
+        )
+        self.skip_ops = _check_choices(
+            "skip_ops", skip_ops, lambda v: v in ("pool", "identity", "none"), "'pool', 'identity', 'none'"
+        )
+        self.filter_multipliers = _check_choices(
+            "filter_multipliers", filter_multipliers, lambda v: _is_number(v) and v > 0, "positive numbers"
+        )
+        self.layer_deltas = _check_choices(
+            "layer_deltas",
+            layer_deltas,
+            lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "integers",
+        )
+        if fixed_blocks is None:
+            fixed_blocks = {i: s for i, s in DEFAULT_FIXED_BLOCKS.items() if i < len(self.skeleton)}
+        if not isinstance(fixed_blocks, Mapping):
+            raise ValueError(
+                f"fixed_blocks must be a dict {{index: block string}}; received {fixed_blocks!r}."
+            )
+        self.fixed_blocks: dict[int, BlockSpec] = {}
+        for index, block in fixed_blocks.items():
+            if not isinstance(index, int) or not 0 <= index < len(self.skeleton):
+                raise ValueError(
+                    f"fixed_blocks keys must be block indices in [0, {len(self.skeleton) - 1}]; "
+                    f"received {index!r}."
+                )
+            self.fixed_blocks[index] = decode_block(block) if isinstance(block, str) else block
+            if not isinstance(self.fixed_blocks[index], BlockSpec):
+                raise ValueError(f"fixed_blocks[{index}] must be a block string; received {block!r}.")
+        if not self.searched_blocks:
+            raise ValueError("Every block is fixed: nothing is left to search. Fix fewer blocks.")
+        if not isinstance(filter_divisor, int) or filter_divisor < 1:
+            raise ValueError(f"filter_divisor must be a positive integer; received {filter_divisor!r}.")
+        self.filter_divisor = filter_divisor
+        if (
+            not isinstance(input_shape, (tuple, list))
+            or len(input_shape) != 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
+        ):
+            raise ValueError(
+                "input_shape must be a concrete (height, width, channels) of positive integers, since every "
+                f"candidate's latency is measured; received {input_shape!r}."
+            )
+        self.input_shape = tuple(input_shape)
+        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+            raise ValueError(f"classes must be a positive integer; received {classes!r}.")
+        self.classes = classes
+        if not _is_number(depth_multiplier) or depth_multiplier <= 0:
+            raise ValueError(f"depth_multiplier must be a positive number; received {depth_multiplier!r}.")
+        self.depth_multiplier = float(depth_multiplier)
+        self.stem_filters = stem_filters
+        self.head_filters = head_filters
+        self.dropout_rate = dropout_rate
+        # Validates stem/head/dropout once, with ArchSpec's messages.
+        self.decode(self.default_values())
+
+    @property
+    def searched_blocks(self) -> tuple[int, ...]:
+        return tuple(i for i in range(len(self.skeleton)) if i not in self.fixed_blocks)
+
+    @property
+    def choices_per_block(self) -> int:
+        return math.prod(len(choices) for choices in self._choices().values())
+
+    @property
+    def size(self) -> int:
+        """Number of architectures in the space (counting choice combinations)."""
+        return self.choices_per_block ** len(self.searched_blocks)
+
+    @property
+    def log10_size(self) -> float:
+        return len(self.searched_blocks) * math.log10(self.choices_per_block)
+
+    def _choices(self) -> dict[str, tuple]:
+        return {
+            "conv_op": self.conv_ops,
+            "kernel": self.kernel_sizes,
+            "se": self.se_ratios,
+            "skip": self.skip_ops,
+            "filters": self.filter_multipliers,
+            "layers": self.layer_deltas,
+        }
+
+    @staticmethod
+    def hp_name(block_index: int, decision: str) -> str:
+        """The hyperparameter name of one decision, e.g. `block3_kernel` (blocks count from 1)."""
+        return f"block{block_index + 1}_{decision}"
+
+    def declare(self, hp: keras_tuner.HyperParameters) -> None:
+        """Declares every decision as a `Choice` hyperparameter, in block order."""
+        for index in self.searched_blocks:
+            for decision, choices in self._choices().items():
+                hp.Choice(
+                    self.hp_name(index, decision), list(choices), ordered=decision in ("filters", "layers")
+                )
+
+    def default_values(self) -> dict[str, Any]:
+        """The skeleton's own choices where they are available, else each decision's first choice."""
+        preferred = {"filters": 1.0, "layers": 0, "skip": "identity", "conv_op": "mbconv6"}
+        values = {}
+        for index in self.searched_blocks:
+            for decision, choices in self._choices().items():
+                want = preferred.get(decision)
+                values[self.hp_name(index, decision)] = want if want in choices else choices[0]
+        return values
+
+    def _width(self, filters: int, multiplier: float) -> int:
+        divisor = self.filter_divisor
+        scaled = filters * multiplier
+        return max(divisor, int(scaled / divisor + 0.5) * divisor)
+
+    def decode(self, values: Mapping[str, Any] | keras_tuner.HyperParameters) -> ArchSpec:
+        """Turns a trial's hyperparameter values into an architecture spec.
+
+        Args:
+            values: A `{name: value}` dict or a `keras_tuner.HyperParameters`.
+
+        Returns:
+            The `ArchSpec`, which `keras_mnas.applications.MnasNet(arch)` builds at any width and resolution.
+        """
+        if isinstance(values, keras_tuner.HyperParameters):
+            values = values.values
+        blocks = []
+        width = self.stem_filters
+        for index, row in enumerate(self.skeleton):
+            if index in self.fixed_blocks:
+                block = self.fixed_blocks[index].replace(input_filters=width)
+            else:
+                choice = {}
+                for decision, choices in self._choices().items():
+                    name = self.hp_name(index, decision)
+                    if name not in values:
+                        raise ValueError(f"Missing hyperparameter {name!r}; expected one of {list(choices)}.")
+                    if values[name] not in choices:
+                        raise ValueError(
+                            f"Hyperparameter {name!r} must be one of {list(choices)}; received {values[name]!r}."
+                        )
+                    choice[decision] = values[name]
+                op = choice["conv_op"]
+                expand = int(op[len("mbconv") :]) if op.startswith("mbconv") else 1
+                block = BlockSpec(
+                    repeats=max(1, row.repeats + choice["layers"]),
+                    kernel_size=choice["kernel"],
+                    strides=(row.stride, row.stride),
+                    input_filters=width,
+                    output_filters=self._width(row.filters, choice["filters"]),
+                    expand_ratio=expand,
+                    se_ratio=choice["se"] or None,
+                    op="mbconv" if op.startswith("mbconv") else op,
+                    skip=choice["skip"],
+                )
+            blocks.append(block)
+            width = block.output_filters
+        return ArchSpec(
+            blocks=tuple(blocks),
+            stem_filters=self.stem_filters,
+            head_filters=self.head_filters,
+            dropout_rate=self.dropout_rate,
+            name="mnas_candidate",
+        )
+
+    def cost(self, arch: ArchSpec):
+        """Parameters and mult-adds of a candidate at this space's resolution, width and classes."""
+        return count_cost(
+            arch, input_shape=self.input_shape, classes=self.classes, depth_multiplier=self.depth_multiplier
+        )
+
+    def build(self, arch: ArchSpec | str, **kwargs: Any):
+        """Builds a candidate with this space's input shape, classes and width multiplier."""
+        return build_model(
+            get_architecture(arch),
+            input_shape=self.input_shape,
+            classes=self.classes,
+            depth_multiplier=self.depth_multiplier,
+            **kwargs,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """A JSON-serialisable description; a resumed search compares it with the saved one."""
+        return {
+            "skeleton": [dataclasses.astuple(row) for row in self.skeleton],
+            "conv_ops": list(self.conv_ops),
+            "kernel_sizes": list(self.kernel_sizes),
+            "se_ratios": list(self.se_ratios),
+            "skip_ops": list(self.skip_ops),
+            "filter_multipliers": list(self.filter_multipliers),
+            "layer_deltas": list(self.layer_deltas),
+            "fixed_blocks": {str(i): str(b) for i, b in sorted(self.fixed_blocks.items())},
+            "filter_divisor": self.filter_divisor,
+            "input_shape": list(self.input_shape),
+            "classes": self.classes,
+            "depth_multiplier": self.depth_multiplier,
+            "stem_filters": self.stem_filters,
+            "head_filters": self.head_filters,
+            "dropout_rate": self.dropout_rate,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MnasSearchSpace:
+        config = dict(config)
+        config["skeleton"] = [tuple(row) for row in config["skeleton"]]
+        config["fixed_blocks"] = {int(i): s for i, s in config["fixed_blocks"].items()}
+        config["input_shape"] = tuple(config["input_shape"])
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return (
+            f"MnasSearchSpace({len(self.searched_blocks)} searched blocks x {self.choices_per_block} choices "
+            f"= 10^{self.log10_size:.1f} architectures, input {self.input_shape}, {self.classes} classes)"
+        )
+
+
+class MnasHyperModel(keras_tuner.HyperModel):
+    """A KerasTuner HyperModel over a `MnasSearchSpace`: every trial builds one candidate.
+
+    The space is declared up front (`declare_hyperparameters`), so the oracle knows every decision before the
+    first trial. Models are compiled with defaults that train quickly on small proxy tasks: Adam at
+    `learning_rate`, sparse categorical cross-entropy and accuracy; pass `optimizer`, `loss` and `metrics` to
+    change them.
+
+    Args:
+        space: The search space (default: `MnasSearchSpace()`).
+        optimizer: A Keras optimizer, an identifier such as `"rmsprop"`, or a callable returning a fresh
+            optimizer. Every trial gets its own copy.
+        learning_rate: Learning rate of the default Adam optimizer.
+        loss: Loss passed to `compile`.
+        metrics: Metrics passed to `compile`; the reward reads `val_<metric>`.
+        include_preprocessing: Whether candidates normalise [0, 255] RGB inputs themselves.
+        name: HyperModel name.
+
+    Example:
+
+    ```python
+    hypermodel = MnasHyperModel(MnasSearchSpace(input_shape=(32, 32, 3), classes=10))
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    model = hypermodel.build(hp)  # the default architecture of the space
+    ```
+    """
+
+    def __init__(
+        self,
+        space: MnasSearchSpace | None = None,
+        *,
+        optimizer: Any = None,
+        learning_rate: float = 1e-3,
+        loss: Any = "sparse_categorical_crossentropy",
+        metrics: Sequence[Any] = ("accuracy",),
+        include_preprocessing: bool = False,
+        name: str | None = None,
+    ):
+        super().__init__(name=name, tunable=True)
+        if space is not None and not isinstance(space, MnasSearchSpace):
+            raise ValueError(f"space must be a MnasSearchSpace; received {type(space).__name__}.")
+        self.space = space or MnasSearchSpace()
+        if not _is_number(learning_rate) or learning_rate <= 0:
+            raise ValueError(f"learning_rate must be a positive number; received {learning_rate!r}.")
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.loss = loss
+        self.metrics = list(metrics)
+        self.include_preprocessing = include_preprocessing
+
+    def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
+        self.space.declare(hp)
+
+    def architecture(self, hp: keras_tuner.HyperParameters | Mapping[str, Any]) -> ArchSpec:
+        """The architecture a trial's hyperparameters describe."""
+        values = hp.values if isinstance(hp, keras_tuner.HyperParameters) else hp
+        merged = {**self.space.default_values(), **dict(values)}
+        return self.space.decode(merged)
+
+    def build(self, hp: keras_tuner.HyperParameters):
+        import keras
+
+        self.space.declare(hp)  # registers the decisions when the tuner's space is still empty
+        arch = self.architecture(hp)
+        model = self.space.build(arch, include_preprocessing=self.include_preprocessing)
+        if self.optimizer is None:
+            optimizer = keras.optimizers.Adam(self.learning_rate)
+        elif isinstance(self.optimizer, keras.optimizers.Optimizer):
+            # An optimizer holds per-model state: each trial trains with a fresh copy.
+            optimizer = self.optimizer.__class__.from_config(self.optimizer.get_config())
+        elif callable(self.optimizer):
+            optimizer = self.optimizer()
+        else:
+            optimizer = keras.optimizers.get(self.optimizer)
+        model.compile(optimizer=optimizer, loss=self.loss, metrics=list(self.metrics))
+        return model

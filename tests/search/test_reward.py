@@ -1,0 +1,47 @@
+import math
+
+import pytest
+
+from keras_mnas.search.reward import MnasReward
+
+
+def test_soft_reward_trades_latency_for_accuracy_as_the_paper_says():
+    reward = MnasReward.soft(75.0)
+    # "2x latency is worth about +5% relative accuracy"
+    assert reward(0.75 * 1.05, 150.0) == pytest.approx(reward(0.75, 75.0), rel=0.002)
+    assert reward(0.75, 37.5) > reward(0.75, 75.0) == 0.75 > reward(0.75, 150.0)
+
+
+def test_hard_reward_ignores_latency_under_target_and_punishes_over():
+    reward = MnasReward.hard(75.0)
+    assert reward(0.7, 10.0) == reward(0.7, 75.0) == 0.7
+    assert reward(0.7, 150.0) == pytest.approx(0.35)
+    assert reward.is_hard and not MnasReward.soft(75.0).is_hard
+
+
+def test_custom_exponents_and_config_round_trip():
+    reward = MnasReward(20.0, alpha=-0.02, beta=-0.5, metric="val_top5")
+    assert reward(0.9, 40.0) == pytest.approx(0.9 * 2**-0.5)
+    assert MnasReward.from_config(reward.get_config()) == reward
+    assert "custom" in reward.describe()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"target_latency_ms": 0}, "target_latency_ms must be positive"),
+        ({"target_latency_ms": -5.0}, "target_latency_ms must be positive"),
+        ({"target_latency_ms": math.inf}, "target_latency_ms must be a finite number"),
+        ({"target_latency_ms": 10.0, "alpha": math.nan}, "alpha must be a finite number"),
+        ({"target_latency_ms": 10.0, "metric": ""}, "metric must be"),
+    ],
+)
+def test_bad_reward_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MnasReward(**kwargs)
+
+
+@pytest.mark.parametrize("latency", [0.0, -1.0, math.nan, math.inf])
+def test_bad_latency_never_becomes_a_reward(latency):
+    with pytest.raises(ValueError, match="latency_ms"):
+        MnasReward.soft(10.0)(0.9, latency)

@@ -1,0 +1,108 @@
+import keras_tuner
+import numpy as np
+import pytest
+
+from keras_mnas import applications
+from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
+
+
+def test_default_space_is_the_papers():
+    space = MnasSearchSpace()
+    assert space.choices_per_block == 432
+    assert space.searched_blocks == (1, 2, 3, 4, 5)
+    assert space.size == 432**5
+    assert 13.0 < space.log10_size < 13.3
+    assert "432 choices" in repr(space)
+
+
+def test_declared_hyperparameters_cover_every_decision():
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10)
+    hp = keras_tuner.HyperParameters()
+    MnasHyperModel(space).declare_hyperparameters(hp)
+    names = [p.name for p in hp.space]
+    assert len(names) == 5 * 6
+    assert names[:6] == [f"block2_{d}" for d in ("conv_op", "kernel", "se", "skip", "filters", "layers")]
+    assert hp.get("block2_conv_op") in ("conv", "dconv", "mbconv3", "mbconv6")
+
+
+def test_values_decode_to_block_strings():
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10)
+    values = space.default_values()
+    values.update(
+        {
+            "block3_conv_op": "conv",
+            "block3_kernel": 5,
+            "block3_se": 0.25,
+            "block3_skip": "pool",
+            "block3_filters": 1.25,
+            "block3_layers": 1,
+            "block4_conv_op": "dconv",
+            "block4_layers": -1,
+            "block4_filters": 0.75,
+        }
+    )
+    arch = space.decode(values)
+    assert arch.block_strings[0] == "r1_k3_s11_e1_i32_o16_noskip"  # fixed block
+    assert arch.block_strings[2] == "r4_k5_s22_i24_o40_se0.25_conv_poolskip"  # 32 x 1.25, 3 + 1 layers
+    assert arch.block_strings[3] == "r3_k3_s22_i40_o48_dconv"  # 64 x 0.75, 4 - 1 layers, input follows
+    # A searched architecture becomes an application at any width and resolution.
+    model = applications.MnasNet(arch, input_shape=(64, 64, 3), classes=10, depth_multiplier=0.5)
+    assert model.output.shape == (None, 10)
+
+
+def test_layers_never_drop_below_one():
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10, fixed_blocks={})
+    values = space.default_values()
+    values["block1_layers"] = -1  # MobileNetV2's first block has a single layer
+    assert space.decode(values).blocks[0].repeats == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"conv_ops": ("conv", "sepconv")}, "conv_ops must be"),
+        ({"kernel_sizes": (3, 4)}, "odd positive integers"),
+        ({"se_ratios": (0, 2)}, r"numbers in \[0, 1\]"),
+        ({"skip_ops": ("pool", "dense")}, "skip_ops must be"),
+        ({"filter_multipliers": ()}, "non-empty"),
+        ({"kernel_sizes": (3, 3)}, "must not repeat"),
+        ({"fixed_blocks": {9: "r1_k3_s11_e1_i32_o16"}}, r"block indices in \[0, 6\]"),
+        ({"fixed_blocks": {i: "r1_k3_s11_e1_i32_o16" for i in range(7)}}, "nothing is left to search"),
+        ({"input_shape": (None, None, 3)}, "concrete"),
+        ({"skeleton": [(6, 24, 2)]}, r"\(t, c, n, s\)"),
+        ({"classes": 0}, "classes must be a positive integer"),
+    ],
+)
+def test_invalid_configurations_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MnasSearchSpace(**kwargs)
+
+
+def test_decode_rejects_values_outside_the_space():
+    space = MnasSearchSpace()
+    values = space.default_values()
+    values["block2_kernel"] = 7
+    with pytest.raises(ValueError, match=r"'block2_kernel' must be one of \[3, 5\]; received 7"):
+        space.decode(values)
+
+
+def test_config_round_trip():
+    space = MnasSearchSpace(kernel_sizes=(3, 5, 7), input_shape=(64, 64, 3), classes=5)
+    again = MnasSearchSpace.from_config(space.get_config())
+    assert again.get_config() == space.get_config()
+    assert again.choices_per_block == 432 // 2 * 3
+
+
+def test_hypermodel_builds_trainable_candidates():
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=4, depth_multiplier=0.25)
+    hypermodel = MnasHyperModel(space, optimizer="sgd")
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    hp.values["block3_conv_op"] = "conv"
+    model = hypermodel.build(hp)
+    assert model.get_layer("block3a_conv") is not None
+    assert model.optimizer.__class__.__name__ == "SGD"
+    x = np.random.RandomState(0).rand(8, 32, 32, 3).astype("float32")
+    history = model.fit(x, np.arange(8) % 4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert hypermodel.architecture(hp).blocks[2].op == "conv"
