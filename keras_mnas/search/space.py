@@ -54,8 +54,8 @@ MOBILENET_V2_SKELETON: tuple[SkeletonBlock, ...] = tuple(
     ]
 )
 
-#: By default the first and last blocks are fixed to MnasNet-A1's and the middle five are searched (the paper's
-#: S^5 search space).
+#: By default the first and last blocks are fixed to MnasNet-A1's and the middle five are searched
+#: (the paper's S^5 search space).
 DEFAULT_FIXED_BLOCKS = {0: "r1_k3_s11_e1_i32_o16_noskip", 6: "r1_k3_s11_e6_i160_o320"}
 
 _CONV_OP = re.compile(r"^(conv|dconv|mbconv([1-9][0-9]*))$")
@@ -293,7 +293,8 @@ class MnasSearchSpace:
                         raise ValueError(f"Missing hyperparameter {name!r}; expected one of {list(choices)}.")
                     if values[name] not in choices:
                         raise ValueError(
-                            f"Hyperparameter {name!r} must be one of {list(choices)}; received {values[name]!r}."
+                            f"Hyperparameter {name!r} must be one of {list(choices)}; "
+                            f"received {values[name]!r}."
                         )
                     choice[decision] = values[name]
                 op = choice["conv_op"]
