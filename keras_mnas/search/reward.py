@@ -1,8 +1,8 @@
 """MnasNet's multi-objective reward: accuracy traded against measured latency.
 
 `R(m) = ACC(m) * (LAT(m) / T) ** w`, with `w = alpha` if `LAT(m) <= T` else `beta`. The paper's soft
-constraint (`alpha = beta = -0.07`, "twice as slow is worth about 5% relative accuracy") explores around the target and
-yields several Pareto-optimal models from one search; the hard constraint (`alpha = 0, beta = -1`) ignores
+constraint (`alpha = beta = -0.07`, "twice as slow is worth about 5% relative accuracy") explores around the
+target and yields several Pareto-optimal models from one search; the hard constraint (`alpha = 0, beta = -1`) ignores
 latency under the target and punishes it sharply above.
 """
 
