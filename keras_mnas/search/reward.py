@@ -2,8 +2,8 @@
 
 `R(m) = ACC(m) * (LAT(m) / T) ** w`, with `w = alpha` if `LAT(m) <= T` else `beta`. The paper's soft
 constraint (`alpha = beta = -0.07`, "twice as slow is worth about 5% relative accuracy") explores around the
-target and yields several Pareto-optimal models from one search; the hard constraint (`alpha = 0, beta = -1`) ignores
-latency under the target and punishes it sharply above.
+target and yields several Pareto-optimal models from one search; the hard constraint (`alpha = 0, beta =
+-1`) ignores latency under the target and punishes it sharply above.
 """
 
 from __future__ import annotations
