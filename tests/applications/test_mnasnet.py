@@ -124,3 +124,23 @@ def test_decode_predictions_works_offline():
 def test_constructors_document_their_architecture():
     assert applications.MnasNetA1.__name__ == "MnasNetA1"
     assert ARCHITECTURES["a1"].block_strings[2] in applications.MnasNetA1.__doc__
+
+
+def test_pytorch_checkpoint_through_the_weights_argument():
+    # A timm checkpoint (random weights, 10 classes, made by tests/fixtures/torch/make_fixtures.py):
+    # weights=<path> builds with PyTorch's conventions and reproduces the PyTorch logits.
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parents[1] / "fixtures" / "torch"
+    reference = np.load(fixtures / "timm_semnasnet_050.npz")
+    model = applications.MnasNetA1(
+        weights=str(fixtures / "timm_semnasnet_050.safetensors"),
+        input_shape=(64, 64, 3),
+        classes=10,
+        depth_multiplier=0.5,
+        classifier_activation=None,
+        include_preprocessing=False,
+    )
+    assert model.get_layer("stem_conv_pad") is not None  # symmetric padding, as PyTorch pads
+    logits = model.predict(reference["inputs"].transpose(0, 2, 3, 1), verbose=0)
+    np.testing.assert_allclose(logits, reference["logits"], atol=1e-4)

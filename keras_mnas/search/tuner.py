@@ -1,0 +1,428 @@
+"""MnasTuner: MnasNet's platform-aware search as a KerasTuner Tuner.
+
+Every trial: build the candidate, measure its latency (host CPU TFLite by default), train it, evaluate it, and
+report `val_accuracy` (or the chosen metric), `latency_ms`, `reward`, `params` and `macs`. The reward is added
+to the training logs at every epoch by a callback, so KerasTuner's own machinery (best-epoch checkpoints,
+`get_best_models`, TensorBoard scalars) treats it as an ordinary metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+from keras_mnas.architecture import ArchSpec
+from keras_mnas.counting import count_model_macs
+from keras_mnas.latency import HostLatency, LatencySource, convert_to_tflite
+from keras_mnas.search.oracle import MnasOracle
+from keras_mnas.search.results import pareto_front
+from keras_mnas.search.reward import MnasReward
+from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
+from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
+
+REPORTED_METRICS = ("latency_ms", "reward", "params", "macs")
+
+
+class RewardCallback(keras.callbacks.Callback):
+    """Adds `latency_ms`, `reward`, `params` and `macs` to the logs of every epoch; fails diverged trials."""
+
+    def __init__(self, reward: MnasReward, latency_ms: float, params: int, macs: int):
+        super().__init__()
+        self.reward = reward
+        self.latency_ms = latency_ms
+        # Not `self.params`: keras.callbacks.Callback uses that name for the fit parameters.
+        self.trainable_params = params
+        self.macs = macs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise keras_tuner.errors.FailedTrialError(
+                f"Training diverged: the loss became {float(loss)} at epoch {epoch + 1}."
+            )
+        if self.reward.metric not in logs:
+            raise keras_tuner.errors.FailedTrialError(
+                f"The reward reads {self.reward.metric!r}, which training did not log (logged: "
+                f"{sorted(logs)}). Pass validation_data, or choose the metric with reward=MnasReward(...)."
+            )
+        accuracy = float(logs[self.reward.metric])
+        if not math.isfinite(accuracy):
+            raise keras_tuner.errors.FailedTrialError(
+                f"{self.reward.metric} is {accuracy} at epoch {epoch + 1}: training diverged."
+            )
+        logs["latency_ms"] = self.latency_ms
+        logs["reward"] = self.reward(accuracy, self.latency_ms)
+        logs["params"] = float(self.trainable_params)
+        logs["macs"] = float(self.macs)
+
+
+def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
+    if isinstance(reward, MnasReward):
+        if target_latency_ms is not None or alpha is not None or beta is not None:
+            raise ValueError("Pass either reward=MnasReward(...) or target_latency_ms/alpha/beta, not both.")
+        return reward
+    if target_latency_ms is None:
+        raise ValueError(
+            "MnasTuner needs target_latency_ms (the latency T of the reward, in ms), e.g. "
+            "target_latency_ms=75.0; received None."
+        )
+    if reward == "soft":
+        base = MnasReward.soft(target_latency_ms, metric)
+    elif reward == "hard":
+        base = MnasReward.hard(target_latency_ms, metric)
+    else:
+        raise ValueError(f"reward must be 'soft', 'hard' or a MnasReward; received {reward!r}.")
+    return MnasReward(
+        base.target_latency_ms,
+        base.alpha if alpha is None else alpha,
+        base.beta if beta is None else beta,
+        metric,
+    )
+
+
+class MnasTuner(keras_tuner.Tuner):
+    """MnasNet's platform-aware architecture search, driven from an ordinary Keras script.
+
+    Args:
+        hypermodel: A `MnasHyperModel` (default: one over `space`), or any KerasTuner HyperModel of discrete
+            hyperparameters whose models the latency source can measure.
+        space: The `MnasSearchSpace` of the default hypermodel.
+        latency: Where latency comes from: a `LatencySource` (default: `HostLatency()`, this CPU).
+        target_latency_ms: The reward's target latency T in milliseconds.
+        reward: `"soft"` (default, alpha = beta = -0.07), `"hard"` (alpha = 0, beta = -1) or a `MnasReward`.
+        alpha, beta: Override the exponents of a `"soft"`/`"hard"` reward.
+        metric: The accuracy metric the reward reads (default `"val_accuracy"`).
+        quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured.
+        representative_data: Inputs to calibrate int8 quantization (needed with `quantization="int8"`).
+        controller: Controller settings, as `MnasOracle`'s `controller` argument.
+        max_trials: Number of distinct architectures to evaluate.
+        seed: Random seed.
+        skip_ruled_out: With a hard constraint, skip training a candidate whose latency alone keeps it below
+            the best reward so far (even at 100% accuracy). Recorded as skipped, not as failed.
+        max_crashes_per_trial, trial_timeout: As in `MnasOracle`.
+        allow_config_change: Resume a saved search even when its space, reward or latency settings differ.
+        oracle: Use this oracle instead of building a `MnasOracle`.
+        **kwargs: Every usual KerasTuner argument: `directory`, `project_name`, `overwrite`,
+            `executions_per_trial`, `distribution_strategy`, `max_retries_per_trial`,
+            `max_consecutive_failed_trials`, `tuner_id`, ...
+
+    Example:
+
+    ```python
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10, depth_multiplier=0.35)
+    tuner = MnasTuner(space=space, target_latency_ms=2.0, max_trials=20, directory="runs")
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=3)
+    tuner.pareto_front()
+    best = tuner.best_architectures()[0]
+    ```
+    """
+
+    def __init__(
+        self,
+        hypermodel: keras_tuner.HyperModel | None = None,
+        *,
+        space: MnasSearchSpace | None = None,
+        latency: LatencySource | None = None,
+        target_latency_ms: float | None = None,
+        reward: str | MnasReward = "soft",
+        alpha: float | None = None,
+        beta: float | None = None,
+        metric: str = "val_accuracy",
+        quantization: str = "float32",
+        representative_data: Any = None,
+        controller: str | Mapping[str, Any] | None = None,
+        max_trials: int = 100,
+        seed: int | None = None,
+        skip_ruled_out: bool = True,
+        max_crashes_per_trial: int = 2,
+        trial_timeout: float | None = None,
+        allow_config_change: bool = False,
+        oracle: keras_tuner.Oracle | None = None,
+        **kwargs: Any,
+    ):
+        if hypermodel is None:
+            hypermodel = MnasHyperModel(space)
+        elif space is not None:
+            raise ValueError(
+                "Pass either a hypermodel or a space, not both (the hypermodel has its own space)."
+            )
+        if latency is None:
+            latency = HostLatency()
+        if not isinstance(latency, LatencySource):
+            raise ValueError(
+                f"latency must be a keras_mnas.latency.LatencySource; received {type(latency).__name__}."
+            )
+        if quantization not in ("float32", "int8"):
+            raise ValueError(f"quantization must be 'float32' or 'int8'; received {quantization!r}.")
+        if quantization == "int8" and representative_data is None:
+            raise ValueError("quantization='int8' needs representative_data (input samples to calibrate).")
+        self.reward = _make_reward(reward, target_latency_ms, alpha, beta, metric)
+        self.latency = latency
+        self.quantization = quantization
+        self.representative_data = representative_data
+        self.skip_ruled_out = bool(skip_ruled_out)
+        oracle_kwargs = {
+            key: kwargs.pop(key)
+            for key in ("max_retries_per_trial", "max_consecutive_failed_trials")
+            if key in kwargs
+        }
+        if oracle is None:
+            oracle = MnasOracle(
+                max_trials=max_trials,
+                controller=controller,
+                seed=seed,
+                max_crashes_per_trial=max_crashes_per_trial,
+                trial_timeout=trial_timeout,
+                **oracle_kwargs,
+            )
+        elif oracle_kwargs or controller is not None:
+            raise ValueError("Pass oracle settings to the oracle you give, not to MnasTuner.")
+        if isinstance(oracle, MnasOracle):
+            # Checked against the saved search before anything is reloaded (reload happens in __init__).
+            oracle.search_config = self._search_config(hypermodel, controller)
+            oracle.allow_config_change = bool(allow_config_change)
+        super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    def _search_config(self, hypermodel, controller) -> dict[str, Any]:
+        space = hypermodel.space.get_config() if isinstance(hypermodel, MnasHyperModel) else None
+        config = {
+            "space": space,
+            "hypermodel": type(hypermodel).__name__,
+            "reward": self.reward.get_config(),
+            "latency": self.latency.config(),
+            "quantization": self.quantization,
+            "controller": controller,
+        }
+        return json.loads(json.dumps(config))  # the form it takes once saved: lists, not tuples
+
+    # ------------------------------------------------------------------------------------------------------
+    # Search
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        """Runs the search; arguments are those of `model.fit`, as in KerasTuner.
+
+        Raises:
+            ValueError: before any trial runs, when the reward's metric needs validation data that is not
+                given, or `epochs` is not a positive integer.
+        """
+        if self.reward.metric.startswith("val_") and not (
+            fit_kwargs.get("validation_data") is not None or fit_kwargs.get("validation_split")
+        ):
+            raise ValueError(
+                f"The reward reads {self.reward.metric!r}: pass validation_data=(x_val, y_val) or "
+                "validation_split to search()."
+            )
+        epochs = fit_kwargs.get("epochs", 1)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer; received {epochs!r}.")
+        callbacks = fit_kwargs.get("callbacks") or []
+        if not isinstance(callbacks, (list, tuple)):
+            raise ValueError(
+                f"callbacks must be a list of Keras callbacks; received {type(callbacks).__name__}."
+            )
+        super().search(*fit_args, **fit_kwargs)
+
+    def run_trial(self, trial, *fit_args: Any, **fit_kwargs: Any):
+        hp = trial.hyperparameters
+        self._set_phase(trial, "building")
+        keras.backend.clear_session()  # memory stays flat across trials
+        model = self.hypermodel.build(hp)
+        self._set_phase(trial, "measuring latency")
+        result = self.latency.measure(
+            model, quantization=self.quantization, representative_data=self.representative_data
+        )
+        params = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+        macs = count_model_macs(model)
+        del model
+        latency_ms = float(result.median_ms)
+        if self._ruled_out(latency_ms):
+            bound = self.reward.upper_bound(latency_ms)
+            print(
+                f"Trial {trial.trial_id}: {latency_ms:.2f} ms is too slow to beat the best reward even at "
+                f"100% accuracy (bound {bound:.4f}); skipped before training."
+            )
+            return {
+                "reward": bound,
+                "latency_ms": latency_ms,
+                "params": float(params),
+                "macs": float(macs),
+                "skipped": 1.0,
+            }
+        self._set_phase(trial, "training")
+        callbacks = [
+            RewardCallback(self.reward, latency_ms, params, macs),
+            *(fit_kwargs.pop("callbacks", None) or []),
+        ]
+        return super().run_trial(trial, *fit_args, callbacks=callbacks, **fit_kwargs)
+
+    def _ruled_out(self, latency_ms: float) -> bool:
+        if not (self.skip_ruled_out and self.reward.is_hard):
+            return False
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED" and t.score is not None]
+        return bool(best) and self.reward.upper_bound(latency_ms) < best[0].score
+
+    def _set_phase(self, trial, phase: str) -> None:
+        if isinstance(self.oracle, MnasOracle):
+            self.oracle.set_trial_phase(trial.trial_id, phase)
+
+    def on_trial_end(self, trial) -> None:
+        super().on_trial_end(trial)
+        self._print_progress(trial)
+
+    def _print_progress(self, trial) -> None:
+        trial = self.oracle.get_trial(trial.trial_id)
+        metrics = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
+        arch = self._architecture_or_none(trial.hyperparameters)
+        lines = [f"Trial {trial.trial_id} {trial.status}"]
+        if arch is not None:
+            lines.append("  architecture: " + str(arch))
+        if trial.status == "COMPLETED":
+            accuracy = metrics.get(self.reward.metric)
+            lines.append(
+                f"  latency {metrics.get('latency_ms', float('nan')):.2f} ms, "
+                + (
+                    f"{self.reward.metric} {accuracy:.4f}, "
+                    if accuracy is not None
+                    else "skipped before training, "
+                )
+                + f"reward {trial.score:.4f}"
+            )
+        elif trial.message:
+            lines.append("  reason: " + trial.message.strip().splitlines()[-1])
+        best = self.oracle.get_best_trials(1)
+        if best and best[0].score is not None:
+            lines.append(f"  best so far: trial {best[0].trial_id}, reward {best[0].score:.4f}")
+        print("\n".join(lines), flush=True)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Results
+
+    def _architecture_or_none(self, hp) -> ArchSpec | None:
+        if isinstance(self.hypermodel, MnasHyperModel):
+            try:
+                return self.hypermodel.architecture(hp)
+            except ValueError:
+                return None
+        return None
+
+    def completed_trials(self) -> list:
+        """Completed trials, in the order they ended."""
+        return [
+            self.oracle.get_trial(t)
+            for t in self.oracle.end_order
+            if self.oracle.get_trial(t).status == "COMPLETED"
+        ]
+
+    def trial_records(self) -> list[dict[str, Any]]:
+        """One dict per completed trial: id, accuracy, latency, reward, params, mult-adds and architecture."""
+        records = []
+        for trial in self.completed_trials():
+            metrics = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics}
+            arch = self._architecture_or_none(trial.hyperparameters)
+            records.append(
+                {
+                    "trial_id": trial.trial_id,
+                    "accuracy": metrics.get(self.reward.metric),
+                    "latency_ms": metrics.get("latency_ms"),
+                    "reward": trial.score,
+                    "params": metrics.get("params"),
+                    "macs": metrics.get("macs"),
+                    "skipped": bool(metrics.get("skipped")),
+                    "architecture": arch.to_dict() if arch is not None else None,
+                }
+            )
+        return records
+
+    def pareto_front(self) -> list[dict[str, Any]]:
+        """The trials not dominated in (higher accuracy, lower latency), fastest first."""
+        return pareto_front(self.trial_records())
+
+    def rescore(
+        self,
+        target_latency_ms: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        reward: MnasReward | None = None,
+    ) -> list[dict[str, Any]]:
+        """Scores completed trials under another target or exponents, without retraining; best first.
+
+        Example:
+
+        ```python
+        tuner.rescore(target_latency_ms=5.0, alpha=0.0, beta=-1.0)[0]["architecture"]
+        ```
+        """
+        if reward is None:
+            reward = MnasReward(
+                self.reward.target_latency_ms if target_latency_ms is None else target_latency_ms,
+                self.reward.alpha if alpha is None else alpha,
+                self.reward.beta if beta is None else beta,
+                self.reward.metric,
+            )
+        rescored = []
+        for record in self.trial_records():
+            if record["accuracy"] is None:
+                continue  # skipped before training: no accuracy to rescore
+            rescored.append({**record, "reward": reward(record["accuracy"], record["latency_ms"])})
+        return sorted(rescored, key=lambda r: r["reward"], reverse=True)
+
+    def best_architectures(self, num_trials: int = 1) -> list[ArchSpec]:
+        """The architecture specs of the best trials; build them with `keras_mnas.applications.MnasNet`."""
+        if not isinstance(self.hypermodel, MnasHyperModel):
+            raise ValueError(
+                "best_architectures needs a MnasHyperModel; use get_best_hyperparameters instead."
+            )
+        return [
+            self.hypermodel.architecture(t.hyperparameters) for t in self.oracle.get_best_trials(num_trials)
+        ]
+
+    def export_best(self, path: str | os.PathLike, *, quantization: str = "float32") -> dict[str, str]:
+        """Writes the best model as `<path>.keras` and `<path>.tflite` (and its architecture as JSON).
+
+        Args:
+            path: Path without suffix, e.g. `"exports/best"`.
+            quantization: `"float32"` or `"int8"` for the `.tflite` file (int8 uses the tuner's
+                `representative_data`).
+
+        Returns:
+            `{"keras": ..., "tflite": ..., "architecture": ...}` paths.
+        """
+        base = os.fspath(path)
+        for suffix in (".keras", ".tflite"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+        if quantization == "int8" and self.representative_data is None:
+            raise ValueError("export_best(quantization='int8') needs the tuner's representative_data.")
+        model = self.get_best_models(1)[0]
+        paths = {"keras": base + ".keras", "tflite": base + ".tflite"}
+        directory = os.path.dirname(os.path.abspath(base))
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, "." + os.path.basename(base) + ".tmp.keras")
+        model.save(tmp)
+        os.replace(tmp, paths["keras"])
+        tflite = convert_to_tflite(
+            model, quantization=quantization, representative_data=self.representative_data
+        )
+        atomic_write_bytes(paths["tflite"], tflite)
+        arch = self._architecture_or_none(self.oracle.get_best_trials(1)[0].hyperparameters)
+        if arch is not None:
+            paths["architecture"] = base + ".arch.json"
+            atomic_write_json(paths["architecture"], arch.to_dict())
+        return paths
+
+    # ------------------------------------------------------------------------------------------------------
+    # Crash-safe state
+
+    def save(self) -> None:
+        if not self._is_worker():
+            self.oracle.save()
+        atomic_write_json(self._get_tuner_fname(), self.get_state())

@@ -1,0 +1,190 @@
+import json
+import os
+
+import keras_tuner
+import pytest
+
+from keras_mnas.search.oracle import MnasOracle, hyperparameter_options
+
+
+def build_space(hp):
+    hp.Choice("op", ["a", "b", "c"])
+    hp.Boolean("flag")
+    hp.Fixed("fixed", 7)
+    hp.Int("units", 8, 32, step=8)
+    hp.Float("rate", 0.0, 0.5, step=0.25)
+    with hp.conditional_scope("op", ["c"]):
+        hp.Choice("c_only", [1, 2])
+    return None
+
+
+def score(values):
+    # A deterministic "accuracy": the best architecture is op=c, flag=True, units=32, rate=0.5, c_only=2.
+    total = {"a": 0.0, "b": 0.1, "c": 0.2}[values["op"]] + 0.1 * values["flag"] + values["units"] / 320
+    total += values["rate"] / 10 + (0.05 * values.get("c_only", 0))
+    return total
+
+
+class FakeTuner(keras_tuner.Tuner):
+    """Reports a reward computed from the hyperparameters: no model is trained."""
+
+    def __init__(self, *args, fail_when=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_when = fail_when
+        self.evaluated = []
+
+    def run_trial(self, trial, *args, **kwargs):
+        values = dict(trial.hyperparameters.values)
+        self.evaluated.append(values)
+        if self.fail_when and self.fail_when(values):
+            raise keras_tuner.errors.FailedTrialError("this one fails")
+        return {"reward": score(values)}
+
+
+def make_tuner(tmp_path, max_trials, overwrite=True, seed=3, fail_when=None, **oracle_kwargs):
+    oracle = MnasOracle(max_trials=max_trials, seed=seed, controller={"minibatch_size": 4}, **oracle_kwargs)
+    return FakeTuner(
+        oracle=oracle,
+        hypermodel=build_space,
+        directory=str(tmp_path),
+        project_name="fake",
+        overwrite=overwrite,
+        fail_when=fail_when,
+    )
+
+
+def test_options_of_every_discrete_hyperparameter():
+    hp = keras_tuner.HyperParameters()
+    build_space(hp)
+    options = {p.name: hyperparameter_options(p) for p in hp.space}
+    assert options["op"] == ["a", "b", "c"]
+    assert options["flag"] == [False, True]
+    assert options["fixed"] == [7]
+    assert options["units"] == [8, 16, 24, 32]
+    assert options["rate"] == [0.0, 0.25, 0.5]
+
+
+def test_continuous_float_is_rejected_by_name():
+    hp = keras_tuner.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-2, sampling="log")
+    with pytest.raises(ValueError, match="Float 'lr' has no `step`"):
+        hyperparameter_options(hp.space[0])
+
+
+def test_search_over_a_generic_space_with_conditions(tmp_path):
+    tuner = make_tuner(tmp_path, max_trials=12)
+    tuner.search(verbose=0)
+    assert len(tuner.evaluated) == 12
+    for values in tuner.evaluated[1:]:
+        assert set(values) >= {"op", "flag", "fixed", "units", "rate"}
+        assert ("c_only" in values) == (values["op"] == "c")  # inactive hyperparameters get no value
+    hashes = {json.dumps(v, sort_keys=True) for v in tuner.evaluated}
+    assert len(hashes) == 12, "an architecture was trained twice"
+    oracle = tuner.oracle
+    completed = [t for t in oracle.trials.values() if t.status == "COMPLETED"]
+    assert oracle.controller.num_observed == len(completed) + oracle.reused_proposals
+    best = tuner.get_best_hyperparameters(1)[0]
+    assert score(best.values) == max(score(v) for v in tuner.evaluated)
+
+
+def test_known_architectures_are_reused_not_retrained(tmp_path):
+    def tiny(hp):
+        hp.Choice("x", [0, 1])
+        hp.Choice("y", [0, 1])
+
+    class Tiny(FakeTuner):
+        def run_trial(self, trial, *args, **kwargs):
+            self.evaluated.append(dict(trial.hyperparameters.values))
+            return {"reward": trial.hyperparameters["x"] + 0.5 * trial.hyperparameters["y"]}
+
+    oracle = MnasOracle(max_trials=10, seed=0, max_resamples=20, controller={"minibatch_size": 2})
+    tuner = Tiny(oracle=oracle, hypermodel=tiny, directory=str(tmp_path), project_name="tiny")
+    tuner.search(verbose=0)
+    distinct = {json.dumps(v, sort_keys=True) for v in tuner.evaluated}
+    assert len(distinct) == len(tuner.evaluated) == 4  # the whole space, each trained once, then stop
+    assert oracle.reused_proposals > 0
+    assert oracle.controller.num_observed == 4 + oracle.reused_proposals
+
+
+def test_failed_trials_never_reach_the_controller(tmp_path):
+    tuner = make_tuner(
+        tmp_path, max_trials=8, fail_when=lambda v: v.get("op") == "a", max_consecutive_failed_trials=100
+    )
+    tuner.search(verbose=0)
+    failed = [t for t in tuner.oracle.trials.values() if t.status == "FAILED"]
+    completed = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    assert failed, "the test needs at least one failure"
+    assert all("this one fails" in t.message for t in failed)
+    assert tuner.oracle.controller.num_observed == len(completed) + tuner.oracle.reused_proposals
+
+
+def test_resume_continues_exactly_where_it_stood(tmp_path):
+    straight = make_tuner(tmp_path / "straight", max_trials=10)
+    straight.search(verbose=0)
+    first = make_tuner(tmp_path / "resumed", max_trials=5)
+    first.search(verbose=0)
+    second = make_tuner(tmp_path / "resumed", max_trials=10, overwrite=False)
+    second.search(verbose=0)
+    assert first.evaluated + second.evaluated == straight.evaluated
+    assert second.oracle.controller.num_observed == straight.oracle.controller.num_observed
+    assert second.oracle.controller_updates == straight.oracle.controller_updates
+
+
+def test_state_files_are_valid_json_and_written_atomically(tmp_path):
+    tuner = make_tuner(tmp_path, max_trials=3)
+    tuner.search(verbose=0)
+    project = tmp_path / "fake"
+    leftovers = [name for _, _, files in os.walk(project) for name in files if name.endswith(".tmp")]
+    assert leftovers == []
+    state = json.loads((project / "oracle.json").read_text())
+    assert state["mnas"]["controller"]["config"]["minibatch_size"] == 4
+    assert sorted(state["mnas"]["observed"]) == sorted(tuner.oracle.end_order)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    first = make_tuner(tmp_path, max_trials=2)
+    first.oracle.search_config = {"reward": {"target_latency_ms": 5.0}}
+    first.search(verbose=0)
+    oracle = MnasOracle(max_trials=4, seed=3, controller={"minibatch_size": 4})
+    oracle.search_config = {"reward": {"target_latency_ms": 9.0}}
+    with pytest.raises(ValueError, match=r"reward.target_latency_ms: saved 5.0, now 9.0"):
+        FakeTuner(oracle=oracle, hypermodel=build_space, directory=str(tmp_path), project_name="fake")
+    oracle = MnasOracle(max_trials=4, seed=3, controller={"minibatch_size": 4})
+    oracle.search_config = {"reward": {"target_latency_ms": 9.0}}
+    oracle.allow_config_change = True
+    FakeTuner(oracle=oracle, hypermodel=build_space, directory=str(tmp_path), project_name="fake")
+
+
+def test_silent_worker_trial_is_handed_out_again_and_counted_once(tmp_path):
+    tuner = make_tuner(tmp_path, max_trials=5, trial_timeout=0.01)
+    oracle = tuner.oracle
+    tuner._populate_initial_space()
+    first = oracle.create_trial("tuner0")
+    import time
+
+    time.sleep(0.05)
+    again = oracle.create_trial("tuner1")
+    assert again.trial_id == first.trial_id  # tuner0 went silent: its trial runs on tuner1
+    again.status = "COMPLETED"
+    oracle.update_trial(again.trial_id, {"reward": 0.5})
+    oracle.end_trial(again)
+    observed = oracle.controller.num_observed
+    first.status = "COMPLETED"  # the presumed-dead worker reports late
+    oracle.end_trial(first)
+    assert oracle.controller.num_observed == observed
+    assert oracle.end_order.count(first.trial_id) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_trials": 0}, "max_trials must be an integer >= 1"),
+        ({"max_trials": 5, "trial_timeout": -1}, "trial_timeout must be None or a positive number"),
+        ({"max_trials": 5, "controller": 3}, "controller must be None, a preset name or a dict"),
+        ({"max_trials": 5, "seed": "x"}, "seed must be None or an integer"),
+        ({"max_trials": 5, "objective": ["a", "b"]}, "single objective"),
+    ],
+)
+def test_bad_oracle_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MnasOracle(**kwargs)
