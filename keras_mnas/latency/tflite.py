@@ -1,0 +1,476 @@
+"""Conversion of Keras 3 models to TFLite flatbuffers, and a look inside the result.
+
+TensorFlow is imported lazily, inside the functions, so that importing `keras_mnas` never pulls it
+in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from keras_mnas.latency.base import QUANTIZATIONS
+
+#: How a Keras model is turned into a TFLite flatbuffer. `"concrete_function"` traces
+#: `model(x, training=False)` at batch size 1 and converts the frozen graph (fast);
+#: `"saved_model"` exports through `keras.export.ExportArchive` first, the route
+#: `model.export(..., format="litert")` takes (about 4x slower for MobileNetV2; kept as a fallback
+#: for models the first route cannot take).
+CONVERSION_METHODS = ("concrete_function", "saved_model")
+
+#: Default number of batch-1 samples taken from a representative array for int8 calibration.
+DEFAULT_CALIBRATION_SAMPLES = 100
+
+# The converter and the stderr redirection below are process-wide: one conversion at a time.
+_CONVERT_LOCK = threading.Lock()
+
+
+def model_input_specs(
+    model, input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None
+) -> list[tuple[tuple[int, ...], str]]:
+    """Returns `(shape_without_batch, dtype)` for each model input, refusing undefined dimensions.
+
+    A TFLite model has one fixed input shape. A Keras model whose spatial dimensions are `None`
+    converts into a model with a placeholder 1x1 input, which then runs (or fails to run) on a 1x1
+    image and "measures" a meaningless figure, so it is refused here.
+
+    Args:
+        model: A Keras model.
+        input_shape: Optional shape (batch size excluded) to use instead of the model's own, e.g.
+            `(224, 224, 3)`; a list of shapes for a model with several inputs.
+
+    Returns:
+        One `(shape, dtype)` pair per input, the shape without the batch axis.
+
+    Raises:
+        ValueError: if a dimension other than the batch is undefined, or no shape is known at all.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3)])
+    model_input_specs(model)  # [((32, 32, 3), "float32")]
+    ```
+    """
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        inputs = []
+    model_shapes = [tuple(x.shape) for x in inputs]
+    dtypes = [str(getattr(x, "dtype", "float32")) for x in inputs]
+
+    if input_shape is not None:
+        shapes = _normalize_input_shape_arg(input_shape)
+        if model_shapes and len(shapes) != len(model_shapes):
+            raise ValueError(
+                f"`input_shape` must give one shape per model input: the model has "
+                f"{len(model_shapes)} inputs {model_shapes}; received {input_shape!r}."
+            )
+        for shape, model_shape in zip(shapes, model_shapes, strict=False):
+            if len(shape) != len(model_shape) - 1:
+                raise ValueError(
+                    f"`input_shape` excludes the batch axis, so it must have "
+                    f"{len(model_shape) - 1} dimensions for a model input of shape {model_shape}; "
+                    f"received {shape}."
+                )
+        if not dtypes:
+            dtypes = ["float32"] * len(shapes)
+    else:
+        if not model_shapes:
+            raise ValueError(
+                f"Cannot convert model {getattr(model, 'name', model)!r} to TFLite: it has no "
+                "known input shape. Build it on a `keras.Input` with a fixed `input_shape` (e.g. "
+                "`input_shape=(224, 224, 3)`) or pass `input_shape=`."
+            )
+        shapes = [s[1:] for s in model_shapes]
+
+    for shape in shapes:
+        if not shape or any(d is None or int(d) <= 0 for d in shape):
+            shown = model_shapes[0] if len(model_shapes) == 1 else model_shapes
+            raise ValueError(
+                f"Cannot convert model {getattr(model, 'name', model)!r} to TFLite: its input "
+                f"shape {shown} is not fully defined (only the batch size may be None). A TFLite "
+                "model has one fixed input size; converting an undefined one yields a 1x1 model "
+                "whose latency is meaningless. Build the model with a fixed `input_shape`, e.g. "
+                "`input_shape=(224, 224, 3)`, or pass `input_shape=` to `convert_to_tflite`."
+            )
+    return [(tuple(int(d) for d in s), dt) for s, dt in zip(shapes, dtypes, strict=True)]
+
+
+def _normalize_input_shape_arg(input_shape) -> list[tuple]:
+    shape = list(input_shape)
+    if shape and all(isinstance(s, (list, tuple)) for s in shape):
+        return [tuple(s) for s in shape]
+    return [tuple(shape)]
+
+
+def calibration_batches(
+    representative_data,
+    specs: Sequence[tuple[tuple[int, ...], str]],
+    *,
+    num_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+) -> list[list[np.ndarray]]:
+    """Materialises int8 calibration data: a list of batches, each a list of one array per input.
+
+    Args:
+        representative_data: A numpy array of samples with a leading sample axis (the first
+            `num_samples` are used, one at a time, as batch-1 inputs), or a callable returning an
+            iterable of batches (each an array, or a list/tuple of arrays for a multi-input model).
+        specs: The model's `(shape, dtype)` input specs, from `model_input_specs`.
+        num_samples: How many samples of an array to use.
+
+    Returns:
+        The calibration batches, ready to be fed to the TFLite converter.
+
+    Example:
+
+    ```python
+    batches = calibration_batches(np.random.rand(8, 32, 32, 3), [((32, 32, 3), "float32")])
+    len(batches), batches[0][0].shape  # (8, (1, 32, 32, 3))
+    ```
+    """
+    if representative_data is None:
+        raise ValueError(
+            "quantization='int8' needs `representative_data` to calibrate the quantization "
+            "ranges: an array of input samples (e.g. a few hundred training images) or a callable "
+            "returning an iterable of input batches; received None."
+        )
+    if callable(representative_data):
+        batches = [_as_input_list(b, specs) for b in representative_data()]
+    else:
+        data = np.asarray(representative_data)
+        if len(specs) != 1:
+            raise ValueError(
+                f"An array of representative data only fits a single-input model; this model has "
+                f"{len(specs)} inputs. Pass a callable returning batches as lists of arrays "
+                "instead."
+            )
+        shape, dtype = specs[0]
+        if data.ndim != len(shape) + 1 or tuple(data.shape[1:]) != shape:
+            raise ValueError(
+                f"`representative_data` must be an array of samples of shape "
+                f"(num_samples, *{shape}) matching the model input; received an array of shape "
+                f"{data.shape}."
+            )
+        data = data[:num_samples].astype(dtype, copy=False)
+        batches = [[np.ascontiguousarray(data[i : i + 1])] for i in range(len(data))]
+    if not batches:
+        raise ValueError(
+            "`representative_data` yielded no samples; int8 calibration needs at least one."
+        )
+    return batches
+
+
+def _as_input_list(batch, specs) -> list[np.ndarray]:
+    items = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    if len(items) != len(specs):
+        raise ValueError(
+            f"Each representative batch must hold one array per model input ({len(specs)}); "
+            f"received {len(items)}."
+        )
+    out = []
+    for item, (_, dtype) in zip(items, specs, strict=True):
+        array = np.asarray(item)
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(dtype, copy=False)
+        out.append(array)
+    return out
+
+
+def convert_to_tflite(
+    model,
+    *,
+    quantization: str = "float32",
+    representative_data=None,
+    input_shape: Sequence[int] | None = None,
+    method: str = "concrete_function",
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    verbose: bool = False,
+) -> bytes:
+    """Converts a Keras 3 model (TensorFlow backend) to a TFLite flatbuffer with a batch size of 1.
+
+    The model runs in inference mode (`training=False`). `"float32"` is a plain conversion.
+    `"int8"` is full-integer post-training quantization: `tf.lite.Optimize.DEFAULT`, only
+    `TFLITE_BUILTINS_INT8` kernels, and int8 model input and output, with the ranges calibrated on
+    `representative_data`. Every op must be a TFLite builtin (no Flex/Select TF ops), so that the
+    model runs in a plain LiteRT runtime.
+
+    Args:
+        model: A Keras model with a fully defined input shape (batch size aside).
+        quantization: `"float32"` or `"int8"`.
+        representative_data: Needed for `"int8"`, ignored for `"float32"`: an array of input
+            samples (up to `calibration_samples` are used, one per batch) or a callable returning an
+            iterable of input batches.
+        input_shape: Optional input shape without the batch axis, to convert a model whose own input
+            shape is not fully defined, e.g. `(224, 224, 3)`.
+        method: `"concrete_function"` (default, fast) or `"saved_model"` (through
+            `keras.export.ExportArchive`, slower). See `CONVERSION_METHODS`.
+        calibration_samples: How many samples of a representative array to calibrate with.
+        verbose: Show TensorFlow's converter output (hidden by default, and reported on failure).
+
+    Returns:
+        The TFLite flatbuffer as `bytes`.
+
+    Raises:
+        ValueError: for an unknown quantization or method, an undefined input shape, or int8 without
+            representative data.
+        RuntimeError: when the converter fails.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3)])
+    float_bytes = convert_to_tflite(model)
+    int8_bytes = convert_to_tflite(
+        model, quantization="int8", representative_data=np.random.rand(16, 32, 32, 3)
+    )
+    ```
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}."
+        )
+    if method not in CONVERSION_METHODS:
+        raise ValueError(f"`method` must be one of {CONVERSION_METHODS}; received {method!r}.")
+    if calibration_samples < 1:
+        raise ValueError(f"`calibration_samples` must be >= 1; received {calibration_samples!r}.")
+    specs = model_input_specs(model, input_shape)
+    batches = None
+    if quantization == "int8":
+        batches = calibration_batches(representative_data, specs, num_samples=calibration_samples)
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        # The model is traced with tf.function: only TensorFlow-backend layers produce a TF graph.
+        raise RuntimeError(
+            "convert_to_tflite needs the TensorFlow Keras backend (KERAS_BACKEND=tensorflow); "
+            f"the active backend is {keras.backend.backend()!r}."
+        )
+    import tensorflow as tf
+
+    tensor_specs = [
+        tf.TensorSpec((1, *shape), tf.as_dtype(dtype), name=f"input_{i}")
+        for i, (shape, dtype) in enumerate(specs)
+    ]
+
+    def configure(converter):
+        # Builtins only: a Flex op would not run in the plain LiteRT interpreter being timed.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantization == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: iter(batches)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return converter
+
+    with _CONVERT_LOCK, _quiet(verbose) as log:
+        try:
+            if method == "concrete_function":
+                return _convert_concrete_function(tf, model, tensor_specs, configure)
+            return _convert_saved_model(tf, model, tensor_specs, configure)
+        except Exception as e:
+            details = log.text()[-4000:].strip()
+            raise RuntimeError(
+                f"TFLite conversion ({quantization}, method={method!r}) of model "
+                f"{getattr(model, 'name', model)!r} with input specs {specs} failed: {e}"
+                + (f"\nConverter output:\n{details}" if details else "")
+            ) from e
+
+
+def _call_model(model, inputs):
+    # A single-input model takes the tensor itself; a multi-input model a list.
+    return model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+
+
+def _convert_concrete_function(tf, model, tensor_specs, configure) -> bytes:
+    fn = tf.function(lambda *xs: _call_model(model, xs), input_signature=tensor_specs)
+    concrete = fn.get_concrete_function()
+    # Passing the tf.function as `trackable_obj` selects the freeze-the-graph pipeline without the
+    # deprecation warning; passing the Keras model instead lowers to a SavedModel whose Keras 3
+    # variables stay uninitialised resource variables (the model then outputs garbage).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
+    return configure(converter).convert()
+
+
+def _convert_saved_model(tf, model, tensor_specs, configure) -> bytes:
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="keras_mnas_export_") as export_dir:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            lambda *xs: _call_model(model, xs),
+            input_signature=tensor_specs,
+        )
+        archive.write_out(export_dir, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        return configure(converter).convert()
+
+
+class _CapturedLog:
+    def __init__(self, path: str | None):
+        self._path = path
+
+    def text(self) -> str:
+        if self._path is None:
+            return ""
+        try:
+            with open(self._path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Hides TensorFlow's Python warnings and native stderr chatter, keeping it for errors."""
+    if verbose:
+        yield _CapturedLog(None)
+        return
+    absl_logger = logging.getLogger("absl")
+    tf_logger = logging.getLogger("tensorflow")
+    levels = (absl_logger.level, tf_logger.level)
+    absl_logger.setLevel(logging.ERROR)
+    tf_logger.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="keras_mnas_tflite_log_") as log_dir:
+        log_path = os.path.join(log_dir, "stderr.txt")
+        saved_fd = None
+        try:
+            sys.stderr.flush()
+            with open(log_path, "wb") as log_file:
+                try:
+                    saved_fd = os.dup(2)
+                    os.dup2(log_file.fileno(), 2)
+                except OSError:  # No usable fd 2 (some embedded interpreters): stay noisy.
+                    saved_fd = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield _CapturedLog(log_path)
+        finally:
+            if saved_fd is not None:
+                sys.stderr.flush()
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+            absl_logger.setLevel(levels[0])
+            tf_logger.setLevel(levels[1])
+
+
+def _dtype_name(dtype) -> str:
+    return np.dtype(dtype).name
+
+
+def tflite_op_summary(tflite_bytes: bytes) -> dict[str, Any]:
+    """Lists the operators of a TFLite model and the dtypes of their tensors.
+
+    The model is read with the LiteRT interpreter without its default delegate, so the summary shows
+    the model's own operators rather than one opaque XNNPACK node.
+
+    Args:
+        tflite_bytes: A TFLite flatbuffer.
+
+    Returns:
+        A dict with `"inputs"` and `"outputs"` (lists of `{"name", "shape", "shape_signature",
+        "dtype"}`), `"ops"` (a list of `{"op", "input_dtypes", "output_dtypes"}` in execution order)
+        and `"op_counts"` (`{op_name: count}`).
+
+    Raises:
+        ValueError: if the bytes are not a readable TFLite model.
+
+    Example:
+
+    ```python
+    summary = tflite_op_summary(convert_to_tflite(model))
+    summary["op_counts"]  # {"CONV_2D": 2, "MEAN": 1, ...}
+    summary["inputs"][0]["dtype"]  # "float32"
+    ```
+    """
+    interpreter = load_interpreter(tflite_bytes, use_default_delegate=False)
+    ops = []
+    counts: dict[str, int] = {}
+    for details in interpreter._get_ops_details():
+        name = details["op_name"]
+        ops.append(
+            {
+                "op": name,
+                "input_dtypes": [_dtype_name(t) for t in details["operand_types"]],
+                "output_dtypes": [_dtype_name(t) for t in details["result_types"]],
+            }
+        )
+        counts[name] = counts.get(name, 0) + 1
+
+    def tensors(details_list):
+        return [
+            {
+                "name": d["name"],
+                "shape": [int(x) for x in d["shape"]],
+                "shape_signature": [int(x) for x in d["shape_signature"]],
+                "dtype": _dtype_name(d["dtype"]),
+            }
+            for d in details_list
+        ]
+
+    return {
+        "inputs": tensors(interpreter.get_input_details()),
+        "outputs": tensors(interpreter.get_output_details()),
+        "ops": ops,
+        "op_counts": counts,
+    }
+
+
+def load_interpreter(
+    tflite_bytes: bytes, *, num_threads: int = 1, use_default_delegate: bool = True
+) -> Any:
+    """Creates a LiteRT `Interpreter` for TFLite bytes, with a clear error for unreadable bytes.
+
+    Args:
+        tflite_bytes: A TFLite flatbuffer.
+        num_threads: Interpreter threads.
+        use_default_delegate: Whether LiteRT may apply its default (XNNPACK) delegate.
+
+    Returns:
+        An `ai_edge_litert.interpreter.Interpreter` (tensors not yet allocated).
+
+    Example:
+
+    ```python
+    interpreter = load_interpreter(convert_to_tflite(model))
+    interpreter.allocate_tensors()
+    ```
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    if not isinstance(tflite_bytes, (bytes, bytearray, memoryview)) or not len(tflite_bytes):
+        raise ValueError(
+            "Expected the non-empty bytes of a TFLite model; received "
+            f"{type(tflite_bytes).__name__}"
+            + (f" of length {len(tflite_bytes)}" if hasattr(tflite_bytes, "__len__") else "")
+            + "."
+        )
+    resolver = (
+        OpResolverType.AUTO
+        if use_default_delegate
+        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    try:
+        return Interpreter(
+            model_content=bytes(tflite_bytes),
+            num_threads=num_threads,
+            experimental_op_resolver_type=resolver,
+        )
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"Could not load the TFLite model ({len(tflite_bytes)} bytes): {e}. Expected a valid "
+            "TFLite flatbuffer, e.g. from `convert_to_tflite`."
+        ) from e

@@ -1,0 +1,90 @@
+import json
+import math
+
+import pytest
+
+from keras_mnas.latency import QUANTIZATIONS, LatencyResult, LatencySource
+
+
+def make_result(**overrides):
+    fields = dict(
+        median_ms=6.0,
+        mean_ms=6.1,
+        p90_ms=6.4,
+        std_ms=0.2,
+        cv=0.2 / 6.1,
+        runs=50,
+        warmup_runs=10,
+        threads=1,
+        source="host",
+        quantization="float32",
+        tflite_bytes=1234,
+        sha256="ab" * 32,
+        provenance={"cpu": "test cpu", "per_repeat_median_ms": [6.0]},
+    )
+    fields.update(overrides)
+    return LatencyResult(**fields)
+
+
+@pytest.mark.parametrize("field", ["median_ms", "mean_ms", "p90_ms", "std_ms", "cv"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, "6"])
+def test_result_rejects_non_finite_negative_or_non_numbers(field, bad):
+    with pytest.raises(ValueError, match=field):
+        make_result(**{field: bad})
+
+
+def test_result_rejects_zero_median():
+    with pytest.raises(ValueError, match="median_ms must be positive"):
+        make_result(median_ms=0.0)
+
+
+def test_result_accepts_zero_spread():
+    # A prediction (or a perfectly steady timer) has no spread; that is not an error.
+    result = make_result(std_ms=0.0, cv=0.0, runs=0)
+    assert result.std_ms == 0.0
+
+
+def test_result_rejects_unknown_quantization():
+    with pytest.raises(ValueError, match="int8"):
+        make_result(quantization="float16")
+
+
+def test_round_trip_through_dict_and_json():
+    result = make_result()
+    assert LatencyResult.from_dict(result.to_dict()) == result
+    assert LatencyResult.from_dict(json.loads(result.to_json())) == result
+
+
+def test_from_dict_rejects_unknown_fields():
+    data = make_result().to_dict()
+    data["latency"] = 3.0
+    with pytest.raises(ValueError, match="latency"):
+        LatencyResult.from_dict(data)
+
+
+def test_from_dict_revalidates():
+    data = make_result().to_dict()
+    data["median_ms"] = -2.0
+    with pytest.raises(ValueError, match="median_ms"):
+        LatencyResult.from_dict(data)
+
+
+def test_unstable_flags_a_high_coefficient_of_variation():
+    assert not make_result(cv=0.02).unstable
+    assert make_result(cv=0.08).unstable
+
+
+def test_latency_source_is_abstract_and_config_names_it():
+    with pytest.raises(TypeError):
+        LatencySource()
+
+    class Fixed(LatencySource):
+        name = "fixed"
+
+        def measure(self, model, *, quantization="float32", representative_data=None):
+            return make_result(source=self.name, quantization=quantization)
+
+    source = Fixed()
+    assert source.config() == {"name": "fixed"}
+    assert source.measure(None, quantization="int8").quantization == "int8"
+    assert set(QUANTIZATIONS) == {"float32", "int8"}

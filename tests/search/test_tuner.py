@@ -1,0 +1,174 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from keras_mnas import applications
+from keras_mnas.latency import LatencyResult, LatencySource
+from keras_mnas.search import MnasReward, MnasSearchSpace, MnasTuner
+
+TINY_SKELETON = [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    x = np.kron(data.images.astype("float32") / 16.0, np.ones((2, 2), "float32"))[..., None]  # 16x16x1
+    return (x[:600], data.target[:600]), (x[1500:], data.target[1500:])
+
+
+def tiny_space():
+    return MnasSearchSpace(
+        TINY_SKELETON, input_shape=(16, 16, 1), classes=10, depth_multiplier=0.5, head_filters=32,
+        fixed_blocks={0: "r1_k3_s11_e1_i32_o16_noskip"},
+    )
+
+
+class ScriptedLatency(LatencySource):
+    """Latencies from a script, in call order: makes the reward's latency term exact and fast to test."""
+
+    name = "scripted"
+
+    def __init__(self, latencies):
+        self.latencies = list(latencies)
+        self.calls = 0
+
+    def measure(self, model, *, quantization="float32", representative_data=None):
+        value = self.latencies[min(self.calls, len(self.latencies) - 1)]
+        self.calls += 1
+        return LatencyResult(value, value, value, 0.0, 0.0, 1, 0, 1, self.name)
+
+
+def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, capsys):
+    (x, y), (x_val, y_val) = digits
+    tuner = MnasTuner(
+        space=tiny_space(), latency=ScriptedLatency([2.0, 1.0, 4.0]), target_latency_ms=2.0, max_trials=3,
+        seed=1, directory=str(tmp_path), project_name="habits",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    records = tuner.trial_records()
+    assert len(records) == 3
+    reward = MnasReward.soft(2.0)
+    for record in records:
+        assert {"accuracy", "latency_ms", "reward", "params", "macs"} <= set(record)
+        assert record["reward"] == pytest.approx(reward(record["accuracy"], record["latency_ms"]), rel=1e-6)
+        assert record["params"] > 0 and record["macs"] > 0
+    assert sorted(r["latency_ms"] for r in records) == [1.0, 2.0, 4.0]
+    out = capsys.readouterr().out
+    assert "architecture: r1_k3_s11_e1_i32_o16_noskip" in out and "best so far" in out
+    tuner.results_summary(1)
+    assert "Score" in capsys.readouterr().out
+    best_model = tuner.get_best_models(1)[0]
+    assert best_model.predict(x_val[:2], verbose=0).shape == (2, 10)
+    best_hp = tuner.get_best_hyperparameters(1)[0]
+    arch = tuner.best_architectures(1)[0]
+    assert arch == tuner.hypermodel.architecture(best_hp)
+    assert applications.MnasNet(arch, input_shape=(64, 64, 3), classes=5).output.shape == (None, 5)
+    # The Pareto front holds the non-dominated trials, fastest first.
+    front = tuner.pareto_front()
+    for a in front:
+        for b in records:
+            assert not (b["accuracy"] >= a["accuracy"] and b["latency_ms"] < a["latency_ms"])
+    assert [r["latency_ms"] for r in front] == sorted(r["latency_ms"] for r in front)
+    # Rescoring needs no training and uses the new target.
+    hard = tuner.rescore(target_latency_ms=1.5, alpha=0.0, beta=-1.0)
+    rule = MnasReward.hard(1.5)
+    assert {r["trial_id"]: r["reward"] for r in hard} == pytest.approx(
+        {r["trial_id"]: rule(r["accuracy"], r["latency_ms"]) for r in records}
+    )
+
+
+def test_hard_constraint_skips_models_that_cannot_win(tmp_path, digits):
+    (x, y), (x_val, y_val) = digits
+    fits = []
+
+    class CountFits(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            fits.append(1)
+
+    tuner = MnasTuner(
+        space=tiny_space(), latency=ScriptedLatency([1.0, 1000.0]), target_latency_ms=1.0, reward="hard",
+        max_trials=2, seed=2, directory=str(tmp_path), project_name="hard",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0, callbacks=[CountFits()])
+    records = {r["latency_ms"]: r for r in tuner.trial_records()}
+    assert len(fits) == 1, "the ruled-out model was trained"
+    skipped = records[1000.0]
+    assert skipped["skipped"] and skipped["accuracy"] is None
+    assert skipped["reward"] == pytest.approx(1.0 / 1000.0)  # the bound: 100% accuracy at that latency
+    assert all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+
+
+def test_diverging_training_fails_the_trial_with_its_reason(tmp_path, digits):
+    (x, y), (x_val, y_val) = digits
+    x_nan = x.copy()
+    x_nan[:] = np.nan
+    tuner = MnasTuner(
+        space=tiny_space(), latency=ScriptedLatency([1.0]), target_latency_ms=1.0, max_trials=2, seed=3,
+        directory=str(tmp_path), project_name="nan",
+    )
+    tuner.search(x_nan, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2
+    assert all(t.status == "FAILED" and "diverged" in t.message for t in trials)
+    assert tuner.oracle.controller.num_observed == 0  # failures never reach the controller
+
+
+def test_export_best_with_host_latency(tmp_path, digits):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_mnas.latency import HostLatency
+
+    (x, y), (x_val, y_val) = digits
+    tuner = MnasTuner(
+        space=tiny_space(), latency=HostLatency(runs=5, warmup_runs=1), target_latency_ms=0.05, max_trials=1,
+        seed=4, directory=str(tmp_path), project_name="export",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    record = tuner.trial_records()[0]
+    assert 0 < record["latency_ms"] < 50 and math.isfinite(record["reward"])
+    paths = tuner.export_best(tmp_path / "best")
+    reloaded = keras.saving.load_model(paths["keras"])
+    np.testing.assert_allclose(
+        reloaded.predict(x_val[:4], verbose=0), tuner.get_best_models(1)[0].predict(x_val[:4], verbose=0),
+        atol=1e-5,
+    )
+    interpreter = Interpreter(model_path=paths["tflite"])
+    interpreter.allocate_tensors()
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 16, 16, 1)
+    assert "blocks" in open(paths["architecture"]).read()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "needs target_latency_ms"),
+        ({"target_latency_ms": 0.0}, "target_latency_ms must be positive"),
+        ({"target_latency_ms": -3.0}, "target_latency_ms must be positive"),
+        ({"target_latency_ms": float("nan")}, "target_latency_ms must be a finite number"),
+        ({"target_latency_ms": float("inf")}, "target_latency_ms must be a finite number"),
+        ({"target_latency_ms": 1.0, "reward": "medium"}, "reward must be 'soft', 'hard' or a MnasReward"),
+        ({"target_latency_ms": 1.0, "max_trials": 0}, "max_trials must be an integer >= 1"),
+        ({"target_latency_ms": 1.0, "max_trials": -2}, "max_trials must be an integer >= 1"),
+        ({"target_latency_ms": 1.0, "latency": "phone"}, "latency must be a keras_mnas.latency.LatencySource"),
+        ({"target_latency_ms": 1.0, "quantization": "int4"}, "quantization must be 'float32' or 'int8'"),
+        ({"target_latency_ms": 1.0, "quantization": "int8"}, "needs representative_data"),
+    ],
+)
+def test_bad_tuner_arguments_are_rejected_by_name(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MnasTuner(space=tiny_space(), directory=str(tmp_path), project_name="bad", **kwargs)
+
+
+def test_bad_search_arguments_are_rejected_before_any_trial(tmp_path, digits):
+    (x, y), _ = digits
+    latency = ScriptedLatency([1.0])
+    tuner = MnasTuner(space=tiny_space(), latency=latency, target_latency_ms=1.0, max_trials=2,
+                      directory=str(tmp_path), project_name="args")
+    with pytest.raises(ValueError, match="pass validation_data"):
+        tuner.search(x, y, epochs=1)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        tuner.search(x, y, validation_split=0.2, epochs=0)
+    assert latency.calls == 0 and not tuner.oracle.trials
