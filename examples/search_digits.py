@@ -20,11 +20,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import numpy as np
+from sklearn.datasets import load_digits
 
-from keras_mnas.latency import HostLatency  # noqa: E402
-from keras_mnas.search import MnasSearchSpace, MnasTuner  # noqa: E402
+from keras_mnas.latency import HostLatency
+from keras_mnas.search import MnasSearchSpace, MnasTuner
 
 
 def load_data(seed: int = 0):
@@ -75,7 +75,8 @@ def main(argv=None):
     print("\nPareto front (accuracy against latency):")
     for record in tuner.pareto_front():
         print(
-            f"  trial {record['trial_id']}: {record['latency_ms']:.3f} ms, accuracy {record['accuracy']:.3f}, "
+            f"  trial {record['trial_id']}: {record['latency_ms']:.3f} ms, "
+            f"accuracy {record['accuracy']:.3f}, "
             f"reward {record['reward']:.4f}, {record['params'] / 1e3:.0f}k params"
         )
     best = tuner.best_architectures()[0]

@@ -1,4 +1,5 @@
 import math
+import pathlib
 
 import keras
 import numpy as np
@@ -21,7 +22,11 @@ def digits():
 
 def tiny_space():
     return MnasSearchSpace(
-        TINY_SKELETON, input_shape=(16, 16, 1), classes=10, depth_multiplier=0.5, head_filters=32,
+        TINY_SKELETON,
+        input_shape=(16, 16, 1),
+        classes=10,
+        depth_multiplier=0.5,
+        head_filters=32,
         fixed_blocks={0: "r1_k3_s11_e1_i32_o16_noskip"},
     )
 
@@ -44,8 +49,13 @@ class ScriptedLatency(LatencySource):
 def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, capsys):
     (x, y), (x_val, y_val) = digits
     tuner = MnasTuner(
-        space=tiny_space(), latency=ScriptedLatency([2.0, 1.0, 4.0]), target_latency_ms=2.0, max_trials=3,
-        seed=1, directory=str(tmp_path), project_name="habits",
+        space=tiny_space(),
+        latency=ScriptedLatency([2.0, 1.0, 4.0]),
+        target_latency_ms=2.0,
+        max_trials=3,
+        seed=1,
+        directory=str(tmp_path),
+        project_name="habits",
     )
     tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
     records = tuner.trial_records()
@@ -89,10 +99,18 @@ def test_hard_constraint_skips_models_that_cannot_win(tmp_path, digits):
             fits.append(1)
 
     tuner = MnasTuner(
-        space=tiny_space(), latency=ScriptedLatency([1.0, 1000.0]), target_latency_ms=1.0, reward="hard",
-        max_trials=2, seed=2, directory=str(tmp_path), project_name="hard",
+        space=tiny_space(),
+        latency=ScriptedLatency([1.0, 1000.0]),
+        target_latency_ms=1.0,
+        reward="hard",
+        max_trials=2,
+        seed=2,
+        directory=str(tmp_path),
+        project_name="hard",
     )
-    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0, callbacks=[CountFits()])
+    tuner.search(
+        x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0, callbacks=[CountFits()]
+    )
     records = {r["latency_ms"]: r for r in tuner.trial_records()}
     assert len(fits) == 1, "the ruled-out model was trained"
     skipped = records[1000.0]
@@ -106,8 +124,13 @@ def test_diverging_training_fails_the_trial_with_its_reason(tmp_path, digits):
     x_nan = x.copy()
     x_nan[:] = np.nan
     tuner = MnasTuner(
-        space=tiny_space(), latency=ScriptedLatency([1.0]), target_latency_ms=1.0, max_trials=2, seed=3,
-        directory=str(tmp_path), project_name="nan",
+        space=tiny_space(),
+        latency=ScriptedLatency([1.0]),
+        target_latency_ms=1.0,
+        max_trials=2,
+        seed=3,
+        directory=str(tmp_path),
+        project_name="nan",
     )
     tuner.search(x_nan, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
     trials = list(tuner.oracle.trials.values())
@@ -123,8 +146,13 @@ def test_export_best_with_host_latency(tmp_path, digits):
 
     (x, y), (x_val, y_val) = digits
     tuner = MnasTuner(
-        space=tiny_space(), latency=HostLatency(runs=5, warmup_runs=1), target_latency_ms=0.05, max_trials=1,
-        seed=4, directory=str(tmp_path), project_name="export",
+        space=tiny_space(),
+        latency=HostLatency(runs=5, warmup_runs=1),
+        target_latency_ms=0.05,
+        max_trials=1,
+        seed=4,
+        directory=str(tmp_path),
+        project_name="export",
     )
     tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
     record = tuner.trial_records()[0]
@@ -132,13 +160,14 @@ def test_export_best_with_host_latency(tmp_path, digits):
     paths = tuner.export_best(tmp_path / "best")
     reloaded = keras.saving.load_model(paths["keras"])
     np.testing.assert_allclose(
-        reloaded.predict(x_val[:4], verbose=0), tuner.get_best_models(1)[0].predict(x_val[:4], verbose=0),
+        reloaded.predict(x_val[:4], verbose=0),
+        tuner.get_best_models(1)[0].predict(x_val[:4], verbose=0),
         atol=1e-5,
     )
     interpreter = Interpreter(model_path=paths["tflite"])
     interpreter.allocate_tensors()
     assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 16, 16, 1)
-    assert "blocks" in open(paths["architecture"]).read()
+    assert "blocks" in pathlib.Path(paths["architecture"]).read_text()
 
 
 @pytest.mark.parametrize(
@@ -152,7 +181,10 @@ def test_export_best_with_host_latency(tmp_path, digits):
         ({"target_latency_ms": 1.0, "reward": "medium"}, "reward must be 'soft', 'hard' or a MnasReward"),
         ({"target_latency_ms": 1.0, "max_trials": 0}, "max_trials must be an integer >= 1"),
         ({"target_latency_ms": 1.0, "max_trials": -2}, "max_trials must be an integer >= 1"),
-        ({"target_latency_ms": 1.0, "latency": "phone"}, "latency must be a keras_mnas.latency.LatencySource"),
+        (
+            {"target_latency_ms": 1.0, "latency": "phone"},
+            "latency must be a keras_mnas.latency.LatencySource",
+        ),
         ({"target_latency_ms": 1.0, "quantization": "int4"}, "quantization must be 'float32' or 'int8'"),
         ({"target_latency_ms": 1.0, "quantization": "int8"}, "needs representative_data"),
     ],
@@ -165,8 +197,14 @@ def test_bad_tuner_arguments_are_rejected_by_name(tmp_path, kwargs, match):
 def test_bad_search_arguments_are_rejected_before_any_trial(tmp_path, digits):
     (x, y), _ = digits
     latency = ScriptedLatency([1.0])
-    tuner = MnasTuner(space=tiny_space(), latency=latency, target_latency_ms=1.0, max_trials=2,
-                      directory=str(tmp_path), project_name="args")
+    tuner = MnasTuner(
+        space=tiny_space(),
+        latency=latency,
+        target_latency_ms=1.0,
+        max_trials=2,
+        directory=str(tmp_path),
+        project_name="args",
+    )
     with pytest.raises(ValueError, match="pass validation_data"):
         tuner.search(x, y, epochs=1)
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
