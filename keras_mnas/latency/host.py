@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -18,6 +16,7 @@ import numpy as np
 
 from keras_mnas.latency import tflite as tflite_lib
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
+from keras_mnas.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -409,7 +408,7 @@ class HostLatency(LatencySource):
             if self.cache_dir is None:
                 return
             record = {"format": _CACHE_FORMAT, "key": key, "result": result.to_dict()}
-            _atomic_write_json(os.path.join(self.cache_dir, f"{key}.json"), record)
+            atomic_write_json(os.path.join(self.cache_dir, f"{key}.json"), record)
 
 
 def _check_quantization(quantization: str) -> None:
@@ -443,23 +442,6 @@ def _random_input(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     raise ValueError(
         f"Cannot make a random input of dtype {dtype}; expected a numeric or bool input."
     )
-
-
-def _atomic_write_json(path: str, data: dict[str, Any]) -> None:
-    """Writes JSON so that readers see either the old file or the complete new one, never a part."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_path)
-        raise
 
 
 _HOST_CACHE: dict[str, Any] = {}

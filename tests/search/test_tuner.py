@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from tensorboard.backend.event_processing import event_accumulator
 
 from keras_mnas import applications
 from keras_mnas.latency import LatencyResult, LatencySource
@@ -210,3 +211,49 @@ def test_bad_search_arguments_are_rejected_before_any_trial(tmp_path, digits):
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         tuner.search(x, y, validation_split=0.2, epochs=0)
     assert latency.calls == 0 and not tuner.oracle.trials
+
+
+def test_tensorboard_hparams_view_of_a_search(tmp_path, digits):
+    from test_tensorboard import group_metrics, hparams_backend
+
+    (x, y), (x_val, y_val) = digits
+    log_dir = tmp_path / "tb"
+    tuner = MnasTuner(
+        space=tiny_space(),
+        latency=ScriptedLatency([1.0, 2.0, 3.0]),
+        target_latency_ms=2.0,
+        max_trials=3,
+        seed=5,
+        controller={"minibatch_size": 2},
+        directory=str(tmp_path),
+        project_name="tb",
+    )
+    tuner.search(
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        epochs=1,
+        batch_size=64,
+        verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(log_dir=str(log_dir))],
+    )
+    experiment, groups = hparams_backend(log_dir)
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "val_accuracy",
+        "latency_ms",
+        "reward",
+        "params",
+        "macs",
+    }
+    assert "block2_conv_op" in {h.name for h in experiment.hparam_infos}
+    records = {r["trial_id"]: r for r in tuner.trial_records()}
+    assert set(groups) == set(records)  # one row per trial
+    for trial_id, group in groups.items():
+        metrics = group_metrics(group)
+        assert metrics["latency_ms"] == pytest.approx(records[trial_id]["latency_ms"])
+        assert metrics["reward"] == pytest.approx(records[trial_id]["reward"], rel=1e-5)
+    search_run = event_accumulator.EventAccumulator(str(log_dir / "search"))
+    search_run.Reload()
+    tags = search_run.Tags()
+    assert "controller/mean_reward" in tags["tensors"] + tags["scalars"]
+    assert "search/pareto" in tags["tensors"] + tags["images"]
