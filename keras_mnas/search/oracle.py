@@ -20,7 +20,9 @@ Bookkeeping that makes a search of days safe to kill at any instant:
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
+import glob
 import math
 import os
 import time
@@ -33,11 +35,15 @@ from keras_mnas.search.controller import Controller
 from keras_mnas.utils.io import atomic_write_json, read_json
 
 RUNNING = "RUNNING"
+IDLE = "IDLE"
+INVALID = "INVALID"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 STOPPED = "STOPPED"
 
 PHASE_FILE = "mnas_phase.json"
+#: Trial id of the IDLE answer that tells a distributed worker to stop without ending the chief's search.
+STOP_WORKER = "mnas-stop-worker"
 
 
 def hyperparameter_options(hp) -> list:
@@ -84,7 +90,10 @@ class MnasOracle(keras_tuner.Oracle):
             as failed instead of being run again on restart.
         trial_timeout: Seconds without news from a worker after which its running trial is handed out again
             (distributed tuning). `None` disables it.
-        hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
+        hyperparameters: Optional `keras_tuner.HyperParameters` to start from, as in `keras_tuner.Oracle`.
+        allow_new_entries: As in `keras_tuner.Oracle`.
+        tune_new_entries: As in `keras_tuner.Oracle`.
+        max_retries_per_trial: As in `keras_tuner.Oracle`.
         max_consecutive_failed_trials: As in `keras_tuner.Oracle`.
 
     Example:
@@ -174,7 +183,9 @@ class MnasOracle(keras_tuner.Oracle):
         self._random_fallbacks = 0
         self._updates: list[dict[str, Any]] = []
         self._last_seen: dict[str, float] = {}
+        self._tuner_seen: dict[str, float] = {}
         self._crashed_on_load: list[str] = []
+        self._defer_saves = False
 
     # ------------------------------------------------------------------------------------------------------
     # Tokens <-> hyperparameter values
@@ -291,44 +302,132 @@ class MnasOracle(keras_tuner.Oracle):
         self._samples[trial_id] = {"tokens": tokens, "log_probs": controller.log_probs(tokens)}
         return {"status": RUNNING, "values": values}
 
+    @property
+    def tuner_ids(self) -> set[str]:
+        """Workers that asked for trials and were not yet told to stop.
+
+        KerasTuner's chief exits once this is empty and no trial runs; a worker silent for longer than
+        `trial_timeout` with no trial is forgotten, so a dead worker does not keep the chief up forever.
+        """
+        if self.trial_timeout is not None:
+            now = time.monotonic()
+            busy = set(getattr(self, "ongoing_trials", {}))
+            for tuner_id in list(self._tuner_ids):
+                seen = self._tuner_seen.get(tuner_id)
+                if tuner_id not in busy and seen is not None and now - seen > self.trial_timeout:
+                    self._tuner_ids.discard(tuner_id)
+        return self._tuner_ids
+
+    @tuner_ids.setter
+    def tuner_ids(self, value) -> None:
+        self._tuner_ids = set(value)
+
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str):
+        now = time.monotonic()
+        self._tuner_seen[tuner_id] = now
         self._requeue_silent_trials()
+        if self._should_wait(tuner_id):
+            # All trials are handed out but some still run elsewhere: with a trial_timeout, one of them may
+            # come back to the queue, so this worker waits (IDLE) instead of stopping (KerasTuner stops it).
+            self._tuner_ids.add(tuner_id)
+            return keras_tuner.engine.trial.Trial(self.get_space(), status=IDLE)
+        retried = set(self._retry_queue)
         trial = super().create_trial(tuner_id)
+        if trial.status == STOPPED and self.trial_timeout is not None and self.tuner_ids:
+            # KerasTuner's chief checks whether to exit a second after the first STOPPED, then every 20 s:
+            # only the last worker gets a real STOPPED; the others a "stop" that the chief does not see
+            # (MnasTuner workers read it as STOPPED; others just ask again and get STOPPED when last).
+            return keras_tuner.engine.trial.Trial(self.get_space(), trial_id=STOP_WORKER, status=IDLE)
         if trial.status == RUNNING:
-            self._last_seen[trial.trial_id] = time.monotonic()
+            self._last_seen[trial.trial_id] = now
+            if trial.trial_id in retried:
+                # KerasTuner does not rewrite trial.json for a retry: on reload it must read RUNNING, or a
+                # crash during the retry would look like the earlier INVALID end.
+                self._save_trial(trial)
         return trial
+
+    def _should_wait(self, tuner_id: str) -> bool:
+        return (
+            self.trial_timeout is not None
+            and tuner_id not in self.ongoing_trials
+            and not self._retry_queue
+            and bool(self.max_trials)
+            and len(self.trials) >= self.max_trials
+            and bool(self.ongoing_trials)
+        )
 
     @keras_tuner.synchronized
     def update_trial(self, trial_id: str, metrics: Mapping[str, float], step: int = 0):
         self._last_seen[trial_id] = time.monotonic()
+        for tuner_id, ongoing in self.ongoing_trials.items():
+            if ongoing.trial_id == trial_id:
+                self._tuner_seen[tuner_id] = self._last_seen[trial_id]
+        trial = self.trials[trial_id]
+        if not metrics or self._has_ended(trial_id):
+            # No metrics: a worker's heartbeat (KerasTuner itself never reports an empty dict). An ended
+            # trial keeps the result it ended with, whatever a late worker reports.
+            return trial
         return super().update_trial(trial_id, metrics, step=step)
 
+    def _has_ended(self, trial_id: str) -> bool:
+        trial = self.trials.get(trial_id)
+        return trial is not None and trial_id in self.end_order and trial.status in (COMPLETED, FAILED)
+
     def _requeue_silent_trials(self) -> None:
-        """Hands out again the trials of workers that stopped reporting (distributed tuning)."""
+        """Hands out again the trials of workers that stopped reporting (distributed tuning).
+
+        A worker that went silent counts as a crash of its trial: a candidate that kills every worker it
+        runs on is recorded as failed after `max_crashes_per_trial` attempts, as on restarts.
+        """
         if self.trial_timeout is None:
             return
         now = time.monotonic()
+        changed = False
         for tuner_id, trial in list(self.ongoing_trials.items()):
             last = self._last_seen.get(trial.trial_id, now)
-            if now - last > self.trial_timeout:
-                print(
-                    f"MnasOracle: no news of trial {trial.trial_id} from {tuner_id} for "
-                    f"{now - last:.0f} s; it will run again on another worker."
+            if now - last <= self.trial_timeout:
+                continue
+            trial_id = trial.trial_id
+            print(
+                f"MnasOracle: no news of trial {trial_id} from {tuner_id} for {now - last:.0f} s "
+                f"(trial_timeout {self.trial_timeout:g} s); it will run again on another worker."
+            )
+            self.ongoing_trials.pop(tuner_id)
+            self._tuner_ids.discard(tuner_id)  # presumed dead; it is added back if it asks again
+            self._last_seen.pop(trial_id, None)
+            self._crashes[trial_id] += 1
+            if self._crashes[trial_id] >= self.max_crashes_per_trial:
+                self._fail_crashing_trial(
+                    trial_id, cause=f"its worker {tuner_id} went silent for over {self.trial_timeout:g} s"
                 )
-                self.ongoing_trials.pop(tuner_id)
-                self._retry_queue.append(trial.trial_id)
-                self._last_seen.pop(trial.trial_id, None)
+            else:
+                self._reset_metrics(trial)
+                self._retry_queue.append(trial_id)
+            changed = True
+        if changed:
+            self.save()
 
     @keras_tuner.synchronized
     def end_trial(self, trial) -> None:
         trial_id = trial.trial_id
-        known = self.trials.get(trial_id)
-        if known is not None and trial_id in self.end_order and known.status in (COMPLETED, FAILED):
+        if self._has_ended(trial_id):
             # A late report for a trial already ended elsewhere (e.g. a worker presumed dead came back):
             # every trial is accounted for exactly once.
             return
-        super().end_trial(trial)
+        for tuner_id, ongoing in self.ongoing_trials.items():
+            if ongoing.trial_id == trial_id:
+                self._tuner_seen[tuner_id] = time.monotonic()
+        while trial_id in self._retry_queue:
+            # Handed out again after a timeout, but its first worker reported after all: do not run it twice.
+            self._retry_queue.remove(trial_id)
+        # One oracle.json write per end, after the controller has learnt: KerasTuner's own save in between
+        # would only add an on-disk state (ended, not yet learnt from) for reload to reconcile.
+        self._defer_saves = True
+        try:
+            super().end_trial(trial)
+        finally:
+            self._defer_saves = False
         self._last_seen.pop(trial_id, None)
         self._learn_from(self.trials[trial_id])
         self.save()
@@ -342,7 +441,9 @@ class MnasOracle(keras_tuner.Oracle):
         duplicates = self._pending_duplicates.pop(values_hash, [])
         self._observed.append(trial_id)
         if trial.status != COMPLETED or trial.score is None or not math.isfinite(trial.score):
-            return  # failures never reach the controller as rewards
+            # Failures never reach the controller as rewards; nor do the proposals that waited on this one.
+            self._reused -= len(duplicates)
+            return
         if self.controller is None:
             self._ensure_controller()
         if self.controller is None:
@@ -406,6 +507,8 @@ class MnasOracle(keras_tuner.Oracle):
             )
 
     def save(self) -> None:
+        if self._defer_saves:
+            return
         # KerasTuner truncates then writes: a kill in between leaves an empty oracle.json that never loads.
         atomic_write_json(os.path.join(self._project_dir, "oracle.json"), self.get_state())
 
@@ -414,13 +517,39 @@ class MnasOracle(keras_tuner.Oracle):
         atomic_write_json(os.path.join(directory, "trial.json"), trial.get_state())
 
     def reload(self) -> None:
+        """Reloads the search and reconciles what a kill at any instant may have left half-recorded.
+
+        oracle.json is written after each trial.json, so it may lag one step behind: a trial created but
+        never handed out (its trial.json written, oracle.json not), or a trial ended (trial.json says so)
+        that oracle.json still lists as running. Only a trial that was really running counts as a crash.
+        """
         super().reload()
+        self._remove_stale_temp_files()
         changed = False
-        for trial_id in self._crashed_on_load:
-            self._crashes[trial_id] += 1
-            if self._crashes[trial_id] >= self.max_crashes_per_trial:
-                self._fail_crashing_trial(trial_id)
-            changed = True
+        for trial_id in [t for t in self.trials if t not in self.start_order]:
+            # Created, then killed before oracle.json recorded it: the controller state saved predates its
+            # sampling, so the same proposal is drawn again under the same id.
+            del self.trials[trial_id]
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self._project_dir, f"trial_{trial_id}", "trial.json"))
+        queued = dict.fromkeys(self._crashed_on_load + self._retry_queue)
+        for trial_id in [t for t in queued if t in self.trials]:
+            trial = self.trials[trial_id]
+            if trial_id in self.end_order or trial.status in (COMPLETED, FAILED):
+                # It ended; the process died before oracle.json said so. Not a crash, and never rerun.
+                while trial_id in self._retry_queue:
+                    self._retry_queue.remove(trial_id)
+                if trial_id not in self.end_order:
+                    self.end_order.append(trial_id)
+                changed = True
+            elif trial_id in self._crashed_on_load and trial.status != INVALID:
+                # INVALID: it ended with an error and waits for KerasTuner's retry; not a crash either.
+                self._crashes[trial_id] += 1
+                if self._crashes[trial_id] >= self.max_crashes_per_trial:
+                    self._fail_crashing_trial(trial_id)
+                else:
+                    self._reset_metrics(trial)  # the rerun's metrics must not average with the crashed run's
+                changed = True
         self._crashed_on_load = []
         # A trial may have completed after the last save of the controller: learn from it now, in end order.
         for trial_id in list(self.end_order):
@@ -430,20 +559,36 @@ class MnasOracle(keras_tuner.Oracle):
         if changed:
             self.save()
 
-    def _fail_crashing_trial(self, trial_id: str) -> None:
+    def _remove_stale_temp_files(self) -> None:
+        # Left by a kill during an atomic write; only this process writes these files, and it is reloading.
+        patterns = (".oracle.json.*.tmp", os.path.join("trial_*", ".trial.json.*.tmp"))
+        for pattern in patterns:
+            for path in glob.glob(os.path.join(glob.escape(self._project_dir), pattern)):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+    @staticmethod
+    def _reset_metrics(trial) -> None:
+        trial.metrics = type(trial.metrics)()
+        trial.score = None
+        trial.best_step = 0
+
+    def _fail_crashing_trial(self, trial_id: str, cause: str = "the search process died") -> None:
         trial = self.trials[trial_id]
         phase = self.trial_phase(trial_id)
         trial.status = FAILED
         trial.message = (
-            f"Trial {trial_id} crashed the search process {self._crashes[trial_id]} times"
-            + (f" (last while {phase})" if phase else "")
-            + "; it is recorded as failed and not run again."
+            f"Trial {trial_id} crashed {self._crashes[trial_id]} times (last: {cause}"
+            + (f" while {phase}" if phase else "")
+            + f"); max_crashes_per_trial={self.max_crashes_per_trial}, so it is recorded as failed and not "
+            "run again."
         )
         while trial_id in self._retry_queue:
             self._retry_queue.remove(trial_id)
         if trial_id not in self.end_order:
             self.end_order.append(trial_id)
         self._save_trial(trial)
+        self._learn_from(trial)
         print(trial.message)
 
     # ------------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ def pareto_front(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ...     {"trial_id": "1", "accuracy": 0.8, "latency_ms": 12.0},  # slower and worse: dominated
     ...     {"trial_id": "2", "accuracy": 0.7, "latency_ms": 5.0},
     ... ])
-    >>> [r["trial_id"] for r in front]
-    ['2', '0']
+    >>> " then ".join(r["trial_id"] for r in front)
+    '2 then 0'
     """
     candidates = [
         dict(r) for r in records if r.get("accuracy") is not None and r.get("latency_ms") is not None

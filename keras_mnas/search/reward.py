@@ -37,7 +37,7 @@ class MnasReward:
 
     >>> reward = MnasReward.soft(target_latency_ms=75.0)
     >>> round(reward(accuracy=0.75, latency_ms=150.0), 4)
-    0.7143
+    0.7145
     >>> MnasReward.hard(75.0)(accuracy=0.75, latency_ms=150.0)
     0.375
     """
