@@ -21,13 +21,16 @@ import numpy as np
 from keras_mnas.architecture import ArchSpec
 from keras_mnas.counting import count_model_macs
 from keras_mnas.latency import HostLatency, LatencySource, convert_to_tflite
+from keras_mnas.search.distributed import ChiefOracleClient
 from keras_mnas.search.oracle import MnasOracle
-from keras_mnas.search.results import pareto_front
+from keras_mnas.search.results import pareto_front, plot_pareto
 from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
+from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
 from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
 
 REPORTED_METRICS = ("latency_ms", "reward", "params", "macs")
+DISTRIBUTED_TRIAL_TIMEOUT = 600.0
 
 
 class RewardCallback(keras.callbacks.Callback):
@@ -99,7 +102,8 @@ class MnasTuner(keras_tuner.Tuner):
         latency: Where latency comes from: a `LatencySource` (default: `HostLatency()`, this CPU).
         target_latency_ms: The reward's target latency T in milliseconds.
         reward: `"soft"` (default, alpha = beta = -0.07), `"hard"` (alpha = 0, beta = -1) or a `MnasReward`.
-        alpha, beta: Override the exponents of a `"soft"`/`"hard"` reward.
+        alpha: Override the under-target exponent of a `"soft"`/`"hard"` reward.
+        beta: Override the over-target exponent of a `"soft"`/`"hard"` reward.
         metric: The accuracy metric the reward reads (default `"val_accuracy"`).
         quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured.
         representative_data: Inputs to calibrate int8 quantization (needed with `quantization="int8"`).
@@ -108,8 +112,18 @@ class MnasTuner(keras_tuner.Tuner):
         seed: Random seed.
         skip_ruled_out: With a hard constraint, skip training a candidate whose latency alone keeps it below
             the best reward so far (even at 100% accuracy). Recorded as skipped, not as failed.
-        max_crashes_per_trial, trial_timeout: As in `MnasOracle`.
+        max_crashes_per_trial: As in `MnasOracle`.
+        trial_timeout: As in `MnasOracle`; by default 600 s in distributed tuning (`KERASTUNER_ORACLE_IP`
+            set), where workers send a heartbeat every `trial_timeout / 4` s (at most 60 s) while a trial
+            runs, and disabled otherwise.
+        chief_timeout: Distributed tuning: seconds a worker waits for any answer of the chief oracle before
+            it stops with an error (KerasTuner waits an hour per call).
         allow_config_change: Resume a saved search even when its space, reward or latency settings differ.
+        tensorboard_dir: Where to write the TensorBoard HParams view of the search (one row per trial with
+            its architecture choices and `val_accuracy`, `latency_ms`, `reward`, `params`, `macs`) and the
+            controller's learning curves and Pareto plot. By default, the `log_dir` of a
+            `keras.callbacks.TensorBoard` passed to `search`, if any.
+        pareto_every: Log the Pareto plot to TensorBoard every this many completed trials (and at the end).
         oracle: Use this oracle instead of building a `MnasOracle`.
         **kwargs: Every usual KerasTuner argument: `directory`, `project_name`, `overwrite`,
             `executions_per_trial`, `distribution_strategy`, `max_retries_per_trial`,
@@ -144,8 +158,11 @@ class MnasTuner(keras_tuner.Tuner):
         seed: int | None = None,
         skip_ruled_out: bool = True,
         max_crashes_per_trial: int = 2,
-        trial_timeout: float | None = None,
+        trial_timeout: float | str | None = "auto",
+        chief_timeout: float = 300.0,
         allow_config_change: bool = False,
+        tensorboard_dir: str | os.PathLike | None = None,
+        pareto_every: int = 10,
         oracle: keras_tuner.Oracle | None = None,
         **kwargs: Any,
     ):
@@ -170,11 +187,19 @@ class MnasTuner(keras_tuner.Tuner):
         self.quantization = quantization
         self.representative_data = representative_data
         self.skip_ruled_out = bool(skip_ruled_out)
+        if isinstance(pareto_every, bool) or not isinstance(pareto_every, int) or pareto_every < 1:
+            raise ValueError(f"pareto_every must be a positive integer; received {pareto_every!r}.")
+        self.tensorboard_dir = os.fspath(tensorboard_dir) if tensorboard_dir is not None else None
+        self.pareto_every = pareto_every
+        self._search_logger: SearchLogger | None = None
+        self._overwrite = bool(kwargs.get("overwrite", False))
         oracle_kwargs = {
             key: kwargs.pop(key)
             for key in ("max_retries_per_trial", "max_consecutive_failed_trials")
             if key in kwargs
         }
+        if trial_timeout == "auto":
+            trial_timeout = DISTRIBUTED_TRIAL_TIMEOUT if "KERASTUNER_ORACLE_IP" in os.environ else None
         if oracle is None:
             oracle = MnasOracle(
                 max_trials=max_trials,
@@ -191,6 +216,15 @@ class MnasTuner(keras_tuner.Tuner):
             oracle.search_config = self._search_config(hypermodel, controller)
             oracle.allow_config_change = bool(allow_config_change)
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+        # Kept for the worker side of distributed tuning, where `self.oracle` becomes a gRPC client.
+        self._mnas_oracle = oracle if isinstance(oracle, MnasOracle) else None
+        if self._is_worker():
+            timeout = self._mnas_oracle.trial_timeout if self._mnas_oracle is not None else None
+            self.oracle = ChiefOracleClient(
+                self.oracle,
+                chief_timeout=chief_timeout,
+                heartbeat_interval=min(timeout / 4, 60.0) if timeout else None,
+            )
 
     def _search_config(self, hypermodel, controller) -> dict[str, Any]:
         space = hypermodel.space.get_config() if isinstance(hypermodel, MnasHyperModel) else None
@@ -229,7 +263,14 @@ class MnasTuner(keras_tuner.Tuner):
             raise ValueError(
                 f"callbacks must be a list of Keras callbacks; received {type(callbacks).__name__}."
             )
-        super().search(*fit_args, **fit_kwargs)
+        # Write the tuner file now: its presence is what makes a rerun reload the project, so a first trial
+        # that crashes the process is counted (and given up) like any other, not rerun from scratch forever.
+        self.save()
+        self._start_search_logger(callbacks)
+        try:
+            super().search(*fit_args, **fit_kwargs)
+        finally:
+            self._log_search_state(final=True)
 
     def run_trial(self, trial, *fit_args: Any, **fit_kwargs: Any):
         hp = trial.hyperparameters
@@ -271,11 +312,12 @@ class MnasTuner(keras_tuner.Tuner):
         return bool(best) and self.reward.upper_bound(latency_ms) < best[0].score
 
     def _set_phase(self, trial, phase: str) -> None:
-        if isinstance(self.oracle, MnasOracle):
-            self.oracle.set_trial_phase(trial.trial_id, phase)
+        if self._mnas_oracle is not None:  # workers write it too: the project directory is shared
+            self._mnas_oracle.set_trial_phase(trial.trial_id, phase)
 
     def on_trial_end(self, trial) -> None:
         super().on_trial_end(trial)
+        self._log_trial(trial)
         self._print_progress(trial)
 
     def _print_progress(self, trial) -> None:
@@ -302,6 +344,50 @@ class MnasTuner(keras_tuner.Tuner):
         if best and best[0].score is not None:
             lines.append(f"  best so far: trial {best[0].trial_id}, reward {best[0].score:.4f}")
         print("\n".join(lines), flush=True)
+
+    # ------------------------------------------------------------------------------------------------------
+    # TensorBoard
+
+    def _start_search_logger(self, callbacks) -> None:
+        log_dir = self.tensorboard_dir or tensorboard_dir_from_callbacks(callbacks)
+        self._search_logger = None
+        if log_dir is None:
+            return
+        logger = SearchLogger(
+            log_dir,
+            hyperparameters=self.oracle.hyperparameters if self._mnas_oracle is not None else None,
+            metrics=(self.reward.metric, *REPORTED_METRICS),
+        )
+        if self._overwrite:
+            logger.clear()  # a fresh search: the old controller steps must not hide the new ones
+            self._overwrite = False
+        self._search_logger = logger
+        # Trials that ended without passing through on_trial_end (failed on reload, or killed just after
+        # ending) are logged now; logging is idempotent.
+        if self._mnas_oracle is not None and not self._is_worker():
+            for trial_id in self._mnas_oracle.end_order:
+                self._log_trial(self._mnas_oracle.get_trial(trial_id))
+
+    def _log_trial(self, trial) -> None:
+        if self._search_logger is None:
+            return
+        trial = self.oracle.get_trial(trial.trial_id)
+        if trial.status not in ("COMPLETED", "FAILED"):  # INVALID: retried, logged when it ends
+            return
+        metrics = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics}
+        metrics["reward"] = trial.score
+        self._search_logger.log_trial(trial.trial_id, trial.hyperparameters.values, metrics, trial.status)
+        self._log_search_state()
+
+    def _log_search_state(self, final: bool = False) -> None:
+        logger = self._search_logger
+        if logger is None or self._mnas_oracle is None or self._is_worker():
+            return
+        logger.log_controller(self._mnas_oracle.controller_updates)
+        done = len(self.completed_trials())
+        if done and (final or done % self.pareto_every == 0):
+            png = plot_pareto(self.trial_records(), target_latency_ms=self.reward.target_latency_ms)
+            logger.log_pareto(png, step=done)
 
     # ------------------------------------------------------------------------------------------------------
     # Results

@@ -1,0 +1,271 @@
+"""Tests of the LSTM/PPO search controller: sampling, learning, exact resume, validation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_mnas.search import Controller
+
+
+def _drive(controller, steps, reward_fn):
+    """Samples and observes `steps` architectures in order; returns (tokens, stats) per step."""
+    out = []
+    for _ in range(steps):
+        tokens, log_probs = controller.sample()
+        out.append((tokens, controller.observe(tokens, log_probs, reward_fn(tokens))))
+    return out
+
+
+def _shaped(tokens):
+    return float(tokens[0] == 3) + 0.1 * tokens[-1]
+
+
+def test_sample_shapes_and_ranges():
+    counts = [3, 1, 4, 2, 1]
+    controller = Controller(counts, seed=0, units=16)
+    for _ in range(50):
+        tokens, log_probs = controller.sample()
+        assert len(tokens) == len(log_probs) == len(counts)
+        assert all(isinstance(t, int) and 0 <= t < n for t, n in zip(tokens, counts, strict=True))
+        assert tokens[1] == tokens[4] == 0 and log_probs[1] == log_probs[4] == 0.0
+        assert all(lp <= 0 for lp in log_probs)
+
+
+def test_sampling_frequencies_match_reported_probabilities():
+    controller = Controller([4, 3], seed=1, units=8, init_range=1.0)  # a far-from-uniform policy
+    draws = [controller.sample()[0] for _ in range(4000)]
+    first = np.bincount([d[0] for d in draws], minlength=4) / len(draws)
+    expected = np.exp([controller.log_probs([k, 0])[0] for k in range(4)])
+    assert expected.sum() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(first, expected, atol=0.03)
+    # The second decision is conditioned on the first token: its distribution after each differs.
+    after = [np.exp([controller.log_probs([k, j])[1] for j in range(3)]) for k in range(4)]
+    for probs in after:
+        assert probs.sum() == pytest.approx(1.0, abs=1e-6)
+    assert max(np.abs(after[0] - after[k]).max() for k in range(1, 4)) > 1e-3
+
+
+def test_numpy_sampling_equals_keras_forward_pass():
+    controller = Controller([5, 2, 1, 7], seed=2, units=12, num_layers=2, temperature=1.5, tanh_constant=2.0)
+    samples = [controller.sample() for _ in range(16)]
+    active = [0, 1, 3]
+    steps = np.array([[tokens[t] for t in active] for tokens, _ in samples])
+    logits = np.asarray(controller._model(controller._input_ids(steps).astype("int32")), dtype=np.float64)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    keras_lp = np.take_along_axis(log_p, (steps + controller._offsets[None, :-1])[..., None], -1)[..., 0]
+    numpy_lp = np.array([[lps[t] for t in active] for _, lps in samples])
+    np.testing.assert_allclose(numpy_lp, keras_lp, atol=1e-5)
+    for tokens, lps in samples:
+        np.testing.assert_allclose(controller.log_probs(tokens), lps, atol=1e-12)
+
+
+def test_single_option_decisions_cost_nothing_and_keep_positions():
+    with_fixed = Controller([1, 5, 1, 1, 5], seed=3, units=8)
+    without = Controller([5, 5], seed=3, units=8)
+    for _ in range(5):
+        tokens, _ = with_fixed.sample()
+        assert tokens[0] == tokens[2] == tokens[3] == 0
+        assert [tokens[1], tokens[4]] == without.sample()[0]
+    all_fixed = Controller([1, 1], seed=0, minibatch_size=2)
+    assert all_fixed.sample() == ([0, 0], [0.0, 0.0])
+    assert all_fixed.observe([0, 0], [0.0, 0.0], 0.5) is None
+    assert all_fixed.observe([0, 0], [0.0, 0.0], 0.7)["mean_reward"] == pytest.approx(0.6)
+
+
+def test_ppo_learns_a_rewarded_sequence():
+    # Reward 1 for one of 64 sequences, 0 otherwise. The untrained policy proposes it 1.6% of the time; a
+    # working update makes it the most likely proposal, a broken one (no update, wrong sign) cannot.
+    target = [2, 0, 3]
+    controller = Controller([4, 4, 4], seed=0)
+    _drive(controller, 400, lambda tokens: float(tokens == target))
+    probability = float(np.exp(sum(controller.log_probs(target))))
+    assert probability > 0.5, probability
+    recent = [controller.sample()[0] == target for _ in range(100)]
+    assert sum(recent) > 40
+
+
+def test_update_stats_and_baseline_before_reward():
+    controller = Controller([3, 3], seed=0, minibatch_size=3, baseline_decay=0.5)
+    rewards = [1.0, 2.0, 4.0]
+    baselines = []
+    for k, reward in enumerate(rewards):
+        tokens, log_probs = controller.sample()
+        stats = controller.observe(tokens, log_probs, reward)
+        baselines.append(controller.baseline)
+        assert (stats is None) == (k < 2)
+        assert controller.pending == (k + 1) % 3
+    # EMA: 1 -> 0.5 * 1 + 0.5 * 2 = 1.5 -> 0.5 * 1.5 + 0.5 * 4 = 2.75
+    assert baselines == pytest.approx([1.0, 1.5, 2.75])
+    # Advantages use the baseline from *before* each reward: 0 (first), 2 - 1, 4 - 1.5.
+    assert stats["mean_advantage"] == pytest.approx((0 + 1 + 2.5) / 3)
+    assert stats["mean_reward"] == pytest.approx(7 / 3)
+    assert stats["max_reward"] == 4.0
+    assert stats["baseline"] == pytest.approx(2.75)
+    assert stats["num_updates"] == controller.num_updates == 1
+    for key in ("entropy", "policy_loss", "approx_kl", "clip_fraction"):
+        assert np.isfinite(stats[key]), key
+    assert 0 < stats["entropy"] <= 2 * np.log(3) + 1e-6
+
+
+def test_out_of_order_observations_use_their_sampling_time_log_probs():
+    controller = Controller(
+        [4, 4, 4],
+        seed=5,
+        minibatch_size=4,
+        learning_rate=0.05,
+        entropy_weight=0.0,
+        advantage_normalization=None,  # raw `reward - baseline`, so the expected loss is easy to write down
+    )
+    early = [controller.sample() for _ in range(4)]  # proposed under the initial policy
+    _drive(controller, 4, lambda tokens: float(tokens[0] == 1))  # an update happens meanwhile
+    assert controller.num_updates == 1
+    expected_terms = []
+    for (tokens, log_probs), reward in zip(early, [1.0, 0.0, 0.5, 0.2], strict=True):
+        current = np.array(controller.log_probs(tokens))
+        assert not np.allclose(current, log_probs, atol=1e-4)  # the policy did move
+        advantage = reward - controller.baseline
+        ratio = np.exp(current - np.array(log_probs))
+        clipped = np.clip(ratio, 1 - controller.clip_ratio, 1 + controller.clip_ratio)
+        expected_terms.append(np.minimum(ratio * advantage, clipped * advantage).sum())
+        stats = controller.observe(tokens, log_probs, reward)
+    # The update's loss is PPO's clipped surrogate with the *sampling-time* log-probabilities.
+    assert stats["policy_loss"] == pytest.approx(-np.mean(expected_terms), rel=1e-4, abs=1e-6)
+    assert stats["clip_fraction"] >= 0
+
+
+def test_exact_resume_through_json():
+    config = dict(minibatch_size=4, ppo_epochs=2, learning_rate=0.01, units=16)
+    a = Controller([4, 1, 3, 5], seed=7, **config)
+    _drive(a, 10, _shaped)  # two updates, two observations pending
+    saved = json.loads(json.dumps(a.get_state()))
+    assert saved == a.get_state()
+    continued = _drive(a, 11, _shaped)
+    b = Controller.from_state(saved)
+    assert b.pending == 2 and b.num_updates == 2 and b.num_observed == 10
+    resumed = _drive(b, 11, _shaped)
+    assert [t for t, _ in resumed] == [t for t, _ in continued]
+    stats_a = [s for _, s in continued if s is not None]
+    stats_b = [s for _, s in resumed if s is not None]
+    assert len(stats_a) == len(stats_b) == 3
+    for sa, sb in zip(stats_a, stats_b, strict=True):
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert sb[key] == pytest.approx(sa[key], rel=1e-5, abs=1e-7), key
+    for wa, wb in zip(a._model.get_weights(), b._model.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    # A fresh controller of the same configuration continues identically too (set_state on an instance).
+    c = Controller([4, 1, 3, 5], seed=123, **config)
+    c.set_state(saved)
+    assert [t for t, _ in _drive(c, 11, _shaped)] == [t for t, _ in continued]
+
+
+def test_state_is_compact_json_without_pickles():
+    state = Controller([5] * 6, seed=0).get_state()
+    text = json.dumps(state)
+    assert "weights" in state and "optimizer" in state and "rng" in state and "pending" in state
+    weight = state["weights"][0]
+    assert set(weight) == {"dtype", "shape", "data"} and weight["dtype"] == "float32"
+    assert len(text) < 2_000_000
+
+
+def test_set_state_rejects_other_configurations():
+    state = Controller([3, 3], seed=0, units=8).get_state()
+    with pytest.raises(ValueError, match="units: state has 8, controller has 16"):
+        Controller([3, 3], seed=0, units=16).set_state(state)
+    with pytest.raises(ValueError, match="choice_counts"):
+        Controller([3, 4], seed=0, units=8).set_state(state)
+    with pytest.raises(ValueError, match="format"):
+        Controller([3, 3], units=8).set_state({"weights": []})
+
+
+def test_same_seed_same_controller_and_different_seeds_differ():
+    a, b, c = (Controller([5] * 6, seed=s, units=8) for s in (0, 0, 1))
+    samples_a = [a.sample()[0] for _ in range(20)]
+    assert samples_a == [b.sample()[0] for _ in range(20)]
+    assert samples_a != [c.sample()[0] for _ in range(20)]
+
+
+def test_presets():
+    nasnet = Controller.from_preset("nasnet", [5] * 6, seed=0)
+    assert (nasnet.units, nasnet.num_layers, nasnet.learning_rate, nasnet.entropy_weight) == (
+        100,
+        1,
+        0.00035,
+        1e-5,
+    )
+    assert (nasnet.baseline_decay, nasnet.minibatch_size, nasnet.init_range) == (0.95, 20, 0.1)
+    assert nasnet.temperature is None and nasnet.tanh_constant is None
+    weights = nasnet._model.get_weights()
+    assert max(np.abs(w).max() for w in weights) <= 0.1
+    assert Controller.from_preset("nasnet", [2], learning_rate=0.01).learning_rate == 0.01
+    default = Controller([2])
+    assert default.get_config() == {
+        **Controller.presets()["default"],
+        "choice_counts": [2],
+        "seed": None,
+        "embedding_dim": default.units,
+    }
+    with pytest.raises(ValueError, match="Unknown controller preset 'enas'"):
+        Controller.from_preset("enas", [2])
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ([[]], {}, "at least one decision"),
+        ([[3, 0]], {}, "ints >= 1; received 0 at position 1"),
+        ([[3, 2.0]], {}, "ints >= 1; received 2.0"),
+        (["abc"], {}, "sequence of ints"),
+        ([[3]], {"learning_rate": 0.0}, "learning_rate must be a finite number > 0; received 0.0"),
+        ([[3]], {"baseline_decay": 1.0}, r"baseline_decay must be a number in \[0, 1\); received 1.0"),
+        ([[3]], {"minibatch_size": 0}, "minibatch_size must be an int >= 1; received 0"),
+        ([[3]], {"units": 2.5}, "units must be an int >= 1"),
+        ([[3]], {"clip_ratio": 1.5}, "clip_ratio"),
+        ([[3]], {"entropy_weight": -1e-3}, "entropy_weight"),
+        ([[3]], {"ppo_epochs": 0}, "ppo_epochs"),
+        ([[3]], {"temperature": 0}, "temperature"),
+        ([[3]], {"tanh_constant": -1.0}, "tanh_constant"),
+        ([[3]], {"init_range": float("nan")}, "init_range"),
+        ([[3]], {"seed": 1.5}, "seed must be an int"),
+        (
+            [[3]],
+            {"advantage_normalization": "zscore"},
+            r"advantage_normalization must be one of \(None, 'std'",
+        ),
+    ],
+)
+def test_argument_validation(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Controller(*args, **kwargs)
+
+
+def test_observe_validation():
+    controller = Controller([3, 2], seed=0, units=8)
+    tokens, log_probs = controller.sample()
+    with pytest.raises(ValueError, match="Expected 2 tokens"):
+        controller.observe([0], log_probs, 1.0)
+    with pytest.raises(ValueError, match=r"Token 1 must be an int in \[0, 2\); received 2"):
+        controller.observe([0, 2], log_probs, 1.0)
+    with pytest.raises(ValueError, match="Expected 2 log_probs"):
+        controller.observe(tokens, [0.0], 1.0)
+    with pytest.raises(ValueError, match="reward must be a finite number"):
+        controller.observe(tokens, log_probs, float("nan"))
+    with pytest.raises(ValueError, match="log_probs must be finite and <= 0"):
+        controller.observe(tokens, [0.5, -1.0], 1.0)
+    assert controller.num_observed == 0  # nothing half-recorded
+
+
+def test_rank_normalised_advantages_ignore_the_reward_scale():
+    # With rank normalisation, rewards that differ by a monotone transform give the very same update.
+    def run(transform):
+        controller = Controller([3, 3], seed=4, units=8, minibatch_size=5, advantage_normalization="rank")
+        stats = [s for _, s in _drive(controller, 10, lambda t: transform(t[0] + 0.5 * t[1])) if s]
+        return stats, controller.log_probs([2, 2])
+
+    stats_a, log_probs_a = run(lambda r: r)
+    stats_b, log_probs_b = run(lambda r: 100 * r**3 - 7)
+    assert [s["policy_loss"] for s in stats_a] == pytest.approx([s["policy_loss"] for s in stats_b], rel=1e-5)
+    np.testing.assert_allclose(log_probs_a, log_probs_b, rtol=1e-5)
+    assert stats_a[0]["mean_reward"] != pytest.approx(stats_b[0]["mean_reward"])
