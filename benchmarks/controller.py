@@ -185,7 +185,8 @@ def main(argv=None):
     print(
         f"(b) NAS-Bench-201, soft reward, T = {table.median_latency_ms:.2f} ms: median over "
         f"{args.seeds} seeds ({args.bayesian_seeds} for BayesianOptimization, up to "
-        f"{args.bayesian_budget} architectures) of the best reward found (fraction of the table's best) and its rank among 15,625"
+        f"{args.bayesian_budget} architectures) of the best reward found (fraction of the table's best) "
+        "and its rank among 15,625"
     )
     header = "| oracle | " + " | ".join(f"{b} archs" for b in sorted(args.budgets)) + " |"
     print(header + "\n|---|" + "---|" * len(args.budgets))
