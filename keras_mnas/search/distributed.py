@@ -110,7 +110,7 @@ class ChiefOracleClient:
             if trial.status != IDLE:
                 break
             time.sleep(self.idle_poll)
-        if False:
+        if trial.status == RUNNING and self.heartbeat_interval:
             self._heartbeat = _Heartbeat(self._client, trial.trial_id, self.heartbeat_interval)
             self._heartbeat.start()
         return trial

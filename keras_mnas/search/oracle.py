@@ -42,6 +42,7 @@ FAILED = "FAILED"
 STOPPED = "STOPPED"
 
 PHASE_FILE = "mnas_phase.json"
+KNOWN_DIRECTIONS = {"reward": "max", "latency_ms": "min", "params": "min", "macs": "min"}
 #: Trial id of the IDLE answer that tells a distributed worker to stop without ending the chief's search.
 STOP_WORKER = "mnas-stop-worker"
 
@@ -87,9 +88,12 @@ class MnasOracle(keras_tuner.Oracle):
         max_resamples: How many already-evaluated architectures a trial may re-propose (each teaches the
             controller from the known reward) before a never-tried one is drawn at random.
         max_crashes_per_trial: How many times a trial may crash the whole search process before it is recorded
-            as failed instead of being run again on restart.
+            as failed instead of being run again on restart. Any death of the process while the trial runs
+            counts (an abort, the OOM killer, a SIGKILL), and so does, in distributed tuning, its worker
+            going silent for `trial_timeout`.
         trial_timeout: Seconds without news from a worker after which its running trial is handed out again
-            (distributed tuning). `None` disables it.
+            (distributed tuning; `MnasTuner` workers send heartbeats while a trial runs). With it, workers
+            wait for the last running trials instead of stopping, in case one comes back. `None` disables it.
         hyperparameters: Optional `keras_tuner.HyperParameters` to start from, as in `keras_tuner.Oracle`.
         allow_new_entries: As in `keras_tuner.Oracle`.
         tune_new_entries: As in `keras_tuner.Oracle`.
@@ -121,7 +125,10 @@ class MnasOracle(keras_tuner.Oracle):
         max_consecutive_failed_trials: int = 3,
     ):
         if objective is None:
-            objective = keras_tuner.Objective("reward", direction="max")
+            objective = "reward"
+        if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
+            # The metrics MnasTuner reports: KerasTuner cannot infer their direction from the name.
+            objective = keras_tuner.Objective(objective, direction=KNOWN_DIRECTIONS[objective])
         if isinstance(objective, (list, tuple)):
             raise ValueError(
                 "MnasOracle needs a single objective (the controller learns from one reward); "
@@ -162,7 +169,8 @@ class MnasOracle(keras_tuner.Oracle):
         direction = getattr(self.objective, "direction", None)
         if direction not in ("max", "min"):
             raise ValueError(
-                f"MnasOracle needs a single objective with direction 'max' or 'min'; received {objective!r}."
+                "MnasOracle needs a single objective with direction 'max' or 'min'; received objective "
+                f"{getattr(self.objective, 'name', objective)!r} with direction {direction!r}."
             )
         self.controller_options = (
             copy.deepcopy(dict(controller)) if isinstance(controller, Mapping) else controller
@@ -542,8 +550,9 @@ class MnasOracle(keras_tuner.Oracle):
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
                 changed = True
-            elif trial_id in self._crashed_on_load and trial.status != INVALID:
-                # INVALID: it ended with an error and waits for KerasTuner's retry; not a crash either.
+            elif trial_id in self._crashed_on_load and trial.status != INVALID and not _is_chief():
+                # INVALID: it ended with an error and waits for KerasTuner's retry; not a crash either. Nor is
+                # a restart of a distributed chief: the trials ran on workers.
                 self._crashes[trial_id] += 1
                 if self._crashes[trial_id] >= self.max_crashes_per_trial:
                     self._fail_crashing_trial(trial_id)
@@ -618,6 +627,11 @@ class MnasOracle(keras_tuner.Oracle):
     def reused_proposals(self) -> int:
         """Proposals of already-evaluated architectures, answered from their known result."""
         return self._reused
+
+
+def _is_chief() -> bool:
+    """Whether this process is the chief of KerasTuner's distributed tuning (read as KerasTuner does)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
 
 
 def _differences(saved: Any, current: Any, path: str = "") -> list[str]:

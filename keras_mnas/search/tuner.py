@@ -355,7 +355,8 @@ class MnasTuner(keras_tuner.Tuner):
             return
         logger = SearchLogger(
             log_dir,
-            hyperparameters=self.oracle.hyperparameters if self._mnas_oracle is not None else None,
+            # The oracle itself, not `self.oracle`: on a worker that is a gRPC client without the space.
+            hyperparameters=self._mnas_oracle.hyperparameters if self._mnas_oracle is not None else None,
             metrics=(self.reward.metric, *REPORTED_METRICS),
         )
         if self._overwrite:

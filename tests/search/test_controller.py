@@ -1,6 +1,9 @@
 """Tests of the LSTM/PPO search controller: sampling, learning, exact resume, validation."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -269,3 +272,38 @@ def test_rank_normalised_advantages_ignore_the_reward_scale():
     assert [s["policy_loss"] for s in stats_a] == pytest.approx([s["policy_loss"] for s in stats_b], rel=1e-5)
     np.testing.assert_allclose(log_probs_a, log_probs_b, rtol=1e-5)
     assert stats_a[0]["mean_reward"] != pytest.approx(stats_b[0]["mean_reward"])
+
+
+def test_controller_learns_on_jax_and_its_state_loads_on_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    # The PPO step is plain Keras (train_on_batch on a Model with a custom compute_loss): it must run on
+    # another backend, and the JSON state must not depend on the backend that wrote it.
+    code = textwrap.dedent(
+        """
+        import json, os, sys
+        os.environ["KERAS_BACKEND"] = "jax"
+        import keras
+        from keras_mnas.search import Controller
+        assert keras.backend.backend() == "jax"
+        controller = Controller([4, 4, 4], seed=0, units=16, minibatch_size=10)
+        for _ in range(200):
+            tokens, log_probs = controller.sample()
+            controller.observe(tokens, log_probs, float(tokens == [2, 0, 3]))
+        state = controller.get_state()
+        state["probe"] = controller.log_probs([2, 0, 3])
+        json.dump(state, open(sys.argv[1], "w"))
+        """
+    )
+    path = tmp_path / "state.json"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = json.loads(path.read_text())
+    probe = state.pop("probe")
+    assert np.exp(sum(probe)) > 0.3  # learnt on JAX (the untrained policy gives it 1/64)
+    restored = Controller.from_state(state)  # on this process's backend, TensorFlow
+    np.testing.assert_allclose(restored.log_probs([2, 0, 3]), probe, atol=1e-6)
+    assert restored.num_observed == 200 and restored.num_updates == 20
+    tokens, log_probs = restored.sample()
+    assert restored.observe(tokens, log_probs, 0.0) is None  # and it carries on

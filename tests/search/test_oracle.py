@@ -188,3 +188,12 @@ def test_silent_worker_trial_is_handed_out_again_and_counted_once(tmp_path):
 def test_bad_oracle_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MnasOracle(**kwargs)
+
+
+def test_objectives_by_name_and_bad_directions():
+    assert MnasOracle(objective="latency_ms", max_trials=2).objective.direction == "min"
+    assert MnasOracle(max_trials=2).objective.name == "reward"
+    with pytest.raises(ValueError, match="objective 'reward' with direction 'sideways'"):
+        MnasOracle(objective=keras_tuner.Objective("reward", "sideways"), max_trials=2)
+    with pytest.raises(ValueError, match="Could not infer optimization direction"):
+        MnasOracle(objective="val_mystery", max_trials=2)  # KerasTuner's own message
