@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="mnas,plain", help="comma-separated: mnas, plain")
     parser.add_argument("--max-trials", type=int, default=30)
     parser.add_argument(
-        "--max-delay", type=float, default=None,
+        "--max-delay",
+        type=float,
+        default=None,
         help="kill after uniform(0, this) seconds (default: one uninterrupted search's duration)",
     )
     parser.add_argument("--work", type=float, default=0.005, help="seconds of 'training' per trial")
@@ -77,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     warm_up = context.Process(target=os.getpid)  # starts the fork server (imports TensorFlow) before timing
     warm_up.start()
     warm_up.join(300)
-    modes = {"mnas": Mode("MnasTuner + MnasOracle", script.run_search),
-             "plain": Mode("keras_tuner.RandomSearch", script.run_plain_search)}
+    modes = {
+        "mnas": Mode("MnasTuner + MnasOracle", script.run_search),
+        "plain": Mode("keras_tuner.RandomSearch", script.run_plain_search),
+    }
     chosen = [modes[name] for name in args.modes.split(",")]
     try:
         for mode in chosen:
@@ -92,14 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Searches of {args.max_trials} trials, {args.work * 1000:g} ms of work per trial; seed {seed}.")
     print()
-    print("| search | kill delay | kills | kills leaving a corrupt state file | unloadable projects "
-          "| finished projects | finished projects resumed wrongly | children | time |")
+    print(
+        "| search | kill delay | kills | kills leaving a corrupt state file | unloadable projects "
+        "| finished projects | finished projects resumed wrongly | children | time |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for mode in chosen:
         rate = f" (1 in {mode.kills / mode.unloadable:.0f})" if mode.unloadable else ""
-        print(f"| {mode.name} | U(0, {mode.max_delay:.2f} s) | {mode.kills} | {mode.corrupt_after_kill} | "
-              f"{mode.unloadable}{rate} | {mode.finished} | {mode.wrong} | {mode.children} | "
-              f"{mode.seconds:.0f} s |")
+        print(
+            f"| {mode.name} | U(0, {mode.max_delay:.2f} s) | {mode.kills} | {mode.corrupt_after_kill} | "
+            f"{mode.unloadable}{rate} | {mode.finished} | {mode.wrong} | {mode.children} | "
+            f"{mode.seconds:.0f} s |"
+        )
     for mode in chosen:
         for example in mode.examples[:3]:
             print(f"\n{mode.name}: {example}")
@@ -181,13 +189,17 @@ def _run_mode(mode: Mode, context, root: str, args, rng: random.Random, referenc
                     _confirm_unloadable(mode, context, config, bad)
                     directory = None
                 if mode.kills % 25 == 0:
-                    print(f"  {mode.kills} kills, {mode.unloadable} unloadable, {mode.finished} finished, "
-                          f"{mode.wrong} wrong, {time.monotonic() - started:.0f} s", flush=True)
+                    print(
+                        f"  {mode.kills} kills, {mode.unloadable} unloadable, {mode.finished} finished, "
+                        f"{mode.wrong} wrong, {time.monotonic() - started:.0f} s",
+                        flush=True,
+                    )
                 continue
             if process.exitcode != 0:
                 mode.unloadable += 1
-                mode.examples.append(f"resume failed (exit {process.exitcode}):\n"
-                                     + script.log_tail(config["log"], 6))
+                mode.examples.append(
+                    f"resume failed (exit {process.exitcode}):\n" + script.log_tail(config["log"], 6)
+                )
                 directory = None
                 continue
         finally:

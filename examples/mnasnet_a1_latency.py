@@ -51,8 +51,7 @@ def main():
             f"TFLite {quantization:7s} on this CPU ({result.threads} thread): "
             f"median {result.median_ms:.2f} ms, "
             f"p90 {result.p90_ms:.2f} ms, CV {100 * result.cv:.1f}% over {result.runs} runs, "
-            f"{result.tflite_bytes / 2**20:.1f} MiB"
-            + ("  [unstable: CV > 5%]" if result.unstable else "")
+            f"{result.tflite_bytes / 2**20:.1f} MiB" + ("  [unstable: CV > 5%]" if result.unstable else "")
         )
 
 

@@ -92,8 +92,7 @@ class HostLatency(LatencySource):
                 raise ValueError(f"`{arg}` must be an integer >= {minimum}; received {value!r}.")
         if conversion not in tflite_lib.CONVERSION_METHODS:
             raise ValueError(
-                f"`conversion` must be one of {tflite_lib.CONVERSION_METHODS}; "
-                f"received {conversion!r}."
+                f"`conversion` must be one of {tflite_lib.CONVERSION_METHODS}; received {conversion!r}."
             )
         self.threads = threads
         self.runs = runs
@@ -102,9 +101,7 @@ class HostLatency(LatencySource):
         self.conversion = conversion
         self.calibration_samples = calibration_samples
         self.seed = seed
-        self.cache_dir = (
-            os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else None
-        )
+        self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else None
         self._cache: dict[str, LatencyResult] = {}
         self._lock = threading.Lock()
 
@@ -131,9 +128,7 @@ class HostLatency(LatencySource):
     # ----------------------------------------------------------------------------------------------
     # Measuring.
 
-    def measure(
-        self, model, *, quantization: str = "float32", representative_data=None
-    ) -> LatencyResult:
+    def measure(self, model, *, quantization: str = "float32", representative_data=None) -> LatencyResult:
         """Converts a Keras model to TFLite and times it, or returns the cached figure.
 
         Args:
@@ -294,9 +289,7 @@ class HostLatency(LatencySource):
             interpreter.allocate_tensors()
             rng = np.random.default_rng(self.seed)
             for detail in inputs:
-                interpreter.set_tensor(
-                    detail["index"], _random_input(rng, detail["shape"], detail["dtype"])
-                )
+                interpreter.set_tensor(detail["index"], _random_input(rng, detail["shape"], detail["dtype"]))
             for _ in range(self.warmup_runs):
                 interpreter.invoke()
             times = np.empty(self.runs, dtype=np.int64)
@@ -413,9 +406,7 @@ class HostLatency(LatencySource):
 
 def _check_quantization(quantization: str) -> None:
     if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}."
-        )
+        raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
 
 
 def _json_default(value):
@@ -424,9 +415,7 @@ def _json_default(value):
         return value.item()
     if isinstance(value, np.ndarray):
         return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
-    raise TypeError(
-        f"Object of type {type(value).__name__} in the model config is not serialisable."
-    )
+    raise TypeError(f"Object of type {type(value).__name__} in the model config is not serialisable.")
 
 
 def _random_input(rng: np.random.Generator, shape, dtype) -> np.ndarray:
@@ -439,9 +428,7 @@ def _random_input(rng: np.random.Generator, shape, dtype) -> np.ndarray:
         return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
-    raise ValueError(
-        f"Cannot make a random input of dtype {dtype}; expected a numeric or bool input."
-    )
+    raise ValueError(f"Cannot make a random input of dtype {dtype}; expected a numeric or bool input.")
 
 
 _HOST_CACHE: dict[str, Any] = {}

@@ -164,9 +164,7 @@ def calibration_batches(
         data = data[:num_samples].astype(dtype, copy=False)
         batches = [[np.ascontiguousarray(data[i : i + 1])] for i in range(len(data))]
     if not batches:
-        raise ValueError(
-            "`representative_data` yielded no samples; int8 calibration needs at least one."
-        )
+        raise ValueError("`representative_data` yielded no samples; int8 calibration needs at least one.")
     return batches
 
 
@@ -236,9 +234,7 @@ def convert_to_tflite(
     ```
     """
     if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}."
-        )
+        raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
     if method not in CONVERSION_METHODS:
         raise ValueError(f"`method` must be one of {CONVERSION_METHODS}; received {method!r}.")
     if calibration_samples < 1:
@@ -429,9 +425,7 @@ def tflite_op_summary(tflite_bytes: bytes) -> dict[str, Any]:
     }
 
 
-def load_interpreter(
-    tflite_bytes: bytes, *, num_threads: int = 1, use_default_delegate: bool = True
-) -> Any:
+def load_interpreter(tflite_bytes: bytes, *, num_threads: int = 1, use_default_delegate: bool = True) -> Any:
     """Creates a LiteRT `Interpreter` for TFLite bytes, with a clear error for unreadable bytes.
 
     Args:
@@ -459,9 +453,7 @@ def load_interpreter(
             + "."
         )
     resolver = (
-        OpResolverType.AUTO
-        if use_default_delegate
-        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        OpResolverType.AUTO if use_default_delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
     try:
         return Interpreter(

@@ -705,7 +705,9 @@ class Controller:
         cache_key = (self._num_updates, id(self._model))
         if getattr(self, "_variables_cache", (None, None))[0] != cache_key:
             encoded = {
-                "weights": [] if self._model is None else [_encode_array(w) for w in self._model.get_weights()],
+                "weights": []
+                if self._model is None
+                else [_encode_array(w) for w in self._model.get_weights()],
                 "optimizer": (
                     []
                     if self._optimizer is None

@@ -179,9 +179,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             )
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(
-                f"Unsupported storage type {storage_type!r} in {self._source}."
-            )
+            raise pickle.UnpicklingError(f"Unsupported storage type {storage_type!r} in {self._source}.")
         if isinstance(key, bytes):
             key = key.decode("ascii")
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_]+", key):
@@ -776,9 +774,7 @@ def load_torch_weights(
             assignments.append((variable, value))
             used.add(key)
         loaded.append(layer.name)
-    unexpected = sorted(
-        key for key in state if key not in used and not key.endswith(_IGNORED_SUFFIXES)
-    )
+    unexpected = sorted(key for key in state if key not in used and not key.endswith(_IGNORED_SUFFIXES))
     if strict and (missing or unexpected):
         parts = []
         if missing:
@@ -854,9 +850,7 @@ def convert_torch_checkpoint(
 
     output = pathlib.Path(output_path)
     if not (output.name.endswith(".weights.h5") or output.suffix == ".keras"):
-        raise ValueError(
-            f"output_path must end in '.weights.h5' or '.keras'; received {str(output_path)!r}."
-        )
+        raise ValueError(f"output_path must end in '.weights.h5' or '.keras'; received {str(output_path)!r}.")
     conflicting = sorted(set(build_kwargs) & set(TORCH_CONVENTIONS))
     if conflicting:
         raise ValueError(

@@ -18,9 +18,7 @@ FAST = dict(runs=5, warmup_runs=1)
 def small_model(name="small", input_shape=(32, 32, 3), seed=0):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(input_shape, name=f"{name}_input")
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name=f"{name}_c1")(
-        inputs
-    )
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name=f"{name}_c1")(inputs)
     x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
     outputs = keras.layers.Dense(4, name=f"{name}_logits")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -118,9 +116,7 @@ def test_identically_built_models_share_a_key_and_changes_split_it():
     assert HostLatency(threads=2, **FAST).cache_key(small_model()) != key
     data = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
     int8_key = source.cache_key(small_model(), quantization="int8", representative_data=data)
-    other_data_key = source.cache_key(
-        small_model(), quantization="int8", representative_data=data + 0.5
-    )
+    other_data_key = source.cache_key(small_model(), quantization="int8", representative_data=data + 0.5)
     assert len({key, int8_key, other_data_key}) == 3
 
 
@@ -175,9 +171,7 @@ def test_a_tflite_model_with_dynamic_spatial_dims_is_not_timed():
         lambda x: model(x, training=False),
         input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)],
     )
-    tflite_bytes = tf.lite.TFLiteConverter.from_concrete_functions(
-        [fn.get_concrete_function()], fn
-    ).convert()
+    tflite_bytes = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
     with pytest.raises(ValueError, match=r"shape signature \[1, -1, -1, 3\]"):
         HostLatency(**FAST).measure_tflite(tflite_bytes)
 
@@ -196,9 +190,7 @@ def test_runtime_failure_raises_instead_of_returning_a_number(monkeypatch):
         def invoke(self):
             raise RuntimeError("XNNPack delegate failed to reshape runtime")
 
-    monkeypatch.setattr(
-        tflite_lib, "load_interpreter", lambda *a, **k: Failing(real_load(*a, **k))
-    )
+    monkeypatch.setattr(tflite_lib, "load_interpreter", lambda *a, **k: Failing(real_load(*a, **k)))
     with pytest.raises(RuntimeError, match="failed to reshape runtime"):
         HostLatency(**FAST).measure_tflite(tflite_bytes)
 
@@ -223,9 +215,7 @@ def test_config_records_the_settings_that_change_the_figure():
     )
 
 
-@pytest.mark.parametrize(
-    "kwargs", [dict(runs=0), dict(threads=0), dict(warmup_runs=-1), dict(repeats=1.5)]
-)
+@pytest.mark.parametrize("kwargs", [dict(runs=0), dict(threads=0), dict(warmup_runs=-1), dict(repeats=1.5)])
 def test_invalid_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         HostLatency(**kwargs)

@@ -96,9 +96,7 @@ def test_int8_accepts_a_callable_of_batches(model, calibration):
         model,
         quantization="int8",
         # float64 batches, as np.random.rand gives them, are cast to the input dtype.
-        representative_data=lambda: (
-            [calibration[i : i + 1].astype("float64")] for i in range(4)
-        ),
+        representative_data=lambda: ([calibration[i : i + 1].astype("float64")] for i in range(4)),
     )
     assert tflite_op_summary(tflite_bytes)["inputs"][0]["dtype"] == "int8"
 
@@ -177,9 +175,7 @@ def test_importing_the_package_does_not_import_tensorflow():
     code = "import sys, keras_mnas.latency; assert 'tensorflow' not in sys.modules, 'tf imported'"
     # The JAX backend keeps `import keras` (if the package does it) from importing TensorFlow.
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, timeout=300, capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=300, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

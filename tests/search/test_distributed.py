@@ -88,7 +88,11 @@ def assert_every_trial_once(oracle, max_trials: int) -> None:
 def test_chief_and_two_workers_account_for_every_trial_once(context, tmp_path):
     max_trials, trial_timeout = 10, 3.0
     configs = cluster_configs(
-        tmp_path, free_port(), max_trials=max_trials, work_seconds=0.3, trial_timeout=trial_timeout,
+        tmp_path,
+        free_port(),
+        max_trials=max_trials,
+        work_seconds=0.3,
+        trial_timeout=trial_timeout,
         chief_timeout=30,
     )
     # KerasTuner reports nothing while a trial trains: without heartbeats (every trial_timeout / 4 s),
@@ -120,7 +124,11 @@ def test_chief_and_two_workers_account_for_every_trial_once(context, tmp_path):
 def test_a_worker_killed_mid_trial_has_its_trial_run_by_the_other(context, tmp_path):
     max_trials, trial_timeout = 8, 3.0
     configs = cluster_configs(
-        tmp_path, free_port(), max_trials=max_trials, work_seconds=0.2, trial_timeout=trial_timeout,
+        tmp_path,
+        free_port(),
+        max_trials=max_trials,
+        work_seconds=0.2,
+        trial_timeout=trial_timeout,
         chief_timeout=30,
     )
     configs["tuner0"]["stall_at"] = 1  # tuner0's second trial hangs: it is killed there

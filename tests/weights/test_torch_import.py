@@ -231,9 +231,7 @@ def test_bfloat16_safetensors_are_widened(tmp_path):
     }
     text = json.dumps(header).encode()
     path = tmp_path / "bf16.safetensors"
-    path.write_bytes(
-        struct.pack("<Q", len(text)) + text + words.tobytes() + counts.tobytes()
-    )
+    path.write_bytes(struct.pack("<Q", len(text)) + text + words.tobytes() + counts.tobytes())
     state = read_torch_state_dict(path)
     assert state["w"].dtype == np.float32  # also when ml_dtypes (imported by TF) defines bfloat16
     np.testing.assert_array_equal(state["w"], values)
@@ -330,14 +328,18 @@ def test_hand_written_pickle_with_views_untyped_storage_and_big_endian(tmp_path)
             "view": ops.tensor(("torch", "FloatStorage"), "0", 12, 1, (2, 3), (4, 2)),
             # torch >= 2 writes newer dtypes as an untyped byte storage plus a torch dtype.
             "uint16": ops.tensor(
-                ("torch", "UntypedStorage"), "1", 6, 0, (3,), (1,), "_rebuild_tensor_v3",
+                ("torch", "UntypedStorage"),
+                "1",
+                6,
+                0,
+                (3,),
+                (1,),
+                "_rebuild_tensor_v3",
                 ops.glob("torch", "uint16"),
             ),
         }
     )
-    little = _torch_zip(
-        tmp_path / "little.pth", pickled, {"0": values.tobytes(), "1": words.tobytes()}
-    )
+    little = _torch_zip(tmp_path / "little.pth", pickled, {"0": values.tobytes(), "1": words.tobytes()})
     big = _torch_zip(
         tmp_path / "big.pth",
         pickled,
