@@ -93,8 +93,8 @@ def main(argv=None):
     lines.append(
         f"Host: {any_result.provenance.get('cpu', platform.processor() or platform.machine())}; "
         f"{any_result.threads} thread, {args.runs} runs x {args.repeats} fresh interpreters, median of "
-        f"medians; LiteRT {any_result.provenance.get('litert_version', '?')}, "
-        f"TensorFlow {any_result.provenance.get('tensorflow_version', '?')}. (!) marks CV > 5%."
+        f"medians; LiteRT {any_result.provenance.get('litert', '?')}, "
+        f"TensorFlow {any_result.provenance.get('tensorflow', '?')}. (!) marks CV > 5%."
     )
     table = "\n".join(lines)
     print(table)
