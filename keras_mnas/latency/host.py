@@ -151,15 +151,7 @@ class HostLatency(LatencySource):
         result = HostLatency().measure(model, quantization="int8", representative_data=images)
         ```
         """
-        _check_quantization(quantization)
-        specs = tflite_lib.model_input_specs(model)
-        batches = None
-        if quantization == "int8":
-            # Materialised once: it is both fingerprinted and fed to the converter.
-            batches = tflite_lib.calibration_batches(
-                representative_data, specs, num_samples=self.calibration_samples
-            )
-        key = self._cache_key(model, specs, quantization, batches)
+        batches, key = self._batches_and_key(model, quantization, representative_data)
         if key is not None:
             cached = self._lookup(key)
             if cached is not None:
@@ -322,20 +314,25 @@ class HostLatency(LatencySource):
         source.cache_key(model) == source.cache_key(model)  # True
         ```
         """
-        _check_quantization(quantization)
-        specs = tflite_lib.model_input_specs(model)
-        batches = None
-        if quantization == "int8":
-            batches = tflite_lib.calibration_batches(
-                representative_data, specs, num_samples=self.calibration_samples
-            )
-        key = self._cache_key(model, specs, quantization, batches)
+        _, key = self._batches_and_key(model, quantization, representative_data)
         if key is None:
             raise ValueError(
                 f"Model {getattr(model, 'name', model)!r} has no JSON-serialisable config, so its "
                 "latency cannot be cached."
             )
         return key
+
+    def _batches_and_key(self, model, quantization, representative_data):
+        """The int8 calibration batches (or None) and the cache key (None when uncacheable)."""
+        _check_quantization(quantization)
+        specs = tflite_lib.model_input_specs(model)
+        batches = None
+        if quantization == "int8":
+            # Materialised once: it is both fingerprinted and fed to the converter.
+            batches = tflite_lib.calibration_batches(
+                representative_data, specs, num_samples=self.calibration_samples
+            )
+        return batches, self._cache_key(model, specs, quantization, batches)
 
     def _cache_key(self, model, specs, quantization, batches) -> str | None:
         try:

@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from keras_mnas.utils.io import atomic_write_bytes
+
 if TYPE_CHECKING:
     import keras_tuner
 
@@ -585,28 +587,5 @@ def _write_raw(summary, step: int) -> None:
 
 
 def _place(directory: str, name: str, data: bytes) -> None:
-    """Writes `data` to `directory/name` atomically.
-
-    Unlike `keras_mnas.utils.io.atomic_write_bytes`, the temporary name does not contain "tfevents", so a
-    TensorBoard scanning the directory meanwhile does not load the partial file as a second events file.
-    """
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mnas-partial-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Writes `data` to `directory/name` atomically (the temporary name has no "tfevents" in it)."""
+    atomic_write_bytes(os.path.join(directory, name), data)

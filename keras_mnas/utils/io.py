@@ -26,7 +26,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    # The temporary name never contains the target's name: a reader scanning the directory by pattern
+    # (TensorBoard looks for "tfevents") must not pick up a partial file.
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
