@@ -128,9 +128,17 @@ def test_random_sigkills_then_resume_equals_an_uninterrupted_search(context, ref
     kills, deadline = 0, time.monotonic() + 60
     progress = []  # evaluations done at each kill: the kills must not all land before the first trial
     while kills < 5 and time.monotonic() < deadline:
+        done_before = len(read_evaluations(config["directory"]))
         process = start(context, run_search, config)
         try:
-            process.join(rng.uniform(0.1, 2.2))  # startup, reload, sampling, PPO updates, trials, saves
+            if kills % 2:
+                # Odd kills land inside the trial loop: after this run's first new evaluation (a reload
+                # can take longer than the whole random window on a slow machine), anywhere in the next
+                # second of sampling, PPO updates, trials and saves.
+                wait_for_evaluations(process, config, done_before + 1, timeout=30)
+                process.join(rng.uniform(0.0, 1.0))
+            else:
+                process.join(rng.uniform(0.1, 2.2))  # anywhere: startup, reload, trials, saves
             if process.exitcode is None:
                 process.kill()
                 process.join(10)
@@ -197,3 +205,12 @@ def test_a_trial_that_crashes_the_process_is_failed_after_max_crashes(context, t
     assert oracle.controller.num_observed == len(completed) + oracle.reused_proposals
     runs = sorted(trial_id for _, trial_id, _ in read_evaluations(config["directory"]))
     assert runs == ["1", "2", "4", "5"], f"each good trial runs once, the crashing ones never end: {runs}"
+
+
+def wait_for_evaluations(process, config, count: int, timeout: float) -> None:
+    """Waits until `count` evaluations are logged, the process ends, or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.exitcode is None:
+        if len(read_evaluations(config["directory"])) >= count:
+            return
+        time.sleep(0.02)
