@@ -8,6 +8,9 @@ logits on a 96 x 96 batch are compared with those of the keras_mnas model loaded
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -24,6 +27,18 @@ from keras_mnas.weights import (  # noqa: E402
 
 SIZE = 96
 
+
+def _load_fixture_script():
+    # The BatchNorm randomisation the checked-in fixtures were made with: one recipe for both.
+    path = pathlib.Path(__file__).parents[1] / "fixtures" / "torch" / "make_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+perturb_batchnorm = _load_fixture_script().perturb_batchnorm
+
 # name -> (constructor, keras_mnas arch, depth multiplier)
 MODELS = {
     "timm/semnasnet_100": (lambda: timm.create_model("semnasnet_100"), "a1", 1.0),
@@ -38,21 +53,7 @@ def _torch_model(name):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
     model = MODELS[name][0]()
-    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    with torch.no_grad():
-        for module in batchnorms:
-            n = module.num_features
-            module.weight.copy_(0.5 + torch.rand(n, generator=generator))
-            module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-            module.reset_running_stats()
-            module.momentum = None
-        model.train()  # calibrate the statistics so that activations stay of order one
-        for _ in range(2):
-            model(torch.randn(8, 3, SIZE, SIZE, generator=generator))
-        for module in batchnorms:
-            n = module.num_features
-            module.running_mean.add_(0.1 * module.running_var.sqrt() * torch.randn(n, generator=generator))
-            module.running_var.mul_(0.8 + 0.4 * torch.rand(n, generator=generator))
+    perturb_batchnorm(model, generator, input_size=SIZE)
     model.eval()
     x = torch.randn(2, 3, SIZE, SIZE, generator=generator)
     with torch.no_grad():
