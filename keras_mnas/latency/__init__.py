@@ -24,25 +24,41 @@ from keras_mnas.latency.errors import (
     SetupError,
 )
 from keras_mnas.latency.host import HostLatency
+from keras_mnas.latency.lut import (
+    Calibration,
+    LatencyLookupTable,
+    LayerConfig,
+    MissingEntryError,
+    model_configs,
+    network_configs,
+    search_space_configs,
+)
 from keras_mnas.latency.tflite import convert_to_tflite, tflite_op_summary
 
 __all__ = [
     "QUANTIZATIONS",
     "BenchmarkError",
     "BenchmarkOutput",
+    "Calibration",
     "DeadlineExceededError",
     "DeviceBusyError",
     "DeviceError",
     "DeviceTooHotError",
     "DeviceUnavailableError",
     "HostLatency",
+    "LatencyLookupTable",
     "LatencyMeasurementError",
     "LatencyResult",
     "LatencySource",
+    "LayerConfig",
+    "MissingEntryError",
     "ModelError",
     "RunStats",
     "SetupError",
     "convert_to_tflite",
+    "model_configs",
+    "network_configs",
     "parse_benchmark_output",
+    "search_space_configs",
     "tflite_op_summary",
 ]
