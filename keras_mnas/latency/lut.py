@@ -858,7 +858,8 @@ class LatencyLookupTable(LatencySource):
         on_missing: `"error"` (default): predicting a network with unprofiled entries raises
             `MissingEntryError`, naming them; `"profile"`: they are profiled on demand with `profiler`
             (and the table is saved again when it has a `path`).
-        path: Where `save()` writes by default (set by `load` and `save`).
+        path: Where the table is saved. A table with a path (given here, or set by `load` and `save`) is
+            saved after profiling (and every `save_every_seconds` during it) and after calibration.
 
     Example:
 
@@ -1062,8 +1063,13 @@ class LatencyLookupTable(LatencySource):
             model = config.build_model()
             try:
                 result = self._measure(source, model, (*config.input_size, config.input_filters))
-            except Exception as error:
-                raise RuntimeError(f"Profiling {config.key!r} on {source.name!r} failed: {error}") from error
+            except Exception:
+                # The source's own error (a model error, a device error) reaches the caller unchanged; what
+                # was measured so far is kept.
+                logger.error("Profiling %r on %r failed.", config.key, source.name)
+                if self.path:
+                    self.save()
+                raise
             finally:
                 del model
             with self._lock:
@@ -1363,6 +1369,8 @@ class LatencyLookupTable(LatencySource):
         with self._lock:
             self.calibration = Calibration(scale, intercept, tuple(_jsonable(rows)), _now())
             self.updated = _now()
+        if self.path:
+            self.save()
         return self.calibration
 
     def calibrate(
