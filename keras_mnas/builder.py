@@ -9,16 +9,22 @@ tensorflow-model-optimization needs (`framework="tf_keras"`).
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from keras_mnas.architecture import ArchSpec, LayerPlan, get_architecture, plan_layers
+from keras_mnas.architecture import ArchSpec, BlockSpec, LayerPlan, get_architecture, plan_layers
 
 # ImageNet statistics used by the reference implementation and by timm/torchvision, in [0, 1] units.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PADDINGS = ("same", "symmetric")
+
+# build_model records its arguments on the model under this attribute, as a JSON string (inert to Keras'
+# and TensorFlow's attribute tracking), so that the same network can be rebuilt, e.g. as a tf_keras twin.
+_BUILD_CONFIG_ATTRIBUTE = "_keras_mnas_build_config"
 FRAMEWORKS = ("keras", "tf_keras")
 POOLINGS = (None, "avg", "max")
 
@@ -214,4 +220,177 @@ def build_model(
         # The model starts where the given tensor's graph starts, as in keras.applications.
         sources = keras_module.utils.get_source_inputs(input_tensor)
         model_inputs = sources[0] if len(sources) == 1 else sources
-    return keras_module.Model(model_inputs, x, name=name or arch.name)
+    model = keras_module.Model(model_inputs, x, name=name or arch.name)
+    config = {
+        "arch": arch.to_dict(),
+        "input_shape": [None if d is None else int(d) for d in inputs.shape[1:]],
+        "include_top": include_top,
+        "pooling": pooling,
+        "classes": classes,
+        "classifier_activation": classifier_activation,
+        "depth_multiplier": float(depth_multiplier),
+        "dropout_rate": float(dropout_rate),
+        "include_preprocessing": include_preprocessing,
+        "padding": padding,
+        "bn_momentum": float(bn_momentum),
+        "bn_epsilon": float(bn_epsilon),
+        "name": model.name,
+    }
+    setattr(model, _BUILD_CONFIG_ATTRIBUTE, json.dumps(config))
+    return model
+
+
+def get_build_config(model) -> dict[str, Any]:
+    """The `build_model` arguments that rebuild a model: `build_model(**get_build_config(model))`.
+
+    `build_model` records its arguments on the model it returns. A model without that record (reloaded
+    from a `.keras` file, or cloned) gets them inferred from its layers, whose names and settings the
+    builder makes stable: the widths found become the architecture (with `depth_multiplier=1.0`), so the
+    rebuilt network has the same layers, names and weight shapes, but the block strings may differ from
+    the original ones where several spellings build the same layers (an SE ratio, `dconv` vs `e1`).
+
+    Args:
+        model: A model made by `build_model` (or `keras_mnas.applications`), in Keras 3 or tf_keras.
+
+    Returns:
+        A dict of `build_model` keyword arguments; `"arch"` is an `ArchSpec.to_dict()` dict.
+
+    Raises:
+        ValueError: if the model was not made by `build_model` (its layers do not follow the builder's).
+
+    Example:
+
+    ```python
+    model = build_model("small", input_shape=(64, 64, 3), classes=10)
+    twin = build_model(**get_build_config(model), framework="tf_keras")
+    ```
+    """
+    recorded = getattr(model, _BUILD_CONFIG_ATTRIBUTE, None)
+    if isinstance(recorded, str):
+        config = json.loads(recorded)
+        config["input_shape"] = tuple(config["input_shape"])
+        return config
+    return _infer_build_config(model)
+
+
+_LAYER_PREFIX = re.compile(r"^block(\d+)([a-z]+)_")
+
+
+def _se_ratio_for(se_filters_by_width: list[tuple[int, int]]) -> float:
+    """An SE ratio giving `max(1, int(width * ratio)) == se_filters` for every (width, se_filters)."""
+    low, high = 0.0, 1.0
+    for width, se_filters in se_filters_by_width:
+        if se_filters == 1:  # max(1, ...) also covers ratios that round down to 0
+            low, high = max(low, 0.0), min(high, 2.0 / width)
+        else:
+            low, high = max(low, se_filters / width), min(high, (se_filters + 1) / width)
+    ratio = (low + high) / 2
+    if not low < high or not 0 < ratio <= 1:
+        raise ValueError(f"No squeeze-and-excitation ratio gives the widths {se_filters_by_width}.")
+    return ratio
+
+
+def _infer_build_config(model) -> dict[str, Any]:
+    layers = {layer.name: layer for layer in model.layers}
+    name = getattr(model, "name", type(model).__name__)
+    for required in ("stem_conv", "stem_bn", "top_conv"):
+        if required not in layers:
+            raise ValueError(
+                f"Model {name!r} was not made by keras_mnas.build_model: it has no layer {required!r}, and "
+                "no build configuration is recorded on it. Expected a model from build_model or "
+                "keras_mnas.applications (or one saved from them)."
+            )
+
+    def config_of(layer_name):
+        return layers[layer_name].get_config()
+
+    # Layer prefixes (block2a, block2b, ...) grouped by block, in model order.
+    blocks: dict[int, list[str]] = {}
+    for layer_name in layers:
+        match = _LAYER_PREFIX.match(layer_name)
+        if match:
+            prefix = layer_name[: match.end() - 1]
+            prefixes = blocks.setdefault(int(match.group(1)), [])
+            if prefix not in prefixes:
+                prefixes.append(prefix)
+    if sorted(blocks) != list(range(1, len(blocks) + 1)):
+        raise ValueError(f"Model {name!r}: its blocks are numbered {sorted(blocks)}, not 1, 2, ..., n.")
+
+    width = int(config_of("stem_conv")["filters"])
+    stem_filters = width
+    specs = []
+    for index in sorted(blocks):
+        prefixes = blocks[index]
+        skips, se_widths, expand_ratio = [], [], None
+        for position, prefix in enumerate(prefixes):
+            op = "conv" if prefix + "_conv" in layers else "mbconv"
+            spatial = config_of(prefix + ("_conv" if op == "conv" else "_dwconv"))
+            if position == 0:
+                kernel_size, strides = int(spatial["kernel_size"][0]), tuple(spatial["strides"])
+                first_op = op
+            output = int((spatial if op == "conv" else config_of(prefix + "_project_conv"))["filters"])
+            expanded = (
+                int(config_of(prefix + "_expand_conv")["filters"])
+                if prefix + "_expand_conv" in layers
+                else width
+            )
+            ratio = expanded // width
+            if op != first_op or expanded != width * ratio or expand_ratio not in (None, ratio):
+                raise ValueError(f"Model {name!r}: the layers of block {index} do not share one operation.")
+            expand_ratio = ratio
+            if prefix + "_se_reduce" in layers:
+                se_widths.append((width, int(config_of(prefix + "_se_reduce")["filters"])))
+            skips.append(
+                "pool"
+                if prefix + "_skip_pool" in layers
+                else "identity"
+                if prefix + "_add" in layers
+                else "none"
+            )
+            width = output
+        skip = "pool" if "pool" in skips else "identity" if "identity" in skips else "none"
+        specs.append(
+            BlockSpec(
+                repeats=len(prefixes),
+                kernel_size=kernel_size,
+                strides=strides,
+                input_filters=specs[-1].output_filters if specs else stem_filters,
+                output_filters=width,
+                expand_ratio=expand_ratio,
+                se_ratio=_se_ratio_for(se_widths) if se_widths else None,
+                op=first_op,
+                skip=skip,
+            )
+        )
+    include_top = "predictions" in layers
+    dropout_rate = float(config_of("top_dropout")["rate"]) if "top_dropout" in layers else 0.0
+    bn = config_of("stem_bn")
+    activation = config_of("predictions")["activation"] if include_top else "softmax"
+    arch_name = name if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else "mnasnet"
+    return {
+        "arch": ArchSpec(
+            blocks=tuple(specs),
+            stem_filters=stem_filters,
+            head_filters=int(config_of("top_conv")["filters"]),
+            dropout_rate=dropout_rate,
+            name=arch_name,
+        ).to_dict(),
+        "input_shape": tuple(None if d is None else int(d) for d in model.inputs[0].shape[1:]),
+        "include_top": include_top,
+        "pooling": None
+        if include_top
+        else "avg"
+        if "avg_pool" in layers
+        else "max"
+        if "max_pool" in layers
+        else None,
+        "classes": int(config_of("predictions")["units"]) if include_top else 1000,
+        "classifier_activation": None if activation == "linear" else activation,
+        "depth_multiplier": 1.0,
+        "dropout_rate": dropout_rate,
+        "include_preprocessing": "rescaling" in layers,
+        "padding": "symmetric" if "stem_conv_pad" in layers else "same",
+        "bn_momentum": float(bn["momentum"]),
+        "bn_epsilon": float(bn["epsilon"]),
+        "name": name,
+    }
