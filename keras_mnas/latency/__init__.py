@@ -10,6 +10,14 @@ print(result.median_ms)
 ```
 """
 
+from keras_mnas.latency.android import (
+    DELEGATES,
+    AndroidDeviceInfo,
+    AndroidLatency,
+    ThermalState,
+    elf_abi,
+    list_devices,
+)
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
 from keras_mnas.latency.benchmark_model import BenchmarkOutput, RunStats, parse_benchmark_output
 from keras_mnas.latency.errors import (
@@ -36,7 +44,10 @@ from keras_mnas.latency.lut import (
 from keras_mnas.latency.tflite import convert_to_tflite, tflite_op_summary
 
 __all__ = [
+    "DELEGATES",
     "QUANTIZATIONS",
+    "AndroidDeviceInfo",
+    "AndroidLatency",
     "BenchmarkError",
     "BenchmarkOutput",
     "Calibration",
@@ -55,7 +66,10 @@ __all__ = [
     "ModelError",
     "RunStats",
     "SetupError",
+    "ThermalState",
     "convert_to_tflite",
+    "elf_abi",
+    "list_devices",
     "model_configs",
     "network_configs",
     "parse_benchmark_output",

@@ -899,8 +899,10 @@ class FakePhone:
         """Stores a pushed file; returns an error message instead when it cannot."""
         with self._lock:
             parent = path.rsplit("/", 1)[0] or "/"
-            if parent not in self._fs or self._fs[parent].kind != "dir":
-                return f"secure_mkdirs failed: {parent}: No such file or directory"
+            if parent in self._fs and self._fs[parent].kind != "dir":
+                return f"secure_mkdirs failed: {parent}: Not a directory"
+            # adbd creates missing parent directories (the `fixed_push_mkdir` feature).
+            self._ensure_parents(path)
             existing = self._fs.get(path)
             replaced = len(existing.data) if existing is not None and existing.kind == "file" else 0
             if len(data) - replaced > self.free_bytes:

@@ -1,0 +1,706 @@
+"""AndroidLatency against the loopback adb double: results, quality, and every fault yielding no number."""
+
+import hashlib
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import stat
+import threading
+import time
+
+import adbutils
+import pytest
+
+from keras_mnas.latency import LatencyResult
+from keras_mnas.latency.android import (
+    AndroidLatency,
+    elf_abi,
+    list_devices,
+)
+from keras_mnas.latency.errors import (
+    BenchmarkError,
+    DeadlineExceededError,
+    DeviceBusyError,
+    DeviceError,
+    DeviceTooHotError,
+    DeviceUnavailableError,
+    ModelError,
+    SetupError,
+)
+from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+TINY = (FIXTURES / "tiny.tflite").read_bytes()
+TMP = "/data/local/tmp"
+REMOTE_BINARY = f"{TMP}/keras_mnas_benchmark_model"
+REMOTE_MODEL = f"{TMP}/keras_mnas_model.tflite"
+
+# Short deadlines and few runs keep the tests fast; the defaults are for real phones.
+FAST = dict(
+    runs=5,
+    warmup_runs=1,
+    repeats=3,
+    call_timeout_s=3.0,
+    run_timeout_s=3.0,
+    cool_poll_s=0.02,
+    max_cool_wait_s=0.5,
+    lease_wait_s=0.5,
+)
+
+ELF_MACHINES = {"arm64-v8a": (2, 183), "armeabi-v7a": (1, 40), "x86_64": (2, 62), "x86": (1, 3)}
+
+
+def fake_elf(abi="arm64-v8a", size=4096):
+    elf_class, machine = ELF_MACHINES[abi]
+    header = b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8) + (3).to_bytes(2, "little")
+    header += machine.to_bytes(2, "little")
+    return header + bytes(size - len(header))
+
+
+@pytest.fixture(autouse=True)
+def no_real_adb(monkeypatch, tmp_path):
+    # adbutils would run `$ADBUTILS_ADB_PATH start-server` when no server answers. Point it at a program
+    # that only leaves a trace, so a test can also prove it was never started.
+    marker = tmp_path / "adb-was-started"
+    script = tmp_path / "fake-adb"
+    script.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("ADBUTILS_ADB_PATH", str(script))
+    return marker
+
+
+@pytest.fixture
+def binary(tmp_path):
+    path = tmp_path / "android_aarch64_benchmark_model"
+    path.write_bytes(fake_elf("arm64-v8a"))
+    return path
+
+
+@pytest.fixture
+def phone():
+    return FakePhone("PHONE1", benchmark=FakeBenchmark(latency_ms=12.0, relative_std=0.005))
+
+
+@pytest.fixture
+def server(phone):
+    with AdbDouble([phone]) as double:
+        yield double
+
+
+def make_source(double, binary, serial="PHONE1", **kwargs):
+    return AndroidLatency(serial, binary=binary, adb_port=double.port, **{**FAST, **kwargs})
+
+
+# --------------------------------------------------------------------------------------------------
+# Results.
+
+
+def test_measure_tflite_returns_a_complete_result(server, phone, binary):
+    result = make_source(server, binary).measure_tflite(TINY)
+    assert isinstance(result, LatencyResult)
+    assert result.source == "android:PHONE1"
+    assert result.median_ms == pytest.approx(12.0, rel=0.03)
+    assert (result.runs, result.warmup_runs, result.threads) == (15, 1, 1)
+    assert result.sha256 == hashlib.sha256(TINY).hexdigest()
+    assert result.tflite_bytes == len(TINY)
+    assert result.median_ms <= result.p90_ms
+    assert not result.unstable
+    # Three fresh processes, each pinned to the fastest core (cpu7 of the default phone).
+    assert len(phone.benchmark_runs) == 3
+    assert {run.core_mask for run in phone.benchmark_runs} == {"80"}
+    # The phone holds exactly the bytes that were measured.
+    assert phone.file(REMOTE_MODEL) == TINY
+    assert phone.file(REMOTE_BINARY) == binary.read_bytes()
+    assert phone.file_mode(REMOTE_BINARY) & 0o111
+    # The result survives JSON.
+    assert LatencyResult.from_dict(json.loads(result.to_json())) == result
+
+
+def test_the_exact_command_line(server, phone, binary):
+    make_source(server, binary, runs=7, warmup_runs=2, repeats=1).measure_tflite(TINY)
+    command = [c for c in phone.commands if "keras_mnas_benchmark_model --graph" in c][-1]
+    assert shlex.split(command) == [
+        "taskset",
+        "80",
+        REMOTE_BINARY,
+        f"--graph={REMOTE_MODEL}",
+        "--num_threads=1",
+        "--warmup_runs=2",
+        "--warmup_min_secs=0",
+        "--num_runs=7",
+        "--min_secs=0",
+        "--use_xnnpack=true",
+    ]
+
+
+def test_provenance_records_where_and_how(server, binary):
+    result = make_source(server, binary).measure_tflite(TINY, extra_provenance={"model": "tiny"})
+    p = result.provenance
+    assert p["model"] == "tiny"
+    assert p["serial"] == "PHONE1"
+    assert p["device_model"] == "Pixel 7"
+    assert p["soc"] == "Google GS201"
+    assert p["sdk"] == 34
+    assert p["abi"] == "arm64-v8a"
+    assert p["fingerprint"].startswith("google/pixel_7/")
+    assert p["core_mask"] == "80" and p["cores"] == [7] and p["cores_max_khz"] == [2850000]
+    assert p["threads"] == 1 and p["delegate"] == "xnnpack"
+    assert p["binary_sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
+    assert p["thermal_before"]["status"] == 0 and p["thermal_after"]["source"] == "thermalservice"
+    assert p["thermal_before"]["cpu_max_c"] == pytest.approx(39.2)
+    assert p["output_generation"] == "litert" and p["per_process_figure"] == "median"
+    assert len(p["per_process_ms"]) == 3
+    assert p["adb_server"] == f"127.0.0.1:{server.port}"
+    json.dumps(p)
+
+
+@pytest.mark.parametrize("generation", ["tf1", "tf1.13", "tf2", "litert"])
+def test_every_output_generation(binary, generation):
+    phone = FakePhone("G", benchmark=FakeBenchmark(generation=generation, latency_ms=7.5, relative_std=0.01))
+    with AdbDouble([phone]) as double:
+        result = make_source(double, binary, serial="G", runs=20).measure_tflite(TINY)
+    assert result.median_ms == pytest.approx(7.5, rel=0.05)
+    assert result.provenance["output_generation"] == generation
+    assert result.p90_ms >= result.median_ms
+
+
+def test_a_phone_without_shell_v2(binary):
+    phone = FakePhone("OLD", sdk=23, shell_v2=False, soc_model=None, soc_manufacturer=None)
+    with AdbDouble([phone], server_version=40) as double:
+        result = make_source(double, binary, serial="OLD").measure_tflite(TINY)
+    assert result.median_ms == pytest.approx(5.0, rel=0.05)
+    assert result.provenance["soc"] == "gs201"  # ro.board.platform before Android 12
+
+
+def test_median_of_processes_and_the_cv_flag(binary):
+    # Three processes at 10, 12 and 14 ms: the median is the middle one and the spread is flagged.
+    latencies = [10.0, 12.0, 14.0]
+    phone = FakePhone(
+        "P", benchmark=FakeBenchmark(latency_ms=lambda run: latencies[run.index], relative_std=0.001)
+    )
+    with AdbDouble([phone]) as double:
+        result = make_source(double, binary, serial="P").measure_tflite(TINY)
+    assert result.median_ms == pytest.approx(12.0, rel=0.01)
+    assert result.mean_ms == pytest.approx(12.0, rel=0.01)
+    assert result.cv > 0.05 and result.unstable
+    assert result.provenance["between_process_cv"] == pytest.approx(0.136, abs=0.01)
+    assert result.provenance["per_process_ms"] == pytest.approx(latencies, rel=0.01)
+
+
+def test_pushes_only_what_changed(server, phone, binary):
+    source = make_source(server, binary, repeats=1)
+    source.measure_tflite(TINY)
+    assert phone.pushes == [REMOTE_BINARY, REMOTE_MODEL]
+    source.measure_tflite(TINY)
+    assert phone.pushes == [REMOTE_BINARY, REMOTE_MODEL]  # nothing changed, nothing pushed
+    other = TINY[:-1] + bytes([TINY[-1] ^ 1])
+    source.measure_tflite(other, quantization="float32")
+    assert phone.pushes[2:] == [REMOTE_MODEL]
+    # Someone replaced the binary on the phone (same size, other bytes): it is pushed again.
+    phone.put_file(REMOTE_BINARY, bytes(len(binary.read_bytes())), mode=0o755)
+    source.measure_tflite(other)
+    assert phone.pushes[3:] == [REMOTE_BINARY]
+    assert phone.file(REMOTE_BINARY) == binary.read_bytes()
+
+
+def test_every_argument_is_quoted(binary):
+    phone = FakePhone("Q")
+    with AdbDouble([phone]) as double:
+        remote = "/data/local/tmp/it's a $dir"
+        result = make_source(double, binary, serial="Q", remote_dir=remote, repeats=1).measure_tflite(TINY)
+    assert result.median_ms > 0
+    assert phone.file(f"{remote}/keras_mnas_model.tflite") == TINY
+    assert phone.benchmark_runs[0].flags["graph"] == f"{remote}/keras_mnas_model.tflite"
+
+
+@pytest.mark.parametrize(
+    "cpus, threads, core_mask, expected_mask, expected_cores",
+    [
+        ((1000, 2000, 3000, 3000), 1, "auto", "8", [3]),
+        ((1000, 2000, 3000, 3000), 2, "auto", "c", [2, 3]),
+        ((3000, 1000, 1000, 1000), 1, "auto", "1", [0]),
+        ((1000, 2000, 3000, 3000), 1, "f", "f", [0, 1, 2, 3]),
+        ((1000, 2000, 3000, 3000), 1, 0x4, "4", [2]),
+        ((1000, 2000, 3000, 3000), 1, None, None, []),
+    ],
+)
+def test_core_selection(binary, cpus, threads, core_mask, expected_mask, expected_cores):
+    phone = FakePhone("C", cpu_max_khz=cpus)
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="C", threads=threads, core_mask=core_mask, repeats=1)
+        result = source.measure_tflite(TINY)
+    assert result.provenance["core_mask"] == expected_mask
+    assert result.provenance["cores"] == expected_cores
+    assert phone.benchmark_runs[0].core_mask == expected_mask
+    assert phone.benchmark_runs[0].flags["num_threads"] == str(threads)
+
+
+def test_no_cpufreq_runs_unpinned(binary):
+    phone = FakePhone("E", cpu_max_khz=())
+    with AdbDouble([phone]) as double:
+        result = make_source(double, binary, serial="E", repeats=1).measure_tflite(TINY)
+    assert result.provenance["core_mask"] is None
+    assert phone.benchmark_runs[0].core_mask is None
+
+
+def test_a_refused_core_mask_is_a_setup_error(binary):
+    phone = FakePhone("R", allowed_cpus=range(4))
+    with AdbDouble([phone]) as double, pytest.raises(SetupError, match="refused to pin"):
+        make_source(double, binary, serial="R").measure_tflite(TINY)
+
+
+@pytest.mark.parametrize(
+    "delegate, flags",
+    [
+        ("none", {"use_xnnpack": "false"}),
+        ("gpu", {"use_gpu": "true", "use_xnnpack": "false"}),
+        ("nnapi", {"use_nnapi": "true", "use_xnnpack": "false"}),
+    ],
+)
+def test_delegates_and_extra_flags(server, phone, binary, delegate, flags):
+    source = make_source(server, binary, delegate=delegate, extra_flags=["--use_caching=false"], repeats=1)
+    source.measure_tflite(TINY)
+    run_flags = phone.benchmark_runs[0].flags
+    assert {k: run_flags[k] for k in flags} == flags
+    assert run_flags["use_caching"] == "false"
+
+
+def test_settings_are_validated(binary):
+    for kwargs, message in [
+        ({"threads": 0}, "threads"),
+        ({"repeats": 0}, "repeats"),
+        ({"delegate": "tpu"}, "delegate"),
+        ({"core_mask": "xyz"}, "core_mask"),
+        ({"core_mask": 0}, "core_mask"),
+        ({"call_timeout_s": 0}, "call_timeout_s"),
+        ({"extra_flags": ["rm -rf /"]}, "extra_flags"),
+        ({"remote_dir": "relative"}, "remote_dir"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            AndroidLatency("S", binary=binary, **kwargs)
+
+
+def test_config_names_what_changes_the_figure(binary):
+    config = AndroidLatency("S", binary=binary, threads=2, runs=30, delegate="none").config()
+    assert config["name"] == "android"
+    assert config["serial"] == "S"
+    assert (config["threads"], config["runs"], config["delegate"]) == (2, 30, "none")
+    assert config["binary_sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
+    json.dumps(config)
+
+
+def test_measure_a_keras_model(server, phone, binary):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs)))
+    model = keras.Model(inputs, outputs, name="keras_tiny")
+    result = make_source(server, binary, repeats=1).measure(model)
+    assert result.provenance["model"] == "keras_tiny"
+    assert phone.file(REMOTE_MODEL)[4:8] == b"TFL3"
+    assert result.sha256 == hashlib.sha256(phone.file(REMOTE_MODEL)).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input and setup errors.
+
+
+def test_bytes_that_are_not_tflite(server, binary):
+    with pytest.raises(ValueError, match="TFL3"):
+        make_source(server, binary).measure_tflite(b"not a model")
+
+
+def test_undefined_input_shape_is_refused(server, phone, binary):
+    with pytest.raises(ValueError, match="undefined dimensions"):
+        make_source(server, binary).measure_tflite((FIXTURES / "dynamic_shape.tflite").read_bytes())
+    assert phone.benchmark_runs == []
+
+
+def test_missing_binary(tmp_path):
+    with pytest.raises(SetupError, match="binary not found") as info:
+        AndroidLatency("S", binary=tmp_path / "nope")
+    assert "ro.product.cpu.abi" in str(info.value)
+
+
+def test_a_binary_that_is_not_elf(tmp_path):
+    path = tmp_path / "benchmark_model"
+    path.write_bytes(b"\xcf\xfa\xed\xfe" + bytes(100))
+    with pytest.raises(SetupError, match="macOS"):
+        AndroidLatency("S", binary=path)
+
+
+def test_wrong_abi_is_caught_before_anything_runs(tmp_path, server, phone):
+    path = tmp_path / "linux_x86-64_benchmark_model"
+    path.write_bytes(fake_elf("x86_64"))
+    with pytest.raises(SetupError, match="android_aarch64_benchmark_model") as info:
+        make_source(server, path).measure_tflite(TINY)
+    assert "x86_64" in str(info.value)
+    assert phone.pushes == [] and phone.benchmark_runs == []
+
+
+def test_a_32_bit_arm_binary_runs_on_a_64_bit_phone(tmp_path, server):
+    path = tmp_path / "android_arm_benchmark_model"
+    path.write_bytes(fake_elf("armeabi-v7a"))
+    assert make_source(server, path, repeats=1).measure_tflite(TINY).provenance["binary_abi"] == "armeabi-v7a"
+
+
+def test_elf_abi():
+    assert elf_abi(fake_elf("arm64-v8a")) == "arm64-v8a"
+    assert elf_abi(fake_elf("x86")) == "x86"
+    with pytest.raises(SetupError, match="ELF"):
+        elf_abi(b"#!/bin/sh\necho hi\n" + bytes(20))
+
+
+def test_the_only_phone_is_used_when_no_serial_is_given(server, binary):
+    source = AndroidLatency(binary=binary, adb_port=server.port, **{**FAST, "repeats": 1})
+    assert source.measure_tflite(TINY).source == "android:PHONE1"
+
+
+def test_several_phones_need_a_serial(binary):
+    phones = [FakePhone("A"), FakePhone("B")]
+    with AdbDouble(phones) as double, pytest.raises(SetupError, match=r"pass `serial=`"):
+        AndroidLatency(binary=binary, adb_port=double.port, **FAST).measure_tflite(TINY)
+
+
+def test_no_usable_phone(binary):
+    phones = [FakePhone("A", state="unauthorized")]
+    with AdbDouble(phones) as double, pytest.raises(DeviceUnavailableError, match=r"A \(unauthorized\)"):
+        AndroidLatency(binary=binary, adb_port=double.port, **FAST).measure_tflite(TINY)
+
+
+def test_no_adb_server_is_a_clear_error_and_starts_no_adb(binary, no_real_adb):
+    double = AdbDouble()
+    port = double.port
+    double.stop()
+    with pytest.raises(DeviceUnavailableError, match="adb start-server"):
+        AndroidLatency("S", binary=binary, adb_port=port, **FAST).measure_tflite(TINY)
+    with pytest.raises(DeviceUnavailableError, match="No adb server"):
+        list_devices(adb_port=port)
+    assert not no_real_adb.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults: never a number.
+
+
+def test_model_error_is_reported_once_and_not_retried(binary):
+    phone = FakePhone("M", benchmark=FakeBenchmark(model_error="op-version"))
+    with AdbDouble([phone]) as double, pytest.raises(ModelError, match="FULLY_CONNECTED") as info:
+        make_source(double, binary, serial="M").measure_tflite(TINY)
+    assert info.value.serial == "M"
+    assert not info.value.retryable
+    assert len(phone.benchmark_runs) == 1  # the remaining repeats were not attempted
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_connection_dropped_mid_benchmark(binary, v2):
+    phone = FakePhone("D", shell_v2=v2)
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "drop", keep_fraction=0.7))
+    with AdbDouble([phone]) as double, pytest.raises(DeviceError) as info:
+        make_source(double, binary, serial="D").measure_tflite(TINY)
+    assert info.value.retryable
+    assert not isinstance(info.value, ModelError)
+
+
+@pytest.mark.parametrize("code, reason", [(1, "error"), (134, "crash")])
+def test_exit_status_faults(binary, code, reason):
+    phone = FakePhone("X")
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "exit", exit_code=code))
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="X")
+        with pytest.raises(BenchmarkError) as info:
+            source.measure_tflite(TINY)
+        assert info.value.reason == reason
+        assert info.value.exit_code == code
+        # The fault was one process; the next measurement is fine.
+        assert source.measure_tflite(TINY).median_ms > 0
+
+
+def summary_fraction(double, serial):
+    """Where the summary line starts in the phone's benchmark output, as a fraction of its length."""
+    device = adbutils.AdbClient(port=double.port).device(serial)
+    out = device.shell2(
+        shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=5"]), v2=True
+    ).stdout
+    start = out.index("Inference timings in us")
+    number = out.index("Inference (avg): ") + len("Inference (avg): ")
+    return start / len(out), number / len(out), (number + 2) / len(out)
+
+
+@pytest.mark.parametrize("where", ["early", "before-summary", "inside-summary", "inside-number"])
+def test_truncated_output(binary, where):
+    phone = FakePhone("T")
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="T")
+        source.measure_tflite(TINY)
+        start, before_number, inside_number = summary_fraction(double, "T")
+        keep = {
+            "early": 0.2,
+            "before-summary": start - 0.01,
+            "inside-summary": before_number,
+            "inside-number": inside_number,  # "Inference (avg): 12" of "12003.4": a plausible, wrong number
+        }[where]
+        phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "truncate", keep_fraction=keep))
+        with pytest.raises(BenchmarkError) as info:
+            source.measure_tflite(TINY)
+    assert info.value.reason in ("no-summary", "truncated", "inconsistent")
+
+
+def test_only_the_trailing_memory_lines_lost_still_gives_the_right_figure(binary):
+    # Output that ends after a complete, cross-checked summary line is a complete measurement: what is
+    # missing (the memory note) is not part of it. Cuts inside the summary are refused (test above).
+    phone = FakePhone("T", benchmark=FakeBenchmark(latency_ms=9.0, relative_std=0.001))
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "truncate", keep_fraction=0.97, times=-1))
+    with AdbDouble([phone]) as double:
+        assert make_source(double, binary, serial="T").measure_tflite(TINY).median_ms == pytest.approx(
+            9.0, rel=0.01
+        )
+
+
+@pytest.mark.parametrize("action", ["hang", "trickle"])
+def test_a_hung_benchmark_hits_the_wall_clock_deadline(binary, action):
+    phone = FakePhone("H")
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", action, interval_s=0.02))
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="H", run_timeout_s=0.4)
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError, match=r"0\.4 s deadline"):
+            source.measure_tflite(TINY)
+        elapsed = time.monotonic() - start
+    # A trickle never goes silent, so only a real deadline stops it.
+    assert elapsed < 3.0
+
+
+def test_a_hung_ordinary_call_hits_its_deadline(binary):
+    phone = FakePhone("H")
+    phone.add_fault(Fault("dumpsys thermalservice", "trickle", interval_s=0.02))
+    with AdbDouble([phone]) as double:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            make_source(double, binary, serial="H", call_timeout_s=0.3).measure_tflite(TINY)
+        assert time.monotonic() - start < 3.0
+    assert phone.benchmark_runs == []
+
+
+def test_a_slow_but_finished_call_past_the_deadline_is_still_no_number(binary):
+    phone = FakePhone("S")
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "delay", delay_s=0.6))
+    with AdbDouble([phone]) as double, pytest.raises(DeadlineExceededError):
+        make_source(double, binary, serial="S", run_timeout_s=0.3).measure_tflite(TINY)
+
+
+@pytest.mark.parametrize(
+    "action, later",
+    [("offline", "offline"), ("unauthorized", "Allow USB debugging"), ("disappear", "not connected")],
+)
+def test_phone_lost_mid_measurement(binary, action, later):
+    phone = FakePhone("L")
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", action))
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="L")
+        with pytest.raises(DeviceError):
+            source.measure_tflite(TINY)
+        with pytest.raises(DeviceUnavailableError, match=later):
+            source.measure_tflite(TINY)
+
+
+@pytest.mark.parametrize(
+    "state, message", [("offline", "adb reconnect"), ("unauthorized", "Allow USB debugging")]
+)
+def test_unusable_phone_from_the_start(binary, state, message):
+    phone = FakePhone("U", state=state)
+    with AdbDouble([phone]) as double, pytest.raises(DeviceUnavailableError, match=message):
+        make_source(double, binary, serial="U").measure_tflite(TINY)
+
+
+def test_full_disk(binary):
+    phone = FakePhone("F", free_bytes=2000)
+    with AdbDouble([phone]) as double, pytest.raises(DeviceError, match="storage full") as info:
+        make_source(double, binary, serial="F").measure_tflite(TINY)
+    assert "df" in str(info.value)
+    assert phone.benchmark_runs == []
+
+
+def test_a_phone_that_stays_hot(binary):
+    phone = FakePhone("HOT", thermal_status=2)
+    with AdbDouble([phone]) as double:
+        start = time.monotonic()
+        with pytest.raises(DeviceTooHotError, match="thermal status 2"):
+            make_source(double, binary, serial="HOT", max_cool_wait_s=0.3).measure_tflite(TINY)
+        assert time.monotonic() - start < 3.0
+    assert phone.benchmark_runs == []
+
+
+def test_waits_for_the_phone_to_cool(binary):
+    phone = FakePhone("WARM", thermal_status=[2, 1, 0])
+    with AdbDouble([phone]) as double:
+        result = make_source(
+            double, binary, serial="WARM", cool_poll_s=0.05, max_cool_wait_s=2
+        ).measure_tflite(TINY)
+    assert result.provenance["thermal_wait_s"][0] >= 0.09
+    assert result.provenance["thermal_before"]["status"] == 0
+
+
+@pytest.mark.parametrize("zone_temp, ok", [(38000, True), (61000, False)])
+def test_thermal_zone_fallback(binary, zone_temp, ok):
+    zones = [("cpu-big", zone_temp), ("battery", 30000), ("bogus", -273000)]
+    phone = FakePhone("Z", thermal_status=None, thermal_zones=zones)
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="Z", max_temperature_c=45.0, max_cool_wait_s=0.2)
+        if ok:
+            thermal = source.measure_tflite(TINY).provenance["thermal_before"]
+            assert thermal["source"] == "thermal_zones"
+            assert thermal["temperatures_c"] == {"cpu-big": 38.0, "battery": 30.0}
+        else:
+            with pytest.raises(DeviceTooHotError, match=r"CPU 61\.0 C"):
+                source.measure_tflite(TINY)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sharing a phone.
+
+
+def lease_names(phone):
+    return [n for n in phone.listdir(TMP) if n.startswith("keras_mnas.lease.")]
+
+
+def test_the_lease_is_taken_and_released(server, phone, binary):
+    source = make_source(server, binary, repeats=1)
+    source.measure_tflite(TINY)
+    assert lease_names(phone) == ["keras_mnas.lease.0"]
+    assert "|released|" in phone.symlink_target(f"{TMP}/keras_mnas.lease.0")
+    source.measure_tflite(TINY)
+    # A new generation each time; superseded ones are cleaned up.
+    assert lease_names(phone) == ["keras_mnas.lease.1"]
+
+
+def test_a_live_lease_of_another_worker_blocks(server, phone, binary):
+    expires = int(time.time()) + 3600
+    phone.put_symlink(f"{TMP}/keras_mnas.lease.4", f"keras_mnas-lease|v1|held|{expires}|otherhost:77:abc")
+    with pytest.raises(DeviceBusyError, match="otherhost:77:abc"):
+        make_source(server, binary, lease_wait_s=0.2).measure_tflite(TINY)
+    assert phone.benchmark_runs == []
+
+
+def test_a_dead_workers_lease_expires_and_is_taken_over(server, phone, binary):
+    # A worker died mid-measurement two minutes ago and left its lease (expired a minute ago).
+    expired = int(time.time()) - 60
+    phone.put_symlink(f"{TMP}/keras_mnas.lease.7", f"keras_mnas-lease|v1|held|{expired}|deadhost:1:dead")
+    result = make_source(server, binary, repeats=1).measure_tflite(TINY)
+    assert result.provenance["lease"]["took_over_from"] == "deadhost:1:dead"
+    assert lease_names(phone) == ["keras_mnas.lease.8"]
+
+
+def test_waits_for_a_lease_that_expires_soon(server, phone, binary):
+    expires = int(time.time()) + 1
+    phone.put_symlink(f"{TMP}/keras_mnas.lease.0", f"keras_mnas-lease|v1|held|{expires}|slow:2:w")
+    start = time.monotonic()
+    result = make_source(server, binary, repeats=1, lease_wait_s=5, cool_poll_s=0.1).measure_tflite(TINY)
+    assert time.monotonic() - start >= 0.5
+    assert result.provenance["lease"]["took_over_from"] == "slow:2:w"
+
+
+def test_a_measurement_that_lost_its_lease_is_discarded(binary):
+    phone = FakePhone("LOST")
+
+    def takeover(run):
+        # While this process runs, another worker decides our lease expired and supersedes it.
+        phone.put_symlink(f"{TMP}/keras_mnas.lease.99", "keras_mnas-lease|v1|held|9999999999|thief:3:x")
+        return 5.0
+
+    phone.benchmark = FakeBenchmark(latency_ms=takeover)
+    with AdbDouble([phone]) as double, pytest.raises(DeviceError, match="Lost the lease"):
+        make_source(double, binary, serial="LOST").measure_tflite(TINY)
+    # The thief's lease was left alone.
+    assert "thief" in phone.symlink_target(f"{TMP}/keras_mnas.lease.99")
+
+
+def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
+    phone.benchmark = FakeBenchmark(latency_ms=5.0, duration_s=0.4)
+    source = make_source(server, binary, repeats=1)
+    source.measure_tflite(TINY)  # installs the binary and the model
+    # A process started outside any lease (a worker that lost its lease, or a person at a shell).
+    device = adbutils.AdbClient(port=server.port).device("PHONE1")
+    stray = threading.Thread(
+        target=device.shell, args=(shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=2"]),)
+    )
+    stray.start()
+    time.sleep(0.1)
+    source.measure_tflite(TINY)
+    stray.join()
+    assert phone.max_concurrent_benchmarks == 1
+
+
+def test_two_workers_never_share_a_phone(server, phone, binary):
+    phone.benchmark = FakeBenchmark(latency_ms=5.0, duration_s=0.1)
+    workers = [make_source(server, binary, repeats=2, lease_wait_s=10) for _ in range(2)]
+    results, errors = [], []
+
+    def work(source):
+        try:
+            results.extend(source.measure_tflite(TINY) for _ in range(2))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(results) == 4
+    assert phone.max_concurrent_benchmarks == 1
+    assert len(phone.benchmark_runs) == 8
+
+
+def test_without_a_lease_nothing_is_written(server, phone, binary):
+    make_source(server, binary, lease=False, repeats=1).measure_tflite(TINY)
+    assert lease_names(phone) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Discovery and health.
+
+
+def test_list_devices_describes_every_phone(binary):
+    phones = [
+        FakePhone("OK1", model="Pixel 7"),
+        FakePhone(
+            "HOT1", thermal_status=3, model="Galaxy S23", soc_manufacturer="Qualcomm", soc_model="SM8550"
+        ),
+        FakePhone("OFF1", state="offline"),
+        FakePhone("UNA1", state="unauthorized"),
+    ]
+    with AdbDouble(phones) as double:
+        infos = {i.serial: i for i in list_devices(adb_port=double.port)}
+    ok = infos["OK1"]
+    assert (ok.model, ok.soc, ok.sdk, ok.abi, ok.health) == ("Pixel 7", "Google GS201", 34, "arm64-v8a", "ok")
+    assert ok.big_cores == (6, 7)
+    assert ok.cpu_max_khz[7] == 2850000
+    assert ok.thermal.status == 0 and ok.thermal.cpu_max_c == pytest.approx(39.2)
+    assert "armeabi-v7a" in ok.abilist
+    assert infos["HOT1"].health == "hot" and infos["HOT1"].soc == "Qualcomm SM8550"
+    assert infos["OFF1"].health == "offline" and "reconnect" in infos["OFF1"].error
+    assert infos["UNA1"].health == "unauthorized" and "Allow USB debugging" in infos["UNA1"].error
+    json.dumps([i.to_dict() for i in infos.values()])
+
+
+def test_device_info_and_health_check(server, phone, binary):
+    source = make_source(server, binary)
+    assert source.device_info().model == "Pixel 7"
+    assert source.health_check() is None
+    phone.thermal_status = 4
+    assert "too hot" in source.health_check()
+    phone.thermal_status = 0
+    phone.state = "offline"
+    assert "offline" in source.health_check()
+
+
+def test_env_keeps_adbutils_from_real_adb():
+    # The autouse fixture points adbutils at a harmless program.
+    assert os.environ["ADBUTILS_ADB_PATH"].endswith("fake-adb")
+    assert shutil.which("true")
+    assert stat.S_IMODE(os.stat(os.environ["ADBUTILS_ADB_PATH"]).st_mode) & 0o100
