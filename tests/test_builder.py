@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_mnas import ArchSpec, build_model
+from keras_mnas.builder import get_build_config
 
 TINY = ArchSpec.from_strings(
     [
@@ -97,6 +98,40 @@ def test_bn_conventions_and_preprocessing():
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(TINY, input_shape=(32, 32, 3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [
+        (TINY, {"input_shape": (32, 32, 3), "classes": 5, "classifier_activation": None}),
+        ("a1", {"input_shape": (64, 64, 3), "depth_multiplier": 0.35, "include_preprocessing": True}),
+        (
+            "small",
+            {"input_shape": (48, 48, 1), "include_top": False, "pooling": "max", "padding": "symmetric"},
+        ),
+    ],
+)
+def test_build_config_rebuilds_the_model_even_after_a_reload(tmp_path, arch, kwargs):
+    model = build_model(arch, **kwargs)
+    assert build_model(**get_build_config(model)).get_config() == model.get_config()
+    # A reloaded model carries no record: its arguments are inferred from its layers.
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    rebuilt = build_model(**get_build_config(reloaded))
+
+    def layout(m):
+        return [
+            (layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights]) for layer in m.layers
+        ]
+
+    assert layout(rebuilt) == layout(model)
+    assert rebuilt.output.shape == model.output.shape
+
+
+def test_build_config_refuses_models_the_builder_did_not_make():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="stem_conv")])
+    with pytest.raises(ValueError, match=r"not made by keras_mnas\.build_model: it has no layer 'stem_bn'"):
+        get_build_config(model)
 
 
 def test_tf_keras_twin_has_the_same_weights_and_outputs():
