@@ -41,12 +41,14 @@ from keras_mnas.latency.lut import (
     network_configs,
     search_space_configs,
 )
+from keras_mnas.latency.pool import AndroidDevicePool, PhoneStats
 from keras_mnas.latency.tflite import convert_to_tflite, tflite_op_summary
 
 __all__ = [
     "DELEGATES",
     "QUANTIZATIONS",
     "AndroidDeviceInfo",
+    "AndroidDevicePool",
     "AndroidLatency",
     "BenchmarkError",
     "BenchmarkOutput",
@@ -64,6 +66,7 @@ __all__ = [
     "LayerConfig",
     "MissingEntryError",
     "ModelError",
+    "PhoneStats",
     "RunStats",
     "SetupError",
     "ThermalState",
