@@ -895,7 +895,8 @@ class AndroidLatency(LatencySource):
     Args:
         serial: The phone's adb serial (`adb devices`); `None` uses the only phone the server lists.
         binary: Path of the `benchmark_model` executable built for the phone's ABI (see docs/phones.md).
-        adb_host, adb_port: The adb server the phone is plugged into (this machine's by default).
+        adb_host: Host of the adb server the phone is plugged into (this machine by default).
+        adb_port: Port of that adb server.
         threads: `--num_threads` (1 by default, like the MnasNet paper's single big core).
         core_mask: `"auto"` (the `threads` fastest cores), `None` (no `taskset`), or a CPU mask as an int or
             a hex string such as `"80"`.
@@ -1639,9 +1640,11 @@ def list_devices(
     that fails while being described is listed with `health="error"`.
 
     Args:
-        adb_host, adb_port: The adb server.
+        adb_host: Host of the adb server.
+        adb_port: Port of the adb server.
         timeout_s: Total deadline of each adb call.
-        max_thermal_status, max_temperature_c: Above these, a phone's health is `"hot"`.
+        max_thermal_status: Above this thermal status, a phone's health is `"hot"`.
+        max_temperature_c: Without a thermal service: above this CPU temperature, a phone is `"hot"`.
 
     Returns:
         One `AndroidDeviceInfo` per phone, in the server's order.

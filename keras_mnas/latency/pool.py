@@ -141,7 +141,8 @@ class AndroidDevicePool(LatencySource):
             (on another machine's adb server), or `AndroidLatency` instances with their own settings.
             `None` uses every usable phone the adb server(s) list when the pool is first used.
         binary: The `benchmark_model` executable (not needed when `devices` are `AndroidLatency` instances).
-        adb_host, adb_port: The default adb server.
+        adb_host: Host of the default adb server.
+        adb_port: Port of the default adb server.
         adb_servers: With `devices=None`: the adb servers to take phones from, as `"HOST:PORT"` strings
             (default: `adb_host:adb_port`).
         max_attempts: Phones a job may fail on before the pool gives up and raises.

@@ -342,16 +342,21 @@ class FakePhone:
 
     Args:
         serial: The serial `adb devices` lists.
-        model, manufacturer: `ro.product.model` / `ro.product.manufacturer`.
-        soc_model, soc_manufacturer: `ro.soc.model` / `ro.soc.manufacturer` (Android 12+; `None` leaves
-            them unset, like older phones).
+        model: `ro.product.model`.
+        manufacturer: `ro.product.manufacturer`.
+        soc_model: `ro.soc.model` (Android 12+; `None` leaves it unset, like older phones).
+        soc_manufacturer: `ro.soc.manufacturer` (Android 12+; `None` leaves it unset).
         board: `ro.board.platform`.
-        sdk, release: `ro.build.version.sdk` / `ro.build.version.release`.
-        abi, abilist: `ro.product.cpu.abi` / `ro.product.cpu.abilist`.
+        sdk: `ro.build.version.sdk`.
+        release: `ro.build.version.release`.
+        abi: `ro.product.cpu.abi`.
+        abilist: `ro.product.cpu.abilist` (default: what phones of that ABI report).
         cpu_max_khz: `cpuinfo_max_freq` of each CPU (its length is the CPU count).
         thermal_status: `Thermal Status` of `dumpsys thermalservice`: an int, a list consumed one value per
             call (the last one sticks), or `None` for a phone without the thermal service.
         thermal_zones: `(type, millidegrees)` of `/sys/class/thermal/thermal_zoneN`.
+        hal_temperatures: `(name, type, celsius)` readings `dumpsys thermalservice` lists (type 0: CPU,
+            2: battery, 3: skin).
         state: `"device"`, `"offline"` or `"unauthorized"`.
         shell_v2: Whether the phone advertises the `shell_v2` feature.
         free_bytes: Free space for pushes to `/data/local/tmp`.
