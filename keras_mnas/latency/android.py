@@ -789,11 +789,12 @@ class _Lease:
         self.verify()
         self._rewrite("held", self._device_now() + math.ceil(self.ttl_s))
 
-    def release(self) -> None:
+    def release(self, verified: bool = False) -> None:
         if self.generation is None:
             return
         try:
-            self.verify()
+            if not verified:
+                self.verify()
             self._rewrite("released", self._device_now())
         except DeviceError as e:
             # It expires on its own; nothing else to do.
@@ -1105,6 +1106,8 @@ class AndroidLatency(LatencySource):
             print("phone not ready:", problem)
         ```
         """
+        if not self._lock.acquire(blocking=False):
+            return None  # Measuring right now: evidently usable.
         try:
             phone = self._get_phone()
             phone.forget()
@@ -1116,6 +1119,8 @@ class AndroidLatency(LatencySource):
                 return f"too hot ({_describe_thermal(thermal)})"
         except (DeviceError, SetupError) as e:
             return str(e)
+        finally:
+            self._lock.release()
         return None
 
     # ----------------------------------------------------------------------------------------------
@@ -1225,13 +1230,16 @@ class AndroidLatency(LatencySource):
         )
         if lease is not None:
             lease.acquire(lease_wait_s)
+        verified = False
         try:
             binary_remote = f"{self.remote_dir}/{_REMOTE_BINARY}"
             model_remote = f"{self.remote_dir}/{_REMOTE_MODEL}"
-            pushed_binary = self._sync_file(phone, self._binary, binary_remote, 0o755, "benchmark_model")
-            if pushed_binary or not phone.stat(binary_remote).mode & 0o100:
+            pushed_binary, binary_mode = self._sync_file(
+                phone, self._binary, binary_remote, 0o755, "benchmark_model"
+            )
+            if pushed_binary or not binary_mode & 0o100:
                 phone.shell(["chmod", "755", binary_remote])
-            pushed_model = self._sync_file(phone, tflite_bytes, model_remote, 0o644, "the model")
+            pushed_model, _ = self._sync_file(phone, tflite_bytes, model_remote, 0o644, "the model")
             command = self._command(binary_remote, model_remote, mask)
 
             outputs: list[BenchmarkOutput] = []
@@ -1250,9 +1258,10 @@ class AndroidLatency(LatencySource):
             if lease is not None:
                 # A worker that lost its lease mid-measurement may have shared the phone: its figure is void.
                 lease.verify()
+                verified = True
         finally:
             if lease is not None:
-                lease.release()
+                lease.release(verified=verified)
 
         return self._result(
             phone,
@@ -1313,11 +1322,12 @@ class AndroidLatency(LatencySource):
                     self._resolved_mask = (format(sum(1 << c for c in cores), "x"), cores)
         return self._resolved_mask
 
-    def _sync_file(self, phone: _Phone, data: bytes, remote: str, mode: int, what: str) -> bool:
+    def _sync_file(self, phone: _Phone, data: bytes, remote: str, mode: int, what: str) -> tuple[bool, int]:
+        """Makes the phone hold `data` at `remote`; returns whether it was pushed, and the file's mode."""
         digest = hashlib.sha256(data).hexdigest()
         info = phone.stat(remote)
         if stat.S_ISREG(info.mode) and info.size == len(data) and phone.sha256(remote) == digest:
-            return False
+            return False, info.mode
         phone.push(data, remote, mode, what)
         info = phone.stat(remote)
         if info.size != len(data):
@@ -1332,7 +1342,7 @@ class AndroidLatency(LatencySource):
                 f"expected {digest}).",
                 serial=phone.serial,
             )
-        return True
+        return True, info.mode
 
     def _command(self, binary_remote: str, model_remote: str, mask: str | None) -> list[str]:
         delegate_flags = {
