@@ -106,3 +106,28 @@ def test_hypermodel_builds_trainable_candidates():
     history = model.fit(x, np.arange(8) % 4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert hypermodel.architecture(hp).blocks[2].op == "conv"
+
+
+@pytest.mark.parametrize(
+    "loss, labels",
+    [
+        ("sparse_categorical_crossentropy", np.arange(8) % 4),
+        ("categorical_crossentropy", np.eye(4, dtype="float32")[np.arange(8) % 4]),
+    ],
+)
+def test_candidates_train_after_a_single_trace(loss, labels):
+    # A second trace of the training step costs a CPU candidate as much as its whole proxy training.
+    from keras_mnas.search import MOBILENET_V2_SKELETON
+
+    space = MnasSearchSpace(MOBILENET_V2_SKELETON[:2], input_shape=(16, 16, 3), classes=4, head_filters=32)
+    model = MnasHyperModel(space, loss=loss).build(keras_tuner.HyperParameters())
+    assert model.optimizer.built
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    x = np.random.RandomState(0).rand(8, 16, 16, 3).astype("float32")
+    history = model.fit(x, labels, validation_data=(x, labels), batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1
+    predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
+    expected = np.mean(predicted == np.arange(8) % 4)
+    assert history.history["val_accuracy"][-1] == pytest.approx(expected)
