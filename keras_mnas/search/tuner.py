@@ -4,10 +4,15 @@ Every trial: build the candidate, measure its latency (host CPU TFLite by defaul
 report `val_accuracy` (or the chosen metric), `latency_ms`, `reward`, `params` and `macs`. The reward is added
 to the training logs at every epoch by a callback, so KerasTuner's own machinery (best-epoch checkpoints,
 `get_best_models`, TensorBoard scalars) treats it as an ordinary metric.
+
+With `quantization="int8"` the latency is the full-integer int8 model's; with `evaluate_int8=True` as well,
+every epoch also logs `int8_val_accuracy` (the int8 TFLite model run on the validation data) and the reward
+reads it, so the search scores the model that ships.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +26,12 @@ import numpy as np
 from keras_mnas.architecture import ArchSpec
 from keras_mnas.counting import count_model_macs
 from keras_mnas.latency import HostLatency, LatencySource, convert_to_tflite
+from keras_mnas.quantization import (
+    evaluate_tflite,
+    export_int8,
+    quantize_aware_train,
+    representative_sample,
+)
 from keras_mnas.search.distributed import ChiefOracleClient
 from keras_mnas.search.oracle import MnasOracle
 from keras_mnas.search.results import pareto_front, plot_pareto
@@ -30,15 +41,23 @@ from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_cal
 from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
 
 REPORTED_METRICS = ("latency_ms", "reward", "params", "macs")
+#: The metric `evaluate_int8=True` logs: accuracy of the int8 TFLite model on the validation data.
+INT8_METRIC = "int8_val_accuracy"
+EXPORT_QUANTIZATIONS = ("float32", "int8", "qat")
 DISTRIBUTED_TRIAL_TIMEOUT = 600.0
 
 
 class RewardCallback(keras.callbacks.Callback):
-    """Adds `latency_ms`, `reward`, `params` and `macs` to the logs of every epoch; fails diverged trials."""
+    """Adds `latency_ms`, `reward`, `params` and `macs` to the logs of every epoch; fails diverged trials.
 
-    def __init__(self, reward: MnasReward, latency_ms: float, params: int, macs: int):
+    With `int8_accuracy` (a function of the model returning the accuracy of its int8 TFLite conversion), it
+    also logs `int8_val_accuracy`, before the reward reads its metric.
+    """
+
+    def __init__(self, reward: MnasReward, latency_ms: float, params: int, macs: int, int8_accuracy=None):
         super().__init__()
         self.reward = reward
+        self.int8_accuracy = int8_accuracy
         self.latency_ms = latency_ms
         # Not `self.params`: keras.callbacks.Callback uses that name for the fit parameters.
         self.trainable_params = params
@@ -52,6 +71,8 @@ class RewardCallback(keras.callbacks.Callback):
             raise keras_tuner.errors.FailedTrialError(
                 f"Training diverged: the loss became {float(loss)} at epoch {epoch + 1}."
             )
+        if self.int8_accuracy is not None:
+            logs[INT8_METRIC] = float(self.int8_accuracy(self.model))
         if self.reward.metric not in logs:
             raise keras_tuner.errors.FailedTrialError(
                 f"The reward reads {self.reward.metric!r}, which training did not log (logged: "
@@ -105,8 +126,16 @@ class MnasTuner(keras_tuner.Tuner):
         alpha: Override the under-target exponent of a `"soft"`/`"hard"` reward.
         beta: Override the over-target exponent of a `"soft"`/`"hard"` reward.
         metric: The accuracy metric the reward reads (default `"val_accuracy"`).
-        quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured.
-        representative_data: Inputs to calibrate int8 quantization (needed with `quantization="int8"`).
+        quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured (int8:
+            full-integer post-training quantization, int8 input and output).
+        representative_data: Inputs to calibrate int8 quantization. By default, with
+            `quantization="int8"`, 100 samples drawn from the training inputs `search` receives
+            (`keras_mnas.quantization.representative_sample`, seeded with `seed`), which must then be an
+            array.
+        evaluate_int8: With `quantization="int8"`: after every epoch, quantize the candidate (post-training,
+            calibrated on the representative data), run the int8 TFLite model on `validation_data` with
+            LiteRT and log its accuracy as `int8_val_accuracy`; the reward then reads it instead of
+            `val_accuracy`, which is still logged. Costs one conversion and one validation pass per epoch.
         controller: Controller settings, as `MnasOracle`'s `controller` argument.
         max_trials: Number of distinct architectures to evaluate.
         seed: Random seed.
@@ -153,6 +182,7 @@ class MnasTuner(keras_tuner.Tuner):
         metric: str = "val_accuracy",
         quantization: str = "float32",
         representative_data: Any = None,
+        evaluate_int8: bool = False,
         controller: str | Mapping[str, Any] | None = None,
         max_trials: int = 100,
         seed: int | None = None,
@@ -180,9 +210,24 @@ class MnasTuner(keras_tuner.Tuner):
             )
         if quantization not in ("float32", "int8"):
             raise ValueError(f"quantization must be 'float32' or 'int8'; received {quantization!r}.")
-        if quantization == "int8" and representative_data is None:
-            raise ValueError("quantization='int8' needs representative_data (input samples to calibrate).")
+        if not isinstance(evaluate_int8, bool):
+            raise ValueError(f"evaluate_int8 must be True or False; received {evaluate_int8!r}.")
+        if evaluate_int8 and quantization != "int8":
+            raise ValueError(
+                f"evaluate_int8=True scores the int8 model: it needs quantization='int8'; received "
+                f"quantization={quantization!r}."
+            )
         self.reward = _make_reward(reward, target_latency_ms, alpha, beta, metric)
+        if evaluate_int8:
+            if self.reward.metric != "val_accuracy":
+                raise ValueError(
+                    "evaluate_int8=True measures the int8 model's accuracy, so the reward must read "
+                    f"'val_accuracy' (then replaced by {INT8_METRIC!r}); received metric "
+                    f"{self.reward.metric!r}."
+                )
+            self.reward = dataclasses.replace(self.reward, metric=INT8_METRIC)
+        self.evaluate_int8 = evaluate_int8
+        self._calibration_seed = 0 if seed is None else seed
         self.latency = latency
         self.quantization = quantization
         self.representative_data = representative_data
@@ -258,6 +303,16 @@ class MnasTuner(keras_tuner.Tuner):
         epochs = fit_kwargs.get("epochs", 1)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer; received {epochs!r}.")
+        if self.evaluate_int8:
+            validation = fit_kwargs.get("validation_data")
+            if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+                raise ValueError(
+                    "evaluate_int8=True runs the int8 model on validation_data=(x_val, y_val) arrays; "
+                    f"received validation_data of type {type(validation).__name__}."
+                )
+        if self.quantization == "int8" and self.representative_data is None:
+            x = fit_args[0] if fit_args else fit_kwargs.get("x")
+            self.representative_data = representative_sample(x, seed=self._calibration_seed)
         callbacks = fit_kwargs.get("callbacks") or []
         if not isinstance(callbacks, (list, tuple)):
             raise ValueError(
@@ -299,8 +354,18 @@ class MnasTuner(keras_tuner.Tuner):
                 "skipped": 1.0,
             }
         self._set_phase(trial, "training")
+        int8_accuracy = None
+        if self.evaluate_int8:
+            x_val, y_val = fit_kwargs["validation_data"]
+
+            def int8_accuracy(model):
+                tflite = convert_to_tflite(
+                    model, quantization="int8", representative_data=self.representative_data
+                )
+                return evaluate_tflite(tflite, x_val, y_val)
+
         callbacks = [
-            RewardCallback(self.reward, latency_ms, params, macs),
+            RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy),
             *(fit_kwargs.pop("callbacks", None) or []),
         ]
         return super().run_trial(trial, *fit_args, callbacks=callbacks, **fit_kwargs)
@@ -336,6 +401,7 @@ class MnasTuner(keras_tuner.Tuner):
                     if accuracy is not None
                     else "skipped before training, "
                 )
+                + (f"val_accuracy {metrics['val_accuracy']:.4f}, " if "val_accuracy" in metrics else "")
                 + f"reward {trial.score:.4f}"
             )
         elif trial.message:
@@ -357,7 +423,11 @@ class MnasTuner(keras_tuner.Tuner):
             log_dir,
             # The oracle itself, not `self.oracle`: on a worker that is a gRPC client without the space.
             hyperparameters=self._mnas_oracle.hyperparameters if self._mnas_oracle is not None else None,
-            metrics=(self.reward.metric, *REPORTED_METRICS),
+            metrics=(
+                self.reward.metric,
+                *(("val_accuracy",) if self.evaluate_int8 else ()),
+                *REPORTED_METRICS,
+            ),
         )
         if self._overwrite:
             logger.clear()  # a fresh search: the old controller steps must not hide the new ones
@@ -410,15 +480,25 @@ class MnasTuner(keras_tuner.Tuner):
         ]
 
     def trial_records(self) -> list[dict[str, Any]]:
-        """One dict per completed trial: id, accuracy, latency, reward, params, mult-adds and architecture."""
+        """One dict per completed trial: id, accuracy, latency, reward, params, mult-adds and architecture.
+
+        `accuracy` is the reward's metric. With `evaluate_int8=True` it is the int8 model's, and the records
+        also hold `float_accuracy` (`val_accuracy`) and `int8_accuracy` (`int8_val_accuracy`).
+        """
         records = []
         for trial in self.completed_trials():
             metrics = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics}
             arch = self._architecture_or_none(trial.hyperparameters)
+            int8_figures = (
+                {"float_accuracy": metrics.get("val_accuracy"), "int8_accuracy": metrics.get(INT8_METRIC)}
+                if self.evaluate_int8
+                else {}
+            )
             records.append(
                 {
                     "trial_id": trial.trial_id,
                     "accuracy": metrics.get(self.reward.metric),
+                    **int8_figures,
                     "latency_ms": metrics.get("latency_ms"),
                     "reward": trial.score,
                     "params": metrics.get("params"),
@@ -472,33 +552,95 @@ class MnasTuner(keras_tuner.Tuner):
             self.hypermodel.architecture(t.hyperparameters) for t in self.oracle.get_best_trials(num_trials)
         ]
 
-    def export_best(self, path: str | os.PathLike, *, quantization: str = "float32") -> dict[str, str]:
+    def export_best(
+        self,
+        path: str | os.PathLike,
+        *,
+        quantization: str | None = None,
+        x: Any = None,
+        y: Any = None,
+        epochs: int = 1,
+        **qat_kwargs: Any,
+    ) -> dict[str, str]:
         """Writes the best model as `<path>.keras` and `<path>.tflite` (and its architecture as JSON).
+
+        The `.keras` file is always the best float model as trained in the search; `quantization` chooses the
+        `.tflite` file.
 
         Args:
             path: Path without suffix, e.g. `"exports/best"`.
-            quantization: `"float32"` or `"int8"` for the `.tflite` file (int8 uses the tuner's
-                `representative_data`).
+            quantization: `"float32"`, `"int8"` (post-training quantization, calibrated on the tuner's
+                representative data, or on a sample of `x`), or `"qat"` (quantization-aware fine-tuning on
+                `(x, y)` for `epochs` epochs, then a full-integer int8 export). By default, the search's own
+                `quantization`: the model whose latency the search measured.
+            x: Training inputs: needed by `"qat"`, and by `"int8"` when the tuner has no representative
+                data (e.g. after a reload).
+            y: Training targets, for `"qat"`.
+            epochs: Quantization-aware fine-tuning epochs, for `"qat"`.
+            **qat_kwargs: More arguments of `keras_mnas.quantization.quantize_aware_train` for `"qat"`:
+                `batch_size`, `learning_rate`, `validation_data`, `verbose`, ...
 
         Returns:
             `{"keras": ..., "tflite": ..., "architecture": ...}` paths.
+
+        Raises:
+            ValueError: for an unknown quantization, or missing data.
+
+        Example:
+
+        ```python
+        tuner.export_best("exports/best", quantization="qat", x=x, y=y, epochs=2, batch_size=32)
+        ```
         """
+        if quantization is None:
+            quantization = self.quantization
+        if quantization not in EXPORT_QUANTIZATIONS:
+            raise ValueError(
+                f"quantization must be one of {EXPORT_QUANTIZATIONS} (or None for the search's own, "
+                f"{self.quantization!r}); received {quantization!r}."
+            )
+        if quantization == "qat" and (x is None or y is None):
+            raise ValueError(
+                "export_best(quantization='qat') fine-tunes the model quantization-aware: pass the training "
+                "data as x=... and y=...."
+            )
+        unused = [] if quantization == "qat" else [*(["y"] if y is not None else []), *sorted(qat_kwargs)]
+        if quantization != "qat" and epochs != 1:
+            unused.append("epochs")
+        if quantization == "float32" and x is not None:
+            unused.insert(0, "x")
+        if unused:
+            raise ValueError(
+                f"export_best(quantization={quantization!r}) does not use {unused}: x is for 'int8' and "
+                "'qat', y, epochs and fine-tuning arguments for 'qat' only."
+            )
+        representative_data = self.representative_data
+        if quantization == "int8" and representative_data is None:
+            if x is None:
+                raise ValueError(
+                    "export_best(quantization='int8') calibrates on representative data: the tuner has none "
+                    "(it is drawn from the training inputs when a search runs), so pass x=<training inputs>."
+                )
+            representative_data = representative_sample(x, seed=self._calibration_seed)
+        if not self.completed_trials():
+            raise ValueError("export_best needs a completed trial; the search has none yet.")
         base = os.fspath(path)
         for suffix in (".keras", ".tflite"):
             if base.endswith(suffix):
                 base = base[: -len(suffix)]
-        if quantization == "int8" and self.representative_data is None:
-            raise ValueError("export_best(quantization='int8') needs the tuner's representative_data.")
         model = self.get_best_models(1)[0]
+        if quantization == "qat":
+            tflite = export_int8(quantize_aware_train(model, x, y, epochs=epochs, **qat_kwargs))
+        else:
+            tflite = convert_to_tflite(
+                model, quantization=quantization, representative_data=representative_data
+            )
         paths = {"keras": base + ".keras", "tflite": base + ".tflite"}
         directory = os.path.dirname(os.path.abspath(base))
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, "." + os.path.basename(base) + ".tmp.keras")
         model.save(tmp)
         os.replace(tmp, paths["keras"])
-        tflite = convert_to_tflite(
-            model, quantization=quantization, representative_data=self.representative_data
-        )
         atomic_write_bytes(paths["tflite"], tflite)
         arch = self._architecture_or_none(self.oracle.get_best_trials(1)[0].hyperparameters)
         if arch is not None:

@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator
 
 from keras_mnas import applications
-from keras_mnas.latency import LatencyResult, LatencySource
+from keras_mnas.latency import HostLatency, LatencyResult, LatencySource, convert_to_tflite
 from keras_mnas.search import MnasReward, MnasSearchSpace, MnasTuner
 
 TINY_SKELETON = [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)]
@@ -187,7 +187,12 @@ def test_export_best_with_host_latency(tmp_path, digits):
             "latency must be a keras_mnas.latency.LatencySource",
         ),
         ({"target_latency_ms": 1.0, "quantization": "int4"}, "quantization must be 'float32' or 'int8'"),
-        ({"target_latency_ms": 1.0, "quantization": "int8"}, "needs representative_data"),
+        ({"target_latency_ms": 1.0, "evaluate_int8": True}, "evaluate_int8=True scores the int8 model"),
+        ({"target_latency_ms": 1.0, "quantization": "int8", "evaluate_int8": 1}, "must be True or False"),
+        (
+            {"target_latency_ms": 1.0, "quantization": "int8", "evaluate_int8": True, "metric": "val_auc"},
+            "the reward must read 'val_accuracy'",
+        ),
     ],
 )
 def test_bad_tuner_arguments_are_rejected_by_name(tmp_path, kwargs, match):
@@ -257,3 +262,106 @@ def test_tensorboard_hparams_view_of_a_search(tmp_path, digits):
     tags = search_run.Tags()
     assert "controller/mean_reward" in tags["tensors"] + tags["scalars"]
     assert "search/pareto" in tags["tensors"] + tags["images"]
+
+
+class RecordingHostLatency(HostLatency):
+    """Host latency that remembers what it was asked to measure."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.requests = []
+
+    def measure(self, model, *, quantization="float32", representative_data=None):
+        self.requests.append((quantization, representative_data))
+        return super().measure(model, quantization=quantization, representative_data=representative_data)
+
+
+def test_int8_search_scores_the_int8_model_and_exports_it(tmp_path, digits):
+    pytest.importorskip("tensorflow_model_optimization")
+    from keras_mnas.latency import tflite_op_summary
+    from keras_mnas.quantization import evaluate_tflite, float_ops
+
+    (x, y), (x_val, y_val) = digits
+    latency = RecordingHostLatency(runs=5, warmup_runs=1)
+    settings = dict(
+        space=tiny_space(),
+        latency=latency,
+        target_latency_ms=0.05,
+        quantization="int8",
+        evaluate_int8=True,
+        max_trials=1,
+        seed=4,
+        directory=str(tmp_path),
+        project_name="int8",
+    )
+    tuner = MnasTuner(**settings)
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, batch_size=32, verbose=0)
+    # The int8 model's latency, calibrated on 100 training inputs.
+    (quantization, calibration), *_ = latency.requests
+    assert quantization == "int8" and calibration.shape == (100, 16, 16, 1)
+    training_rows = {row.tobytes() for row in x}
+    assert all(row.tobytes() in training_rows for row in calibration)
+    record = tuner.trial_records()[0]
+    assert 0 <= record["int8_accuracy"] <= 1 and 0 <= record["float_accuracy"] <= 1
+    assert record["accuracy"] == record["int8_accuracy"]
+    assert record["reward"] == pytest.approx(MnasReward.soft(0.05)(record["accuracy"], record["latency_ms"]))
+    # The recorded int8 accuracy is the one of the int8 conversion of the best epoch's model.
+    best = tuner.get_best_models(1)[0]
+    int8_bytes = convert_to_tflite(best, quantization="int8", representative_data=calibration)
+    assert evaluate_tflite(int8_bytes, x_val, y_val) == pytest.approx(
+        record["int8_accuracy"], abs=1.5 / len(y_val)
+    )
+    # Resuming with another quantization is refused; with the same settings it reloads.
+    with pytest.raises(ValueError, match="quantization"):
+        MnasTuner(**{**settings, "quantization": "float32", "evaluate_int8": False})
+    assert MnasTuner(**settings).trial_records() == tuner.trial_records()
+    # By default the export is what the search measured: int8.
+    paths = tuner.export_best(tmp_path / "best")
+    int8_file = pathlib.Path(paths["tflite"]).read_bytes()
+    assert float_ops(int8_file) == [] and tflite_op_summary(int8_file)["inputs"][0]["dtype"] == "int8"
+    paths = tuner.export_best(
+        tmp_path / "best_qat", quantization="qat", x=x[:256], y=y[:256], epochs=1, batch_size=64, verbose=0
+    )
+    qat_file = pathlib.Path(paths["tflite"]).read_bytes()
+    assert float_ops(qat_file) == [] and tflite_op_summary(qat_file)["inputs"][0]["dtype"] == "int8"
+    assert (
+        0 <= evaluate_tflite(qat_file, x_val, y_val) <= 1
+    )  # accuracy kept by QAT: tests/test_quantization.py
+    reloaded = keras.saving.load_model(paths["keras"])
+    np.testing.assert_allclose(
+        reloaded.predict(x_val[:4], verbose=0), best.predict(x_val[:4], verbose=0), atol=1e-5
+    )
+
+
+def test_bad_int8_search_and_export_arguments(tmp_path, digits):
+    (x, y), (x_val, y_val) = digits
+    latency = ScriptedLatency([1.0])
+    tuner = MnasTuner(
+        space=tiny_space(),
+        latency=latency,
+        target_latency_ms=1.0,
+        quantization="int8",
+        evaluate_int8=True,
+        max_trials=1,
+        directory=str(tmp_path),
+        project_name="bad_int8",
+    )
+    with pytest.raises(ValueError, match="array of training inputs"):
+        tuner.search(list(x), y, validation_data=(x_val, y_val), epochs=1)
+    with pytest.raises(ValueError, match=r"validation_data=\(x_val, y_val\) arrays"):
+        tuner.search(x, y, validation_split=0.2, epochs=1)
+    assert latency.calls == 0 and not tuner.oracle.trials
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        tuner.export_best(tmp_path / "best", quantization="int4")
+    with pytest.raises(ValueError, match="pass the training data as x="):
+        tuner.export_best(tmp_path / "best", quantization="qat", x=x)
+    with pytest.raises(
+        ValueError, match=r"export_best\(quantization='int8'\) does not use \['y', 'epochs'\]"
+    ):
+        tuner.export_best(tmp_path / "best", quantization="int8", x=x, y=y, epochs=2)
+    with pytest.raises(ValueError, match=r"does not use \['x', 'batch_size'\]"):
+        tuner.export_best(tmp_path / "best", quantization="float32", x=x, batch_size=8)
+    with pytest.raises(ValueError, match="pass x=<training inputs>"):
+        tuner.export_best(tmp_path / "best", quantization="int8")
+    with pytest.raises(ValueError, match="needs a completed trial"):
+        tuner.export_best(tmp_path / "best", quantization="int8", x=x)
