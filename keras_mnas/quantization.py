@@ -3,14 +3,14 @@
 Phones run int8 models. Two routes lead from a trained Keras 3 model to a full-integer int8 `.tflite`:
 
 - **Post-training quantization** (`post_training_quantize`): the float model is converted with int8 kernels,
-  the activation ranges calibrated on a representative sample of the training inputs. No training; usually
-  close to the float accuracy, sometimes not (small models, squeeze-and-excitation, few calibration images).
+  the activation ranges calibrated on a representative sample of the training inputs. No training, and no
+  chance for the weights to adapt to the rounding.
 - **Quantization-aware training** (`prepare_qat` / `quantize_aware_train`, then `export_int8`): a short
   fine-tuning with the int8 rounding simulated in the forward pass, so the weights adapt to it.
 
 tensorflow-model-optimization (tfmot), which simulates the rounding, only accepts tf_keras (Keras 2) models.
 `to_tf_keras` rebuilds a keras-mnas model with the same builder in tf_keras and copies the weights across by
-layer name; the twin computes the same function (to about 1e-6). `prepare_qat` then annotates it for tfmot's
+layer name; the twin computes the same function (to 1e-5, tested). `prepare_qat` then annotates it for tfmot's
 default 8-bit scheme, with these choices for the layers that scheme does not cover:
 
 | layer | where | choice |
@@ -176,7 +176,7 @@ def to_tf_keras(model):
     The twin is built by the same builder (`build_model(..., framework="tf_keras")`) from the arguments the
     model was built with (`keras_mnas.builder.get_build_config`: recorded by `build_model`, or inferred from
     the layers of a model reloaded from a file), so it has the same layers, names and weights, and its
-    outputs equal the Keras 3 model's to float rounding (about 1e-6).
+    outputs equal the Keras 3 model's to float rounding (1e-5, tested).
 
     Args:
         model: A model from `keras_mnas.build_model`, `keras_mnas.applications` or a search, trained or not.
