@@ -240,7 +240,7 @@ def _random_inputs(shape: Sequence[int], count: int = _RANDOM_CALIBRATION_SAMPLE
     return np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
 
 
-def _calibration_data(path: str | None, model, what: str):
+def _calibration_data(path: str | None, model):
     """int8 calibration samples: the given .npy file, else random inputs (said loudly)."""
     import numpy as np
 
@@ -253,8 +253,9 @@ def _calibration_data(path: str | None, model, what: str):
     if path is None:
         _say(
             f"int8: calibrating the quantization on {_RANDOM_CALIBRATION_SAMPLES} random inputs of shape "
-            f"{tuple(shape)}. Fine for {what}; the int8 model's accuracy is meaningless. Pass "
-            "--calibration-data samples.npy (real inputs) for a usable int8 model."
+            f"{tuple(shape)}. Random-data calibration is good for measuring latency only: the int8 model's "
+            "accuracy is meaningless. Pass --calibration-data samples.npy (real inputs) for a usable int8 "
+            "model."
         )
         return _random_inputs(shape)
     try:
@@ -433,7 +434,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         _say(f"Loading {path}...")
         model = _load_keras_model(path)
-        data = _calibration_data(args.calibration_data, model, "timing") if args.int8 else None
+        data = _calibration_data(args.calibration_data, model) if args.int8 else None
         _say(f"Converting ({quantization}) and timing on {_describe_source(source)}...")
         result = source.measure(model, quantization=quantization, representative_data=data)
 
@@ -990,7 +991,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     directory = os.path.dirname(os.path.abspath(base))
     os.makedirs(directory, exist_ok=True)
     quantization = "int8" if args.int8 else "float32"
-    data = _calibration_data(args.calibration_data, model, "measuring latency") if args.int8 else None
+    data = _calibration_data(args.calibration_data, model) if args.int8 else None
     _say(f"Converting to TFLite ({quantization})...")
     tflite_bytes = convert_to_tflite(model, quantization=quantization, representative_data=data)
     tmp = os.path.join(directory, "." + os.path.basename(base) + ".partial.keras")
