@@ -26,6 +26,8 @@ import dataclasses
 import glob
 import math
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +41,10 @@ TRIAL_FILE = "trial.json"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 #: The accuracy metric when the search recorded none (MnasTuner's default).
 DEFAULT_METRIC = "val_accuracy"
+
+_PARTIAL_LOAD = re.compile(
+    r"freshly.initiali[sz]ed|could not be loaded|Skipping loading|Skipping nested", re.I
+)
 
 
 class SearchProjectError(ValueError):
@@ -392,14 +398,26 @@ class SearchProject:
         model = space.build(arch, include_preprocessing=include_preprocessing, bn_momentum=bn_momentum)
         if not (load_weights and trial.checkpoint):
             return model, False
-        try:
-            model.load_weights(trial.checkpoint)
-        except (ValueError, OSError, KeyError) as error:
+        problem = None
+        # Keras reports some weights it could not place only as warnings ("... will retain their
+        # freshly-initialized weights"): a model partly left at random is not the trial's model.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model.load_weights(trial.checkpoint)
+            except (ValueError, OSError, KeyError) as error:
+                problem = error
+        partial = [str(w.message) for w in caught if _PARTIAL_LOAD.search(str(w.message))]
+        if problem is None and partial:
+            problem = partial[0]
+        if problem is not None:
             raise SearchProjectError(
                 f"The checkpoint {trial.checkpoint} does not fit the architecture rebuilt from trial "
-                f"{trial.trial_id}'s hyperparameters ({error}). Was the search run with another keras-mnas, "
-                "or with include_preprocessing set differently?"
-            ) from error
+                f"{trial.trial_id}'s hyperparameters ({problem}). Was the search run with another "
+                "keras-mnas, or with include_preprocessing set differently?"
+            ) from (problem if isinstance(problem, BaseException) else None)
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return model, True
 
 
