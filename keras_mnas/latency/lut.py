@@ -629,7 +629,7 @@ def search_space_configs(space, *, include_preprocessing: bool = False) -> list[
     Example:
 
     ```python
-    len(search_space_configs(MnasSearchSpace(input_shape=(96, 96, 3))))  # 1973
+    len(search_space_configs(MnasSearchSpace(input_shape=(96, 96, 3))))  # 1975
     ```
     """
     from keras_mnas.search.space import MnasSearchSpace
@@ -899,6 +899,11 @@ class LatencyLookupTable(LatencySource):
         self.profiler = profiler
         self.quantization = quantization
         self.on_missing = on_missing
+        if path is not None and os.path.exists(path):
+            raise ValueError(
+                f"{os.fspath(path)!r} already exists: open it with LatencyLookupTable.load(path, "
+                "profiler=...) to extend it, or choose another path (a new table would overwrite it)."
+            )
         self.path = os.fspath(path) if path is not None else None
         self.source_config: dict[str, Any] | None = _jsonable(profiler.config()) if profiler else None
         self.created = _now()
@@ -1471,7 +1476,8 @@ class LatencyLookupTable(LatencySource):
                 f"Latency table{where} has format version {data.get('format_version')!r}; this "
                 f"keras-mnas reads version {FORMAT_VERSION}. Profile the table again with this version."
             )
-        table = cls(quantization=data.get("quantization", "float32"), path=path)
+        table = cls(quantization=data.get("quantization", "float32"))
+        table.path = os.fspath(path) if path is not None else None
         table.source_config = data.get("source")
         table.created = str(data.get("created", ""))
         table.updated = str(data.get("updated", ""))

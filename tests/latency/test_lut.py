@@ -497,9 +497,26 @@ def test_malformed_table_files_are_refused(profiled, tmp_path, change, match):
         LatencyLookupTable.load(path)
 
 
-def test_save_needs_a_path():
+def test_save_needs_a_path_and_a_new_table_never_overwrites_a_file(tmp_path):
     with pytest.raises(ValueError, match="needs a path"):
         LatencyLookupTable().save()
+    (tmp_path / "lut.json").write_text("{}")
+    with pytest.raises(ValueError, match="already exists"):
+        LatencyLookupTable(profiler=FakeSource(), path=tmp_path / "lut.json")
+
+
+def test_remeasuring_and_a_new_baseline_update_the_entries(profiled, capsys):
+    source = FakeSource(overhead_ms=0.05)
+    table = fresh_copy(profiled[0], profiler=source)
+    configs = network_configs(TWO_BLOCKS, **NETWORK)
+    before = table.predict(TWO_BLOCKS, **NETWORK)
+    source.overhead_ms = 0.08  # every piece, and the baseline, now costs 0.03 ms more
+    assert table.profile(configs, remeasure=True) == len({c.key for c in configs})
+    assert "Profiling layer configurations" in capsys.readouterr().err
+    # Entries are stored as measured: until the baseline is measured again they carry the extra cost.
+    assert table.predict(TWO_BLOCKS, **NETWORK) == pytest.approx(before + 0.03 * len(configs))
+    assert table.measure_baseline() == pytest.approx(0.08)
+    assert table.predict(TWO_BLOCKS, **NETWORK) == pytest.approx(before + 0.03)
 
 
 # ------------------------------------------------------------------------------------------------------
