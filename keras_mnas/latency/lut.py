@@ -91,6 +91,15 @@ class MissingEntryError(LookupError):
 
     Attributes:
         configs: The missing `LayerConfig`s, in network order.
+
+    Example:
+
+    ```python
+    try:
+        lut.predict(arch, input_shape=(96, 96, 3))
+    except MissingEntryError as error:
+        lut.profile(error.configs)
+    ```
     """
 
     def __init__(self, configs: Sequence[LayerConfig]):
@@ -726,6 +735,12 @@ class Calibration:
         intercept_ms: Added to it (the whole network's fixed cost).
         measurements: What it was fitted on, with the architecture of each when known.
         fitted: When it was fitted (ISO 8601, UTC).
+
+    Example:
+
+    >>> calibration = Calibration(1.2, 0.3, ({"lut_ms": 2.0, "measured_ms": 2.5},))
+    >>> round(calibration.apply(2.0), 6), [round(e, 6) for e in calibration.relative_errors]
+    (2.7, [0.08])
     """
 
     scale: float
@@ -936,6 +951,12 @@ class LatencyLookupTable(LatencySource):
 
         Raises:
             MissingEntryError: when the configuration was not profiled.
+
+        Example:
+
+        ```python
+        lut.entry_ms("head:i320_o1280@3x3")
+        ```
         """
         key = config.key if isinstance(config, LayerConfig) else config
         if key not in self._net:
@@ -1107,6 +1128,12 @@ class LatencyLookupTable(LatencySource):
 
         Returns:
             The number of configurations measured.
+
+        Example:
+
+        ```python
+        lut.profile_architectures(["a1", "b1"], input_shape=(128, 128, 3), classes=10)
+        ```
         """
         configs = [c for arch in architectures for c in network_configs(arch, **network)]
         return self.profile(configs, source=source, progress=progress)
@@ -1114,8 +1141,15 @@ class LatencyLookupTable(LatencySource):
     def profile_space(self, space, *, source: LatencySource | None = None, progress: bool = True) -> int:
         """Profiles every distinct entry of a `MnasSearchSpace` (see `search_space_configs`).
 
-        The default MnasNet space has 1,975 entries at any resolution; on a 2-core host a float32 entry costs
-        about half a second (conversion dominates), so the whole space takes about a quarter of an hour.
+        The default MnasNet space has 1,975 entries at any resolution. Conversion dominates the cost of an
+        entry: 0.3-0.7 s each on a busy 2-core host in `benchmarks/latency.py`, so 10-20 minutes for
+        the whole space.
+
+        Example:
+
+        ```python
+        lut.profile_space(MnasSearchSpace(input_shape=(128, 128, 3)))
+        ```
         """
         return self.profile(search_space_configs(space), source=source, progress=progress)
 
@@ -1399,6 +1433,13 @@ class LatencyLookupTable(LatencySource):
 
         Returns:
             The `Calibration`, also stored in the table.
+
+        Example:
+
+        ```python
+        calibration = lut.calibrate(["a1", "b1", "small"], input_shape=(128, 128, 3))
+        calibration.scale, calibration.intercept_ms, calibration.relative_errors
+        ```
         """
         from keras_mnas.builder import build_model
 
@@ -1445,7 +1486,14 @@ class LatencyLookupTable(LatencySource):
             }
 
     def save(self, path: str | os.PathLike | None = None) -> str:
-        """Writes the table as JSON, atomically; returns the path (also remembered as `self.path`)."""
+        """Writes the table as JSON, atomically; returns the path (also remembered as `self.path`).
+
+        Example:
+
+        ```python
+        lut.save("lut-host-128.json")
+        ```
+        """
         path = os.fspath(path) if path is not None else self.path
         if path is None:
             raise ValueError("save() needs a path: the table was neither loaded from nor saved to a file.")
