@@ -687,32 +687,47 @@ def _lut_build(args: argparse.Namespace) -> int:
     start = time.monotonic()
     drawn = sample_architectures(space, (args.archs or 0) + args.calibration, seed=args.seed)
     calibration_archs = drawn[: args.calibration]
-    if args.archs is None:
-        from keras_mnas.latency import search_space_configs
+    try:
+        if args.archs is None:
+            from keras_mnas.latency import search_space_configs
 
-        configs = search_space_configs(space)
-        _say(
-            f"Profiling every layer configuration of the space: {len(table.missing(configs))} of "
-            f"{len(configs)} to measure."
-        )
-        profiled = table.profile(configs, progress=True)
-    else:
-        profile_archs = drawn[args.calibration :]
-        if len(profile_archs) < args.archs:
-            _say(f"The space has only {len(drawn)} distinct architectures; profiling {len(profile_archs)}.")
-        from keras_mnas.latency import network_configs
+            configs = search_space_configs(space)
+            _say(
+                f"Profiling every layer configuration of the space: {len(table.missing(configs))} of "
+                f"{len(configs)} to measure."
+            )
+            profiled = table.profile(configs, progress=True)
+        else:
+            profile_archs = drawn[args.calibration :]
+            if len(profile_archs) < args.archs:
+                _say(
+                    f"The space has only {len(drawn)} distinct architectures; profiling {len(profile_archs)}."
+                )
+            from keras_mnas.latency import network_configs
 
-        configs = [c for arch in profile_archs + calibration_archs for c in network_configs(arch, **network)]
-        _say(
-            f"Profiling the layer configurations of {len(profile_archs) + len(calibration_archs)} random "
-            f"architectures: {len(table.missing(configs))} to measure."
-        )
-        profiled = table.profile(configs, progress=True)
-    if calibration_archs:
-        if len(calibration_archs) < 2:
-            raise CliError("The space has fewer than two distinct architectures: nothing to calibrate on.")
-        _say(f"Calibrating on {len(calibration_archs)} random architectures measured end to end...")
-        table.calibrate(calibration_archs, progress=True, **network)
+            configs = [
+                c for arch in profile_archs + calibration_archs for c in network_configs(arch, **network)
+            ]
+            _say(
+                f"Profiling the layer configurations of {len(profile_archs) + len(calibration_archs)} random "
+                f"architectures: {len(table.missing(configs))} to measure."
+            )
+            profiled = table.profile(configs, progress=True)
+        if calibration_archs:
+            if len(calibration_archs) < 2:
+                raise CliError(
+                    "The space has fewer than two distinct architectures: nothing to calibrate on."
+                )
+            _say(f"Calibrating on {len(calibration_archs)} random architectures measured end to end...")
+            table.calibrate(calibration_archs, progress=True, **network)
+    except KeyboardInterrupt:
+        if table.baseline is not None:
+            table.save(args.table)
+            _say(
+                f"Interrupted: the {len(table)} entries measured so far are saved in {args.table}; run the "
+                "same command again to continue."
+            )
+        raise
     table.save(args.table)
     elapsed = time.monotonic() - start
     summary = {
@@ -967,6 +982,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.calibration_data and not args.int8:
         raise CliError("--calibration-data calibrates int8 quantization: add --int8.")
     project = _open_project(args.directory, args.project)
+    if project.search_config.get("quantization") == "int8" and not args.int8:
+        _say(
+            "Note: this search timed int8 models; add --int8 (with --calibration-data) to export the int8 "
+            "model whose latency it measured."
+        )
     try:
         trial = project.trial(args.trial)
         _say(f"Rebuilding trial {trial.trial_id} ({trial.status}) of {project.path}...")

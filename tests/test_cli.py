@@ -347,6 +347,32 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
     assert_clean_failure(status, err, "not a MnasSearchSpace setting")
 
 
+def test_an_interrupted_lut_build_keeps_what_it_measured(capsys, tmp_path, monkeypatch):
+    from keras_mnas.latency import HostLatency
+
+    space_file = write_tiny_space(tmp_path / "space.json")
+    table_path = tmp_path / "lut.json"
+    calls = []
+    interrupt_at = [4]
+
+    def measure(self, model, **kwargs):
+        calls.append(model.name)
+        if len(calls) == interrupt_at[0]:
+            interrupt_at[0] = None
+            raise KeyboardInterrupt
+        return LatencyResult(0.5, 0.5, 0.5, 0.0, 0.0, 10, 1, 1, "host")
+
+    monkeypatch.setattr(HostLatency, "measure", measure)
+    status, _, err = run(capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 0)
+    assert status == 130
+    assert "saved in" in err and "run the same command again" in err
+    assert len(LatencyLookupTable.load(table_path)) == 2  # the baseline, then two entries, then ^C
+    calls.clear()
+    status, out, _ = run(capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 0)
+    assert status == 0 and "8 entries (6 measured now)" in out
+    assert len(calls) == 6  # only what was missing
+
+
 def test_lut_build_and_eval_on_a_phone(capsys, server, phones, binary, tmp_path):
     space_file = write_tiny_space(tmp_path / "space.json")
     table_path = tmp_path / "phone.json"
