@@ -1089,9 +1089,9 @@ class LatencyLookupTable(LatencySource):
             model = config.build_model()
             try:
                 result = self._measure(source, model, (*config.input_size, config.input_filters))
-            except Exception:
-                # The source's own error (a model error, a device error) reaches the caller unchanged; what
-                # was measured so far is kept.
+            except BaseException:
+                # The source's own error (a model error, a device error) or an interrupt reaches the caller
+                # unchanged; what was measured so far is kept.
                 logger.error("Profiling %r on %r failed.", config.key, source.name)
                 if self.path:
                     self.save()

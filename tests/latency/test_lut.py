@@ -505,6 +505,21 @@ def test_save_needs_a_path_and_a_new_table_never_overwrites_a_file(tmp_path):
         LatencyLookupTable(profiler=FakeSource(), path=tmp_path / "lut.json")
 
 
+def test_an_interrupted_profile_keeps_what_it_measured(tmp_path):
+    class Failing(FakeSource):
+        def measure(self, model, **kwargs):
+            if len(self.measured) == 3:  # the baseline and two entries got through
+                raise KeyboardInterrupt
+            return super().measure(model, **kwargs)
+
+    table = LatencyLookupTable(profiler=Failing(), path=tmp_path / "lut.json")
+    with pytest.raises(KeyboardInterrupt):
+        table.profile(network_configs(FOUR_BLOCKS, **NETWORK), progress=False)
+    saved = LatencyLookupTable.load(tmp_path / "lut.json", profiler=FakeSource())
+    assert len(saved) == 2 and saved.baseline is not None
+    assert saved.keys == [c.key for c in network_configs(FOUR_BLOCKS, **NETWORK)[:2]]
+
+
 def test_remeasuring_and_a_new_baseline_update_the_entries(profiled, capsys):
     source = FakeSource(overhead_ms=0.05)
     table = fresh_copy(profiled[0], profiler=source)
