@@ -95,6 +95,10 @@ def wall_over_cpu_time(tflite_bytes: bytes, runs: int) -> float:
     return float(np.median(wall) / max(np.median(cpu), 1))
 
 
+def signed(value: float) -> str:
+    return f"{'-' if value < 0 else '+'} {abs(value):.4f}"
+
+
 def accuracy_row(name: str, predicted, measured) -> str:
     predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
     errors = np.abs(predicted / measured - 1)
@@ -229,9 +233,9 @@ def main(argv=None):
         accuracy_row("lookup table, uncalibrated (sum + baseline)", lut_raw, measured),
         accuracy_row("mult-adds, linear fit", macs_proxy, measured),
         "",
-        f"Calibration: measured = {calibration.scale:.4f} x sum(entries) + "
-        f"{calibration.intercept_ms:.4f} ms; "
-        f"mult-adds proxy: measured = {macs_scale * 1e6:.5f} ms/M x mult-adds + {macs_intercept:.4f} ms. "
+        f"Calibration: measured = {calibration.scale:.4f} x sum(entries) "
+        f"{signed(calibration.intercept_ms)} ms; "
+        f"mult-adds proxy: measured = {macs_scale * 1e6:.5f} ms/M x mult-adds {signed(macs_intercept)} ms. "
         f"Measured latencies: {min(measured):.2f}-{max(measured):.2f} ms (median {np.median(measured):.2f}).",
         "",
         "| host measurement | value |",
@@ -244,8 +248,12 @@ def main(argv=None):
         f"{np.median([row['cv'] for row in evaluation_rows]):.2%} |",
         f"| end-to-end measurements per minute (build, convert, {args.warmup_runs}+{args.runs} runs) | "
         f"{60 * measured_count / (calibration_seconds + evaluation_seconds):.1f} |",
-        f"| table entries profiled (space has {space_entries}) | {profiled} in "
-        f"{profile_seconds / 60:.1f} min ({profile_seconds / max(profiled, 1):.2f} s each) |",
+        f"| table entries profiled (space has {space_entries}) | "
+        + (
+            f"{profiled} in {profile_seconds / 60:.1f} min ({profile_seconds / profiled:.2f} s each) |"
+            if profiled
+            else f"none: {args.table} already held them |"
+        ),
         f"| lookup-table predictions per second, from hyperparameter values | {from_values:,.0f} |",
         f"| lookup-table predictions per second, from an ArchSpec | {from_arch:,.0f} |",
         f"| lookup-table predictions per second, from a built model (`measure`) | {from_model:,.0f} |",
