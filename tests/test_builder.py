@@ -104,7 +104,7 @@ def test_bad_arguments_are_rejected(kwargs, match):
     "arch, kwargs",
     [
         (TINY, {"input_shape": (32, 32, 3), "classes": 5, "classifier_activation": None}),
-        ("a1", {"input_shape": (64, 64, 3), "depth_multiplier": 0.35, "include_preprocessing": True}),
+        (TINY, {"input_shape": (32, 32, 3), "depth_multiplier": 0.75, "include_preprocessing": True}),
         (
             "small",
             {"input_shape": (48, 48, 1), "include_top": False, "pooling": "max", "padding": "symmetric"},
