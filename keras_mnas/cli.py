@@ -301,7 +301,8 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             if thermal.status is not None:
                 parts.append(f"status {thermal.status}")
             temperature = ", ".join(parts) or None
-        health = info.health if not info.error else f"{info.health}: {info.error}"
+        reason = (info.error or "").removeprefix("too hot: ")
+        health = f"{info.health}: {reason}" if reason else info.health
         rows.append(
             [
                 info.serial,
@@ -944,7 +945,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     print()
 
     def row(record):
-        accuracy = _number(record["accuracy"])
+        accuracy = None if record["accuracy"] is None else f"{record['accuracy']:.4f}"
         if record["skipped"] and accuracy is None:
             accuracy = "skipped"
         return [
@@ -952,7 +953,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
             record["status"],
             accuracy,
             _number(record["latency_ms"]),
-            _number(record["reward"]),
+            None if record["reward"] is None else f"{record['reward']:.4f}",
             _count(record["params"]),
             _count(record["macs"]),
             _architecture_summary(record, space),
