@@ -208,8 +208,10 @@ def _make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
             "calibration_samples": saved.get("calibration_samples"),
         }
     )
-    if phone_options.get("core_mask") == "none":
-        phone_options["core_mask"] = None
+    if phone_options.get("core_mask") == "none" or (
+        core_mask is None and "core_mask" in saved and saved["core_mask"] is None
+    ):
+        phone_options["core_mask"] = None  # no taskset: given as 'none', or recorded so in the table
     server = _options({"adb_host": args.adb_host, "adb_port": args.adb_port})
     if len(devices) == 1 and "@" not in devices[0]:
         from keras_mnas.latency import AndroidLatency

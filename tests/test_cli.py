@@ -379,14 +379,18 @@ def test_lut_build_and_eval_on_a_phone(capsys, server, phones, binary, tmp_path)
     status, out, err = run(
         capsys, "lut", "build", table_path, "--space", space_file, "--archs", 1, "--calibration", 0,
         "--device", "PHONE1", "--adb-port", server.port, "--binary", binary, "--runs", 3, "--repeats", 1,
+        "--core-mask", "none",
     )  # fmt: skip
     assert status == 0, err
     table = LatencyLookupTable.load(table_path)
     assert table.source_config["name"] == "android" and table.source_config["serial"] == "PHONE1"
+    assert table.source_config["core_mask"] is None
+    assert {run.core_mask for run in phones[0].benchmark_runs} == {None}  # no taskset, as asked
     assert table.calibration is None and "uncalibrated" in out
     # One baseline plus one benchmark process per entry, all on the phone.
     assert len(phones[0].benchmark_runs) == len(table) + 1
-    # The table names its phone and settings: only the binary is needed to evaluate it.
+    # The table names its phone and settings (no core mask included): only the binary is needed to
+    # evaluate it.
     status, out, err = run(
         capsys, "lut", "eval", table_path, "--space", space_file, "--archs", 2, "--adb-port", server.port,
         "--binary", binary, "--json",
