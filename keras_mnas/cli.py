@@ -213,7 +213,7 @@ def _make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
     ):
         phone_options["core_mask"] = None  # no taskset: given as 'none', or recorded so in the table
     server = _options({"adb_host": args.adb_host, "adb_port": args.adb_port})
-    if len(devices) == 1 and "@" not in devices[0]:
+    if len(devices) == 1 and "@" not in devices[0] and saved.get("name") != "android-pool":
         from keras_mnas.latency import AndroidLatency
 
         return AndroidLatency(devices[0], binary=args.binary, **server, **phone_options)
