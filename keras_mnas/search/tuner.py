@@ -39,6 +39,7 @@ from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
 from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
 from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
+from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_gradients
 
 REPORTED_METRICS = ("latency_ms", "reward", "params", "macs")
 #: The metric `evaluate_int8=True` logs: accuracy of the int8 TFLite model on the validation data.
@@ -322,6 +323,7 @@ class MnasTuner(keras_tuner.Tuner):
         # that crashes the process is counted (and given up) like any other, not rerun from scratch forever.
         self.save()
         self._start_search_logger(callbacks)
+        self._custom_gradients_before_search = custom_gradient_names()
         try:
             super().search(*fit_args, **fit_kwargs)
         finally:
@@ -330,7 +332,12 @@ class MnasTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *fit_args: Any, **fit_kwargs: Any):
         hp = trial.hyperparameters
         self._set_phase(trial, "building")
-        keras.backend.clear_session()  # memory stays flat across trials
+        # Memory stays flat across trials: the previous candidates go, and so do the training graphs
+        # TensorFlow would keep for each of them despite clear_session (see utils/tf_memory.py).
+        keras.backend.clear_session()
+        before = getattr(self, "_custom_gradients_before_search", None)
+        if before is not None:
+            forget_custom_gradients(keep=before)
         model = self.hypermodel.build(hp)
         self._set_phase(trial, "measuring latency")
         result = self.latency.measure(

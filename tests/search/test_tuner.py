@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from keras_mnas import applications
 from keras_mnas.latency import HostLatency, LatencyResult, LatencySource, convert_to_tflite
 from keras_mnas.search import MnasReward, MnasSearchSpace, MnasTuner
+from keras_mnas.utils.tf_memory import custom_gradient_names
 
 TINY_SKELETON = [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)]
 
@@ -58,7 +59,10 @@ def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, c
         directory=str(tmp_path),
         project_name="habits",
     )
+    gradients_before = custom_gradient_names()
     tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    # Memory stays flat: TensorFlow keeps no earlier candidate's training graph, only the last one's.
+    assert len(custom_gradient_names() - gradients_before) == 1
     records = tuner.trial_records()
     assert len(records) == 3
     reward = MnasReward.soft(2.0)
