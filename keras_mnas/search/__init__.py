@@ -3,10 +3,12 @@
 - `MnasSearchSpace` / `MnasHyperModel`: the factorized hierarchical search space as a KerasTuner HyperModel.
 - `Controller`: the LSTM policy trained with PPO; `MnasOracle`: the KerasTuner Oracle it drives.
 - `MnasReward`: accuracy traded against latency; `MnasTuner`: the whole search from a Keras script.
+- `SearchProject`: reads a search directory's trials without the script that ran it.
 """
 
 from keras_mnas.search.controller import Controller
 from keras_mnas.search.oracle import MnasOracle
+from keras_mnas.search.project import SearchProject
 from keras_mnas.search.results import pareto_front, plot_pareto
 from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MOBILENET_V2_SKELETON, MnasHyperModel, MnasSearchSpace, SkeletonBlock
@@ -20,6 +22,7 @@ __all__ = [
     "MnasReward",
     "MnasSearchSpace",
     "MnasTuner",
+    "SearchProject",
     "SkeletonBlock",
     "pareto_front",
     "plot_pareto",
