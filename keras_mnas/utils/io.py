@@ -3,6 +3,9 @@
 A search runs for days and may be killed at any instant. Every file keras-mnas writes goes through a temporary
 file in the same directory, is flushed and fsynced, then renamed over the target (atomic on POSIX), and the
 directory is fsynced so the rename itself survives a power cut.
+
+A new file gets the permissions `open()` would give it (`0o666` less the umask), not the owner-only `0o600`
+of temporary files, and a replaced file keeps its mode.
 """
 
 from __future__ import annotations
@@ -10,12 +13,43 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
+import threading
 from typing import Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _current_umask() -> int:
+    # Linux shows the umask without changing it; elsewhere it can only be read by setting it, which is briefly
+    # process-wide, so a lock keeps two writers from reading each other's temporary value.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _mode_for(path: str) -> int:
+    """The permissions the written file should have: the replaced file's, or those of a new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_current_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` atomically.
+
+    A new file is created with the usual permissions (`0o666` less the process umask, e.g. `0o644`); an
+    existing file is replaced with its permissions kept.
 
     Example:
 
@@ -26,11 +60,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    mode = _mode_for(path)
     # The temporary name never contains the target's name: a reader scanning the directory by pattern
     # (TensorBoard looks for "tfevents") must not pick up a partial file.
     fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates the file owner-only (0600); it gets its final permissions before the rename.
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+            else:
+                os.chmod(tmp, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
