@@ -859,6 +859,28 @@ def _validate_tflite(tflite_bytes) -> bytes:
     return tflite_bytes
 
 
+def convert_for_device(
+    model, *, quantization: str, representative_data, conversion: str, calibration_samples: int
+) -> tuple[bytes, dict[str, Any]]:
+    """Converts a Keras model for a phone; returns the TFLite bytes and the provenance of the conversion."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
+    start = time.perf_counter()
+    tflite_bytes = tflite_lib.convert_to_tflite(
+        model,
+        quantization=quantization,
+        representative_data=representative_data,
+        method=conversion,
+        calibration_samples=calibration_samples,
+    )
+    provenance = {
+        "model": getattr(model, "name", type(model).__name__),
+        "conversion": conversion,
+        "conversion_seconds": round(time.perf_counter() - start, 3),
+    }
+    return tflite_bytes, provenance
+
+
 class AndroidLatency(LatencySource):
     """Times TFLite models on one Android phone with TFLite's `benchmark_model`, through adb.
 
@@ -1151,25 +1173,14 @@ class AndroidLatency(LatencySource):
         result = AndroidLatency(binary="benchmark_model").measure(model)
         ```
         """
-        if quantization not in QUANTIZATIONS:
-            raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
-        start = time.perf_counter()
-        tflite_bytes = tflite_lib.convert_to_tflite(
+        tflite_bytes, provenance = convert_for_device(
             model,
             quantization=quantization,
             representative_data=representative_data,
-            method=self.conversion,
+            conversion=self.conversion,
             calibration_samples=self.calibration_samples,
         )
-        return self.measure_tflite(
-            tflite_bytes,
-            quantization=quantization,
-            extra_provenance={
-                "model": getattr(model, "name", type(model).__name__),
-                "conversion": self.conversion,
-                "conversion_seconds": round(time.perf_counter() - start, 3),
-            },
-        )
+        return self.measure_tflite(tflite_bytes, quantization=quantization, extra_provenance=provenance)
 
     def measure_tflite(
         self,

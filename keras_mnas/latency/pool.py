@@ -39,13 +39,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from keras_mnas.latency import tflite as tflite_lib
 from keras_mnas.latency.android import (
     DEFAULT_ADB_HOST,
     DEFAULT_ADB_PORT,
     AndroidDeviceInfo,
     AndroidLatency,
     _list_states,
+    convert_for_device,
 )
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
 from keras_mnas.latency.errors import (
@@ -497,26 +497,17 @@ class AndroidDevicePool(LatencySource):
         print(result.source, result.median_ms, result.provenance["pool"])
         ```
         """
-        if quantization not in QUANTIZATIONS:
+        if quantization not in QUANTIZATIONS:  # before looking for phones
             raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
         template = self._template or self._ensure_slots()[0].source
-        start = time.perf_counter()
-        tflite_bytes = tflite_lib.convert_to_tflite(
+        tflite_bytes, provenance = convert_for_device(
             model,
             quantization=quantization,
             representative_data=representative_data,
-            method=template.conversion,
+            conversion=template.conversion,
             calibration_samples=template.calibration_samples,
         )
-        return self.measure_tflite(
-            tflite_bytes,
-            quantization=quantization,
-            extra_provenance={
-                "model": getattr(model, "name", type(model).__name__),
-                "conversion": template.conversion,
-                "conversion_seconds": round(time.perf_counter() - start, 3),
-            },
-        )
+        return self.measure_tflite(tflite_bytes, quantization=quantization, extra_provenance=provenance)
 
     def measure_tflite(
         self,
@@ -697,16 +688,16 @@ class AndroidDevicePool(LatencySource):
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
         template = self._template or self._ensure_slots()[0].source
-        jobs = []
-        for model in models:
-            tflite_bytes = tflite_lib.convert_to_tflite(
+        jobs = [
+            convert_for_device(
                 model,
                 quantization=quantization,
                 representative_data=representative_data,
-                method=template.conversion,
+                conversion=template.conversion,
                 calibration_samples=template.calibration_samples,
             )
-            jobs.append((tflite_bytes, {"model": getattr(model, "name", type(model).__name__)}))
+            for model in models
+        ]
         return self._measure_all(jobs, quantization, return_exceptions)
 
     def _measure_all(self, jobs, quantization, return_exceptions) -> list[LatencyResult | Exception]:
