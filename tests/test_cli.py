@@ -4,7 +4,6 @@ import doctest
 import json
 import os
 import pathlib
-import shlex
 import socket
 import subprocess
 import sys
@@ -21,11 +20,13 @@ from keras_mnas.cli import main
 from keras_mnas.latency import LatencyLookupTable, LatencyResult, LatencySource, search_space_configs
 from keras_mnas.latency.tflite import load_interpreter, tflite_op_summary
 from keras_mnas.search import MnasSearchSpace, MnasTuner
-from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone
+from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, fake_benchmark_binary
+
+# adbutils must never start a real adb server on the test machine.
+pytestmark = pytest.mark.usefixtures("no_real_adb")
 
 TINY_TFLITE = pathlib.Path(__file__).parent / "latency" / "fixtures" / "tiny.tflite"
 REMOTE_MODEL = "/data/local/tmp/keras_mnas_model.tflite"
-ELF_MACHINES = {"arm64-v8a": (2, 183), "x86": (1, 3)}
 
 
 def run(capsys, *argv):
@@ -43,28 +44,10 @@ def assert_clean_failure(status, err, *fragments):
         assert fragment in err, err
 
 
-def elf(abi):
-    elf_class, machine = ELF_MACHINES[abi]
-    header = b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8) + (3).to_bytes(2, "little")
-    return header + machine.to_bytes(2, "little") + bytes(4096)
-
-
-@pytest.fixture(autouse=True)
-def no_real_adb(monkeypatch, tmp_path):
-    # adbutils runs `$ADBUTILS_ADB_PATH start-server` when no server answers: a script that only leaves a
-    # trace, so a test can prove the command never started a real adb server.
-    marker = tmp_path / "adb-was-started"
-    script = tmp_path / "fake-adb"
-    script.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("ADBUTILS_ADB_PATH", str(script))
-    return marker
-
-
 @pytest.fixture
 def binary(tmp_path):
     path = tmp_path / "android_aarch64_benchmark_model"
-    path.write_bytes(elf("arm64-v8a"))
+    path.write_bytes(fake_benchmark_binary("arm64-v8a"))
     return path
 
 
@@ -224,7 +207,7 @@ def test_bench_phone_failures_are_one_line_errors(capsys, server, phones, binary
     )
     assert_clean_failure(status, err, "benchmark_model binary not found")
     x86 = tmp_path / "android_x86_benchmark_model"
-    x86.write_bytes(elf("x86"))
+    x86.write_bytes(fake_benchmark_binary("x86"))
     status, _, err = run(
         capsys, "bench", TINY_TFLITE, "--device", "PHONE1", "--adb-port", port, "--binary", x86
     )

@@ -13,6 +13,7 @@ from keras_mnas.testing.adb_double import (
     FakeBenchmark,
     FakePhone,
     Fault,
+    fake_benchmark_binary,
     fake_benchmark_output,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "FakeBenchmark",
     "FakePhone",
     "Fault",
+    "fake_benchmark_binary",
     "fake_benchmark_output",
 ]

@@ -172,6 +172,29 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+_ELF_IDENTITY = {"arm64-v8a": (2, 183), "armeabi-v7a": (1, 40), "x86_64": (2, 62), "x86": (1, 3)}
+
+
+def fake_benchmark_binary(abi: str = "arm64-v8a", size: int = 4096) -> bytes:
+    """Bytes that pass for a `benchmark_model` executable of `abi`: an ELF header, then zeros.
+
+    `AndroidLatency` reads a binary's ELF class and machine to refuse one built for another ABI before
+    pushing it; the double never executes it.
+
+    Example:
+
+    ```python
+    pathlib.Path("benchmark_model").write_bytes(fake_benchmark_binary("arm64-v8a"))
+    ```
+    """
+    if abi not in _ELF_IDENTITY:
+        raise ValueError(f"abi must be one of {sorted(_ELF_IDENTITY)}; received {abi!r}.")
+    elf_class, machine = _ELF_IDENTITY[abi]
+    header = b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8) + (3).to_bytes(2, "little")
+    header += machine.to_bytes(2, "little")
+    return header + bytes(max(0, size - len(header)))
+
+
 def fake_benchmark_output(
     generation: str,
     *,

@@ -29,7 +29,10 @@ from keras_mnas.latency.errors import (
     ModelError,
     SetupError,
 )
-from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault
+from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_binary
+
+# adbutils must never start a real adb server on the test machine.
+pytestmark = pytest.mark.usefixtures("no_real_adb")
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 TINY = (FIXTURES / "tiny.tflite").read_bytes()
@@ -49,32 +52,11 @@ FAST = dict(
     lease_wait_s=0.5,
 )
 
-ELF_MACHINES = {"arm64-v8a": (2, 183), "armeabi-v7a": (1, 40), "x86_64": (2, 62), "x86": (1, 3)}
-
-
-def fake_elf(abi="arm64-v8a", size=4096):
-    elf_class, machine = ELF_MACHINES[abi]
-    header = b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8) + (3).to_bytes(2, "little")
-    header += machine.to_bytes(2, "little")
-    return header + bytes(size - len(header))
-
-
-@pytest.fixture(autouse=True)
-def no_real_adb(monkeypatch, tmp_path):
-    # adbutils would run `$ADBUTILS_ADB_PATH start-server` when no server answers. Point it at a program
-    # that only leaves a trace, so a test can also prove it was never started.
-    marker = tmp_path / "adb-was-started"
-    script = tmp_path / "fake-adb"
-    script.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("ADBUTILS_ADB_PATH", str(script))
-    return marker
-
 
 @pytest.fixture
 def binary(tmp_path):
     path = tmp_path / "android_aarch64_benchmark_model"
-    path.write_bytes(fake_elf("arm64-v8a"))
+    path.write_bytes(fake_benchmark_binary("arm64-v8a"))
     return path
 
 
@@ -334,7 +316,7 @@ def test_a_binary_that_is_not_elf(tmp_path):
 
 def test_wrong_abi_is_caught_before_anything_runs(tmp_path, server, phone):
     path = tmp_path / "linux_x86-64_benchmark_model"
-    path.write_bytes(fake_elf("x86_64"))
+    path.write_bytes(fake_benchmark_binary("x86_64"))
     with pytest.raises(SetupError, match="android_aarch64_benchmark_model") as info:
         make_source(server, path).measure_tflite(TINY)
     assert "x86_64" in str(info.value)
@@ -343,13 +325,13 @@ def test_wrong_abi_is_caught_before_anything_runs(tmp_path, server, phone):
 
 def test_a_32_bit_arm_binary_runs_on_a_64_bit_phone(tmp_path, server):
     path = tmp_path / "android_arm_benchmark_model"
-    path.write_bytes(fake_elf("armeabi-v7a"))
+    path.write_bytes(fake_benchmark_binary("armeabi-v7a"))
     assert make_source(server, path, repeats=1).measure_tflite(TINY).provenance["binary_abi"] == "armeabi-v7a"
 
 
 def test_elf_abi():
-    assert elf_abi(fake_elf("arm64-v8a")) == "arm64-v8a"
-    assert elf_abi(fake_elf("x86")) == "x86"
+    assert elf_abi(fake_benchmark_binary("arm64-v8a")) == "arm64-v8a"
+    assert elf_abi(fake_benchmark_binary("x86")) == "x86"
     with pytest.raises(SetupError, match="ELF"):
         elf_abi(b"#!/bin/sh\necho hi\n" + bytes(20))
 
@@ -470,8 +452,9 @@ def test_a_hung_benchmark_hits_the_wall_clock_deadline(binary, action):
         with pytest.raises(DeadlineExceededError, match=r"0\.4 s deadline"):
             source.measure_tflite(TINY)
         elapsed = time.monotonic() - start
-    # A trickle never goes silent, so only a real deadline stops it.
-    assert elapsed < 3.0
+    # A trickle never goes silent, so only a real deadline stops it. The bound is loose because the setup
+    # calls before the benchmark take seconds on a loaded machine; without a deadline this never ends.
+    assert elapsed < 10.0
 
 
 def test_a_hung_ordinary_call_hits_its_deadline(binary):
@@ -481,7 +464,7 @@ def test_a_hung_ordinary_call_hits_its_deadline(binary):
         start = time.monotonic()
         with pytest.raises(DeadlineExceededError):
             make_source(double, binary, serial="H", call_timeout_s=0.3).measure_tflite(TINY)
-        assert time.monotonic() - start < 3.0
+        assert time.monotonic() - start < 10.0
     assert phone.benchmark_runs == []
 
 

@@ -21,7 +21,10 @@ from keras_mnas.latency.errors import (
     SetupError,
 )
 from keras_mnas.latency.pool import AndroidDevicePool
-from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault
+from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_binary
+
+# adbutils must never start a real adb server on the test machine.
+pytestmark = pytest.mark.usefixtures("no_real_adb")
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 TINY = (FIXTURES / "tiny.tflite").read_bytes()
@@ -40,23 +43,10 @@ FAST = dict(
 POOL = dict(readmit_after_s=0.2, wait_for_device_s=10.0, busy_retry_s=0.1)
 
 
-def fake_elf(machine=183, elf_class=2):
-    header = b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8) + (3).to_bytes(2, "little")
-    return header + machine.to_bytes(2, "little") + bytes(4076)
-
-
-@pytest.fixture(autouse=True)
-def no_real_adb(monkeypatch, tmp_path):
-    script = tmp_path / "fake-adb"
-    script.write_text("#!/bin/sh\nexit 0\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("ADBUTILS_ADB_PATH", str(script))
-
-
 @pytest.fixture
 def binary(tmp_path):
     path = tmp_path / "android_aarch64_benchmark_model"
-    path.write_bytes(fake_elf())
+    path.write_bytes(fake_benchmark_binary())
     return path
 
 

@@ -1,7 +1,6 @@
 """The loopback adb double, exercised through the real adbutils client."""
 
 import shlex
-import shutil
 import threading
 import time
 
@@ -12,15 +11,12 @@ from keras_mnas.latency.benchmark_model import parse_benchmark_output
 from keras_mnas.latency.errors import BenchmarkError, ModelError
 from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_output
 
+# adbutils must never start a real adb server on the test machine.
+pytestmark = pytest.mark.usefixtures("no_real_adb")
+
 TMP = "/data/local/tmp"
 BINARY = f"{TMP}/benchmark_model"
 GRAPH = f"{TMP}/model.tflite"
-
-
-@pytest.fixture(autouse=True)
-def no_real_adb(monkeypatch):
-    # adbutils runs `$ADBUTILS_ADB_PATH start-server` when no server answers: make that a no-op.
-    monkeypatch.setenv("ADBUTILS_ADB_PATH", shutil.which("true"))
 
 
 @pytest.fixture
