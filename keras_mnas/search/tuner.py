@@ -25,7 +25,13 @@ import numpy as np
 
 from keras_mnas.architecture import ArchSpec
 from keras_mnas.counting import count_model_macs
-from keras_mnas.latency import HostLatency, LatencySource, convert_to_tflite
+from keras_mnas.latency import (
+    HostLatency,
+    LatencyLookupTable,
+    LatencySource,
+    MissingEntryError,
+    convert_to_tflite,
+)
 from keras_mnas.quantization import (
     evaluate_tflite,
     export_int8,
@@ -142,6 +148,16 @@ class MnasTuner(keras_tuner.Tuner):
         seed: Random seed.
         skip_ruled_out: With a hard constraint, skip training a candidate whose latency alone keeps it below
             the best reward so far (even at 100% accuracy). Recorded as skipped, not as failed.
+        prefilter: A `keras_mnas.latency.LatencyLookupTable` of the same quantization, for a hard reward over
+            a `MnasHyperModel`: a candidate whose predicted latency exceeds `target_latency_ms * (1 +
+            prefilter_tolerance)` is skipped before it is built, measured or trained, and recorded as
+            skipped (`skipped` and `prefiltered` metrics of 1.0) with the predicted latency as its
+            `latency_ms`, a reward of 0 (so it never ranks above a trained candidate) and the reward's upper
+            bound at that latency as `reward_bound`. Candidates the table has no entries for are built and
+            measured as usual. A soft reward has no budget to be far over, so a prefilter with it is
+            refused.
+        prefilter_tolerance: How far above the target a prediction must be for the prefilter to skip the
+            candidate, as a fraction of the target; choose it above the table's error on your models.
         max_crashes_per_trial: As in `MnasOracle`.
         trial_timeout: As in `MnasOracle`; by default 600 s in distributed tuning (`KERASTUNER_ORACLE_IP`
             set), where workers send a heartbeat every `trial_timeout / 4` s (at most 60 s) while a trial
@@ -188,6 +204,8 @@ class MnasTuner(keras_tuner.Tuner):
         max_trials: int = 100,
         seed: int | None = None,
         skip_ruled_out: bool = True,
+        prefilter: LatencyLookupTable | None = None,
+        prefilter_tolerance: float = 0.25,
         max_crashes_per_trial: int = 2,
         trial_timeout: float | str | None = "auto",
         chief_timeout: float = 300.0,
@@ -233,6 +251,10 @@ class MnasTuner(keras_tuner.Tuner):
         self.quantization = quantization
         self.representative_data = representative_data
         self.skip_ruled_out = bool(skip_ruled_out)
+        self.prefilter, self.prefilter_tolerance = self._check_prefilter(
+            prefilter, prefilter_tolerance, hypermodel
+        )
+        self._prefilter_gaps_reported = False
         if isinstance(pareto_every, bool) or not isinstance(pareto_every, int) or pareto_every < 1:
             raise ValueError(f"pareto_every must be a positive integer; received {pareto_every!r}.")
         self.tensorboard_dir = os.fspath(tensorboard_dir) if tensorboard_dir is not None else None
@@ -272,6 +294,38 @@ class MnasTuner(keras_tuner.Tuner):
                 heartbeat_interval=min(timeout / 4, 60.0) if timeout else None,
             )
 
+    def _check_prefilter(self, prefilter, tolerance, hypermodel) -> tuple[LatencyLookupTable | None, float]:
+        number = not isinstance(tolerance, bool) and isinstance(tolerance, (int, float))
+        if not (number and math.isfinite(tolerance) and tolerance >= 0):
+            raise ValueError(
+                "prefilter_tolerance must be a non-negative finite number such as 0.25 (a fraction of the "
+                f"target latency); received {tolerance!r}."
+            )
+        if prefilter is None:
+            return None, float(tolerance)
+        if not isinstance(prefilter, LatencyLookupTable):
+            raise ValueError(
+                "prefilter must be a keras_mnas.latency.LatencyLookupTable (it predicts a candidate's "
+                f"latency before it is built); received {type(prefilter).__name__}."
+            )
+        if not isinstance(hypermodel, MnasHyperModel):
+            raise ValueError(
+                "prefilter predicts candidates from the hypermodel's MnasSearchSpace: it needs a "
+                f"MnasHyperModel (or space=...); received a hypermodel of type {type(hypermodel).__name__}."
+            )
+        if not self.reward.is_hard:
+            raise ValueError(
+                "prefilter skips candidates far over a hard latency budget; it needs a hard reward "
+                "(reward='hard', or alpha=0 and beta<=-1); received the "
+                f"{self.reward.describe()}."
+            )
+        if prefilter.quantization != self.quantization:
+            raise ValueError(
+                f"prefilter must predict the latency the search measures: the table holds "
+                f"{prefilter.quantization} timings, the search measures quantization={self.quantization!r}."
+            )
+        return prefilter, float(tolerance)
+
     def _search_config(self, hypermodel, controller) -> dict[str, Any]:
         space = hypermodel.space.get_config() if isinstance(hypermodel, MnasHyperModel) else None
         config = {
@@ -282,6 +336,10 @@ class MnasTuner(keras_tuner.Tuner):
             "quantization": self.quantization,
             "controller": controller,
         }
+        if self.prefilter is not None:
+            # Only with a prefilter: a project saved before prefilters existed holds no such key, and the
+            # oracle reads a key missing on one side as a change; without a prefilter the two then match.
+            config["prefilter"] = {**self.prefilter.config(), "tolerance": self.prefilter_tolerance}
         return json.loads(json.dumps(config))  # the form it takes once saved: lists, not tuples
 
     # ------------------------------------------------------------------------------------------------------
@@ -331,6 +389,9 @@ class MnasTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *fit_args: Any, **fit_kwargs: Any):
         hp = trial.hyperparameters
+        prefiltered = self._prefiltered(trial)
+        if prefiltered is not None:
+            return prefiltered
         self._set_phase(trial, "building")
         # Memory stays flat across trials: the previous candidates go, and so do the training graphs
         # TensorFlow would keep for each of them despite clear_session (see utils/tf_memory.py).
@@ -377,6 +438,44 @@ class MnasTuner(keras_tuner.Tuner):
         ]
         return super().run_trial(trial, *fit_args, callbacks=callbacks, **fit_kwargs)
 
+    def _prefiltered(self, trial) -> dict[str, float] | None:
+        """The skipped trial's metrics when the prefilter predicts it far over the budget, else None."""
+        if self.prefilter is None or not self.reward.is_hard:
+            return None
+        space = self.hypermodel.space
+        arch = self.hypermodel.architecture(trial.hyperparameters)
+        try:
+            predicted_ms = float(self.prefilter.predict_candidate(space, arch))
+        except MissingEntryError as error:
+            if not self._prefilter_gaps_reported:  # once: every such candidate would say the same
+                self._prefilter_gaps_reported = True
+                print(
+                    f"Trial {trial.trial_id}: the prefilter's table cannot predict this candidate ({error}); "
+                    "candidates it has no entries for are built and measured."
+                )
+            return None
+        limit = self.reward.target_latency_ms * (1 + self.prefilter_tolerance)
+        if not predicted_ms > limit:
+            return None
+        cost = space.cost(arch)
+        bound = self.reward.upper_bound(predicted_ms)
+        print(
+            f"Trial {trial.trial_id}: predicted {predicted_ms:.2f} ms by the prefilter, far over the "
+            f"{self.reward.target_latency_ms:g} ms budget (limit {limit:.2f} ms); skipped before building."
+        )
+        return {
+            # Not the bound, unlike a candidate ruled out after measuring (whose bound is below the best
+            # reward by construction): this bound may exceed every trained candidate's reward, and a
+            # never-trained trial must not become the best one (it has no weights) nor rule out real ones.
+            "reward": 0.0,
+            "reward_bound": bound,
+            "latency_ms": predicted_ms,
+            "params": float(cost.trainable_params),
+            "macs": float(cost.macs),
+            "skipped": 1.0,
+            "prefiltered": 1.0,
+        }
+
     def _ruled_out(self, latency_ms: float) -> bool:
         if not (self.skip_ruled_out and self.reward.is_hard):
             return False
@@ -401,15 +500,17 @@ class MnasTuner(keras_tuner.Tuner):
             lines.append("  architecture: " + str(arch))
         if trial.status == "COMPLETED":
             accuracy = metrics.get(self.reward.metric)
+            prefiltered = bool(metrics.get("prefiltered"))
+            if accuracy is not None:
+                outcome = f"{self.reward.metric} {accuracy:.4f}, "
+                # The float accuracy too when the reward reads another metric (int8_val_accuracy), once.
+                if self.reward.metric != "val_accuracy" and "val_accuracy" in metrics:
+                    outcome += f"val_accuracy {metrics['val_accuracy']:.4f}, "
+            else:
+                outcome = "skipped before building, " if prefiltered else "skipped before training, "
             lines.append(
-                f"  latency {metrics.get('latency_ms', float('nan')):.2f} ms, "
-                + (
-                    f"{self.reward.metric} {accuracy:.4f}, "
-                    if accuracy is not None
-                    else "skipped before training, "
-                )
-                + (f"val_accuracy {metrics['val_accuracy']:.4f}, " if "val_accuracy" in metrics else "")
-                + f"reward {trial.score:.4f}"
+                f"  {'predicted latency' if prefiltered else 'latency'} "
+                f"{metrics.get('latency_ms', float('nan')):.2f} ms, {outcome}reward {trial.score:.4f}"
             )
         elif trial.message:
             lines.append("  reason: " + trial.message.strip().splitlines()[-1])
@@ -491,6 +592,9 @@ class MnasTuner(keras_tuner.Tuner):
 
         `accuracy` is the reward's metric. With `evaluate_int8=True` it is the int8 model's, and the records
         also hold `float_accuracy` (`val_accuracy`) and `int8_accuracy` (`int8_val_accuracy`).
+        `skipped` marks trials that were never trained (their `accuracy` is None and their reward the
+        bound at their latency); `prefiltered` those of them the prefilter skipped before building, whose
+        `latency_ms` is the lookup table's prediction rather than a measurement and whose reward is 0.
         """
         records = []
         for trial in self.completed_trials():
@@ -511,6 +615,8 @@ class MnasTuner(keras_tuner.Tuner):
                     "params": metrics.get("params"),
                     "macs": metrics.get("macs"),
                     "skipped": bool(metrics.get("skipped")),
+                    # Skipped on the lookup table's prediction: `latency_ms` is predicted, not measured.
+                    "prefiltered": bool(metrics.get("prefiltered")),
                     "architecture": arch.to_dict() if arch is not None else None,
                 }
             )

@@ -1,15 +1,24 @@
 import math
 import pathlib
+import re
 
 import keras
+import keras_tuner
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator
 
 from keras_mnas import applications
-from keras_mnas.latency import HostLatency, LatencyResult, LatencySource, convert_to_tflite
-from keras_mnas.search import MnasReward, MnasSearchSpace, MnasTuner
+from keras_mnas.counting import count_model_macs
+from keras_mnas.latency import (
+    HostLatency,
+    LatencyLookupTable,
+    LatencyResult,
+    LatencySource,
+    convert_to_tflite,
+)
+from keras_mnas.search import MnasHyperModel, MnasReward, MnasSearchSpace, MnasTuner
 from keras_mnas.utils.tf_memory import custom_gradient_names
 
 TINY_SKELETON = [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)]
@@ -73,6 +82,11 @@ def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, c
     assert sorted(r["latency_ms"] for r in records) == [1.0, 2.0, 4.0]
     out = capsys.readouterr().out
     assert "architecture: r1_k3_s11_e1_i32_o16_noskip" in out and "best so far" in out
+    # One figures line per trial, naming the reward's metric once.
+    figures = [line for line in out.splitlines() if line.startswith("  latency ")]
+    assert len(figures) == 3
+    for line in figures:
+        assert re.fullmatch(r"  latency \d+\.\d\d ms, val_accuracy \d\.\d{4}, reward \d\.\d{4}", line), line
     tuner.results_summary(1)
     assert "Score" in capsys.readouterr().out
     best_model = tuner.get_best_models(1)[0]
@@ -369,3 +383,138 @@ def test_bad_int8_search_and_export_arguments(tmp_path, digits):
         tuner.export_best(tmp_path / "best", quantization="int8")
     with pytest.raises(ValueError, match="needs a completed trial"):
         tuner.export_best(tmp_path / "best", quantization="int8", x=x)
+
+
+class MacsLatency(LatencySource):
+    """A deterministic device: a fixed cost plus a cost per mult-add; counts its measurements."""
+
+    name = "macs"
+
+    def __init__(self):
+        self.calls = 0
+
+    def measure(self, model, *, quantization="float32", representative_data=None):
+        self.calls += 1
+        ms = 0.02 + 1e-5 * count_model_macs(model)
+        return LatencyResult(ms, ms, ms, 0.0, 0.0, 1, 0, 1, self.name, quantization)
+
+
+class CountingHyperModel(MnasHyperModel):
+    """Remembers the architecture of every candidate it builds."""
+
+    def __init__(self, space):
+        super().__init__(space)
+        self.built = []
+
+    def build(self, hp):
+        self.built.append(self.architecture(hp))
+        return super().build(hp)
+
+
+def test_prefilter_skips_candidates_predicted_far_over_a_hard_budget_before_building(
+    tmp_path, digits, capsys
+):
+    (x, y), (x_val, y_val) = digits
+    space = tiny_space()
+    # Entries are profiled (on the fake device, in milliseconds) as candidates need them.
+    table = LatencyLookupTable(profiler=MacsLatency(), on_missing="profile")
+    target, tolerance = 0.42, 0.25
+    settings = dict(
+        latency=MacsLatency(),
+        target_latency_ms=target,
+        reward="hard",
+        prefilter=table,
+        prefilter_tolerance=tolerance,
+        max_trials=4,
+        seed=7,
+        directory=str(tmp_path),
+        project_name="prefilter",
+    )
+    hypermodel = CountingHyperModel(space)
+    tuner = MnasTuner(hypermodel, **settings)
+    hypermodel.built.clear()  # KerasTuner builds the space's first choices once to discover it
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    out = capsys.readouterr().out
+    records = tuner.trial_records()
+    assert len(records) == 4 and all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    limit = target * (1 + tolerance)
+    built, prefiltered = [], []
+    for record in records:
+        arch = hypermodel.architecture(tuner.oracle.get_trial(record["trial_id"]).hyperparameters)
+        predicted = table.predict_candidate(space, arch)
+        if predicted > limit:
+            prefiltered.append(arch)
+            assert record["prefiltered"] and record["skipped"] and record["accuracy"] is None
+            assert record["latency_ms"] == pytest.approx(predicted)
+            assert record["reward"] == 0.0  # never above a trained candidate
+            trial = tuner.oracle.get_trial(record["trial_id"])
+            # What 100% accuracy would score at that latency, for the record.
+            assert trial.metrics.get_last_value("reward_bound") == pytest.approx(target / predicted)
+            cost = space.cost(arch)
+            assert (record["params"], record["macs"]) == (cost.trainable_params, cost.macs)
+        else:
+            built.append(arch)
+            assert not record["prefiltered"]
+    assert prefiltered and built, "the seed should give both kinds of candidates"
+    # A candidate predicted far over the budget is never built, measured or trained.
+    assert {str(a) for a in hypermodel.built} == {str(a) for a in built}
+    assert tuner.latency.calls == len(built)
+    assert out.count("skipped before building") == 2 * len(prefiltered)  # the trial's line and its summary
+    assert "predicted latency" in out
+    assert all(not r["prefiltered"] for r in tuner.pareto_front())
+    # The best trial is a trained one, whatever the bounds of the skipped ones: its model loads.
+    best = tuner.oracle.get_best_trials(1)[0]
+    assert str(hypermodel.architecture(best.hyperparameters)) in {str(a) for a in built}
+    assert tuner.get_best_models(1)[0].output.shape == (None, 10)
+    # The prefilter is part of the search's settings: resuming with another one is refused.
+    assert tuner.oracle.search_config["prefilter"]["tolerance"] == tolerance
+    assert len(MnasTuner(CountingHyperModel(space), **settings).trial_records()) == 4
+    with pytest.raises(ValueError, match=r"prefilter\.tolerance: saved 0\.25, now 0\.5"):
+        MnasTuner(CountingHyperModel(space), **{**settings, "prefilter_tolerance": 0.5})
+    with pytest.raises(ValueError, match="prefilter"):
+        MnasTuner(CountingHyperModel(space), **{**settings, "prefilter": None})
+
+
+def test_without_a_prefilter_the_search_settings_are_those_of_older_projects(tmp_path):
+    # Projects saved before prefilters existed have no "prefilter" key; a tuner without one must match them.
+    tuner = MnasTuner(
+        space=tiny_space(),
+        latency=ScriptedLatency([1.0]),
+        target_latency_ms=1.0,
+        reward="hard",
+        directory=str(tmp_path),
+        project_name="old",
+    )
+    assert "prefilter" not in tuner.oracle.search_config
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prefilter": "lut.json"}, "prefilter must be a keras_mnas.latency.LatencyLookupTable"),
+        ({"prefilter": HostLatency()}, "prefilter must be a keras_mnas.latency.LatencyLookupTable"),
+        ({"prefilter_tolerance": -0.1}, "prefilter_tolerance must be a non-negative finite number"),
+        ({"prefilter_tolerance": float("nan")}, "prefilter_tolerance must be a non-negative finite number"),
+        ({"prefilter_tolerance": float("inf")}, "prefilter_tolerance must be a non-negative finite number"),
+        ({"prefilter_tolerance": True}, "prefilter_tolerance must be a non-negative finite number"),
+        ({"prefilter_tolerance": "0.2"}, "prefilter_tolerance must be a non-negative finite number"),
+        ({"reward": "soft"}, "prefilter skips candidates far over a hard latency budget"),
+        ({"quantization": "int8"}, "the table holds float32 timings"),
+        ({"hypermodel": keras_tuner.HyperModel()}, "it needs a MnasHyperModel"),
+    ],
+)
+def test_bad_prefilter_arguments_are_rejected_by_name(tmp_path, kwargs, match):
+    settings = dict(
+        space=tiny_space(),
+        latency=ScriptedLatency([1.0]),
+        target_latency_ms=1.0,
+        reward="hard",
+        prefilter=LatencyLookupTable(),
+        directory=str(tmp_path),
+        project_name="bad_prefilter",
+    )
+    if "hypermodel" in kwargs:
+        settings.pop("space")
+    settings.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        MnasTuner(**settings)
