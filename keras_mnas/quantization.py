@@ -563,7 +563,8 @@ def predict_tflite(tflite_model: bytes | str | os.PathLike, x: Any, *, num_threa
     probabilities = predict_tflite("model_int8.tflite", x_val)
     ```
     """
-    interpreter = tflite_lib.load_interpreter(_read_tflite(tflite_model), num_threads=num_threads)
+    tflite_bytes = _read_tflite(tflite_model)
+    interpreter = tflite_lib.load_interpreter(tflite_bytes, num_threads=num_threads)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(
@@ -578,7 +579,17 @@ def predict_tflite(tflite_model: bytes | str | os.PathLike, x: Any, *, num_threa
             f"x must have shape (num_samples, *{sample_shape}) to match the TFLite model's input; received "
             f"{x.shape}."
         )
-    interpreter.allocate_tensors()
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as error:
+        if "XNNPACK" not in str(error):
+            raise
+        # XNNPACK refuses some quantization parameters that trained weights can produce (e.g. a rescale
+        # ratio out of its range); TFLite's builtin int8 kernels run them, and define the result anyway.
+        interpreter = tflite_lib.load_interpreter(
+            tflite_bytes, num_threads=num_threads, use_default_delegate=False
+        )
+        interpreter.allocate_tensors()
     input_dtype = np.dtype(input_detail["dtype"])
     input_scale, input_zero_point = input_detail["quantization"]
     output_scale, output_zero_point = output_detail["quantization"]

@@ -207,3 +207,29 @@ def test_bad_arguments_are_rejected_by_name(trained, qat_model, digits):
         quant.evaluate_tflite(float_bytes, x_val[:, :8], y_val)
     with pytest.raises(ValueError, match=r"Expected TFLite model bytes or a \.tflite path"):
         quant.evaluate_tflite(model, x_val, y_val)
+
+
+def test_int8_models_xnnpack_refuses_still_run_on_builtin_kernels(qat_int8, digits, monkeypatch):
+    # Trained weights can give quantization parameters XNNPACK will not prepare ("failed to create XNNPACK
+    # runtime"); accuracy must then come from TFLite's own int8 kernels, not fail the trial.
+    _, (x_val, _) = digits
+    expected = quant.predict_tflite(qat_int8, x_val[:20])
+    load_interpreter = quant.tflite_lib.load_interpreter
+
+    def xnnpack_refuses(tflite_bytes, *, num_threads=1, use_default_delegate=True):
+        interpreter = load_interpreter(
+            tflite_bytes, num_threads=num_threads, use_default_delegate=use_default_delegate
+        )
+        if use_default_delegate:
+
+            def allocate_tensors():
+                raise RuntimeError("failed to create XNNPACK runtimeNode number 92 failed to prepare.")
+
+            interpreter.allocate_tensors = allocate_tensors
+        return interpreter
+
+    monkeypatch.setattr(quant.tflite_lib, "load_interpreter", xnnpack_refuses)
+    # The builtin kernels round a little differently (a few steps of the int8 output scale, 1/256).
+    fallback = quant.predict_tflite(qat_int8, x_val[:20])
+    np.testing.assert_allclose(fallback, expected, atol=0.05)
+    np.testing.assert_array_equal(fallback.argmax(axis=-1), expected.argmax(axis=-1))
