@@ -40,7 +40,7 @@ def _framework(name: str):
         ) from error
 
 
-class _Blocks:
+class LayerRecipes:
     """The layer recipes, bound to one Keras namespace and one set of conventions."""
 
     def __init__(self, keras_module, padding: str, bn_momentum: float, bn_epsilon: float):
@@ -181,7 +181,7 @@ def build_model(
         raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
     keras_module = _framework(framework)
     layers = keras_module.layers
-    blocks = _Blocks(keras_module, padding, bn_momentum, bn_epsilon)
+    blocks = LayerRecipes(keras_module, padding, bn_momentum, bn_epsilon)
     stem_filters, plans = plan_layers(arch, depth_multiplier)
 
     if input_tensor is None:

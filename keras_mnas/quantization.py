@@ -427,7 +427,7 @@ def export_int8(
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     # The converter and its stderr redirection are process-wide: shared with convert_to_tflite.
-    with tflite_lib._CONVERT_LOCK, tflite_lib._quiet(verbose) as log:
+    with tflite_lib.CONVERSION_LOCK, tflite_lib.quiet_conversion(verbose) as log:
         try:
             tflite_bytes = converter.convert()
         except Exception as error:

@@ -333,9 +333,9 @@ class LayerConfig:
         import keras
 
         from keras_mnas.architecture import LayerPlan
-        from keras_mnas.builder import IMAGENET_MEAN, IMAGENET_STD, _Blocks
+        from keras_mnas.builder import IMAGENET_MEAN, IMAGENET_STD, LayerRecipes
 
-        blocks = _Blocks(keras, self.padding, 0.99, 1e-3)
+        blocks = LayerRecipes(keras, self.padding, 0.99, 1e-3)
         layers = keras.layers
         inputs = keras.Input((*self.input_size, self.input_filters), name="input_layer")
         if self.kind == "preprocessing":

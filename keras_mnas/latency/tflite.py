@@ -31,7 +31,7 @@ CONVERSION_METHODS = ("concrete_function", "saved_model")
 DEFAULT_CALIBRATION_SAMPLES = 100
 
 # The converter and the stderr redirection below are process-wide: one conversion at a time.
-_CONVERT_LOCK = threading.Lock()
+CONVERSION_LOCK = threading.Lock()
 
 
 def model_input_specs(
@@ -270,7 +270,7 @@ def convert_to_tflite(
             converter.inference_output_type = tf.int8
         return converter
 
-    with _CONVERT_LOCK, _quiet(verbose) as log:
+    with CONVERSION_LOCK, quiet_conversion(verbose) as log:
         try:
             if method == "concrete_function":
                 return _convert_concrete_function(tf, model, tensor_specs, configure)
@@ -330,7 +330,7 @@ class _CapturedLog:
 
 
 @contextlib.contextmanager
-def _quiet(verbose: bool):
+def quiet_conversion(verbose: bool):
     """Hides TensorFlow's Python warnings and native stderr chatter, keeping it for errors."""
     if verbose:
         yield _CapturedLog(None)
