@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -37,43 +36,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-import keras_tuner
 import numpy as np
 
 from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite, search_space_configs
 from keras_mnas.latency.host import host_provenance
-from keras_mnas.latency.lut import fit_line
+from keras_mnas.latency.lut import fit_line, spearman
 from keras_mnas.latency.tflite import load_interpreter
 from keras_mnas.search import MnasSearchSpace
 from keras_mnas.utils.io import atomic_write_json
-
-
-def sample_architectures(space: MnasSearchSpace, count: int, seed: int) -> list[dict]:
-    """`count` distinct random hyperparameter values of the space (uniform over every decision)."""
-    hp = keras_tuner.HyperParameters()
-    space.declare(hp)
-    rng = random.Random(seed)
-    seen, samples = set(), []
-    while len(samples) < count:
-        values = {p.name: rng.choice(list(p.values)) for p in hp.space}
-        arch = space.decode(values)
-        if arch.block_strings in seen:
-            continue
-        seen.add(arch.block_strings)
-        samples.append(values)
-    return samples
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 0, ties sharing their average rank."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return (starts + (counts - 1) / 2.0)[inverse]
-
-
-def spearman(a, b) -> float:
-    ra, rb = ranks(np.asarray(a, dtype=float)), ranks(np.asarray(b, dtype=float))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def wall_over_cpu_time(tflite_bytes: bytes, runs: int) -> float:
@@ -138,7 +108,7 @@ def main(argv=None):
     else:
         lut = LatencyLookupTable(profiler=host, path=args.table)
 
-    samples = sample_architectures(space, args.calibration + args.archs, args.seed)
+    samples = space.sample_values(args.calibration + args.archs, seed=args.seed)
     archs = [space.decode(values) for values in samples]
     calibration_archs, evaluation_archs = archs[: args.calibration], archs[args.calibration :]
 

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import random
 import statistics
 import sys
 import time
@@ -527,76 +526,6 @@ def _network_of(space) -> dict[str, Any]:
     }
 
 
-def sample_architectures(space, count: int, *, seed: int = 0, exclude: Sequence[Any] = ()) -> list:
-    """`count` distinct random architectures of a `MnasSearchSpace`, every decision drawn uniformly.
-
-    Args:
-        space: The search space.
-        count: How many architectures.
-        seed: Seed of the draw.
-        exclude: Architectures (`ArchSpec`s) not to draw.
-
-    Returns:
-        A list of `ArchSpec`s (fewer than `count` only when the space has fewer distinct architectures left).
-
-    Example:
-
-    ```python
-    archs = sample_architectures(MnasSearchSpace(input_shape=(96, 96, 3)), 20, seed=1)
-    ```
-    """
-    import keras_tuner
-
-    hp = keras_tuner.HyperParameters()
-    space.declare(hp)
-    rng = random.Random(seed)
-    seen = {arch.block_strings for arch in exclude}
-    found = []
-    attempts = 0
-    while len(found) < count and attempts < 100 * count + 1000:
-        attempts += 1
-        values = {parameter.name: rng.choice(list(parameter.values)) for parameter in hp.space}
-        arch = space.decode(values)
-        if arch.block_strings in seen:
-            continue
-        seen.add(arch.block_strings)
-        found.append(arch)
-    return found
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2.0  # ties share their average rank
-        start = end + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's rank correlation of two equally long sequences; `None` when it is undefined.
-
-    Example:
-
-    >>> spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 40.0, 30.0])
-    0.8
-    """
-    if len(a) != len(b):
-        raise ValueError(f"spearman needs sequences of equal length; received {len(a)} and {len(b)}.")
-    if len(a) < 2:
-        return None
-    ra, rb = _ranks(a), _ranks(b)
-    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
-    covariance = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb, strict=True))
-    spread = math.sqrt(sum((x - mean_a) ** 2 for x in ra) * sum((y - mean_b) ** 2 for y in rb))
-    return round(covariance / spread, 12) if spread > 0 else None
-
-
 # --------------------------------------------------------------------------------------------------
 # keras-mnas lut build / eval
 
@@ -688,7 +617,7 @@ def _lut_build(args: argparse.Namespace) -> int:
     _say(f"Search space: {space!r}. Measuring on {_describe_source(source)}.")
 
     start = time.monotonic()
-    drawn = sample_architectures(space, (args.archs or 0) + args.calibration, seed=args.seed)
+    drawn = space.sample_architectures((args.archs or 0) + args.calibration, seed=args.seed)
     calibration_archs = drawn[: args.calibration]
     try:
         if args.archs is None:
@@ -777,7 +706,7 @@ def _lut_eval(args: argparse.Namespace) -> int:
         for measurement in table.calibration.measurements:
             if isinstance(measurement.get("architecture"), dict):
                 used.append(ArchSpec.from_dict(measurement["architecture"]))
-    archs = sample_architectures(space, args.archs, seed=args.seed, exclude=used)
+    archs = space.sample_architectures(args.archs, seed=args.seed, exclude=used)
     if not archs:
         raise CliError(
             "Every architecture of the space was used for calibration: nothing left to evaluate on."
@@ -822,6 +751,8 @@ def _lut_eval(args: argparse.Namespace) -> int:
     errors = [abs(r["error"]) for r in rows]
     within_10 = sum(e <= 0.10 for e in errors)
     within_5 = sum(e <= 0.05 for e in errors)
+    from keras_mnas.latency.lut import spearman
+
     rho = spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     summary = {
         "table": args.table,

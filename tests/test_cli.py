@@ -18,6 +18,7 @@ from keras_mnas import cli
 from keras_mnas.architecture import ArchSpec
 from keras_mnas.cli import main
 from keras_mnas.latency import LatencyLookupTable, LatencyResult, LatencySource, search_space_configs
+from keras_mnas.latency.lut import spearman
 from keras_mnas.latency.tflite import load_interpreter, tflite_op_summary
 from keras_mnas.search import MnasSearchSpace, MnasTuner
 from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, fake_benchmark_binary
@@ -102,10 +103,10 @@ def test_usage_errors_exit_2_and_module_entry_point_runs(capsys):
 
 def test_spearman_examples():
     assert doctest.testmod(cli).failed == 0
-    assert cli.spearman([1, 2, 3], [3, 2, 1]) == -1.0
-    assert cli.spearman([1, 1, 2], [5, 5, 9]) == 1.0  # ties share their rank
-    assert cli.spearman([1.0], [2.0]) is None
-    assert cli.spearman([1, 1], [2, 3]) is None
+    assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    assert spearman([1, 1, 2], [5, 5, 9]) == 1.0  # ties share their rank
+    assert spearman([1.0], [2.0]) is None
+    assert spearman([1, 1], [2, 3]) is None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1613,3 +1613,36 @@ def _keras_mnas_version() -> str:
     import keras_mnas
 
     return str(getattr(keras_mnas, "__version__", "unknown"))
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2.0  # ties share their average rank
+        start = end + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of two equally long sequences; `None` when it is undefined.
+
+    Example:
+
+    >>> spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 40.0, 30.0])
+    0.8
+    """
+    if len(a) != len(b):
+        raise ValueError(f"spearman needs sequences of equal length; received {len(a)} and {len(b)}.")
+    if len(a) < 2:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    covariance = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb, strict=True))
+    spread = math.sqrt(sum((x - mean_a) ** 2 for x in ra) * sum((y - mean_b) ** 2 for y in rb))
+    return round(covariance / spread, 12) if spread > 0 else None

@@ -254,6 +254,56 @@ class MnasSearchSpace:
                     self.hp_name(index, decision), list(choices), ordered=decision in ("filters", "layers")
                 )
 
+    def sample_values(
+        self, count: int, *, seed: int = 0, exclude: Sequence[ArchSpec] = ()
+    ) -> list[dict[str, Any]]:
+        """Hyperparameter values of `count` distinct random architectures, every decision drawn uniformly.
+
+        Args:
+            count: How many architectures.
+            seed: Seed of the draw (the same seed draws the same architectures).
+            exclude: Architectures not to draw, e.g. those a predictor was calibrated on.
+
+        Returns:
+            A list of values dicts (`decode` turns each into its `ArchSpec`); fewer than `count` only when
+            the space has fewer distinct architectures left.
+
+        Example:
+
+        ```python
+        values = MnasSearchSpace(input_shape=(96, 96, 3)).sample_values(20, seed=1)
+        ```
+        """
+        import random
+
+        hp = keras_tuner.HyperParameters()
+        self.declare(hp)
+        rng = random.Random(seed)
+        seen = {arch.block_strings for arch in exclude}
+        found: list[dict[str, Any]] = []
+        attempts = 0
+        while len(found) < count and attempts < 100 * count + 1000:
+            attempts += 1
+            values = {parameter.name: rng.choice(list(parameter.values)) for parameter in hp.space}
+            block_strings = self.decode(values).block_strings
+            if block_strings not in seen:
+                seen.add(block_strings)
+                found.append(values)
+        return found
+
+    def sample_architectures(
+        self, count: int, *, seed: int = 0, exclude: Sequence[ArchSpec] = ()
+    ) -> list[ArchSpec]:
+        """`count` distinct random architectures of the space: `sample_values`, decoded.
+
+        Example:
+
+        ```python
+        archs = MnasSearchSpace(input_shape=(96, 96, 3)).sample_architectures(20, seed=1)
+        ```
+        """
+        return [self.decode(values) for values in self.sample_values(count, seed=seed, exclude=exclude)]
+
     def default_values(self) -> dict[str, Any]:
         """The skeleton's own choices where they are available, else each decision's first choice."""
         preferred = {"filters": 1.0, "layers": 0, "skip": "identity", "conv_op": "mbconv6"}

@@ -131,3 +131,14 @@ def test_candidates_train_after_a_single_trace(loss, labels):
     predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
     expected = np.mean(predicted == np.arange(8) % 4)
     assert history.history["val_accuracy"][-1] == pytest.approx(expected)
+
+
+def test_random_architectures_are_distinct_seeded_and_respect_exclusions():
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=4)
+    first = [arch.block_strings for arch in space.sample_architectures(10, seed=3)]
+    assert len(set(first)) == 10
+    assert [a.block_strings for a in space.sample_architectures(10, seed=3)] == first
+    assert [space.decode(v).block_strings for v in space.sample_values(10, seed=3)] == first
+    excluded = space.sample_architectures(5, seed=3)
+    others = space.sample_architectures(10, seed=3, exclude=excluded)
+    assert not {a.block_strings for a in others} & set(first[:5])
