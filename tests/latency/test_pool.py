@@ -205,7 +205,7 @@ def test_quarantine_and_readmission(binary):
     a, b = phones("A", "B")
     crash = a.add_fault(Fault(BENCH, "exit", exit_code=134, times=-1))
     with AdbDouble([a, b]) as double:
-        pool = make_pool(double, binary, ["A", "B"], quarantine_after=2, readmit_after_s=1.0)
+        pool = make_pool(double, binary, ["A", "B"], quarantine_after=2, readmit_after_s=3.0)
         for _ in range(4):
             pool.measure_tflite(TINY)
             if pool.stats()["A"].quarantines:
@@ -219,7 +219,7 @@ def test_quarantine_and_readmission(binary):
         assert len(a.benchmark_runs) == runs_on_a
         # A is repaired; after its health check it takes jobs again.
         crash.times = 0
-        time.sleep(1.1)
+        time.sleep(3.1)
         results = pool.measure_many_tflite([TINY] * 4)
         stats = pool.stats()
     assert stats["A"].state == "ready" and stats["A"].readmissions == 1
