@@ -86,6 +86,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the architecture sampling")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement")
     parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs per measurement")
+    parser.add_argument(
+        "--min-seconds", type=float, default=0.1, help="timed runs continue past --runs for this long (0.1)"
+    )
     parser.add_argument("--table", help="lookup-table JSON to reuse and extend (created when missing)")
     parser.add_argument("--repeat-models", type=int, default=10, help="models measured repeatedly for the CV")
     parser.add_argument("--repeats", type=int, default=3, help="fresh interpreters per repeated model")
@@ -102,7 +105,7 @@ def main(argv=None):
     network = dict(
         input_shape=space.input_shape, classes=space.classes, depth_multiplier=space.depth_multiplier
     )
-    host = HostLatency(runs=args.runs, warmup_runs=args.warmup_runs)
+    host = HostLatency(runs=args.runs, warmup_runs=args.warmup_runs, min_seconds=args.min_seconds)
     if args.table and os.path.exists(args.table):
         lut = LatencyLookupTable.load(args.table, profiler=host)
     else:
@@ -214,9 +217,11 @@ def main(argv=None):
         f"{len(repeat_cvs)} models (worst) | {np.median(repeat_cvs):.2%} ({max(repeat_cvs):.2%}) |",
         f"| wall-clock over CPU time of an invoke, median of the same models (1.00: nothing pre-empted "
         f"it) | {np.median(preemption):.2f} |",
-        f"| within-run CV of {args.runs} timed runs, median over the evaluation models | "
+        f"| within-run CV of the timed runs (at least {args.runs} and {args.min_seconds:g} s), median over "
+        "the evaluation models | "
         f"{np.median([row['cv'] for row in evaluation_rows]):.2%} |",
-        f"| end-to-end measurements per minute (build, convert, {args.warmup_runs}+{args.runs} runs) | "
+        f"| end-to-end measurements per minute (build, convert, {args.warmup_runs} warm-up and the timed "
+        "runs) | "
         f"{60 * measured_count / (calibration_seconds + evaluation_seconds):.1f} |",
         f"| table entries profiled (space has {space_entries}) | "
         + (

@@ -124,6 +124,12 @@ def _add_measure_options(parser: argparse.ArgumentParser, *, title: str) -> None
     group.add_argument("--runs", type=int, help="timed runs per process (50)")
     group.add_argument("--warmup-runs", type=int, help="untimed runs first (10)")
     group.add_argument(
+        "--min-seconds",
+        type=float,
+        help="keep timing past --runs until this many seconds, per process (0.1, as benchmark_model's "
+        "--min_secs)",
+    )
+    group.add_argument(
         "--repeats", type=int, help="fresh processes (interpreters) per measurement (host 1, phone 3)"
     )
     group.add_argument("--delegate", choices=DELEGATES, help="phone only: the delegate (xnnpack)")
@@ -136,6 +142,13 @@ def _add_measure_options(parser: argparse.ArgumentParser, *, title: str) -> None
 
 def _pick(explicit: Any, saved: dict[str, Any], key: str) -> Any:
     return explicit if explicit is not None else saved.get(key)
+
+
+def _pick_min_seconds(args: argparse.Namespace, saved: dict[str, Any]) -> float | None:
+    # Tables profiled before sources had a minimum time were timed for exactly --runs runs.
+    if args.min_seconds is None and saved and "min_seconds" not in saved:
+        return 0.0
+    return _pick(args.min_seconds, saved, "min_seconds")
 
 
 def _options(pairs: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +189,7 @@ def _make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
                     "runs": _pick(args.runs, saved, "runs"),
                     "warmup_runs": _pick(args.warmup_runs, saved, "warmup_runs"),
                     "repeats": _pick(args.repeats, saved, "repeats"),
+                    "min_seconds": _pick_min_seconds(args, saved),
                     "conversion": saved.get("conversion"),
                     "calibration_samples": saved.get("calibration_samples"),
                     "seed": saved.get("seed"),
@@ -198,6 +212,7 @@ def _make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
             "runs": _pick(args.runs, saved, "runs"),
             "warmup_runs": _pick(args.warmup_runs, saved, "warmup_runs"),
             "repeats": _pick(args.repeats, saved, "repeats"),
+            "min_seconds": _pick_min_seconds(args, saved),
             "delegate": _pick(args.delegate, saved, "delegate"),
             "core_mask": _pick(core_mask, saved, "core_mask"),
             "extra_flags": saved.get("extra_flags"),
@@ -1127,8 +1142,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--include-preprocessing",
-        action="store_true",
-        help="the search's MnasHyperModel had include_preprocessing=True (not recorded in the project)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only for projects that predate recording it: the search's "
+        "MnasHyperModel(include_preprocessing=...) (recorded projects use their own setting)",
     )
     export.add_argument("--json", action="store_true", help="print JSON")
     export.set_defaults(handler=_cmd_export)

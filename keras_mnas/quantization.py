@@ -277,6 +277,49 @@ def prepare_qat(model):
         return quantize.quantize_apply(annotated)
 
 
+def load_qat_model(path: str | os.PathLike):
+    """Loads a quantization-aware model saved with `qat_model.save("....h5")`, to train or export it.
+
+    A QAT model holds tfmot's fake-quant wrappers and keras-mnas's `QuantizeConfig` for the SE `Multiply`;
+    `tf_keras.models.load_model` alone does not know them. This loads inside a scope that does.
+
+    Save QAT models as `.h5` (or a SavedModel directory): tfmot 0.8's input `QuantizeLayer` writes only 3 of
+    its 5 variables to a `.keras` file, which then never loads again.
+
+    Args:
+        path: The `.h5` file (or SavedModel directory) written by `qat_model.save(path)`.
+
+    Returns:
+        The `tf_keras.Model`, compiled as it was saved.
+
+    Raises:
+        FileNotFoundError: when `path` does not exist.
+        ValueError: for a `.keras` file.
+
+    Example:
+
+    ```python
+    qat_model = quantization.quantize_aware_train(model, x, y, epochs=1)
+    qat_model.save("qat.h5")
+    tflite_bytes = quantization.export_int8(quantization.load_qat_model("qat.h5"))
+    ```
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No quantization-aware model at {os.fspath(path)!r}.")
+    if os.fspath(path).endswith(".keras"):
+        raise ValueError(
+            f"Cannot load the quantization-aware model {os.fspath(path)!r}: tfmot's QuantizeLayer does not "
+            "survive the .keras format (it saves 3 of its 5 variables). Save QAT models with "
+            "qat_model.save('qat.h5'), or keep the float model and rerun quantize_aware_train."
+        )
+    tfmot = _import_tfmot()
+    import tf_keras
+
+    config_class = _output_quantize_config_class()
+    with tfmot.quantization.keras.quantize_scope({config_class.__name__: config_class}):
+        return tf_keras.models.load_model(path)
+
+
 def quantize_aware_train(
     model,
     x: Any = None,

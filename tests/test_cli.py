@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import keras
-import keras_tuner
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -17,11 +16,11 @@ from sklearn.datasets import load_digits
 from keras_mnas import cli
 from keras_mnas.architecture import ArchSpec
 from keras_mnas.cli import main
-from keras_mnas.latency import LatencyLookupTable, LatencyResult, LatencySource, search_space_configs
+from keras_mnas.latency import LatencyLookupTable, LatencyResult, search_space_configs
 from keras_mnas.latency.lut import spearman
 from keras_mnas.latency.tflite import load_interpreter, tflite_op_summary
 from keras_mnas.search import MnasSearchSpace, MnasTuner
-from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, fake_benchmark_binary
+from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, ScriptedLatency, fake_benchmark_binary
 
 # adbutils must never start a real adb server on the test machine.
 pytestmark = pytest.mark.usefixtures("no_real_adb")
@@ -234,11 +233,17 @@ def test_bench_phone_failures_are_one_line_errors(capsys, server, phones, binary
 
 def test_bench_on_the_host_and_bad_model_files(capsys, tmp_path):
     model = tiny_keras_model(tmp_path / "tiny.keras")
-    status, out, err = run(capsys, "bench", model, "--runs", 5, "--warmup-runs", 1, "--json")
+    status, out, err = run(
+        capsys, "bench", model, "--runs", 5, "--warmup-runs", 1, "--min-seconds", 0, "--json"
+    )
     assert status == 0, err
     data = json.loads(out)
     assert data["source"] == "host" and data["runs"] == 5 and data["median_ms"] > 0
     assert data["provenance"]["model"]  # the provenance travels with the figure
+    # A model of microseconds is timed for --min-seconds, not just --runs.
+    status, out, err = run(capsys, "bench", model, "--runs", 5, "--min-seconds", 0.02, "--json")
+    assert status == 0, err
+    assert json.loads(out)["runs"] > 5
     status, out, _ = run(capsys, "bench", TINY_TFLITE, "--runs", 5, "--repeats", 2)
     assert status == 0
     assert "median" in out and "per repeat" in out and "LiteRT" in out
@@ -393,23 +398,6 @@ def test_lut_build_and_eval_on_a_phone(capsys, server, phones, binary, tmp_path)
 # keras-mnas results / export, on a real tiny search
 
 
-class ScriptedLatency(LatencySource):
-    """Latencies in call order; `None` fails the trial."""
-
-    name = "scripted"
-
-    def __init__(self, latencies):
-        self.latencies = list(latencies)
-        self.calls = 0
-
-    def measure(self, model, *, quantization="float32", representative_data=None):
-        value = self.latencies[min(self.calls, len(self.latencies) - 1)]
-        self.calls += 1
-        if value is None:
-            raise keras_tuner.errors.FailedTrialError("the scripted latency source refused this model")
-        return LatencyResult(value, value, value, 0.0, 0.0, 1, 0, 1, self.name)
-
-
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     data = load_digits()
@@ -454,7 +442,7 @@ def test_results_table_matches_the_tuner(capsys, search):
             assert mine[key] == record[key], key
     assert report["pareto_front"] == [r["trial_id"] for r in tuner.pareto_front()]
     failed = next(t for t in trials.values() if t["status"] == "FAILED")
-    assert "refused this model" in failed["message"]
+    assert "refuses call 3" in failed["message"]
     skipped = next(t for t in trials.values() if t["skipped"])
     assert skipped["latency_ms"] == 1000.0 and skipped["checkpoint"] is None
 
@@ -462,7 +450,7 @@ def test_results_table_matches_the_tuner(capsys, search):
     assert status == 0
     table, _, front = out.partition("Pareto front")
     assert "4 trials (3 completed, 1 failed)" in table and "target 2 ms" in table
-    assert "skipped" in table and "failed: " in table and "refused this model" in table
+    assert "skipped" in table and "failed: " in table and "refuses call 3" in table
     rows = [line.split() for line in table.splitlines() if line[:1].isdigit()]
     assert sorted(row[0] for row in rows) == sorted(trials)
     front_ids = [line.split()[0] for line in front.splitlines() if line[:1].isdigit()]
@@ -542,3 +530,14 @@ def test_export_untrained_and_unknown_trials(capsys, search, tmp_path, monkeypat
     assert_clean_failure(status, err, "No trial '99'", "trials: ")
     status, _, err = run(capsys, "export", tmp_path, "--trial", "0")
     assert_clean_failure(status, err, "is not a search directory")
+
+
+def test_a_table_profiled_before_minimum_times_is_measured_as_it_was():
+    args = cli.build_parser().parse_args(["lut", "eval", "table.json"])
+    assert cli._make_source(args, None).min_seconds == 0.1  # no table: the default
+    assert cli._make_source(args, {"name": "host", "runs": 10, "min_seconds": 0.3}).min_seconds == 0.3
+    # Recorded before sources had --min-seconds: its entries were timed for exactly --runs runs.
+    old = cli._make_source(args, {"name": "host", "runs": 10})
+    assert (old.runs, old.min_seconds) == (10, 0.0)
+    args = cli.build_parser().parse_args(["lut", "eval", "table.json", "--min-seconds", "0.2"])
+    assert cli._make_source(args, {"name": "host", "runs": 10}).min_seconds == 0.2

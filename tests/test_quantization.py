@@ -233,3 +233,18 @@ def test_int8_models_xnnpack_refuses_still_run_on_builtin_kernels(qat_int8, digi
     fallback = quant.predict_tflite(qat_int8, x_val[:20])
     np.testing.assert_allclose(fallback, expected, atol=0.05)
     np.testing.assert_array_equal(fallback.argmax(axis=-1), expected.argmax(axis=-1))
+
+
+def test_a_qat_model_saved_as_h5_loads_back_and_computes_the_same(qat_model, digits, tmp_path):
+    _, (x_val, _) = digits
+    qat_model.save(tmp_path / "qat.h5")
+    loaded = quant.load_qat_model(tmp_path / "qat.h5")
+    np.testing.assert_allclose(
+        loaded.predict(x_val[:8], verbose=0), qat_model.predict(x_val[:8], verbose=0), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(FileNotFoundError, match="No quantization-aware model"):
+        quant.load_qat_model(tmp_path / "missing.h5")
+    # tfmot's QuantizeLayer does not survive .keras (3 of 5 variables saved): say so rather than fail deep.
+    qat_model.save(tmp_path / "qat.keras")
+    with pytest.raises(ValueError, match=r"Save QAT models with qat_model.save\('qat.h5'\)"):
+        quant.load_qat_model(tmp_path / "qat.keras")

@@ -890,7 +890,7 @@ class AndroidLatency(LatencySource):
     after the phone has cooled down:
 
     `taskset MASK benchmark_model --graph=MODEL --num_threads=T --warmup_runs=W --warmup_min_secs=0
-    --num_runs=R --min_secs=0 --use_xnnpack=...`
+    --num_runs=R --min_secs=S --use_xnnpack=...`
 
     with every argument shell-quoted. `MASK` pins the process to the `threads` fastest CPUs (highest
     `cpuinfo_max_freq`; among equals the highest-numbered), unless `core_mask` says otherwise. Each
@@ -923,8 +923,10 @@ class AndroidLatency(LatencySource):
         threads: `--num_threads` (1 by default, like the MnasNet paper's single big core).
         core_mask: `"auto"` (the `threads` fastest cores), `None` (no `taskset`), or a CPU mask as an int or
             a hex string such as `"80"`.
-        runs: `--num_runs` per process.
+        runs: `--num_runs` per process: timed runs, at least.
         warmup_runs: `--warmup_runs` per process.
+        min_seconds: `--min_secs` per process: timed runs continue past `runs` until they add up to this
+            many seconds, so a single layer of a few microseconds is not timed over a few milliseconds only.
         repeats: Fresh benchmark processes per measurement.
         delegate: One of `DELEGATES`.
         extra_flags: More `--flag=value` arguments for benchmark_model.
@@ -967,6 +969,7 @@ class AndroidLatency(LatencySource):
         core_mask: str | int | None = "auto",
         runs: int = 50,
         warmup_runs: int = 10,
+        min_seconds: float = 0.1,
         repeats: int = 3,
         delegate: str = "xnnpack",
         extra_flags: Sequence[str] = (),
@@ -990,7 +993,7 @@ class AndroidLatency(LatencySource):
         _check_int("max_thermal_status", max_thermal_status, 0)
         _check_int("calibration_samples", calibration_samples, 1)
         _check_int("adb_port", adb_port, 1)
-        for arg in ("max_cool_wait_s", "lease_wait_s"):
+        for arg in ("min_seconds", "max_cool_wait_s", "lease_wait_s"):
             _check_seconds(arg, locals()[arg], allow_zero=True)
         for arg in ("cool_poll_s", "call_timeout_s", "run_timeout_s"):
             _check_seconds(arg, locals()[arg])
@@ -1035,6 +1038,7 @@ class AndroidLatency(LatencySource):
         self.core_mask = _normalize_mask(core_mask)
         self.runs = runs
         self.warmup_runs = warmup_runs
+        self.min_seconds = float(min_seconds)
         self.repeats = repeats
         self.delegate = delegate
         self.extra_flags = extra_flags
@@ -1083,6 +1087,7 @@ class AndroidLatency(LatencySource):
             "core_mask": self.core_mask,
             "runs": self.runs,
             "warmup_runs": self.warmup_runs,
+            "min_seconds": self.min_seconds,
             "repeats": self.repeats,
             "delegate": self.delegate,
             "extra_flags": list(self.extra_flags),
@@ -1371,7 +1376,7 @@ class AndroidLatency(LatencySource):
             f"--warmup_runs={self.warmup_runs}",
             "--warmup_min_secs=0",
             f"--num_runs={self.runs}",
-            "--min_secs=0",
+            f"--min_secs={self.min_seconds:g}",
             *delegate_flags,
             *self.extra_flags,
         ]

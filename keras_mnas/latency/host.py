@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -32,8 +33,11 @@ class HostLatency(LatencySource):
 
     The model is converted with `convert_to_tflite`, loaded in an
     `ai_edge_litert.interpreter.Interpreter` with `threads` threads and LiteRT's default XNNPACK
-    delegate, run `warmup_runs` times untimed and then `runs` times timed (each `invoke()` with
-    `time.perf_counter_ns`) on a fixed random input. The median is the figure. With `repeats > 1`
+    delegate, run `warmup_runs` times untimed and then timed (each `invoke()` with
+    `time.perf_counter_ns`) on a fixed random input, at least `runs` times and for at least
+    `min_seconds` in all, like `benchmark_model`'s `--num_runs` and `--min_secs`: a single layer of a
+    few microseconds is then timed over thousands of invocations, not over a few milliseconds that one
+    hiccup of the machine can cover. The median is the figure. With `repeats > 1`
     the whole thing is done in `repeats` fresh interpreters and the median of their medians is
     reported, which also averages out a badly placed interpreter; the default, 1, is the fastest.
     On this kind of 2-core host the defaults (10 warm-up, 50 timed runs) give a coefficient of
@@ -50,7 +54,9 @@ class HostLatency(LatencySource):
 
     Args:
         threads: Interpreter threads (1 by default, like the MnasNet paper's single big core).
-        runs: Timed runs per repeat.
+        runs: Timed runs per repeat, at least.
+        min_seconds: Timed runs continue past `runs` until they add up to this many seconds, per repeat
+            (0: exactly `runs`).
         warmup_runs: Untimed runs before timing, per repeat.
         repeats: Fresh interpreters to time in; the reported median is the median of medians.
         cache_dir: Optional directory for the on-disk result cache (created when needed).
@@ -76,6 +82,7 @@ class HostLatency(LatencySource):
         runs: int = 50,
         warmup_runs: int = 10,
         repeats: int = 1,
+        min_seconds: float = 0.1,
         cache_dir: str | os.PathLike | None = None,
         conversion: str = "concrete_function",
         calibration_samples: int = tflite_lib.DEFAULT_CALIBRATION_SAMPLES,
@@ -90,6 +97,13 @@ class HostLatency(LatencySource):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{arg}` must be an integer >= {minimum}; received {value!r}.")
+        if (
+            isinstance(min_seconds, bool)
+            or not isinstance(min_seconds, (int, float))
+            or not math.isfinite(min_seconds)
+            or min_seconds < 0
+        ):
+            raise ValueError(f"`min_seconds` must be a finite number >= 0; received {min_seconds!r}.")
         if conversion not in tflite_lib.CONVERSION_METHODS:
             raise ValueError(
                 f"`conversion` must be one of {tflite_lib.CONVERSION_METHODS}; received {conversion!r}."
@@ -98,6 +112,7 @@ class HostLatency(LatencySource):
         self.runs = runs
         self.warmup_runs = warmup_runs
         self.repeats = repeats
+        self.min_seconds = float(min_seconds)
         self.conversion = conversion
         self.calibration_samples = calibration_samples
         self.seed = seed
@@ -120,6 +135,7 @@ class HostLatency(LatencySource):
             "runs": self.runs,
             "warmup_runs": self.warmup_runs,
             "repeats": self.repeats,
+            "min_seconds": self.min_seconds,
             "conversion": self.conversion,
             "calibration_samples": self.calibration_samples,
             "seed": self.seed,
@@ -284,19 +300,20 @@ class HostLatency(LatencySource):
                 interpreter.set_tensor(detail["index"], _random_input(rng, detail["shape"], detail["dtype"]))
             for _ in range(self.warmup_runs):
                 interpreter.invoke()
-            times = np.empty(self.runs, dtype=np.int64)
+            times = []
             clock = time.perf_counter_ns
             invoke = interpreter.invoke
-            for i in range(self.runs):
+            deadline = clock() + int(self.min_seconds * 1e9)
+            while len(times) < self.runs or clock() < deadline:
                 start = clock()
                 invoke()
-                times[i] = clock() - start
+                times.append(clock() - start)
         except (RuntimeError, ValueError) as e:
             raise RuntimeError(
                 f"LiteRT could not run the TFLite model ({len(tflite_bytes)} bytes) with "
                 f"{self.threads} thread(s): {e}"
             ) from e
-        return times
+        return np.asarray(times, dtype=np.int64)
 
     # ----------------------------------------------------------------------------------------------
     # Caching.

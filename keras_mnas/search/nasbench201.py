@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_mnas.search.reward import MnasReward
+
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to-node, from-node) of each edge, in the order the cell string lists them.
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
@@ -86,34 +88,6 @@ def index_to_tokens(index: int) -> list[int]:
         index, token = divmod(int(index), len(OPS))
         tokens.append(token)
     return tokens[::-1]
-
-
-def mnas_reward(
-    accuracy: float | np.ndarray,
-    latency_ms: float | np.ndarray,
-    target_ms: float,
-    alpha: float = -0.07,
-    beta: float = -0.07,
-) -> float | np.ndarray:
-    """MnasNet's reward `ACC * (LAT / T) ** w`, with `w = alpha` if `LAT <= T` else `beta`.
-
-    Soft constraint: `alpha = beta = -0.07`. Hard constraint: `alpha = 0, beta = -1`.
-
-    Args:
-        accuracy: Accuracy as a fraction in [0, 1].
-        latency_ms: Latency in ms (> 0).
-        target_ms: Target latency T in ms (> 0).
-        alpha: Exponent when the latency meets the target.
-        beta: Exponent when it does not.
-    """
-    if not target_ms > 0:
-        raise ValueError(f"target_ms must be > 0; received {target_ms!r}.")
-    latency = np.asarray(latency_ms, dtype=np.float64)
-    if np.any(latency <= 0):
-        raise ValueError(f"latency_ms must be > 0; received {latency_ms!r}.")
-    exponent = np.where(latency <= target_ms, alpha, beta)
-    reward = np.asarray(accuracy, dtype=np.float64) * (latency / target_ms) ** exponent
-    return float(reward) if reward.ndim == 0 else reward
 
 
 def default_table_path() -> pathlib.Path:
@@ -206,7 +180,7 @@ class NB201Table:
         target = self.median_latency_ms if target_ms is None else target_ms
         # Cells whose every path is `none` have near-zero latency; keep the exponent finite.
         latency = np.maximum(self.latency_ms, 1e-6)
-        return mnas_reward(self.accuracy / 100.0, latency, target, alpha, beta)
+        return MnasReward(target, alpha, beta).score_arrays(self.accuracy / 100.0, latency)
 
     @staticmethod
     def rank(reward: float, rewards: np.ndarray) -> int:

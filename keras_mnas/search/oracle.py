@@ -505,7 +505,9 @@ class MnasOracle(keras_tuner.Oracle):
     def _check_search_config(self, saved: Mapping[str, Any]) -> None:
         if self.allow_config_change or not saved or not self.search_config:
             return
-        differences = _differences(saved, self.search_config)
+        differences = _differences(
+            saved, _without_settings_saved_before_they_existed(saved, self.search_config)
+        )
         if differences:
             raise ValueError(
                 "Refusing to resume a search with different settings than the saved one:\n  "
@@ -632,6 +634,28 @@ class MnasOracle(keras_tuner.Oracle):
 def _is_chief() -> bool:
     """Whether this process is the chief of KerasTuner's distributed tuning (read as KerasTuner does)."""
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+# Search settings recorded only by later keras-mnas versions, as paths into the search config.
+_SETTINGS_ADDED_LATER = (("build",), ("latency", "min_seconds"))
+
+
+def _without_settings_saved_before_they_existed(saved: Mapping[str, Any], current: Mapping[str, Any]):
+    """`current` without the later-added settings that `saved` lacks: an older project says nothing about
+    them, which is not a change to refuse."""
+    current = copy.deepcopy(dict(current))
+    for path in _SETTINGS_ADDED_LATER:
+        saved_parent, current_parent = saved, current
+        for key in path[:-1]:
+            saved_parent = saved_parent.get(key) if isinstance(saved_parent, Mapping) else None
+            current_parent = current_parent.get(key) if isinstance(current_parent, dict) else None
+        if (
+            isinstance(saved_parent, Mapping)
+            and isinstance(current_parent, dict)
+            and path[-1] not in saved_parent
+        ):
+            current_parent.pop(path[-1], None)
+    return current
 
 
 def _differences(saved: Any, current: Any, path: str = "") -> list[str]:

@@ -1,11 +1,12 @@
 """Reading a finished (or running) search from its project directory, without the script that ran it.
 
 KerasTuner keeps a search in a project directory: `oracle.json` (the oracle's state; `MnasOracle` adds the
-search's settings under `mnas.search_config`: the space's `get_config()`, the reward, the latency source and
-the quantization) and one `trial_<id>/trial.json` per trial (its hyperparameter values, metrics, score and
-status), next to the best epoch's weights, `trial_<id>/checkpoint.weights.h5`. `SearchProject` reads those
-files only: it never builds the tuner, so it neither needs the user's script nor changes anything on disk, and
-it can read a search that another process is still running.
+search's settings under `mnas.search_config`: the space's `get_config()`, the hypermodel's build settings,
+the reward, the latency source and the quantization) and one `trial_<id>/trial.json` per trial (its
+hyperparameter values, metrics, score and status), next to the best epoch's weights,
+`trial_<id>/checkpoint.weights.h5`. `SearchProject` reads those files only: it never builds the tuner, so it
+neither needs the user's script nor changes anything on disk, and it can read a search that another process
+is still running.
 
 Example:
 
@@ -269,6 +270,11 @@ class SearchProject:
     # ----------------------------------------------------------------------------------------------
     # Trials.
 
+    @property
+    def build_settings(self) -> dict[str, Any]:
+        """The search's `MnasHyperModel.build_config()` (empty for projects saved before it was recorded)."""
+        return dict(self.search_config.get("build") or {})
+
     def trial(self, trial_id: str | int) -> SavedTrial:
         """The trial with this id; `"7"`, `7` and `"007"` all name trial `007`.
 
@@ -349,22 +355,24 @@ class SearchProject:
         trial: SavedTrial | str | int,
         *,
         load_weights: bool = True,
-        include_preprocessing: bool = False,
-        bn_momentum: float = 0.9,
+        include_preprocessing: bool | None = None,
+        bn_momentum: float | None = None,
     ):
         """Rebuilds a trial's model, with the weights of its best epoch when the search saved them.
 
-        The model is built as `MnasHyperModel` builds candidates, from the recorded space: its input shape,
-        classes and width multiplier. The hypermodel's own settings are not recorded in the project, so
-        `include_preprocessing` and `bn_momentum` must match the search's (`MnasHyperModel`'s defaults are
-        `False` and 0.9); a mismatch of `include_preprocessing` changes what the model computes without
-        changing its weights.
+        The model is built as `MnasHyperModel` built the candidates, from the recorded space (input shape,
+        classes, width multiplier) and the recorded hypermodel settings (`build_settings`). Projects saved
+        before keras-mnas recorded those settings hold none: pass them, or `MnasHyperModel`'s defaults
+        (`include_preprocessing=False`, `bn_momentum=0.9`) are used. A wrong `include_preprocessing` changes
+        what the model computes without changing its weights.
 
         Args:
             trial: The trial or its id.
             load_weights: Whether to load the trial's checkpoint when there is one.
-            include_preprocessing: As the search's `MnasHyperModel(include_preprocessing=...)`.
-            bn_momentum: As the search's `MnasHyperModel(bn_momentum=...)` (for further training only).
+            include_preprocessing: `None` (the default) uses the recorded setting. A value that contradicts
+                the recorded one is refused.
+            bn_momentum: `None` uses the recorded setting; a value overrides it (it only matters for further
+                training).
 
         Returns:
             `(model, trained)`: `trained` is False when no checkpoint was loaded (the weights are the initial
@@ -395,6 +403,20 @@ class SearchProject:
                 f"Trial {trial.trial_id}'s hyperparameters do not describe an architecture of the recorded "
                 f"space: {error}"
             ) from error
+        recorded = self.build_settings
+        if include_preprocessing is None:
+            include_preprocessing = recorded.get("include_preprocessing", False)
+        elif (
+            "include_preprocessing" in recorded and include_preprocessing != recorded["include_preprocessing"]
+        ):
+            raise SearchProjectError(
+                f"The search built its candidates with include_preprocessing="
+                f"{recorded['include_preprocessing']}; rebuilding with include_preprocessing="
+                f"{include_preprocessing} would change what trial {trial.trial_id}'s model computes. "
+                "Leave it unset to use the recorded setting."
+            )
+        if bn_momentum is None:
+            bn_momentum = recorded.get("bn_momentum", 0.9)
         model = space.build(arch, include_preprocessing=include_preprocessing, bn_momentum=bn_momentum)
         if not (load_weights and trial.checkpoint):
             return model, False

@@ -12,6 +12,9 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 SOFT_EXPONENT = -0.07
 
 
@@ -77,6 +80,27 @@ class MnasReward:
         latency_ms = _finite("latency_ms", latency_ms, positive=True)
         exponent = self.alpha if latency_ms <= self.target_latency_ms else self.beta
         return accuracy * (latency_ms / self.target_latency_ms) ** exponent
+
+    def score_arrays(self, accuracy: ArrayLike, latency_ms: ArrayLike) -> np.ndarray:
+        """The reward of many candidates at once, e.g. a whole benchmark table, in one numpy expression.
+
+        Args:
+            accuracy: Accuracies, broadcastable against `latency_ms`.
+            latency_ms: Latencies in milliseconds, all finite and positive.
+
+        Returns:
+            A float64 array of rewards.
+
+        Example:
+
+        >>> MnasReward.hard(10.0).score_arrays([0.9, 0.9], [5.0, 20.0]).tolist()
+        [0.9, 0.45]
+        """
+        latency = np.asarray(latency_ms, dtype=np.float64)
+        if not np.all(np.isfinite(latency) & (latency > 0)):
+            raise ValueError(f"latency_ms must hold finite, positive numbers; received {latency_ms!r}.")
+        exponent = np.where(latency <= self.target_latency_ms, self.alpha, self.beta)
+        return np.asarray(accuracy, dtype=np.float64) * (latency / self.target_latency_ms) ** exponent
 
     def upper_bound(self, latency_ms: float, best_accuracy: float = 1.0) -> float:
         """The largest reward a model of this latency can reach: what pre-training filters compare."""

@@ -486,6 +486,23 @@ class MnasHyperModel(keras_tuner.HyperModel):
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         self.space.declare(hp)
 
+    def build_config(self) -> dict[str, Any]:
+        """The settings besides the architecture that shape the candidates' layers.
+
+        `MnasTuner` records them with the search, so a trial's model can be rebuilt from the project
+        directory alone (`SearchProject.build_model`, `keras-mnas export`) exactly as it was trained.
+        Training settings (optimizer, loss, metrics) do not change the layers and are not included.
+
+        Example:
+
+        >>> MnasHyperModel(include_preprocessing=True).build_config()
+        {'include_preprocessing': True, 'bn_momentum': 0.9}
+        """
+        return {
+            "include_preprocessing": bool(self.include_preprocessing),
+            "bn_momentum": float(self.bn_momentum),
+        }
+
     def architecture(self, hp: keras_tuner.HyperParameters | Mapping[str, Any]) -> ArchSpec:
         """The architecture a trial's hyperparameters describe."""
         values = hp.values if isinstance(hp, keras_tuner.HyperParameters) else hp

@@ -336,6 +336,9 @@ class MnasTuner(keras_tuner.Tuner):
             "quantization": self.quantization,
             "controller": controller,
         }
+        if isinstance(hypermodel, MnasHyperModel):
+            # What rebuilds a trial's exact model from the project alone (keras-mnas export).
+            config["build"] = hypermodel.build_config()
         if self.prefilter is not None:
             # Only with a prefilter: a project saved before prefilters existed holds no such key, and the
             # oracle reads a key missing on one side as a change; without a prefilter the two then match.

@@ -84,6 +84,8 @@ _DEFAULT_ZONES = (("cpu-0-0-usr", 36500), ("cpu-1-0-usr", 37800), ("cpu-2-0-usr"
 _DEFAULT_HAL_TEMPERATURES = (("CPU0", 0, 36.5), ("CPU7", 0, 39.2), ("battery", 2, 29.8), ("skin", 3, 31.0))
 
 _SYNC_CHUNK = 64 * 1024
+# The fake benchmark's runs per process at most, however short its latency and long its --min_secs.
+_MAX_FAKE_RUNS = 100_000
 
 
 @dataclasses.dataclass
@@ -883,7 +885,9 @@ class FakePhone:
                 ]
 
             warmup = times(max(1, int(flags.get("warmup_runs", "1"))))
-            runs = times(max(1, int(flags.get("num_runs", "50"))))
+            # Like the real tool: at least --num_runs, and more until they add up to --min_secs (default 1).
+            min_runs = math.ceil(float(flags.get("min_secs", "1")) * 1000 / max(latency, 1e-3))
+            runs = times(min(max(1, int(flags.get("num_runs", "50")), min_runs), _MAX_FAKE_RUNS))
             text = fake_benchmark_output(
                 bench.generation,
                 graph=graph,

@@ -84,7 +84,8 @@ def test_measure_tflite_returns_a_complete_result(server, phone, binary):
     assert isinstance(result, LatencyResult)
     assert result.source == "android:PHONE1"
     assert result.median_ms == pytest.approx(12.0, rel=0.03)
-    assert (result.runs, result.warmup_runs, result.threads) == (15, 1, 1)
+    # 3 processes of 5 runs at least, and of 0.1 s at least (--min_secs): 9 runs of 12 ms each.
+    assert (result.runs, result.warmup_runs, result.threads) == (27, 1, 1)
     assert result.sha256 == hashlib.sha256(TINY).hexdigest()
     assert result.tflite_bytes == len(TINY)
     assert result.median_ms <= result.p90_ms
@@ -112,7 +113,7 @@ def test_the_exact_command_line(server, phone, binary):
         "--warmup_runs=2",
         "--warmup_min_secs=0",
         "--num_runs=7",
-        "--min_secs=0",
+        "--min_secs=0.1",
         "--use_xnnpack=true",
     ]
 
@@ -163,7 +164,8 @@ def test_median_of_processes_and_the_cv_flag(binary):
         "P", benchmark=FakeBenchmark(latency_ms=lambda run: latencies[run.index], relative_std=0.001)
     )
     with AdbDouble([phone]) as double:
-        result = make_source(double, binary, serial="P").measure_tflite(TINY)
+        # Equal run counts (no minimum time), so that the pooled mean is the mean of the three.
+        result = make_source(double, binary, serial="P", min_seconds=0).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(12.0, rel=0.01)
     assert result.mean_ms == pytest.approx(12.0, rel=0.01)
     assert result.cv > 0.05 and result.unstable

@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ from keras_mnas.latency import host as host_lib
 from keras_mnas.latency import tflite as tflite_lib
 
 # Few runs keep the tests fast; the defaults are for real measurements.
-FAST = dict(runs=5, warmup_runs=1)
+FAST = dict(runs=5, warmup_runs=1, min_seconds=0)
 
 
 def small_model(name="small", input_shape=(32, 32, 3), seed=0):
@@ -197,7 +198,7 @@ def test_runtime_failure_raises_instead_of_returning_a_number(monkeypatch):
 
 def test_repeats_time_fresh_interpreters():
     tflite_bytes = convert_to_tflite(small_model())
-    result = HostLatency(runs=4, warmup_runs=0, repeats=3).measure_tflite(tflite_bytes)
+    result = HostLatency(runs=4, warmup_runs=0, repeats=3, min_seconds=0).measure_tflite(tflite_bytes)
     assert result.runs == 12
     medians = result.provenance["per_repeat_median_ms"]
     assert len(medians) == 3
@@ -215,7 +216,27 @@ def test_config_records_the_settings_that_change_the_figure():
     )
 
 
-@pytest.mark.parametrize("kwargs", [dict(runs=0), dict(threads=0), dict(warmup_runs=-1), dict(repeats=1.5)])
+def test_a_fast_model_is_timed_for_min_seconds_not_just_runs():
+    tflite_bytes = convert_to_tflite(small_model())  # tens of microseconds per invoke
+    start = time.perf_counter()
+    result = HostLatency(runs=5, warmup_runs=1, repeats=2, min_seconds=0.05).measure_tflite(tflite_bytes)
+    assert time.perf_counter() - start >= 2 * 0.05  # each fresh interpreter timed for at least 50 ms
+    assert result.runs > 2 * 5
+    assert HostLatency(min_seconds=0.05).config()["min_seconds"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(runs=0),
+        dict(threads=0),
+        dict(warmup_runs=-1),
+        dict(repeats=1.5),
+        dict(min_seconds=-0.1),
+        dict(min_seconds=float("nan")),
+        dict(min_seconds="1"),
+    ],
+)
 def test_invalid_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         HostLatency(**kwargs)

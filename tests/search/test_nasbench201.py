@@ -51,17 +51,6 @@ def test_bad_arch_strings(bad, message):
         nb.tokens_to_arch_str([0, 0, 0, 0, 0, 5])
 
 
-def test_mnas_reward_soft_and_hard():
-    assert nb.mnas_reward(0.9, 10.0, 10.0) == pytest.approx(0.9)
-    assert nb.mnas_reward(0.9, 20.0, 10.0) == pytest.approx(0.9 * 2**-0.07)
-    assert nb.mnas_reward(0.9, 5.0, 10.0) == pytest.approx(0.9 * 0.5**-0.07)  # faster earns a bonus
-    # Hard constraint: no bonus under the target, a steep penalty above it.
-    assert nb.mnas_reward(0.9, 5.0, 10.0, alpha=0.0, beta=-1.0) == pytest.approx(0.9)
-    assert nb.mnas_reward(0.9, 20.0, 10.0, alpha=0.0, beta=-1.0) == pytest.approx(0.45)
-    with pytest.raises(ValueError, match="target_ms must be > 0"):
-        nb.mnas_reward(0.9, 5.0, 0.0)
-
-
 @needs_table
 def test_table(table, rewards):
     assert len(table) == len(table.arch_strs) == 15_625

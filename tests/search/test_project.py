@@ -201,3 +201,27 @@ def test_unreadable_files_are_reported_by_name(tmp_path):
     (project / "oracle.json").write_text("[]")
     with pytest.raises(SearchProjectError, match="oracle state"):
         SearchProject(project)
+
+
+def test_build_model_uses_the_recorded_hypermodel_settings(tmp_path):
+    rgb_space = MnasSearchSpace.from_config({**SPACE.get_config(), "input_shape": [16, 16, 3]})
+    config = {**mnas_config(), "space": rgb_space.get_config()}
+    recorded = write_project(
+        tmp_path / "recorded", {**config, "build": {"include_preprocessing": True, "bn_momentum": 0.99}}
+    )
+    write_trial(recorded, "0")
+    model, _ = SearchProject(recorded).build_model("0")
+    layer_names = [layer.name for layer in model.layers]
+    assert "rescaling" in layer_names and "normalization" in layer_names
+    assert model.get_layer("stem_bn").momentum == pytest.approx(0.99)
+    with pytest.raises(SearchProjectError, match="built its candidates with include_preprocessing=True"):
+        SearchProject(recorded).build_model("0", include_preprocessing=False)
+
+    # A project saved before the settings were recorded: the caller's word, else MnasHyperModel's defaults.
+    older = write_project(tmp_path / "older", config)
+    write_trial(older, "0")
+    model, _ = SearchProject(older).build_model("0")
+    assert "rescaling" not in [layer.name for layer in model.layers]
+    assert model.get_layer("stem_bn").momentum == pytest.approx(0.9)
+    model, _ = SearchProject(older).build_model("0", include_preprocessing=True)
+    assert "rescaling" in [layer.name for layer in model.layers]

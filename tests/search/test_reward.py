@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from keras_mnas.search.reward import MnasReward
@@ -45,3 +46,17 @@ def test_bad_reward_arguments(kwargs, match):
 def test_bad_latency_never_becomes_a_reward(latency):
     with pytest.raises(ValueError, match="latency_ms"):
         MnasReward.soft(10.0)(0.9, latency)
+
+
+def test_score_arrays_scores_a_whole_table_like_the_scalar_reward():
+    accuracy = np.array([0.9, 0.9, 0.9, 0.5])
+    latency = np.array([10.0, 20.0, 5.0, 7.5])
+    for reward in (MnasReward.soft(10.0), MnasReward.hard(10.0), MnasReward(10.0, alpha=-0.2, beta=-0.5)):
+        scores = reward.score_arrays(accuracy, latency)
+        assert scores.shape == (4,)
+        np.testing.assert_allclose(scores, [reward(a, t) for a, t in zip(accuracy, latency, strict=True)])
+    soft = MnasReward.soft(10.0).score_arrays(accuracy, latency)
+    assert soft[2] > soft[0] > soft[1]  # faster earns a bonus, slower pays
+    for bad in ([0.0], [-1.0], [np.nan], [np.inf]):
+        with pytest.raises(ValueError, match="latency_ms must hold finite, positive numbers"):
+            MnasReward.soft(10.0).score_arrays([0.9], bad)

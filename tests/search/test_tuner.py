@@ -19,6 +19,8 @@ from keras_mnas.latency import (
     convert_to_tflite,
 )
 from keras_mnas.search import MnasHyperModel, MnasReward, MnasSearchSpace, MnasTuner
+from keras_mnas.search.project import SearchProject
+from keras_mnas.testing import ScriptedLatency
 from keras_mnas.utils.tf_memory import custom_gradient_names
 
 TINY_SKELETON = [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)]
@@ -40,21 +42,6 @@ def tiny_space():
         head_filters=32,
         fixed_blocks={0: "r1_k3_s11_e1_i32_o16_noskip"},
     )
-
-
-class ScriptedLatency(LatencySource):
-    """Latencies from a script, in call order: makes the reward's latency term exact and fast to test."""
-
-    name = "scripted"
-
-    def __init__(self, latencies):
-        self.latencies = list(latencies)
-        self.calls = 0
-
-    def measure(self, model, *, quantization="float32", representative_data=None):
-        value = self.latencies[min(self.calls, len(self.latencies) - 1)]
-        self.calls += 1
-        return LatencyResult(value, value, value, 0.0, 0.0, 1, 0, 1, self.name)
 
 
 def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, capsys):
@@ -91,6 +78,13 @@ def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, c
     assert "Score" in capsys.readouterr().out
     best_model = tuner.get_best_models(1)[0]
     assert best_model.predict(x_val[:2], verbose=0).shape == (2, 10)
+    # The project alone (no script) rebuilds the same model: the hypermodel's build settings are recorded.
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    assert tuner.oracle.search_config["build"] == {"include_preprocessing": False, "bn_momentum": 0.9}
+    rebuilt, trained = SearchProject(tmp_path / "habits").build_model(best_trial.trial_id)
+    assert trained
+    expected = best_model.predict(x_val[:2], verbose=0)
+    np.testing.assert_allclose(rebuilt.predict(x_val[:2], verbose=0), expected, rtol=1e-5, atol=1e-6)
     best_hp = tuner.get_best_hyperparameters(1)[0]
     arch = tuner.best_architectures(1)[0]
     assert arch == tuner.hypermodel.architecture(best_hp)

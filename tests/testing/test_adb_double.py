@@ -181,16 +181,19 @@ def test_fake_benchmark_prints_parseable_output_of_each_generation(generation):
         device = client_for(double).device("P")
         install(device)
         command = shlex.join(
-            ["taskset", "80", BINARY, f"--graph={GRAPH}", "--num_runs=40", "--warmup_runs=3"]
+            ["taskset", "80", BINARY, f"--graph={GRAPH}", "--num_runs=40", "--min_secs=0", "--warmup_runs=3"]
         )
         result = device.shell2(command, v2=True)
+        # Without --min_secs the real tool runs for at least a second: 50 runs of 20 ms, not 40.
+        default = device.shell2(shlex.join([BINARY, f"--graph={GRAPH}", "--num_runs=40"]), v2=True)
+    assert parse_benchmark_output(default.stdout, exit_code=default.returncode).runs.count == 50
     assert result.returncode == 0
     parsed = parse_benchmark_output(result.stdout, exit_code=result.returncode)
     assert parsed.generation == generation
     assert parsed.runs.count == 40
     assert parsed.warmup.count == 3
     assert parsed.figure_ms == pytest.approx(20.0, rel=0.05)
-    run = phone.benchmark_runs[-1]
+    run = phone.benchmark_runs[0]
     assert run.core_mask == "80"
     assert run.flags["num_runs"] == "40"
 
