@@ -166,6 +166,9 @@ class MnasOracle(keras_tuner.Oracle):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
+        if seed == 0:
+            # KerasTuner reads a seed of 0 as "no seed" and draws a random one: seed=0 would not reproduce.
+            self.seed = self._seed_state = 0
         direction = getattr(self.objective, "direction", None)
         if direction not in ("max", "min"):
             raise ValueError(

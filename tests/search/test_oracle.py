@@ -118,6 +118,16 @@ def test_failed_trials_never_reach_the_controller(tmp_path):
     assert tuner.oracle.controller.num_observed == len(completed) + tuner.oracle.reused_proposals
 
 
+def test_seed_zero_reproduces_like_any_other_seed(tmp_path):
+    # KerasTuner itself turns seed=0 into a random seed.
+    first = make_tuner(tmp_path / "first", max_trials=6, seed=0)
+    first.search(verbose=0)
+    second = make_tuner(tmp_path / "second", max_trials=6, seed=0)
+    second.search(verbose=0)
+    assert first.oracle.seed == 0
+    assert first.evaluated == second.evaluated
+
+
 def test_resume_continues_exactly_where_it_stood(tmp_path):
     straight = make_tuner(tmp_path / "straight", max_trials=10)
     straight.search(verbose=0)
