@@ -443,7 +443,7 @@ class MnasTuner(keras_tuner.Tuner):
 
     def _prefiltered(self, trial) -> dict[str, float] | None:
         """The skipped trial's metrics when the prefilter predicts it far over the budget, else None."""
-        if self.prefilter is None or not self.reward.is_hard:
+        if self.prefilter is None:  # _check_prefilter admits a prefilter only with a hard reward
             return None
         space = self.hypermodel.space
         arch = self.hypermodel.architecture(trial.hyperparameters)
