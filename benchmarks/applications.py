@@ -94,7 +94,8 @@ def main(argv=None):
         f"Host: {any_result.provenance.get('cpu', platform.processor() or platform.machine())}; "
         f"{any_result.threads} thread, {args.runs} runs x {args.repeats} fresh interpreters, median of "
         f"medians; LiteRT {any_result.provenance.get('litert', '?')}, "
-        f"TensorFlow {any_result.provenance.get('tensorflow', '?')}. (!) marks CV > 5%."
+        f"TensorFlow {any_result.provenance.get('tensorflow', '?')}. (!) marks an unstable figure (the "
+        "middle 90% of runs spread like a CV above 5%)."
     )
     table = "\n".join(lines)
     print(table)

@@ -193,7 +193,8 @@ def table(rows: dict, args, latency: HostLatency) -> str:
         f"{args.qat_epochs} QAT epochs; search: {args.search_trials} trials x {args.search_epochs} epochs. "
         f"Host: {cpu}; {latency.threads} thread, {latency.runs} runs x {latency.repeats} fresh interpreters, "
         f"median of medians; LiteRT {provenance.get('litert', '?')}, TensorFlow "
-        f"{provenance.get('tensorflow', '?')}. (!) marks CV > 5%. Float accuracy is the Keras model's; the "
+        f"{provenance.get('tensorflow', '?')}. (!) marks an unstable figure (the middle 90% of runs spread "
+        "like a CV above 5%). Float accuracy is the Keras model's; the "
         f"float TFLite model's agreed within {100 * tflite_gap:.1f} points.",
     ]
     return "\n".join(lines)

@@ -240,8 +240,11 @@ def _describe_source(source) -> str:
     config = source.config()
     name = config.get("name")
     if name == "host":
+        # Timing goes on past `runs` for `min_seconds`, so both bound the work (old tables lack the latter).
+        floor = f" and {config['min_seconds']:g} s" if config.get("min_seconds") else ""
         return (
-            f"host CPU ({config['threads']} thread(s), {config['runs']} runs x {config['repeats']} repeat(s))"
+            f"host CPU ({config['threads']} thread(s), at least {config['runs']} runs{floor} "
+            f"x {config['repeats']} repeat(s))"
         )
     if name == "android":
         return f"phone {config['serial'] or '(the only one connected)'}"
@@ -472,7 +475,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"{result.p90_ms:.4g} ms"
             + (" (upper bound)" if result.provenance.get("p90_is_upper_bound") else ""),
         ),
-        ("cv", f"{100 * result.cv:.2f}% ({stability})"),
+        ("cv", f"{100 * result.cv:.2f}%"),
+        (
+            "spread",
+            f"{100 * result.spread:.2f}% "
+            + ("(5th-95th percentile range, as a cv; " if result.robust_cv is not None else "(cv; ")
+            + f"{stability})",
+        ),
         ("runs", f"{result.runs} timed, {result.warmup_runs} warm-up, {result.threads} thread(s)"),
         *_provenance_lines(result),
     ]
@@ -591,8 +600,14 @@ class _PerMeasurementWarnings:
 
 
 def _unstable_entries(table) -> list[str]:
-    """Keys of the table's entries measured with a coefficient of variation above 5%."""
-    return [key for key, entry in table.to_dict()["entries"].items() if entry.get("cv", 0.0) > 0.05]
+    """Keys of the table's entries measured with a spread above 5% (as `LatencyResult.unstable` judges)."""
+    from keras_mnas.latency.base import UNSTABLE_SPREAD
+
+    return [
+        key
+        for key, entry in table.to_dict()["entries"].items()
+        if entry.get("robust_cv", entry.get("cv", 0.0)) > UNSTABLE_SPREAD
+    ]
 
 
 def _cmd_lut_build(args: argparse.Namespace) -> int:
@@ -699,7 +714,7 @@ def _lut_build(args: argparse.Namespace) -> int:
     unstable = summary["unstable_entries"]
     if unstable:
         print(
-            f"{len(unstable)} of {len(table)} entries were measured with a coefficient of variation above 5% "
+            f"{len(unstable)} of {len(table)} entries were measured with a spread above 5% "
             "(a busy machine or a throttling phone): their figures are less certain."
         )
     return EXIT_OK
@@ -756,6 +771,7 @@ def _lut_eval(args: argparse.Namespace) -> int:
                 "predicted_ms": predicted,
                 "measured_ms": measured,
                 "measured_cv": result.cv,
+                "measured_unstable": result.unstable,
                 "error": error,
             }
         )
@@ -801,10 +817,10 @@ def _lut_eval(args: argparse.Namespace) -> int:
         f"  absolute error: median {100 * summary['median_abs_error']:.1f}%, "
         f"worst {100 * summary['max_abs_error']:.1f}%"
     )
-    unstable = sum(r["measured_cv"] > 0.05 for r in rows)
+    unstable = sum(r["measured_unstable"] for r in rows)
     if unstable:
         print(
-            f"  {unstable} of {count} measurements had a coefficient of variation above 5%: the measured "
+            f"  {unstable} of {count} measurements had a spread above 5%: the measured "
             "figures themselves are noisy (a busy machine or a throttling phone)."
         )
     return EXIT_OK

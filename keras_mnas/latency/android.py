@@ -52,7 +52,7 @@ import adbutils
 from adbutils.errors import AdbConnectionError
 
 from keras_mnas.latency import tflite as tflite_lib
-from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
+from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource, check_seconds, percentile_cv
 from keras_mnas.latency.benchmark_model import BenchmarkOutput, parse_benchmark_output
 from keras_mnas.latency.errors import (
     DeadlineExceededError,
@@ -812,13 +812,6 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"`{name}` must be an integer >= {minimum}; received {value!r}.")
 
 
-def _check_seconds(name: str, value, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a finite number of seconds {bound}; received {value!r}.")
-
-
 def _normalize_mask(core_mask) -> str | None:
     if core_mask is None or core_mask == "none":
         return None
@@ -896,8 +889,10 @@ class AndroidLatency(LatencySource):
     `cpuinfo_max_freq`; among equals the highest-numbered), unless `core_mask` says otherwise. Each
     process's figure is the median of its runs when the tool prints percentiles (LiteRT), else their mean;
     the result's `median_ms` is the median over the processes. `mean_ms`, `std_ms` and `cv` pool all runs
-    of all processes (so a process that ran slower counts); `unstable` flags a coefficient of variation
-    above 5%. benchmark_model prints no 90th percentile, so `p90_ms` holds the highest per-process 95th
+    of all processes (so a process that ran slower counts). When the tool prints percentiles, `robust_cv` is
+    the larger of the widest per-process 5th-95th percentile spread and the spread between the processes'
+    figures; `unstable` flags it above 5% (`cv` when the tool prints no percentiles). benchmark_model
+    prints no 90th percentile, so `p90_ms` holds the highest per-process 95th
     percentile when printed, else the highest per-process maximum: an upper bound of the 90th percentile,
     never an underestimate.
 
@@ -994,11 +989,11 @@ class AndroidLatency(LatencySource):
         _check_int("calibration_samples", calibration_samples, 1)
         _check_int("adb_port", adb_port, 1)
         for arg in ("min_seconds", "max_cool_wait_s", "lease_wait_s"):
-            _check_seconds(arg, locals()[arg], allow_zero=True)
+            check_seconds(arg, locals()[arg], allow_zero=True)
         for arg in ("cool_poll_s", "call_timeout_s", "run_timeout_s"):
-            _check_seconds(arg, locals()[arg])
+            check_seconds(arg, locals()[arg])
         if lease_ttl_s is not None:
-            _check_seconds("lease_ttl_s", lease_ttl_s)
+            check_seconds("lease_ttl_s", lease_ttl_s)
         if delegate not in DELEGATES:
             raise ValueError(f"`delegate` must be one of {DELEGATES}; received {delegate!r}.")
         if conversion not in tflite_lib.CONVERSION_METHODS:
@@ -1222,7 +1217,7 @@ class AndroidLatency(LatencySource):
             raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
         tflite_bytes = _validate_tflite(tflite_bytes)
         wait = self.lease_wait_s if lease_wait_s is None else lease_wait_s
-        _check_seconds("lease_wait_s", wait, allow_zero=True)
+        check_seconds("lease_wait_s", wait, allow_zero=True)
         with self._lock:
             phone = self._get_phone()
             try:
@@ -1492,6 +1487,14 @@ class AndroidLatency(LatencySource):
                 uppers.append(o.inference_avg_us / 1000.0)
         median = float(statistics.median(figures))
         between_cv = statistics.pstdev(figures) / statistics.fmean(figures) if len(figures) > 1 else 0.0
+        percentiles = [
+            (o.runs.p5_us, o.runs.median_us, o.runs.p95_us)
+            for o in outputs
+            if o.runs is not None and None not in (o.runs.p5_us, o.runs.median_us, o.runs.p95_us)
+        ]
+        robust_cv = None
+        if len(percentiles) == len(outputs) and all(m > 0 for _, m, _ in percentiles):
+            robust_cv = max(between_cv, *(percentile_cv(*p) for p in percentiles))
         lease = info["lease"]
         provenance = {
             "serial": phone.serial,
@@ -1547,14 +1550,16 @@ class AndroidLatency(LatencySource):
             tflite_bytes=len(tflite_bytes),
             sha256=hashlib.sha256(tflite_bytes).hexdigest(),
             provenance=provenance,
+            robust_cv=robust_cv,
         )
         if result.unstable:
             logger.warning(
-                "Unstable latency on phone %s: median %.3f ms with a coefficient of variation of %.1f%% "
+                "Unstable latency on phone %s: median %.3f ms with a spread of %.1f%% (%s) "
                 "over %d runs in %d processes (per process: %s ms). Is the phone busy, hot, or throttling?",
                 phone.serial,
                 result.median_ms,
-                100 * result.cv,
+                100 * result.spread,
+                "coefficient of variation" if robust_cv is None else "5th-95th percentile range, as a cv",
                 result.runs,
                 self.repeats,
                 ", ".join(f"{f:.3f}" for f in figures),

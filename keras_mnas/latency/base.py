@@ -15,6 +15,37 @@ from typing import Any
 
 QUANTIZATIONS = ("float32", "int8")
 
+# Above this spread (see `LatencyResult.spread`) a figure is flagged unstable.
+UNSTABLE_SPREAD = 0.05
+
+# The 95th percentile of the standard normal: (p95 - p5) / (2 * this) estimates a normal sigma.
+_Z95 = 1.6448536269514722
+
+
+def percentile_cv(p5: float, median: float, p95: float) -> float:
+    """The coefficient of variation implied by the 5th-95th percentile range of a set of runs.
+
+    `(p95 - p5) / (2 * 1.645 * median)`: for normally distributed times it equals `std / mean`; unlike it,
+    up to 5% of outliers on either side leave it unchanged.
+
+    Example:
+
+    ```python
+    percentile_cv(p5=9.0, median=10.0, p95=11.0)  # about 0.061
+    ```
+    """
+    if not median > 0:
+        raise ValueError(f"`median` must be positive; received {median!r}.")
+    return max(0.0, (p95 - p5) / (2 * _Z95 * median))
+
+
+def check_seconds(name: str, value, *, allow_zero: bool = False) -> None:
+    """Raises `ValueError` naming `name` unless `value` is a finite number of seconds (> 0, or >= 0)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be a finite number of seconds {bound}; received {value!r}.")
+
 
 @dataclasses.dataclass(frozen=True)
 class LatencyResult:
@@ -27,7 +58,8 @@ class LatencyResult:
         mean_ms: Mean latency over the measured runs.
         p90_ms: 90th percentile of the measured runs.
         std_ms: Standard deviation of the measured runs.
-        cv: Coefficient of variation (`std_ms / mean_ms`).
+        cv: Coefficient of variation (`std_ms / mean_ms`), as benchmark_model's `std` gives it. Over
+            thousands of runs of a small model, a handful of runs pre-empted by the OS dominate it.
         runs: Number of timed runs behind the statistics (0 for a prediction).
         warmup_runs: Number of untimed warm-up runs.
         threads: Number of interpreter threads.
@@ -36,6 +68,10 @@ class LatencyResult:
         tflite_bytes: Size of the TFLite flatbuffer that was timed (0 when none was built).
         sha256: SHA-256 of that flatbuffer (empty when none was built).
         provenance: Free-form facts about where and how it was measured (machine, device, versions).
+        robust_cv: The spread of the middle 90% of the runs as a coefficient of variation,
+            `(p95 - p5) / (2 * 1.645 * median)`: equal to `cv` for normally distributed times, and unmoved
+            by a few outliers. `None` when the runs' percentiles are unknown (benchmark_model before
+            LiteRT prints none; results cached before keras-mnas recorded it).
     """
 
     median_ms: float
@@ -51,10 +87,13 @@ class LatencyResult:
     tflite_bytes: int = 0
     sha256: str = ""
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    robust_cv: float | None = None
 
     def __post_init__(self):
-        for name in ("median_ms", "mean_ms", "p90_ms", "std_ms", "cv"):
+        for name in ("median_ms", "mean_ms", "p90_ms", "std_ms", "cv", "robust_cv"):
             value = getattr(self, name)
+            if value is None and name == "robust_cv":
+                continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(
                     f"LatencyResult.{name} must be a finite, non-negative number; received {value!r}."
@@ -70,9 +109,19 @@ class LatencyResult:
             )
 
     @property
+    def spread(self) -> float:
+        """`robust_cv` when known, else `cv`: the spread `unstable` judges."""
+        return self.cv if self.robust_cv is None else self.robust_cv
+
+    @property
     def unstable(self) -> bool:
-        """True when the coefficient of variation is above 5%: the figure deserves suspicion."""
-        return self.cv > 0.05
+        """True when `spread` is above 5%: the runs disagree and the figure deserves suspicion.
+
+        The robust spread is judged when known, so that a few pre-empted runs among thousands (the usual
+        case for a model of microseconds on a desktop OS) do not flag every figure, while a machine busy
+        for much of the measurement still does.
+        """
+        return self.spread > UNSTABLE_SPREAD
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict (the inverse of `from_dict`)."""

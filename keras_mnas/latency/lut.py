@@ -926,7 +926,8 @@ class LatencyLookupTable(LatencySource):
         self.keras_mnas_version = _keras_mnas_version()
         self.baseline: dict[str, Any] | None = None
         self.calibration: Calibration | None = None
-        self._raw: dict[str, dict[str, Any]] = {}  # key -> {"median_ms", "cv", "runs", "provenance"}
+        # key -> {"median_ms", "cv", "robust_cv" (when known), "runs", "provenance"}
+        self._raw: dict[str, dict[str, Any]] = {}
         self._net: dict[str, float] = {}  # key -> entry minus baseline, what predictions add up
         self._provenance: list[dict[str, Any]] = []
         self._provenance_index: dict[str, int] = {}
@@ -1008,6 +1009,7 @@ class LatencyLookupTable(LatencySource):
         return {
             "median_ms": float(result.median_ms),
             "cv": float(result.cv),
+            **({} if result.robust_cv is None else {"robust_cv": float(result.robust_cv)}),
             "runs": int(result.runs),
             "provenance": self._provenance_index[text],
         }

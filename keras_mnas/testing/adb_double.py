@@ -153,6 +153,7 @@ class FakeBenchmark:
         latency_ms: The per-run latency the timings centre on, or a callable taking the `BenchmarkRun`
             (flags, model hash, index) and returning it.
         relative_std: Relative standard deviation of the per-run times.
+        preempted_share: Share of the timed runs that the OS pre-empts, each taking 100 times as long.
         init_ms: Initialisation time printed.
         duration_s: Wall-clock seconds the fake process takes (to test exclusivity and deadlines).
         model_error: Make every run fail like a model the runtime cannot run: `"op-version"`,
@@ -163,6 +164,7 @@ class FakeBenchmark:
     generation: str = "litert"
     latency_ms: float | Callable[[BenchmarkRun], float] = 5.0
     relative_std: float = 0.01
+    preempted_share: float = 0.0
     init_ms: float = 15.0
     duration_s: float = 0.0
     model_error: str | None = None
@@ -888,6 +890,7 @@ class FakePhone:
             # Like the real tool: at least --num_runs, and more until they add up to --min_secs (default 1).
             min_runs = math.ceil(float(flags.get("min_secs", "1")) * 1000 / max(latency, 1e-3))
             runs = times(min(max(1, int(flags.get("num_runs", "50")), min_runs), _MAX_FAKE_RUNS))
+            runs = [t * 100 if rng.random() < bench.preempted_share else t for t in runs]
             text = fake_benchmark_output(
                 bench.generation,
                 graph=graph,

@@ -170,7 +170,26 @@ def test_median_of_processes_and_the_cv_flag(binary):
     assert result.mean_ms == pytest.approx(12.0, rel=0.01)
     assert result.cv > 0.05 and result.unstable
     assert result.provenance["between_process_cv"] == pytest.approx(0.136, abs=0.01)
+    # Each process is steady; the processes disagree, and that alone makes the figure unstable.
+    assert result.robust_cv == pytest.approx(result.provenance["between_process_cv"])
     assert result.provenance["per_process_ms"] == pytest.approx(latencies, rel=0.01)
+
+
+def test_a_few_preempted_runs_do_not_flag_a_steady_phone(binary):
+    # 1% of the runs pre-empted: the pooled cv is large, the percentiles LiteRT prints are steady.
+    phone = FakePhone("P", benchmark=FakeBenchmark(latency_ms=2.0, preempted_share=0.01))
+    with AdbDouble([phone]) as double:
+        result = make_source(double, binary, serial="P", runs=500).measure_tflite(TINY)
+    assert result.cv > 0.5
+    assert result.robust_cv < 0.05 and not result.unstable
+
+
+def test_without_printed_percentiles_the_cv_decides(binary):
+    phone = FakePhone("P", benchmark=FakeBenchmark(generation="tf2", latency_ms=2.0, preempted_share=0.01))
+    with AdbDouble([phone]) as double:
+        result = make_source(double, binary, serial="P", runs=500).measure_tflite(TINY)
+    assert result.robust_cv is None
+    assert result.spread == result.cv > 0.5 and result.unstable
 
 
 def test_pushes_only_what_changed(server, phone, binary):

@@ -1,9 +1,11 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from keras_mnas.latency import QUANTIZATIONS, LatencyResult, LatencySource
+from keras_mnas.latency.base import check_seconds, percentile_cv
 
 
 def make_result(**overrides):
@@ -26,7 +28,7 @@ def make_result(**overrides):
     return LatencyResult(**fields)
 
 
-@pytest.mark.parametrize("field", ["median_ms", "mean_ms", "p90_ms", "std_ms", "cv"])
+@pytest.mark.parametrize("field", ["median_ms", "mean_ms", "p90_ms", "std_ms", "cv", "robust_cv"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, "6"])
 def test_result_rejects_non_finite_negative_or_non_numbers(field, bad):
     with pytest.raises(ValueError, match=field):
@@ -72,6 +74,38 @@ def test_from_dict_revalidates():
 def test_unstable_flags_a_high_coefficient_of_variation():
     assert not make_result(cv=0.02).unstable
     assert make_result(cv=0.08).unstable
+
+
+def test_unstable_judges_the_robust_spread_when_known():
+    # Outliers inflate cv; the middle 90% of the runs is what decides.
+    assert not make_result(cv=0.8, robust_cv=0.02).unstable
+    assert make_result(cv=0.02, robust_cv=0.08).unstable
+    assert make_result(cv=0.8, robust_cv=0.02).spread == 0.02
+
+
+def test_results_saved_without_robust_cv_still_load():
+    data = make_result(cv=0.08).to_dict()
+    del data["robust_cv"]
+    result = LatencyResult.from_dict(data)
+    assert result.robust_cv is None and result.unstable
+
+
+def test_percentile_cv_matches_the_cv_of_normal_times():
+    rng = np.random.default_rng(0)
+    times = rng.normal(10.0, 0.3, 200_000)
+    p5, median, p95 = np.percentile(times, [5, 50, 95])
+    assert percentile_cv(p5, median, p95) == pytest.approx(0.03, rel=0.02)
+    with pytest.raises(ValueError, match="median"):
+        percentile_cv(1.0, 0.0, 2.0)
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, "1", True])
+def test_check_seconds_names_the_argument(bad):
+    with pytest.raises(ValueError, match="`wait_s` must be a finite number of seconds"):
+        check_seconds("wait_s", bad)
+    check_seconds("wait_s", 0, allow_zero=True)
+    with pytest.raises(ValueError, match="> 0"):
+        check_seconds("wait_s", 0)
 
 
 def test_latency_source_is_abstract_and_config_names_it():

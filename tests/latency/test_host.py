@@ -225,6 +225,34 @@ def test_a_fast_model_is_timed_for_min_seconds_not_just_runs():
     assert HostLatency(min_seconds=0.05).config()["min_seconds"] == 0.05
 
 
+def _scripted_times(monkeypatch, times_us):
+    # Replaces the timer's runs with fixed figures: the statistics, not the machine, are under test.
+    times = np.round(np.asarray(times_us, dtype=np.float64) * 1000).astype(np.int64)
+    monkeypatch.setattr(HostLatency, "_time_once", lambda self, tflite_bytes: times)
+
+
+def test_a_few_preempted_runs_do_not_flag_a_steady_figure(monkeypatch, caplog):
+    # 2,000 runs of about 50 us, 10 of them pre-empted for 5 ms: cv is huge, the bulk is steady.
+    rng = np.random.default_rng(0)
+    times = np.concatenate([rng.normal(50, 0.5, 1990), np.full(10, 5000)])
+    _scripted_times(monkeypatch, rng.permutation(times))
+    with caplog.at_level("WARNING", logger="keras_mnas.latency"):
+        result = HostLatency(**FAST).measure_tflite(convert_to_tflite(small_model()))
+    assert result.median_ms == pytest.approx(0.05, rel=0.02)
+    assert result.cv > 0.5
+    assert result.robust_cv == pytest.approx(0.01, abs=0.003)
+    assert not result.unstable and "Unstable" not in caplog.text
+
+
+def test_a_machine_busy_for_much_of_the_measurement_is_flagged(monkeypatch, caplog):
+    # A third of the runs shared the core with another process and took twice as long.
+    _scripted_times(monkeypatch, [50] * 200 + [100] * 100)
+    with caplog.at_level("WARNING", logger="keras_mnas.latency"):
+        result = HostLatency(**FAST).measure_tflite(convert_to_tflite(small_model()))
+    assert result.robust_cv > 0.05 and result.unstable
+    assert "Unstable latency measurement" in caplog.text and "is the host busy" in caplog.text
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -49,7 +49,8 @@ class FakeSource(LatencySource):
 
     name = "fake"
 
-    def __init__(self, *, overhead_ms=0.05, ms_per_mac=1e-6, network_factor=1.0, label="a"):
+    def __init__(self, *, overhead_ms=0.05, ms_per_mac=1e-6, network_factor=1.0, label="a", spread=None):
+        self.spread = spread  # (cv, robust_cv) of every result, when given
         self.overhead_ms = overhead_ms
         self.ms_per_mac = ms_per_mac
         self.network_factor = network_factor
@@ -67,18 +68,20 @@ class FakeSource(LatencySource):
     def measure(self, model, *, quantization="float32", representative_data=None):
         self.measured.append((model, quantization, representative_data))
         ms = self.expected(model)
+        cv, robust_cv = self.spread or (0.0, None)
         return LatencyResult(
             ms,
             ms,
             ms,
-            0.0,
-            0.0,
+            cv * ms,
+            cv,
             7,
             1,
             1,
             "fake:dev",
             quantization,
             provenance={"device": "fake", "model": model.name},
+            robust_cv=robust_cv,
         )
 
 
@@ -447,6 +450,22 @@ def test_predictions_need_no_model_building(profiled, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------------
 # Files.
+
+
+def test_entries_keep_the_spread_the_unstable_flag_judges(tmp_path):
+    from keras_mnas.cli import _unstable_entries
+
+    # Outliers made cv large, the bulk of the runs was steady: the saved table must not call it unstable.
+    steady = LatencyLookupTable(profiler=FakeSource(spread=(0.9, 0.01)))
+    steady.profile_architectures([TWO_BLOCKS], progress=False, **NETWORK)
+    loaded = LatencyLookupTable.load(steady.save(tmp_path / "steady.json"))
+    assert {record["robust_cv"] for record in loaded.to_dict()["entries"].values()} == {0.01}
+    assert _unstable_entries(loaded) == []
+    # A source that knows no percentiles: the cv decides, as for `LatencyResult.unstable`.
+    plain = LatencyLookupTable(profiler=FakeSource(spread=(0.9, None)))
+    plain.profile_architectures([TWO_BLOCKS], progress=False, **NETWORK)
+    assert "robust_cv" not in next(iter(plain.to_dict()["entries"].values()))
+    assert len(_unstable_entries(plain)) == len(plain)
 
 
 def test_json_round_trip_keeps_entries_calibration_and_provenance(profiled, tmp_path):
