@@ -267,7 +267,7 @@ def test_bench_on_the_host_and_bad_model_files(capsys, tmp_path):
 # keras-mnas lut build / eval
 
 
-def write_tiny_space(path):
+def write_tiny_space(path, **overrides):
     # Four architectures, eight layer configurations: small enough to profile in a test.
     settings = {
         "skeleton": [[1, 16, 1, 1], [6, 24, 1, 2]],
@@ -281,23 +281,34 @@ def write_tiny_space(path):
         "input_shape": [16, 16, 3],
         "classes": 10,
         "head_filters": 64,
+        **overrides,
     }
     path.write_text(json.dumps(settings))
     return path
 
 
 def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
-    space_file = write_tiny_space(tmp_path / "space.json")
+    # Four architectures 3 to 100 times apart in mult-adds, and big enough that a pre-empted run does not
+    # swamp them: a calibration on any two of them, timed on a busy machine, sees latency grow with the
+    # table's sums.
+    space_file = write_tiny_space(
+        tmp_path / "space.json",
+        input_shape=[32, 32, 3],
+        conv_ops=["dconv", "conv"],
+        kernel_sizes=[5],
+        filter_multipliers=[1.0, 3.0],
+    )
     table_path = tmp_path / "lut.json"
     status, out, err = run(
         capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 2, "--runs", 10,
         "--warmup-runs", 2,
     )  # fmt: skip
     assert status == 0, err
-    assert "Profiling layer configurations: 8/8" in err  # progress, on stderr
+    space = cli._space_from_option(str(space_file), None, None)
+    configs = len(search_space_configs(space))
+    assert f"Profiling layer configurations: {configs}/{configs}" in err  # progress, on stderr
     assert "Wrote" in out and "calibrated on 2 architectures" in out
     table = LatencyLookupTable.load(table_path)
-    space = cli._space_from_option(str(space_file), None, None)
     assert set(table.keys) == {c.key for c in search_space_configs(space)}
     assert table.source_config["name"] == "host" and table.source_config["runs"] == 10
     calibration_archs = {tuple(m["architecture"]["blocks"]) for m in table.calibration.measurements}
