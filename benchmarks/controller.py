@@ -140,7 +140,7 @@ def _store_cached(cache: str | None, result: dict) -> None:
 
 
 def best_by_budget(history: list[tuple[int, float]], budgets) -> dict[int, float]:
-    """Best reward among the first `budget` distinct architectures of a search, for each budget."""
+    """Best reward among the first `budget` distinct architectures of a search, for each budget reached."""
     seen: set[int] = set()
     best = -np.inf
     out = {}
@@ -154,6 +154,22 @@ def best_by_budget(history: list[tuple[int, float]], budgets) -> dict[int, float
             if len(seen) == budget:
                 out[budget] = best
     return out
+
+
+def best_at_budget(result: dict, budget: int) -> tuple[float, bool] | None:
+    """A search's best reward after `budget` distinct architectures, and whether it was capped.
+
+    A search that ran out of proposals before reaching `budget` distinct architectures (Bayesian
+    optimisation re-proposing what it knows; its proposals are capped at twice its budget) is counted with
+    the best it found: more proposals were not giving it more. `None` when `budget` is beyond the budget the
+    search was run for.
+    """
+    if budget > result["budget"]:
+        return None
+    reached = best_by_budget(result["history"], [budget])
+    if budget in reached:
+        return reached[budget], False
+    return max(reward for _, reward in result["history"]), True
 
 
 def main(argv=None):
@@ -246,21 +262,31 @@ def main(argv=None):
     print(header + "\n|---|---|" + "---|" * len(args.budgets))
     labels = {"mnas": "MnasOracle", "random": "RandomSearch", "bayesian": "BayesianOptimization"}
     summary = {}
+    any_capped = False
     for name in args.oracles:
-        per_seed = [best_by_budget(r["history"], args.budgets) for r in results if r["oracle"] == name]
         cells = []
         for b in sorted(args.budgets):
-            values = [s[b] for s in per_seed if b in s]
-            if not values:
+            found = [best_at_budget(r, b) for r in results if r["oracle"] == name]
+            found = [f for f in found if f is not None]
+            if not found:
                 cells.append("n/a")
                 continue
+            values = [value for value, _ in found]
+            capped = sum(was_capped for _, was_capped in found)
             median = float(np.median(values))
             ranks = [NB201Table.rank(v, rewards) for v in values]
             summary[(name, b)] = (median, float(np.median(ranks)))
-            cells.append(f"{median / table_best:.4f} (rank {np.median(ranks):.0f})")
+            any_capped = any_capped or capped > 0
+            note = f"; {capped} capped" if capped else ""
+            cells.append(f"{median / table_best:.4f} (rank {np.median(ranks):.0f}{note})")
         seeds = sorted(r["seed"] for r in results if r["oracle"] == name)
         seed_range = f"{len(seeds)} ({', '.join(map(str, seeds))})" if seeds else "0"
         print(f"| {labels[name]} | {seed_range} | " + " | ".join(cells) + " |")
+    if any_capped:
+        print(
+            "(capped: searches that ran out of proposals, twice their budget, before evaluating that many "
+            "distinct architectures; counted with the best they found.)"
+        )
     print(f"\nTotal {time.time() - started:.0f} s on {os.cpu_count()} cores.")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
