@@ -261,7 +261,6 @@ def main(argv=None):
     header = "| oracle | seeds | " + " | ".join(f"{b} archs" for b in sorted(args.budgets)) + " |"
     print(header + "\n|---|---|" + "---|" * len(args.budgets))
     labels = {"mnas": "MnasOracle", "random": "RandomSearch", "bayesian": "BayesianOptimization"}
-    summary = {}
     any_capped = False
     for name in args.oracles:
         cells = []
@@ -275,7 +274,6 @@ def main(argv=None):
             capped = sum(was_capped for _, was_capped in found)
             median = float(np.median(values))
             ranks = [NB201Table.rank(v, rewards) for v in values]
-            summary[(name, b)] = (median, float(np.median(ranks)))
             any_capped = any_capped or capped > 0
             note = f"; {capped} capped" if capped else ""
             cells.append(f"{median / table_best:.4f} (rank {np.median(ranks):.0f}{note})")

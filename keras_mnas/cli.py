@@ -601,12 +601,12 @@ class _PerMeasurementWarnings:
 
 def _unstable_entries(table) -> list[str]:
     """Keys of the table's entries measured with a spread above 5% (as `LatencyResult.unstable` judges)."""
-    from keras_mnas.latency.base import UNSTABLE_SPREAD
+    from keras_mnas.latency.base import UNSTABLE_SPREAD, judged_spread
 
     return [
         key
         for key, entry in table.to_dict()["entries"].items()
-        if entry.get("robust_cv", entry.get("cv", 0.0)) > UNSTABLE_SPREAD
+        if judged_spread(entry.get("cv", 0.0), entry.get("robust_cv")) > UNSTABLE_SPREAD
     ]
 
 

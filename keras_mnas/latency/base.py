@@ -39,6 +39,14 @@ def percentile_cv(p5: float, median: float, p95: float) -> float:
     return max(0.0, (p95 - p5) / (2 * _Z95 * median))
 
 
+def judged_spread(cv: float, robust_cv: float | None) -> float:
+    """The spread the unstable flag judges: `robust_cv` when known, else `cv`.
+
+    `LatencyResult.spread` applies it to a result; a lookup table's saved entries keep the same two numbers.
+    """
+    return cv if robust_cv is None else robust_cv
+
+
 def check_seconds(name: str, value, *, allow_zero: bool = False) -> None:
     """Raises `ValueError` naming `name` unless `value` is a finite number of seconds (> 0, or >= 0)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -111,7 +119,7 @@ class LatencyResult:
     @property
     def spread(self) -> float:
         """`robust_cv` when known, else `cv`: the spread `unstable` judges."""
-        return self.cv if self.robust_cv is None else self.robust_cv
+        return judged_spread(self.cv, self.robust_cv)
 
     @property
     def unstable(self) -> bool:
