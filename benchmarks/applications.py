@@ -47,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=100, help="timed runs per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="fresh interpreters per measurement")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 models")
-    parser.add_argument("--only", nargs="*", help="model names to run (default: all)")
+    parser.add_argument("--only", nargs="*", choices=list(MODELS), help="model names to run (default: all)")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args(argv)
 
@@ -92,7 +92,8 @@ def main(argv=None):
     lines.append("")
     lines.append(
         f"Host: {any_result.provenance.get('cpu', platform.processor() or platform.machine())}; "
-        f"{any_result.threads} thread, {args.runs} runs x {args.repeats} fresh interpreters, median of "
+        f"{any_result.threads} thread, at least {source.runs} runs and {source.min_seconds:g} s x "
+        f"{source.repeats} fresh interpreters, median of "
         f"medians; LiteRT {any_result.provenance.get('litert', '?')}, "
         f"TensorFlow {any_result.provenance.get('tensorflow', '?')}. (!) marks an unstable figure (the "
         "middle 90% of runs spread like a CV above 5%)."

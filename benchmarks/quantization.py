@@ -191,7 +191,8 @@ def table(rows: dict, args, latency: HostLatency) -> str:
         "",
         f"Digits 32x32x1, 1,437 training / 360 test images, seed {args.seed}; {args.epochs} float epochs, "
         f"{args.qat_epochs} QAT epochs; search: {args.search_trials} trials x {args.search_epochs} epochs. "
-        f"Host: {cpu}; {latency.threads} thread, {latency.runs} runs x {latency.repeats} fresh interpreters, "
+        f"Host: {cpu}; {latency.threads} thread, at least {latency.runs} runs and "
+        f"{latency.min_seconds:g} s x {latency.repeats} fresh interpreters, "
         f"median of medians; LiteRT {provenance.get('litert', '?')}, TensorFlow "
         f"{provenance.get('tensorflow', '?')}. (!) marks an unstable figure (the middle 90% of runs spread "
         "like a CV above 5%). Float accuracy is the Keras model's; the "
