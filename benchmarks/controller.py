@@ -11,14 +11,22 @@
     soft MnasNet reward and T = the table's median latency. For each budget of *distinct* architectures
     evaluated (re-proposing a known one costs no training), the median over seeds of the best reward found, as
     a fraction of the table's best, and its rank in the table (1 = the best).
+(c) Cost growth: seconds per proposal by trial number (trials 1-50, 51-100, ...), median over the searches
+    that recorded per-trial times, i.e. how much slower each proposal gets as the trials pile up.
+
+`--cache DIR` keeps each finished search as JSON and each unfinished one as a KerasTuner project under
+`DIR/unfinished/`: a run stopped part-way (Bayesian optimisation at 200 trials takes hours) goes on from
+where it stood when run again, and finished searches are not run again.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,25 +39,57 @@ BUDGETS = (50, 100, 200, 500)
 ORACLES = ("mnas", "random", "bayesian")
 
 
-def _make_oracle(name: str, max_trials: int, seed: int):
+def _make_oracle(name: str, max_trials: int, seed: int, crash_safe: bool = False):
     import keras_tuner
 
     from keras_mnas.search import MnasOracle
 
     objective = keras_tuner.Objective("reward", "max")
     if name == "mnas":
+        # MnasOracle writes its state atomically already.
         return MnasOracle(objective=objective, max_trials=max_trials, seed=seed)
     if name == "random":
-        return keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=max_trials, seed=seed)
-    if name == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(
-            objective=objective, max_trials=max_trials, seed=seed
-        )
-    raise ValueError(f"Unknown oracle {name!r}; expected one of {ORACLES}.")
+        oracle_class = keras_tuner.oracles.RandomSearchOracle
+    elif name == "bayesian":
+        oracle_class = keras_tuner.oracles.BayesianOptimizationOracle
+    else:
+        raise ValueError(f"Unknown oracle {name!r}; expected one of {ORACLES}.")
+    if crash_safe:
+        oracle_class = _with_atomic_saves(oracle_class)
+    return oracle_class(objective=objective, max_trials=max_trials, seed=seed)
 
 
-def run_one(job: tuple[str, int, int]) -> dict:
-    """One search: an oracle, a seed, a budget of distinct architectures. Returns rewards in trial order."""
+def _with_atomic_saves(oracle_class):
+    """`oracle_class` writing oracle.json and trial.json atomically, so a killed search reloads.
+
+    KerasTuner truncates then writes; a search killed in between never loads again. Only the resumable
+    searches of (b) use this: the overhead of (a) is timed with KerasTuner's own writes.
+    """
+    from keras_mnas.utils.io import atomic_write_json
+
+    class AtomicSaves(oracle_class):
+        def save(self):
+            atomic_write_json(os.path.join(self._project_dir, "oracle.json"), self.get_state())
+
+        def _save_trial(self, trial):
+            path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", "trial.json")
+            atomic_write_json(path, trial.get_state())
+
+    return AtomicSaves
+
+
+def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
+    """One search: an oracle, a seed, a budget of distinct architectures. Returns rewards in trial order.
+
+    With a `cache` directory the search keeps its KerasTuner project under `cache/unfinished/` and a run
+    that is stopped part-way (Bayesian optimisation takes hours) goes on from where it stood when run
+    again, as a KerasTuner search does with `overwrite=False`. Without one it runs in a temporary
+    directory, as (a) needs for timing.
+
+    Each trial records `oracle_seconds`: the wall time from the end of the previous trial (or from the
+    start of this process's search) to the start of this one, i.e. the oracle's proposal and update and
+    KerasTuner's bookkeeping. It shows how the cost of a proposal grows with the trials already made.
+    """
     import keras_tuner
 
     from keras_mnas.search.nasbench201 import OPS, NB201Table, tokens_to_index
@@ -63,35 +103,55 @@ def run_one(job: tuple[str, int, int]) -> dict:
         for edge in edges:
             hp.Choice(edge, list(OPS))
 
+    def index_of(hyperparameters) -> int:
+        return tokens_to_index([OPS.index(hyperparameters[e]) for e in edges])
+
     class TableTuner(keras_tuner.Tuner):
         """Looks the reward up in the table: the trial costs nothing, so what is timed is the oracle."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.history: list[tuple[int, float]] = []
+            # A reloaded search: its evaluations so far, in the order they ended.
+            ended = [self.oracle.trials[t] for t in self.oracle.end_order]
+            ended = [t for t in ended if t.status == "COMPLETED"]
+            self.history: list[tuple[int, float]] = [
+                (index_of(t.hyperparameters), t.metrics.get_last_value("reward")) for t in ended
+            ]
+            self.oracle_seconds: list[float] = [t.metrics.get_last_value("oracle_seconds") for t in ended]
             self.lookup_seconds = 0.0
+            self.mark = time.perf_counter()
 
         def run_trial(self, trial, *args, **kwargs):
             start = time.perf_counter()
-            index = tokens_to_index([OPS.index(trial.hyperparameters[e]) for e in edges])
+            oracle_seconds = start - self.mark
+            index = index_of(trial.hyperparameters)
             reward = float(rewards[index])
             self.history.append((index, reward))
+            self.oracle_seconds.append(oracle_seconds)
             self.lookup_seconds += time.perf_counter() - start
-            return {"reward": reward}
+            self.mark = time.perf_counter()
+            return {"reward": reward, "oracle_seconds": oracle_seconds}
 
     # Random search and MnasOracle never evaluate an architecture twice; Bayesian optimisation may, so it gets
     # room for repeats and is cut at the budget of distinct architectures.
     max_trials = budget if name != "bayesian" else 2 * budget
-    with tempfile.TemporaryDirectory() as directory:
+    if cache is None:
+        workdir = tempfile.TemporaryDirectory()
+        directory = workdir.name
+    else:
+        workdir = None
+        directory = os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}")
+    try:
         tuner = TableTuner(
-            oracle=_make_oracle(name, max_trials, seed),
+            oracle=_make_oracle(name, max_trials, seed, crash_safe=cache is not None),
             hypermodel=declare,
             directory=directory,
             project_name="nb201",
+            overwrite=cache is None,
         )
         tuner.oracle.verbose = 0  # no per-trial tables: thousands of trials
         start = time.perf_counter()
-        distinct: set[int] = set()
+        distinct = {index for index, _ in tuner.history}
 
         original = tuner.run_trial
 
@@ -103,16 +163,29 @@ def run_one(job: tuple[str, int, int]) -> dict:
             return result
 
         tuner.run_trial = run_trial
-        tuner.search(verbose=0)
+        resumed = len(tuner.history)
+        if len(distinct) < budget:
+            tuner.search(verbose=0)
         elapsed = time.perf_counter() - start
-        trials = len(tuner.history)
+        trials = len(tuner.history) - resumed
+    finally:
+        if workdir is not None:
+            workdir.cleanup()
     return {
         "oracle": name,
         "seed": seed,
         "budget": budget,
         "history": tuner.history,
+        "oracle_seconds": tuner.oracle_seconds,
+        # This process's trials only: a resumed search's earlier runs are in `oracle_seconds`.
         "seconds_per_trial": (elapsed - tuner.lookup_seconds) / max(trials, 1),
     }
+
+
+def _remove_unfinished(cache: str | None, job: tuple[str, int, int]) -> None:
+    if cache is not None:
+        name, seed, budget = job
+        shutil.rmtree(os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}"), True)
 
 
 def _cache_path(cache: str | None, name: str, seed: int, budget: int) -> str | None:
@@ -172,6 +245,38 @@ def best_at_budget(result: dict, budget: int) -> tuple[float, bool] | None:
     return max(reward for _, reward in result["history"]), True
 
 
+PROPOSAL_SPANS = ((1, 50), (51, 100), (101, 200), (201, 500), (501, 1000))
+
+
+def print_proposal_cost(results: list[dict], oracles, labels: dict[str, str]) -> None:
+    """How a proposal's cost grows with the trials before it: median over seeds of the mean seconds.
+
+    Only searches run with per-trial timing (`oracle_seconds`) count; the first trial of each run of a
+    resumed search includes the tuner's start-up.
+    """
+    longest = max((len(r.get("oracle_seconds") or []) for r in results), default=0)
+    spans = [(first, last) for first, last in PROPOSAL_SPANS if first <= longest]
+    rows = []
+    for name in oracles:
+        timed = [r["oracle_seconds"] for r in results if r["oracle"] == name and r.get("oracle_seconds")]
+        if not timed:
+            continue
+        cells = []
+        for first, last in spans:
+            means = [np.mean(seconds[first - 1 : last]) for seconds in timed if len(seconds) >= first]
+            cells.append(f"{np.median(means):.3f} ({len(means)})" if means else "n/a")
+        rows.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    if not rows:
+        return
+    print(
+        "\n(c) Seconds per proposal (oracle + KerasTuner bookkeeping) by trial number, median over the seeds "
+        "that got that far (how many): searches run in parallel, so this is cost growth, not (a)'s overhead"
+    )
+    print("| oracle | " + " | ".join(f"trials {a}-{b}" for a, b in spans) + " |")
+    print("|---|" + "---|" * len(spans))
+    print("\n".join(rows))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -206,7 +311,8 @@ def main(argv=None):
     parser.add_argument(
         "--cache",
         help="directory keeping each finished search as JSON, reused by later runs with the same oracle, "
-        "seed and budget: slow oracles can be run a few seeds at a time",
+        "seed and budget, and each unfinished one as a KerasTuner project that a later run resumes: slow "
+        "oracles can be run a few seeds, or a few hours, at a time",
     )
     args = parser.parse_args(argv)
 
@@ -239,9 +345,10 @@ def main(argv=None):
     if results:
         print(f"  {len(results)} searches reused from {args.cache}", file=sys.stderr)
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        for result in pool.imap_unordered(run_one, jobs):
+        for result in pool.imap_unordered(functools.partial(run_one, cache=args.cache), jobs):
             results.append(result)
             _store_cached(args.cache, result)
+            _remove_unfinished(args.cache, (result["oracle"], result["seed"], result["budget"]))
             print(
                 f"  {result['oracle']} seed {result['seed']} done ({time.time() - started:.0f} s)",
                 file=sys.stderr,
@@ -285,6 +392,7 @@ def main(argv=None):
             "(capped: searches that ran out of proposals, twice their budget, before evaluating that many "
             "distinct architectures; counted with the best they found.)"
         )
+    print_proposal_cost(results, args.oracles, labels)
     print(f"\nTotal {time.time() - started:.0f} s on {os.cpu_count()} cores.")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
