@@ -267,11 +267,13 @@ class HostLatency(LatencySource):
             robust_cv=percentile_cv(p5, pooled_median, p95) if pooled_median > 0 else None,
         )
         if result.unstable:
-            # Usually another process competing for the cores for much of the measurement; the figure is
-            # still returned.
+            # Another process competing for the cores, or a noisy host: on a 2-core VM figures move by
+            # several per cent between measurements even when idle, tiny models most
+            # (benchmarks/latency_repeatability.py). The figure is still returned.
             logger.warning(
                 "Unstable latency measurement: median %.4f ms, the middle 90%% of %d runs spreading like a "
-                "coefficient of variation of %.1f%% (plain cv %.1f%%); is the host busy?",
+                "coefficient of variation of %.1f%% (plain cv %.1f%%); is the host busy, or its timing noisy "
+                "(tiny models, virtual machines)? See docs/latency.md.",
                 result.median_ms,
                 result.runs,
                 100 * result.spread,
