@@ -76,7 +76,7 @@ def main(argv=None):
 
     header = ["model", "params", "mult-adds"]
     for q in quantizations:
-        header += [f"{q} median ms", f"{q} CV", f"{q} / MobileNetV2"]
+        header += [f"{q} median ms", f"{q} spread", f"{q} / MobileNetV2"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in rows.items():
         cells = [name, f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:.1f}M"]
@@ -84,7 +84,7 @@ def main(argv=None):
             result, baseline = row[q], rows[BASELINE][q]
             cells += [
                 f"{result.median_ms:.2f}",
-                f"{100 * result.cv:.1f}%" + (" (!)" if result.unstable else ""),
+                f"{100 * result.spread:.1f}%" + (" (!)" if result.unstable else ""),
                 f"{result.median_ms / baseline.median_ms:.2f}",
             ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -95,8 +95,8 @@ def main(argv=None):
         f"{any_result.threads} thread, at least {source.runs} runs and {source.min_seconds:g} s x "
         f"{source.repeats} fresh interpreters, median of "
         f"medians; LiteRT {any_result.provenance.get('litert', '?')}, "
-        f"TensorFlow {any_result.provenance.get('tensorflow', '?')}. (!) marks an unstable figure (the "
-        "middle 90% of runs spread like a CV above 5%)."
+        f"TensorFlow {any_result.provenance.get('tensorflow', '?')}. Spread: the middle 90% of the runs as a "
+        "coefficient of variation; (!) above 5%, an unstable figure."
     )
     table = "\n".join(lines)
     print(table)
