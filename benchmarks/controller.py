@@ -11,8 +11,9 @@
     soft MnasNet reward and T = the table's median latency. For each budget of *distinct* architectures
     evaluated (re-proposing a known one costs no training), the median over seeds of the best reward found, as
     a fraction of the table's best, and its rank in the table (1 = the best).
-(c) Cost growth: seconds per proposal by trial number (trials 1-50, 51-100, ...), median over the searches
-    that recorded per-trial times, i.e. how much slower each proposal gets as the trials pile up.
+(c) Cost growth: CPU seconds per proposal by trial number (trials 1-50, 51-100, ...), the median over the
+    searches that recorded them of each one's median: how much slower each proposal gets as the trials pile
+    up (CPU time, which searches running side by side or other jobs do not inflate).
 
 `--cache DIR` keeps each finished search as JSON and each unfinished one as a KerasTuner project under
 `DIR/unfinished/`: a run stopped part-way (Bayesian optimisation at 200 trials takes hours) goes on from
@@ -88,7 +89,9 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
 
     Each trial records `oracle_seconds`: the wall time from the end of the previous trial (or from the
     start of this process's search) to the start of this one, i.e. the oracle's proposal and update and
-    KerasTuner's bookkeeping. It shows how the cost of a proposal grows with the trials already made.
+    KerasTuner's bookkeeping; and `oracle_cpu_seconds`, the CPU time this process spent meanwhile, which
+    other jobs on the cores and pauses do not inflate. They show how the cost of a proposal grows with the
+    trials already made.
     """
     import keras_tuner
 
@@ -118,19 +121,32 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
                 (index_of(t.hyperparameters), t.metrics.get_last_value("reward")) for t in ended
             ]
             self.oracle_seconds: list[float] = [t.metrics.get_last_value("oracle_seconds") for t in ended]
+            # None for trials of a search started before CPU times were recorded.
+            cpu = "oracle_cpu_seconds"
+            self.oracle_cpu_seconds: list[float | None] = [
+                t.metrics.get_last_value(cpu) if t.metrics.exists(cpu) else None for t in ended
+            ]
             self.lookup_seconds = 0.0
             self.mark = time.perf_counter()
+            self.cpu_mark = time.process_time()
 
         def run_trial(self, trial, *args, **kwargs):
             start = time.perf_counter()
             oracle_seconds = start - self.mark
+            oracle_cpu_seconds = time.process_time() - self.cpu_mark
             index = index_of(trial.hyperparameters)
             reward = float(rewards[index])
             self.history.append((index, reward))
             self.oracle_seconds.append(oracle_seconds)
+            self.oracle_cpu_seconds.append(oracle_cpu_seconds)
             self.lookup_seconds += time.perf_counter() - start
             self.mark = time.perf_counter()
-            return {"reward": reward, "oracle_seconds": oracle_seconds}
+            self.cpu_mark = time.process_time()
+            return {
+                "reward": reward,
+                "oracle_seconds": oracle_seconds,
+                "oracle_cpu_seconds": oracle_cpu_seconds,
+            }
 
     # Random search and MnasOracle never evaluate an architecture twice; Bayesian optimisation may, so it gets
     # room for repeats and is cut at the budget of distinct architectures.
@@ -177,6 +193,7 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
         "budget": budget,
         "history": tuner.history,
         "oracle_seconds": tuner.oracle_seconds,
+        "oracle_cpu_seconds": tuner.oracle_cpu_seconds,
         # This process's trials only: a resumed search's earlier runs are in `oracle_seconds`.
         "seconds_per_trial": (elapsed - tuner.lookup_seconds) / max(trials, 1),
     }
@@ -249,28 +266,36 @@ PROPOSAL_SPANS = ((1, 50), (51, 100), (101, 200), (201, 500), (501, 1000))
 
 
 def print_proposal_cost(results: list[dict], oracles, labels: dict[str, str]) -> None:
-    """How a proposal's cost grows with the trials before it: median over seeds of the mean seconds.
+    """How a proposal's cost grows with the trials before it: median over seeds of each span's median.
 
-    Only searches run with per-trial timing (`oracle_seconds`) count; the first trial of each run of a
-    resumed search includes the tuner's start-up.
+    Counts the CPU seconds each trial recorded (`oracle_cpu_seconds`; searches run before they were
+    recorded have none). Medians, because a few trials hold more than the proposal: the tuner's start-up
+    in the first trial of each run of a resumed search.
     """
-    longest = max((len(r.get("oracle_seconds") or []) for r in results), default=0)
+    timed = {
+        name: [
+            np.array([np.nan if v is None else v for v in r["oracle_cpu_seconds"]], dtype=float)
+            for r in results
+            if r["oracle"] == name and r.get("oracle_cpu_seconds")
+        ]
+        for name in oracles
+    }
+    longest = max((len(seconds) for runs in timed.values() for seconds in runs), default=0)
     spans = [(first, last) for first, last in PROPOSAL_SPANS if first <= longest]
     rows = []
-    for name in oracles:
-        timed = [r["oracle_seconds"] for r in results if r["oracle"] == name and r.get("oracle_seconds")]
-        if not timed:
-            continue
+    for name, runs in timed.items():
         cells = []
         for first, last in spans:
-            means = [np.mean(seconds[first - 1 : last]) for seconds in timed if len(seconds) >= first]
-            cells.append(f"{np.median(means):.3f} ({len(means)})" if means else "n/a")
-        rows.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+            spans_known = [seconds[first - 1 : last] for seconds in runs]
+            medians = [float(np.nanmedian(s)) for s in spans_known if np.isfinite(s).any()]
+            cells.append(f"{np.median(medians):.3f} ({len(medians)})" if medians else "n/a")
+        if runs:
+            rows.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
     if not rows:
         return
     print(
-        "\n(c) Seconds per proposal (oracle + KerasTuner bookkeeping) by trial number, median over the seeds "
-        "that got that far (how many): searches run in parallel, so this is cost growth, not (a)'s overhead"
+        "\n(c) CPU seconds per proposal (oracle + KerasTuner bookkeeping) by trial number: median over the "
+        "searches that got that far (how many) of each one's median"
     )
     print("| oracle | " + " | ".join(f"trials {a}-{b}" for a, b in spans) + " |")
     print("|---|" + "---|" * len(spans))
@@ -341,6 +366,9 @@ def main(argv=None):
     ]
     results = [cached for cached in (_load_cached(args.cache, job) for job in jobs) if cached is not None]
     done = {(r["oracle"], r["seed"]) for r in results}
+    for job in jobs:
+        if (job[0], job[1]) in done:
+            _remove_unfinished(args.cache, job)  # left behind by a run stopped just after caching the result
     jobs = [job for job in jobs if (job[0], job[1]) not in done]
     if results:
         print(f"  {len(results)} searches reused from {args.cache}", file=sys.stderr)
