@@ -42,7 +42,8 @@ class HostLatency(LatencySource):
     On this kind of 2-core host the defaults (10 warm-up, 50 timed runs) give a coefficient of
     variation of about 1.5-3.5% for MobileNet-sized models. The result's `robust_cv` is the spread of
     the middle 90% of all timed runs; `unstable` (logged as a warning) judges it rather than `cv`, which
-    over thousands of runs of a small model a few pre-empted runs dominate.
+    over thousands of runs of a small model a few pre-empted runs dominate. The first unstable figure of a
+    source is logged as a warning, later ones at INFO level.
 
     Results are cached in memory, and on disk when `cache_dir` is given (one JSON file per result,
     written atomically). A cached figure is reused only when all of these match: the model's
@@ -114,6 +115,7 @@ class HostLatency(LatencySource):
         self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else None
         self._cache: dict[str, LatencyResult] = {}
         self._lock = threading.Lock()
+        self._warned_unstable = False
 
     def config(self) -> dict[str, Any]:
         """The settings that change the measured figure; part of every cache key.
@@ -269,8 +271,13 @@ class HostLatency(LatencySource):
         if result.unstable:
             # Another process competing for the cores, or a noisy host: on a 2-core VM figures move by
             # several per cent between measurements even when idle, tiny models most
-            # (benchmarks/latency_repeatability.py). The figure is still returned.
-            logger.warning(
+            # (benchmarks/latency_repeatability.py). The figure is still returned, flagged. Warned once per
+            # source, then logged at INFO: a search would otherwise repeat it for nearly every candidate.
+            with self._lock:
+                first = not self._warned_unstable
+                self._warned_unstable = True
+            logger.log(
+                logging.WARNING if first else logging.INFO,
                 "Unstable latency measurement: median %.4f ms, the middle 90%% of %d runs spreading like a "
                 "coefficient of variation of %.1f%% (plain cv %.1f%%); is the host busy, or its timing noisy "
                 "(tiny models, virtual machines)? See docs/latency.md.",

@@ -253,6 +253,22 @@ def test_a_machine_busy_for_much_of_the_measurement_is_flagged(monkeypatch, capl
     assert "Unstable latency measurement" in caplog.text and "is the host busy" in caplog.text
 
 
+def test_a_source_warns_once_then_logs_later_unstable_figures_at_info(monkeypatch, caplog):
+    # A search on a noisy host would otherwise print the same warning for nearly every candidate.
+    _scripted_times(monkeypatch, [50] * 200 + [100] * 100)
+    source = HostLatency(**FAST)
+    tflite_bytes = convert_to_tflite(small_model())
+    with caplog.at_level("INFO", logger="keras_mnas.latency"):
+        results = [source.measure_tflite(tflite_bytes) for _ in range(3)]
+    assert all(result.unstable for result in results)  # every figure stays flagged
+    records = [r for r in caplog.records if "Unstable latency measurement" in r.getMessage()]
+    assert [r.levelname for r in records] == ["WARNING", "INFO", "INFO"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keras_mnas.latency"):
+        HostLatency(**FAST).measure_tflite(tflite_bytes)  # another source warns on its own
+    assert "Unstable latency measurement" in caplog.text
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
