@@ -39,11 +39,12 @@ class HostLatency(LatencySource):
     hiccup of the machine can cover. The median is the figure. With `repeats > 1`
     the whole thing is done in `repeats` fresh interpreters and the median of their medians is
     reported, which also averages out a badly placed interpreter; the default, 1, is the fastest.
-    On this kind of 2-core host the defaults (10 warm-up, 50 timed runs) give a coefficient of
-    variation of about 1.5-3.5% for MobileNet-sized models. The result's `robust_cv` is the spread of
-    the middle 90% of all timed runs; `unstable` (logged as a warning) judges it rather than `cv`, which
-    over thousands of runs of a small model a few pre-empted runs dominate. The first unstable figure of a
-    source is logged as a warning, later ones at INFO level.
+    On a quiet 2-core host the defaults (10 warm-up, 50 timed runs) gave a coefficient of variation of
+    about 1.5-3.5% for MobileNet-sized models; on a noisy virtual machine most figures spread by more
+    than 5% even when it is idle (docs/latency.md, "How far a host figure repeats"). The result's
+    `robust_cv` is the spread of the middle 90% of all timed runs; `unstable` judges it rather than `cv`,
+    which over thousands of runs of a small model a few pre-empted runs dominate. The first unstable
+    figure of a source is logged as a warning, later ones at INFO level.
 
     Results are cached in memory, and on disk when `cache_dir` is given (one JSON file per result,
     written atomically). A cached figure is reused only when all of these match: the model's
