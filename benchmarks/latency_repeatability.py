@@ -9,7 +9,9 @@ measures each model `--measurements` times with `HostLatency` (a fresh interpret
 or a lookup-table profile does) and prints, per model: the median figure, the spread *within* a measurement
 that the flag judges (`robust_cv`, median over the measurements), the spread *between* the measurements'
 figures (their coefficient of variation, and max over min), and how many measurements were flagged
-unstable. A flag is right when the figure really moves by more than 5% between measurements.
+unstable. A flag is right when the figure really moves by more than 5% between measurements. With
+`--repeats` above 1 it also prints the cv between a measurement's fresh interpreters, and how often that
+would have been right instead.
 
 `--space digits` (the default) is the README's search: the first five MobileNetV2 blocks at 32x32x1, width
 x0.35, models of tens of microseconds, timed with the example's `runs=30, warmup_runs=5`. `--space
