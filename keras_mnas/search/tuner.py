@@ -96,6 +96,15 @@ class RewardCallback(keras.callbacks.Callback):
         logs["macs"] = float(self.macs)
 
 
+def _format_ms(ms: float) -> str:
+    """Milliseconds for the progress lines: two decimals from 1 ms up, three significant digits below.
+
+    Candidates of a small proxy task run for tens of microseconds; "0.05 ms" would hide the differences
+    the reward is made of.
+    """
+    return f"{ms:.2f}" if not math.isfinite(ms) or abs(ms) >= 1 else f"{ms:#.3g}"
+
+
 def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
     if isinstance(reward, MnasReward):
         if target_latency_ms is not None or alpha is not None or beta is not None:
@@ -414,8 +423,8 @@ class MnasTuner(keras_tuner.Tuner):
         if self._ruled_out(latency_ms):
             bound = self.reward.upper_bound(latency_ms)
             print(
-                f"Trial {trial.trial_id}: {latency_ms:.2f} ms is too slow to beat the best reward even at "
-                f"100% accuracy (bound {bound:.4f}); skipped before training."
+                f"Trial {trial.trial_id}: {_format_ms(latency_ms)} ms is too slow to beat the best reward "
+                f"even at 100% accuracy (bound {bound:.4f}); skipped before training."
             )
             return {
                 "reward": bound,
@@ -463,8 +472,9 @@ class MnasTuner(keras_tuner.Tuner):
         cost = space.cost(arch)
         bound = self.reward.upper_bound(predicted_ms)
         print(
-            f"Trial {trial.trial_id}: predicted {predicted_ms:.2f} ms by the prefilter, far over the "
-            f"{self.reward.target_latency_ms:g} ms budget (limit {limit:.2f} ms); skipped before building."
+            f"Trial {trial.trial_id}: predicted {_format_ms(predicted_ms)} ms by the prefilter, far over "
+            f"the {self.reward.target_latency_ms:g} ms budget (limit {_format_ms(limit)} ms); skipped before "
+            "building."
         )
         return {
             # Not the bound, unlike a candidate ruled out after measuring (whose bound is below the best
@@ -513,7 +523,7 @@ class MnasTuner(keras_tuner.Tuner):
                 outcome = "skipped before building, " if prefiltered else "skipped before training, "
             lines.append(
                 f"  {'predicted latency' if prefiltered else 'latency'} "
-                f"{metrics.get('latency_ms', float('nan')):.2f} ms, {outcome}reward {trial.score:.4f}"
+                f"{_format_ms(metrics.get('latency_ms', float('nan')))} ms, {outcome}reward {trial.score:.4f}"
             )
         elif trial.message:
             lines.append("  reason: " + trial.message.strip().splitlines()[-1])

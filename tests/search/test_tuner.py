@@ -103,6 +103,24 @@ def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, c
     )
 
 
+@pytest.mark.parametrize(
+    "ms, shown",
+    [
+        (0.0483, "0.0483"),
+        (0.054, "0.0540"),
+        (0.5, "0.500"),
+        (1.0, "1.00"),
+        (12.919, "12.92"),
+        (math.nan, "nan"),
+    ],
+)
+def test_progress_lines_keep_three_digits_of_sub_millisecond_latencies(ms, shown):
+    # Proxy-task candidates run for tens of microseconds: "0.05 ms" for each would hide their differences.
+    from keras_mnas.search.tuner import _format_ms
+
+    assert _format_ms(ms) == shown
+
+
 def test_hard_constraint_skips_models_that_cannot_win(tmp_path, digits):
     (x, y), (x_val, y_val) = digits
     fits = []
