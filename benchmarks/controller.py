@@ -156,7 +156,7 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
         directory = workdir.name
     else:
         workdir = None
-        directory = os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}")
+        directory = _unfinished_dir(cache, name, seed, budget)
     try:
         tuner = TableTuner(
             oracle=_make_oracle(name, max_trials, seed, crash_safe=cache is not None),
@@ -199,10 +199,14 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
     }
 
 
+def _unfinished_dir(cache: str, name: str, seed: int, budget: int) -> str:
+    """Where a search not yet cached as finished keeps its KerasTuner project."""
+    return os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}")
+
+
 def _remove_unfinished(cache: str | None, job: tuple[str, int, int]) -> None:
     if cache is not None:
-        name, seed, budget = job
-        shutil.rmtree(os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}"), True)
+        shutil.rmtree(_unfinished_dir(cache, *job), True)
 
 
 def _cache_path(cache: str | None, name: str, seed: int, budget: int) -> str | None:
@@ -280,19 +284,19 @@ def print_proposal_cost(results: list[dict], oracles, labels: dict[str, str]) ->
         ]
         for name in oracles
     }
-    longest = max((len(seconds) for runs in timed.values() for seconds in runs), default=0)
+    timed = {name: runs for name, runs in timed.items() if runs}
+    if not timed:
+        return
+    longest = max(len(seconds) for runs in timed.values() for seconds in runs)
     spans = [(first, last) for first, last in PROPOSAL_SPANS if first <= longest]
     rows = []
     for name, runs in timed.items():
         cells = []
         for first, last in spans:
-            spans_known = [seconds[first - 1 : last] for seconds in runs]
-            medians = [float(np.nanmedian(s)) for s in spans_known if np.isfinite(s).any()]
+            in_span = [seconds[first - 1 : last] for seconds in runs]
+            medians = [float(np.nanmedian(s)) for s in in_span if np.isfinite(s).any()]
             cells.append(f"{np.median(medians):.3f} ({len(medians)})" if medians else "n/a")
-        if runs:
-            rows.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
-    if not rows:
-        return
+        rows.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
     print(
         "\n(c) CPU seconds per proposal (oracle + KerasTuner bookkeeping) by trial number: median over the "
         "searches that got that far (how many) of each one's median"

@@ -30,22 +30,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from quantization import search_space as digits_search_space  # the README's digits space, defined once
 
 from keras_mnas.latency import HostLatency, convert_to_tflite
 from keras_mnas.latency.base import UNSTABLE_SPREAD
-from keras_mnas.search import MOBILENET_V2_SKELETON, MnasSearchSpace
+from keras_mnas.search import MnasSearchSpace
 
 
 def make_space(name: str) -> MnasSearchSpace:
-    if name == "digits":
-        return MnasSearchSpace(
-            MOBILENET_V2_SKELETON[:5],
-            input_shape=(32, 32, 1),
-            classes=10,
-            depth_multiplier=0.35,
-            head_filters=256,
-        )
-    return MnasSearchSpace(input_shape=(128, 128, 3))
+    return digits_search_space() if name == "digits" else MnasSearchSpace(input_shape=(128, 128, 3))
 
 
 def main(argv=None):
