@@ -866,6 +866,20 @@ def _sorted_records(records: list[dict[str, Any]], sort: str | None) -> list[dic
     return sorted(present, key=lambda r: r[key], reverse=descending) + absent
 
 
+def _flagged(record: dict[str, Any]) -> bool:
+    """Whether a trial's latency was measured unstable (as `LatencyResult.unstable` judges)."""
+    from keras_mnas.latency.base import UNSTABLE_SPREAD
+
+    spread = record.get("latency_spread")
+    return spread is not None and spread > UNSTABLE_SPREAD
+
+
+def _flagged_number(record: dict[str, Any]) -> str | None:
+    """The trial's latency for the results table, marked `(!)` when it was measured unstable."""
+    shown = _number(record["latency_ms"])
+    return f"{shown} (!)" if shown is not None and _flagged(record) else shown
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
     project = _open_project(args.directory, args.project)
     records = _sorted_records(project.records(), args.sort)
@@ -916,7 +930,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
             record["trial_id"],
             record["status"],
             accuracy,
-            _number(record["latency_ms"]),
+            _flagged_number(record),
             None if record["reward"] is None else f"{record['reward']:.4f}",
             _count(record["params"]),
             _count(record["macs"]),
@@ -926,6 +940,13 @@ def _cmd_results(args: argparse.Namespace) -> int:
     headers = ["TRIAL", "STATUS", project.metric.upper(), "LATENCY_MS", "REWARD", "PARAMS", "MACS"]
     headers.append("SEARCHED BLOCKS" if space is not None else "HYPERPARAMETERS")
     print(_table([row(r) for r in records], headers))
+    flagged = [r for r in records if _flagged(r)]
+    if flagged:
+        counted = "1 latency was" if len(flagged) == 1 else f"{len(flagged)} latencies were"
+        print(
+            f"  (!) {counted} measured with a spread above 5% (unstable); see docs/latency.md before "
+            "trusting small differences between such figures."
+        )
     failed = [r for r in records if r["status"] == "FAILED" and r["message"]]
     for record in failed:
         reason = record["message"].strip().splitlines()[-1]

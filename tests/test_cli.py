@@ -425,8 +425,9 @@ def search(tmp_path_factory):
     directory = tmp_path_factory.mktemp("search")
     tuner = MnasTuner(
         space=space,
-        # Two trained trials, one failure, one so slow that the hard constraint skips its training.
-        latency=ScriptedLatency([2.0, 1.0, None, 1000.0]),
+        # Two trained trials (the 1 ms one timed unstable), one failure, one so slow that the hard
+        # constraint skips its training.
+        latency=ScriptedLatency([2.0, 1.0, None, 1000.0], spreads=[0.01, 0.08, 0.01, 0.01]),
         target_latency_ms=2.0,
         reward="hard",
         max_trials=4,
@@ -450,7 +451,16 @@ def test_results_table_matches_the_tuner(capsys, search):
     assert statuses == ["COMPLETED", "COMPLETED", "COMPLETED", "FAILED"]
     for record in tuner.trial_records():
         mine = trials[record["trial_id"]]
-        for key in ("accuracy", "latency_ms", "reward", "params", "macs", "skipped", "architecture"):
+        for key in (
+            "accuracy",
+            "latency_ms",
+            "latency_spread",
+            "reward",
+            "params",
+            "macs",
+            "skipped",
+            "architecture",
+        ):
             assert mine[key] == record[key], key
     assert report["pareto_front"] == [r["trial_id"] for r in tuner.pareto_front()]
     failed = next(t for t in trials.values() if t["status"] == "FAILED")
@@ -465,6 +475,9 @@ def test_results_table_matches_the_tuner(capsys, search):
     assert "skipped" in table and "failed: " in table and "refuses call 3" in table
     rows = [line.split() for line in table.splitlines() if line[:1].isdigit()]
     assert sorted(row[0] for row in rows) == sorted(trials)
+    # The unstable latency is marked in its row, and only there.
+    assert [row[3:5] for row in rows if "(!)" in row] == [["1", "(!)"]]
+    assert "(!) 1 latency was measured with a spread above 5%" in table
     front_ids = [line.split()[0] for line in front.splitlines() if line[:1].isdigit()]
     assert front_ids == report["pareto_front"]
     arch = ArchSpec.from_dict(trials[front_ids[0]]["architecture"])

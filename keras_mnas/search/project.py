@@ -317,7 +317,8 @@ class SearchProject:
     def records(self) -> list[dict[str, Any]]:
         """One dict per trial (every status), in the order the trials started.
 
-        Keys: `trial_id`, `status`, `accuracy` (the reward's metric), `latency_ms`, `reward` (the score),
+        Keys: `trial_id`, `status`, `accuracy` (the reward's metric), `latency_ms`, `latency_spread` (how far
+        the timed runs disagreed; None for a predicted latency or an older project), `reward` (the score),
         `params`, `macs`, `skipped` (latency ruled it out before training), `architecture` (an
         `ArchSpec.to_dict()` or `None`), `values` (the hyperparameters), `metrics` (every metric's best
         value), `message`, `checkpoint`. For completed trials the figures are those `MnasTuner.trial_records`
@@ -333,6 +334,7 @@ class SearchProject:
                     "status": trial.status,
                     "accuracy": trial.metrics.get(metric),
                     "latency_ms": trial.metrics.get("latency_ms"),
+                    "latency_spread": trial.metrics.get("latency_spread"),
                     "reward": trial.score,
                     "params": trial.metrics.get("params"),
                     "macs": trial.metrics.get("macs"),

@@ -1,9 +1,10 @@
 """MnasTuner: MnasNet's platform-aware search as a KerasTuner Tuner.
 
 Every trial: build the candidate, measure its latency (host CPU TFLite by default), train it, evaluate it, and
-report `val_accuracy` (or the chosen metric), `latency_ms`, `reward`, `params` and `macs`. The reward is added
-to the training logs at every epoch by a callback, so KerasTuner's own machinery (best-epoch checkpoints,
-`get_best_models`, TensorBoard scalars) treats it as an ordinary metric.
+report `val_accuracy` (or the chosen metric), `latency_ms`, `reward`, `params` and `macs`, and
+`latency_spread` (how far the timed runs disagreed) when the latency was measured rather than predicted. The
+reward is added to the training logs at every epoch by a callback, so KerasTuner's own machinery (best-epoch
+checkpoints, `get_best_models`, TensorBoard scalars) treats it as an ordinary metric.
 
 With `quantization="int8"` the latency is the full-integer int8 model's; with `evaluate_int8=True` as well,
 every epoch also logs `int8_val_accuracy` (the int8 TFLite model run on the validation data) and the reward
@@ -28,10 +29,12 @@ from keras_mnas.counting import count_model_macs
 from keras_mnas.latency import (
     HostLatency,
     LatencyLookupTable,
+    LatencyResult,
     LatencySource,
     MissingEntryError,
     convert_to_tflite,
 )
+from keras_mnas.latency.base import UNSTABLE_SPREAD
 from keras_mnas.quantization import (
     evaluate_tflite,
     export_int8,
@@ -47,7 +50,7 @@ from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_cal
 from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
 from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_gradients
 
-REPORTED_METRICS = ("latency_ms", "reward", "params", "macs")
+REPORTED_METRICS = ("latency_ms", "reward", "params", "macs", "latency_spread")
 #: The metric `evaluate_int8=True` logs: accuracy of the int8 TFLite model on the validation data.
 INT8_METRIC = "int8_val_accuracy"
 EXPORT_QUANTIZATIONS = ("float32", "int8", "qat")
@@ -58,14 +61,24 @@ class RewardCallback(keras.callbacks.Callback):
     """Adds `latency_ms`, `reward`, `params` and `macs` to the logs of every epoch; fails diverged trials.
 
     With `int8_accuracy` (a function of the model returning the accuracy of its int8 TFLite conversion), it
-    also logs `int8_val_accuracy`, before the reward reads its metric.
+    also logs `int8_val_accuracy`, before the reward reads its metric. With `latency_spread`, it logs that
+    too.
     """
 
-    def __init__(self, reward: MnasReward, latency_ms: float, params: int, macs: int, int8_accuracy=None):
+    def __init__(
+        self,
+        reward: MnasReward,
+        latency_ms: float,
+        params: int,
+        macs: int,
+        int8_accuracy=None,
+        latency_spread: float | None = None,
+    ):
         super().__init__()
         self.reward = reward
         self.int8_accuracy = int8_accuracy
         self.latency_ms = latency_ms
+        self.latency_spread = latency_spread
         # Not `self.params`: keras.callbacks.Callback uses that name for the fit parameters.
         self.trainable_params = params
         self.macs = macs
@@ -94,6 +107,13 @@ class RewardCallback(keras.callbacks.Callback):
         logs["reward"] = self.reward(accuracy, self.latency_ms)
         logs["params"] = float(self.trainable_params)
         logs["macs"] = float(self.macs)
+        if self.latency_spread is not None:
+            logs["latency_spread"] = self.latency_spread
+
+
+def _measured_spread(result: LatencyResult) -> float | None:
+    """The spread the unstable flag judges, or None for a prediction (no runs were timed)."""
+    return float(result.spread) if result.runs > 0 else None
 
 
 def _format_ms(ms: float) -> str:
@@ -420,6 +440,7 @@ class MnasTuner(keras_tuner.Tuner):
         macs = count_model_macs(model)
         del model
         latency_ms = float(result.median_ms)
+        spread = _measured_spread(result)
         if self._ruled_out(latency_ms):
             bound = self.reward.upper_bound(latency_ms)
             print(
@@ -432,6 +453,7 @@ class MnasTuner(keras_tuner.Tuner):
                 "params": float(params),
                 "macs": float(macs),
                 "skipped": 1.0,
+                **({} if spread is None else {"latency_spread": spread}),
             }
         self._set_phase(trial, "training")
         int8_accuracy = None
@@ -445,7 +467,7 @@ class MnasTuner(keras_tuner.Tuner):
                 return evaluate_tflite(tflite, x_val, y_val)
 
         callbacks = [
-            RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy),
+            RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy, spread),
             *(fit_kwargs.pop("callbacks", None) or []),
         ]
         return super().run_trial(trial, *fit_args, callbacks=callbacks, **fit_kwargs)
@@ -521,9 +543,14 @@ class MnasTuner(keras_tuner.Tuner):
                     outcome += f"val_accuracy {metrics['val_accuracy']:.4f}, "
             else:
                 outcome = "skipped before building, " if prefiltered else "skipped before training, "
+            spread = metrics.get("latency_spread")
+            # Per trial, because a source warns only of its first unstable figure.
+            unstable = spread is not None and spread > UNSTABLE_SPREAD
+            flag = f" (unstable: {spread:.1%} spread)" if unstable else ""
             lines.append(
                 f"  {'predicted latency' if prefiltered else 'latency'} "
-                f"{_format_ms(metrics.get('latency_ms', float('nan')))} ms, {outcome}reward {trial.score:.4f}"
+                f"{_format_ms(metrics.get('latency_ms', float('nan')))} ms{flag}, {outcome}"
+                f"reward {trial.score:.4f}"
             )
         elif trial.message:
             lines.append("  reason: " + trial.message.strip().splitlines()[-1])
@@ -608,6 +635,8 @@ class MnasTuner(keras_tuner.Tuner):
         `skipped` marks trials that were never trained (their `accuracy` is None and their reward the
         bound at their latency); `prefiltered` those of them the prefilter skipped before building, whose
         `latency_ms` is the lookup table's prediction rather than a measurement and whose reward is 0.
+        `latency_spread` is the spread of the timed runs behind `latency_ms` (`LatencyResult.spread`; above
+        0.05 the figure was flagged unstable), None when the latency was predicted.
         """
         records = []
         for trial in self.completed_trials():
@@ -624,6 +653,7 @@ class MnasTuner(keras_tuner.Tuner):
                     "accuracy": metrics.get(self.reward.metric),
                     **int8_figures,
                     "latency_ms": metrics.get("latency_ms"),
+                    "latency_spread": metrics.get("latency_spread"),
                     "reward": trial.score,
                     "params": metrics.get("params"),
                     "macs": metrics.get("macs"),

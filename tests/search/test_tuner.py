@@ -121,6 +121,28 @@ def test_progress_lines_keep_three_digits_of_sub_millisecond_latencies(ms, shown
     assert _format_ms(ms) == shown
 
 
+def test_each_trial_shows_and_records_whether_its_latency_was_unstable(tmp_path, digits, capsys):
+    # A source warns only of its first unstable figure; the trial lines must tell which trials it concerns.
+    (x, y), (x_val, y_val) = digits
+    tuner = MnasTuner(
+        space=tiny_space(),
+        latency=ScriptedLatency([2.0, 1.0, 4.0], spreads=[0.012, 0.083, 0.051]),
+        target_latency_ms=2.0,
+        max_trials=3,
+        seed=1,
+        directory=str(tmp_path),
+        project_name="spread",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    figures = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  latency ")]
+    by_latency = {float(line.split()[1]): line for line in figures}
+    assert "unstable" not in by_latency[2.0]
+    assert "latency 1.00 ms (unstable: 8.3% spread), val_accuracy" in by_latency[1.0]
+    assert "latency 4.00 ms (unstable: 5.1% spread), val_accuracy" in by_latency[4.0]
+    spreads = {r["latency_ms"]: r["latency_spread"] for r in tuner.trial_records()}
+    assert spreads == pytest.approx({2.0: 0.012, 1.0: 0.083, 4.0: 0.051})
+
+
 def test_hard_constraint_skips_models_that_cannot_win(tmp_path, digits):
     (x, y), (x_val, y_val) = digits
     fits = []
@@ -279,6 +301,7 @@ def test_tensorboard_hparams_view_of_a_search(tmp_path, digits):
         "reward",
         "params",
         "macs",
+        "latency_spread",
     }
     assert "block2_conv_op" in {h.name for h in experiment.hparam_infos}
     records = {r["trial_id"]: r for r in tuner.trial_records()}
@@ -458,6 +481,7 @@ def test_prefilter_skips_candidates_predicted_far_over_a_hard_budget_before_buil
             prefiltered.append(arch)
             assert record["prefiltered"] and record["skipped"] and record["accuracy"] is None
             assert record["latency_ms"] == pytest.approx(predicted)
+            assert record["latency_spread"] is None  # a prediction: no runs disagreed
             assert record["reward"] == 0.0  # never above a trained candidate
             trial = tuner.oracle.get_trial(record["trial_id"])
             # What 100% accuracy would score at that latency, for the record.

@@ -32,3 +32,26 @@ def test_none_fails_that_call_like_a_source_that_cannot_measure():
 def test_rejects_a_script_that_is_not_positive_milliseconds(script):
     with pytest.raises(ValueError, match="ScriptedLatency"):
         ScriptedLatency(script)
+
+
+def test_scripted_spreads_flag_the_figures_they_belong_to():
+    latency = ScriptedLatency([2.0, 1.0], spreads=[0.01, 0.08])
+    model = small_model()
+    first, second, third = (latency.measure(model) for _ in range(3))
+    assert (first.spread, first.unstable) == (0.01, False)
+    assert (second.spread, second.unstable) == (0.08, True)
+    assert (third.median_ms, third.spread) == (1.0, 0.08)  # the last entry repeats, spread and all
+    assert ScriptedLatency([2.0]).measure(model).unstable is False
+
+
+@pytest.mark.parametrize(
+    "spreads, match",
+    [
+        ([0.01], "one spread per latency: 2 latencies, received 1"),
+        ([0.01, -0.1], "-0.1"),
+        ([0.01, "x"], "'x'"),
+    ],
+)
+def test_rejects_spreads_that_do_not_match_the_script(spreads, match):
+    with pytest.raises(ValueError, match=match):
+        ScriptedLatency([2.0, 1.0], spreads=spreads)
