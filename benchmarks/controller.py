@@ -13,7 +13,8 @@
     a fraction of the table's best, and its rank in the table (1 = the best).
 (c) Cost growth: CPU seconds per proposal by trial number (trials 1-50, 51-100, ...), the median over the
     searches that recorded them of each one's median: how much slower each proposal gets as the trials pile
-    up (CPU time, which searches running side by side or other jobs do not inflate).
+    up. CPU time, which pauses and waiting for a core do not inflate; each worker's numerical libraries get
+    cores / workers threads, since a multi-threaded BLAS that must share its cores burns CPU time waiting.
 
 `--cache DIR` keeps each finished search as JSON and each unfinished one as a KerasTuner project under
 `DIR/unfinished/`: a run stopped part-way (Bayesian optimisation at 200 trials takes hours) goes on from
@@ -37,6 +38,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 BUDGETS = (50, 100, 200, 500)
+# Sized per worker before the workers start (they read them when they load their libraries). Measured here:
+# a Gaussian-process fit like BayesianOptimization's took 25 times the CPU time with OpenBLAS's 2 threads as
+# with 1 while two other processes held the 2 cores; its threads spin waiting for each other.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ORACLES = ("mnas", "random", "bayesian")
 
 
@@ -196,7 +201,18 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
         "oracle_cpu_seconds": tuner.oracle_cpu_seconds,
         # This process's trials only: a resumed search's earlier runs are in `oracle_seconds`.
         "seconds_per_trial": (elapsed - tuner.lookup_seconds) / max(trials, 1),
+        "numerical_threads": _numerical_threads(),
     }
+
+
+def _numerical_threads() -> int | None:
+    """The most threads any of this process's numerical libraries (BLAS, OpenMP) may use, if known."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [pool["num_threads"] for pool in threadpool_info()]
+    return max(counts) if counts else None
 
 
 def _unfinished_dir(cache: str, name: str, seed: int, budget: int) -> str:
@@ -297,9 +313,12 @@ def print_proposal_cost(results: list[dict], oracles, labels: dict[str, str]) ->
             medians = [float(np.nanmedian(s)) for s in in_span if np.isfinite(s).any()]
             cells.append(f"{np.median(medians):.3f} ({len(medians)})" if medians else "n/a")
         rows.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    timed_results = [r for r in results if r["oracle"] in timed and r.get("oracle_cpu_seconds")]
+    threads = sorted({str(r.get("numerical_threads") or "unrecorded") for r in timed_results})
     print(
         "\n(c) CPU seconds per proposal (oracle + KerasTuner bookkeeping) by trial number: median over the "
-        "searches that got that far (how many) of each one's median"
+        "searches that got that far (how many) of each one's median; numerical libraries' threads per "
+        f"search: {', '.join(threads)}"
     )
     print("| oracle | " + " | ".join(f"trials {a}-{b}" for a, b in spans) + " |")
     print("|---|" + "---|" * len(spans))
@@ -376,6 +395,9 @@ def main(argv=None):
     jobs = [job for job in jobs if (job[0], job[1]) not in done]
     if results:
         print(f"  {len(results)} searches reused from {args.cache}", file=sys.stderr)
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, str(threads))  # inherited by the spawned workers; yours win
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap_unordered(functools.partial(run_one, cache=args.cache), jobs):
             results.append(result)
