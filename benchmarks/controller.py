@@ -39,8 +39,8 @@ import numpy as np
 
 BUDGETS = (50, 100, 200, 500)
 # Sized per worker before the workers start (they read them when they load their libraries). Measured here:
-# a Gaussian-process fit like BayesianOptimization's took 25 times the CPU time with OpenBLAS's 2 threads as
-# with 1 while two other processes held the 2 cores; its threads spin waiting for each other.
+# a Gaussian-process fit like BayesianOptimization's took 17-27 times the CPU time with OpenBLAS's 2 threads
+# as with 1 while two other processes held the 2 cores; its threads spin waiting for each other.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ORACLES = ("mnas", "random", "bayesian")
 
