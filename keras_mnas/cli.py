@@ -601,12 +601,12 @@ class _PerMeasurementWarnings:
 
 def _unstable_entries(table) -> list[str]:
     """Keys of the table's entries measured with a spread above 5% (as `LatencyResult.unstable` judges)."""
-    from keras_mnas.latency.base import UNSTABLE_SPREAD, judged_spread
+    from keras_mnas.latency.base import is_unstable, judged_spread
 
     return [
         key
         for key, entry in table.to_dict()["entries"].items()
-        if judged_spread(entry.get("cv", 0.0), entry.get("robust_cv")) > UNSTABLE_SPREAD
+        if is_unstable(judged_spread(entry.get("cv", 0.0), entry.get("robust_cv")))
     ]
 
 
@@ -868,10 +868,9 @@ def _sorted_records(records: list[dict[str, Any]], sort: str | None) -> list[dic
 
 def _flagged(record: dict[str, Any]) -> bool:
     """Whether a trial's latency was measured unstable (as `LatencyResult.unstable` judges)."""
-    from keras_mnas.latency.base import UNSTABLE_SPREAD
+    from keras_mnas.latency.base import is_unstable
 
-    spread = record.get("latency_spread")
-    return spread is not None and spread > UNSTABLE_SPREAD
+    return is_unstable(record.get("latency_spread"))
 
 
 def _flagged_number(record: dict[str, Any]) -> str | None:

@@ -47,6 +47,14 @@ def judged_spread(cv: float, robust_cv: float | None) -> float:
     return cv if robust_cv is None else robust_cv
 
 
+def is_unstable(spread: float | None) -> bool:
+    """Whether a spread (see `judged_spread`) is above 5%, the *unstable* flag; `None` (none known) is not.
+
+    `LatencyResult.unstable` applies it to a result; a trial's recorded `latency_spread` is judged the same.
+    """
+    return spread is not None and spread > UNSTABLE_SPREAD
+
+
 def check_seconds(name: str, value, *, allow_zero: bool = False) -> None:
     """Raises `ValueError` naming `name` unless `value` is a finite number of seconds (> 0, or >= 0)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -129,7 +137,7 @@ class LatencyResult:
         case for a model of microseconds on a desktop OS) do not flag every figure, while a machine busy
         for much of the measurement still does.
         """
-        return self.spread > UNSTABLE_SPREAD
+        return is_unstable(self.spread)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict (the inverse of `from_dict`)."""

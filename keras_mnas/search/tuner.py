@@ -34,7 +34,7 @@ from keras_mnas.latency import (
     MissingEntryError,
     convert_to_tflite,
 )
-from keras_mnas.latency.base import UNSTABLE_SPREAD
+from keras_mnas.latency.base import is_unstable
 from keras_mnas.quantization import (
     evaluate_tflite,
     export_int8,
@@ -545,8 +545,7 @@ class MnasTuner(keras_tuner.Tuner):
                 outcome = "skipped before building, " if prefiltered else "skipped before training, "
             spread = metrics.get("latency_spread")
             # Per trial, because a source warns only of its first unstable figure.
-            unstable = spread is not None and spread > UNSTABLE_SPREAD
-            flag = f" (unstable: {spread:.1%} spread)" if unstable else ""
+            flag = f" (unstable: {spread:.1%} spread)" if is_unstable(spread) else ""
             lines.append(
                 f"  {'predicted latency' if prefiltered else 'latency'} "
                 f"{_format_ms(metrics.get('latency_ms', float('nan')))} ms{flag}, {outcome}"
