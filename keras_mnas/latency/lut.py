@@ -728,7 +728,7 @@ class Calibration:
     """The fitted line from a sum of table entries to an end-to-end latency.
 
     `predicted_ms = scale * sum_of_entries_ms + intercept_ms`, fitted by least squares on the relative errors
-    of `measurements` (each a dict with at least `lut_ms` and `measured_ms`).
+    of `measurements` (each a dict with at least `lut_ms` and `measured_ms`), keeping `intercept_ms >= 0`.
 
     Attributes:
         scale: Multiplies the sum of entries.
@@ -786,7 +786,9 @@ class Calibration:
         )
 
 
-def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+def fit_line(
+    x: Sequence[float], y: Sequence[float], *, nonnegative_intercept: bool = False
+) -> tuple[float, float]:
     """Fits `y ~ scale * x + intercept` minimising the squared *relative* errors `(fit - y) / y`.
 
     Relative errors are what "within 10%" measures, and they keep the slowest models from dominating the fit.
@@ -795,6 +797,10 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     Args:
         x: The predictor (a sum of table entries, or mult-adds).
         y: The measured latencies (positive).
+        nonnegative_intercept: Constrain the intercept to be >= 0. A fixed cost cannot be negative; a negative
+            fitted one comes from noise in a few measurements and makes every network smaller than the
+            calibration ones predict a negative latency. When the free fit's intercept is negative the line
+            is refitted through the origin, the least-squares solution under the constraint.
 
     Returns:
         `(scale, intercept)`.
@@ -807,6 +813,8 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
     >>> fit_line([1.0, 2.0, 3.0], [2.5, 4.5, 6.5])
     (2.0, 0.5)
+    >>> fit_line([1.0, 2.0], [1.0, 4.0], nonnegative_intercept=True)  # the free fit: (3.0, -2.0)
+    (1.2, 0.0)
     """
     x_values = np.asarray(x, dtype=np.float64).ravel()
     y_values = np.asarray(y, dtype=np.float64).ravel()
@@ -825,6 +833,11 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
         )
     design = np.stack([x_values / y_values, 1.0 / y_values], axis=1)
     (scale, intercept), *_ = np.linalg.lstsq(design, np.ones_like(y_values), rcond=None)
+    if nonnegative_intercept and intercept < 0:
+        # The loss is convex, so with the free optimum outside the constraint the constrained one lies on its
+        # boundary: intercept 0, and the one-parameter least squares of scale * x / y against 1.
+        ratio = design[:, 0]
+        scale, intercept = float(np.sum(ratio) / np.sum(ratio * ratio)), 0.0
     return round(float(scale), 12), round(float(intercept), 12)
 
 
@@ -1383,7 +1396,9 @@ class LatencyLookupTable(LatencySource):
         """Fits and sets the calibration from `{"lut_ms": ..., "measured_ms": ...}` pairs.
 
         `lut_ms` is the uncalibrated sum of entries (`sum_entries`) of the measured network. Extra keys (the
-        architecture, its input shape) are kept in the table for the record.
+        architecture, its input shape) are kept in the table for the record. The intercept (the network's
+        fixed cost) is kept >= 0 (see `fit_line`), so no network smaller than the calibration ones is
+        predicted a negative latency because of noise in a few measurements.
 
         Raises:
             ValueError: for fewer than two measurements, equal sums, or a fit with a non-positive scale.
@@ -1400,7 +1415,9 @@ class LatencyLookupTable(LatencySource):
                 raise ValueError(
                     f"Each calibration measurement needs 'lut_ms' and 'measured_ms'; received {row!r}."
                 )
-        scale, intercept = fit_line([r["lut_ms"] for r in rows], [r["measured_ms"] for r in rows])
+        scale, intercept = fit_line(
+            [r["lut_ms"] for r in rows], [r["measured_ms"] for r in rows], nonnegative_intercept=True
+        )
         if scale <= 0:
             raise ValueError(
                 f"The calibration fit gives a non-positive scale ({scale:.4g}): the measured latencies "

@@ -312,6 +312,40 @@ def test_fit_line_weights_relative_errors_and_refuses_undetermined_fits():
             lut_lib.fit_line(x, y)
 
 
+def test_fit_line_can_keep_the_intercept_non_negative():
+    x, y = np.array([1.0, 2.0, 4.0]), np.array([0.4, 2.1, 4.0])
+    free_scale, free_intercept = lut_lib.fit_line(x, y)
+    assert free_intercept < 0
+    scale, intercept = lut_lib.fit_line(x, y, nonnegative_intercept=True)
+    assert intercept == 0.0
+
+    def loss(scale, intercept):
+        return float(np.sum(((scale * x + intercept) / y - 1) ** 2))
+
+    # The best line with a non-negative intercept: a grid of others does no better.
+    best = loss(scale, intercept)
+    assert best > loss(free_scale, free_intercept)  # the constraint costs something here
+    for other_intercept in (0.0, 0.01, 0.05, 0.2):
+        for other_scale in np.linspace(0.5 * scale, 1.5 * scale, 101):
+            assert best <= loss(other_scale, other_intercept) + 1e-12
+    # A free fit that already has a non-negative intercept is left as it is.
+    assert lut_lib.fit_line([1.0, 2.0, 4.0], [3.0, 5.0, 9.0], nonnegative_intercept=True) == pytest.approx(
+        (2.0, 1.0)
+    )
+
+
+def test_noisy_calibration_timings_never_predict_a_negative_latency(profiled):
+    # Two calibration networks whose timings, by noise, fit a line with a negative intercept (as a CI run on a
+    # busy machine once measured): a smaller network must still get a positive prediction, not an error.
+    table = fresh_copy(profiled[0])
+    small = table.lut_ms(TWO_BLOCKS, **NETWORK)
+    calibration = table.fit_calibration(
+        [{"lut_ms": 2 * small, "measured_ms": 1.0 * small}, {"lut_ms": 4 * small, "measured_ms": 4.0 * small}]
+    )
+    assert calibration.intercept_ms == 0.0 and calibration.scale > 0
+    assert 0 < table.predict(TWO_BLOCKS, **NETWORK) < calibration.apply(2 * small)
+
+
 def test_a_fit_with_a_non_positive_scale_is_refused(profiled):
     table = fresh_copy(profiled[0])
     with pytest.raises(ValueError, match="non-positive scale"):
