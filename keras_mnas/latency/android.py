@@ -894,7 +894,8 @@ class AndroidLatency(LatencySource):
     figures; `unstable` flags it above 5% (`cv` when the tool prints no percentiles). benchmark_model
     prints no 90th percentile, so `p90_ms` holds the highest per-process 95th
     percentile when printed, else the highest per-process maximum: an upper bound of the 90th percentile,
-    never an underestimate.
+    never an underestimate. The first unstable figure of a source is logged as a warning, later ones at INFO
+    level.
 
     Before each process the phone must be at or below `max_thermal_status` (`dumpsys thermalservice`),
     or, on phones without the thermal service, its hottest CPU thermal zone at or below
@@ -1057,6 +1058,7 @@ class AndroidLatency(LatencySource):
         self._lock = threading.Lock()
         self._resolved_mask: tuple[str | None, list[int]] | None = None
         self._abi_checked = False
+        self._warned_unstable = False
 
     # ----------------------------------------------------------------------------------------------
     # Settings and facts.
@@ -1553,7 +1555,12 @@ class AndroidLatency(LatencySource):
             robust_cv=robust_cv,
         )
         if result.unstable:
-            logger.warning(
+            # The figure is returned flagged (each trial's progress line shows it); a hot or busy phone
+            # would otherwise repeat the same warning for nearly every candidate of a search. (Called with
+            # self._lock held.)
+            first, self._warned_unstable = not self._warned_unstable, True
+            logger.log(
+                logging.WARNING if first else logging.INFO,
                 "Unstable latency on phone %s: median %.3f ms with a spread of %.1f%% (%s) "
                 "over %d runs in %d processes (per process: %s ms). Is the phone busy, hot, or throttling?",
                 phone.serial,

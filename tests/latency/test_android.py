@@ -175,6 +175,24 @@ def test_median_of_processes_and_the_cv_flag(binary):
     assert result.provenance["per_process_ms"] == pytest.approx(latencies, rel=0.01)
 
 
+def test_a_source_warns_once_then_logs_later_unstable_figures_at_info(binary, caplog):
+    # Processes at 10, 12 and 14 ms: every figure is unstable; a search would otherwise repeat the warning.
+    phone = FakePhone(
+        "P", benchmark=FakeBenchmark(latency_ms=lambda run: 10.0 + 2 * (run.index % 3), relative_std=0.001)
+    )
+    with AdbDouble([phone]) as double:
+        source = make_source(double, binary, serial="P", min_seconds=0)
+        with caplog.at_level("INFO", logger="keras_mnas.latency"):
+            results = [source.measure_tflite(TINY) for _ in range(3)]
+        assert all(result.unstable for result in results)  # every figure stays flagged
+        records = [r for r in caplog.records if "Unstable latency on phone P" in r.getMessage()]
+        assert [r.levelname for r in records] == ["WARNING", "INFO", "INFO"]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="keras_mnas.latency"):
+            make_source(double, binary, serial="P", min_seconds=0).measure_tflite(TINY)  # warns on its own
+        assert "Unstable latency on phone P" in caplog.text
+
+
 def test_a_few_preempted_runs_do_not_flag_a_steady_phone(binary):
     # 1% of the runs pre-empted: the pooled cv is large, the percentiles LiteRT prints are steady.
     phone = FakePhone("P", benchmark=FakeBenchmark(latency_ms=2.0, preempted_share=0.01))
