@@ -798,9 +798,9 @@ def fit_line(
         x: The predictor (a sum of table entries, or mult-adds).
         y: The measured latencies (positive).
         nonnegative_intercept: Constrain the intercept to be >= 0. A fixed cost cannot be negative; a negative
-            fitted one comes from noise in a few measurements and makes every network smaller than the
-            calibration ones predict a negative latency. When the free fit's intercept is negative the line
-            is refitted through the origin, the least-squares solution under the constraint.
+            fitted one (usually noise in a few measurements) predicts a negative latency for networks much
+            smaller than the calibration ones. When the free fit's intercept is negative the line is refitted
+            through the origin, the least-squares solution under the constraint.
 
     Returns:
         `(scale, intercept)`.
