@@ -1058,7 +1058,6 @@ class AndroidLatency(LatencySource):
         self._lock = threading.Lock()
         self._resolved_mask: tuple[str | None, list[int]] | None = None
         self._abi_checked = False
-        self._warned_unstable = False
 
     # ----------------------------------------------------------------------------------------------
     # Settings and facts.
@@ -1555,12 +1554,8 @@ class AndroidLatency(LatencySource):
             robust_cv=robust_cv,
         )
         if result.unstable:
-            # The figure is returned flagged (each trial's progress line shows it); a hot or busy phone
-            # would otherwise repeat the same warning for nearly every candidate of a search. (Called with
-            # self._lock held.)
-            first, self._warned_unstable = not self._warned_unstable, True
             logger.log(
-                logging.WARNING if first else logging.INFO,
+                self._unstable_log_level(),
                 "Unstable latency on phone %s: median %.3f ms with a spread of %.1f%% (%s) "
                 "over %d runs in %d processes (per process: %s ms). Is the phone busy, hot, or throttling?",
                 phone.serial,

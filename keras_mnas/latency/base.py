@@ -10,13 +10,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import logging
 import math
+import threading
 from typing import Any
 
 QUANTIZATIONS = ("float32", "int8")
 
 # Above this spread (see `LatencyResult.spread`) a figure is flagged unstable.
 UNSTABLE_SPREAD = 0.05
+
+# Guards every source's "already warned of an unstable figure" flag (rarely taken: only for unstable figures).
+_WARNED_LOCK = threading.Lock()
 
 # The 95th percentile of the standard normal: (p95 - p5) / (2 * this) estimates a normal sigma.
 _Z95 = 1.6448536269514722
@@ -193,3 +198,14 @@ class LatencySource(abc.ABC):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings that change the measured figure (recorded with a search)."""
         return {"name": self.name}
+
+    def _unstable_log_level(self) -> int:
+        """The level to log an unstable figure at: WARNING for this source's first, INFO for later ones.
+
+        The figure itself is returned flagged, and a search's progress line shows each trial's; repeating the
+        warning would print it for nearly every candidate of a search on a noisy host or a hot phone.
+        """
+        with _WARNED_LOCK:
+            first = not getattr(self, "_warned_unstable", False)
+            self._warned_unstable = True
+        return logging.WARNING if first else logging.INFO

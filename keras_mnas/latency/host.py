@@ -116,7 +116,6 @@ class HostLatency(LatencySource):
         self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else None
         self._cache: dict[str, LatencyResult] = {}
         self._lock = threading.Lock()
-        self._warned_unstable = False
 
     def config(self) -> dict[str, Any]:
         """The settings that change the measured figure; part of every cache key.
@@ -272,13 +271,9 @@ class HostLatency(LatencySource):
         if result.unstable:
             # Another process competing for the cores, or a noisy host: on a 2-core VM figures move by
             # several per cent between measurements even when idle, tiny models most
-            # (benchmarks/latency_repeatability.py). The figure is still returned, flagged. Warned once per
-            # source, then logged at INFO: a search would otherwise repeat it for nearly every candidate.
-            with self._lock:
-                first = not self._warned_unstable
-                self._warned_unstable = True
+            # (benchmarks/latency_repeatability.py). The figure is still returned, flagged.
             logger.log(
-                logging.WARNING if first else logging.INFO,
+                self._unstable_log_level(),
                 "Unstable latency measurement: median %.4f ms, the middle 90%% of %d runs spreading like a "
                 "coefficient of variation of %.1f%% (plain cv %.1f%%); is the host busy, or its timing noisy "
                 "(tiny models, virtual machines)? See docs/latency.md.",
