@@ -29,6 +29,25 @@ FRAMEWORKS = ("keras", "tf_keras")
 POOLINGS = (None, "avg", "max")
 
 
+def check_preprocessing_channels(channels: int | None) -> None:
+    """Refuses input preprocessing for inputs other than RGB (its statistics are per RGB channel).
+
+    Example:
+
+    >>> check_preprocessing_channels(3)
+    >>> check_preprocessing_channels(1)
+    Traceback (most recent call last):
+        ...
+    ValueError: include_preprocessing normalises RGB inputs ...
+    """
+    if channels is not None and channels != 3:
+        raise ValueError(
+            "include_preprocessing normalises RGB inputs with ImageNet's per-channel mean and standard "
+            f"deviation, so it needs 3 input channels; received {channels}. Normalise other inputs yourself "
+            "and pass include_preprocessing=False."
+        )
+
+
 def _framework(name: str):
     if name not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}; received {name!r}.")
@@ -192,6 +211,7 @@ def build_model(
         inputs = input_tensor
     x = inputs
     if include_preprocessing:
+        check_preprocessing_channels(inputs.shape[-1])
         x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
         x = layers.Normalization(
             mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="normalization"

@@ -541,13 +541,33 @@ def _space_from_option(spec: str | None, project: str | None, resolution: int | 
     return space
 
 
-def _network_of(space) -> dict[str, Any]:
-    """How `MnasHyperModel` builds a candidate of `space`, as `build_model`/lookup-table keyword arguments."""
-    return {
+def _space_and_network(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The space of `--space` and how the search builds its candidates, as `build_model` keyword arguments.
+
+    `include_preprocessing` is a search project's recorded `MnasHyperModel` setting, else
+    `--include-preprocessing`; a flag that contradicts the recording is refused.
+    """
+    space = _space_from_option(args.space, args.project, args.resolution)
+    include_preprocessing = args.include_preprocessing
+    if args.space is not None and os.path.isdir(args.space):
+        from keras_mnas.search.project import SearchProject
+
+        recorded = SearchProject.open(args.space, args.project).build_settings.get("include_preprocessing")
+        if recorded is not None and include_preprocessing not in (None, recorded):
+            raise CliError(
+                f"The search in {args.space} built its candidates with include_preprocessing={recorded}; "
+                f"--{'' if include_preprocessing else 'no-'}include-preprocessing contradicts it. Leave "
+                "the option out."
+            )
+        if recorded is not None:
+            include_preprocessing = recorded
+    network = {
         "input_shape": space.input_shape,
         "classes": space.classes,
         "depth_multiplier": space.depth_multiplier,
+        "include_preprocessing": bool(include_preprocessing),
     }
+    return space, network
 
 
 # --------------------------------------------------------------------------------------------------
@@ -630,8 +650,7 @@ def _lut_build(args: argparse.Namespace) -> int:
             "--calibration needs 0 (none) or at least 2 architectures (a scale and an intercept are "
             f"fitted); received {args.calibration}."
         )
-    space = _space_from_option(args.space, args.project, args.resolution)
-    network = _network_of(space)
+    space, network = _space_and_network(args)
     source = _make_source(args)
     quantization = "int8" if args.int8 else "float32"
     if os.path.exists(args.table):
@@ -653,7 +672,7 @@ def _lut_build(args: argparse.Namespace) -> int:
         if args.archs is None:
             from keras_mnas.latency import search_space_configs
 
-            configs = search_space_configs(space)
+            configs = search_space_configs(space, include_preprocessing=network["include_preprocessing"])
             _say(
                 f"Profiling every layer configuration of the space: {len(table.missing(configs))} of "
                 f"{len(configs)} to measure."
@@ -729,8 +748,7 @@ def _lut_eval(args: argparse.Namespace) -> int:
     plain = _load_table(args.table)
     source = _make_source(args, saved=plain.source_config)
     table = _load_table(args.table, profiler=source)
-    space = _space_from_option(args.space, args.project, args.resolution)
-    network = _network_of(space)
+    space, network = _space_and_network(args)
     used = []
     if table.calibration is not None:
         for measurement in table.calibration.measurements:
@@ -760,7 +778,7 @@ def _lut_eval(args: argparse.Namespace) -> int:
         data = _random_inputs(space.input_shape)  # the ranges it sets do not change the timing
     for index, arch in enumerate(archs, start=1):
         predicted = table.predict(arch, **network)
-        model = space.build(arch)
+        model = space.build(arch, include_preprocessing=network["include_preprocessing"])
         result = source.measure(model, quantization=table.quantization, representative_data=data)
         del model
         measured = result.median_ms
@@ -1122,6 +1140,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--project", help="with --space DIR: the project name inside DIR")
         sub.add_argument("--resolution", type=int, help="override the space's input resolution (square)")
+        sub.add_argument(
+            "--include-preprocessing",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="candidates normalise their inputs themselves, as "
+            "MnasHyperModel(include_preprocessing=True) builds them (default: a --space DIR project's "
+            "recorded setting, else no)",
+        )
         sub.add_argument("--archs", type=int, default=archs_default, metavar="N", help=archs_help)
         sub.add_argument("--seed", type=int, default=seed, help=f"seed of the random architectures ({seed})")
         sub.add_argument("--json", action="store_true", help="print JSON")

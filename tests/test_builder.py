@@ -93,11 +93,17 @@ def test_bn_conventions_and_preprocessing():
         ({"classes": 0}, "classes must be a positive integer"),
         ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\)"),
         ({"framework": "jax"}, "framework must be one of"),
+        # ImageNet's mean and standard deviation are per RGB channel: grey inputs fail clearly, not in Keras.
+        ({"input_shape": (32, 32, 1), "include_preprocessing": True}, "needs 3 input channels; received 1"),
+        (
+            {"input_tensor": keras.Input((32, 32, 4)), "include_preprocessing": True},
+            "needs 3 input channels; received 4",
+        ),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        build_model(TINY, input_shape=(32, 32, 3), **kwargs)
+        build_model(TINY, **{"input_shape": (32, 32, 3), **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -374,6 +374,50 @@ def test_an_interrupted_lut_build_keeps_what_it_measured(capsys, tmp_path, monke
     assert len(calls) == 6  # only what was missing
 
 
+def test_lut_commands_time_candidates_with_the_input_preprocessing_the_search_builds(
+    capsys, tmp_path, monkeypatch
+):
+    from keras_mnas.latency import HostLatency
+    from keras_mnas.search import MnasHyperModel
+
+    normalizes = []  # for each model timed: whether it normalises its inputs
+
+    def measure(self, model, **kwargs):
+        normalizes.append(any(layer.name == "normalization" for layer in model.layers))
+        ms = 0.6 if normalizes[-1] else 0.5
+        return LatencyResult(ms, ms, ms, 0.0, 0.0, 10, 1, 1, "host")
+
+    monkeypatch.setattr(HostLatency, "measure", measure)
+    space_file = write_tiny_space(tmp_path / "space.json")
+    table_path = tmp_path / "lut.json"
+    lut = ("lut", "build", table_path, "--space", space_file, "--calibration", 0)
+    status, _, err = run(capsys, *lut, "--include-preprocessing")
+    assert status == 0, err
+    assert "preprocessing:i3@16x16" in LatencyLookupTable.load(table_path)
+    normalizes.clear()
+    status, out, err = run(capsys, "lut", "eval", table_path, "--space", space_file, "--archs", 2,
+                           "--include-preprocessing", "--json")  # fmt: skip
+    assert status == 0, err
+    assert normalizes == [True, True]  # the networks measured end to end are the search's candidates
+    # The baseline (0.5 ms) plus the normalisation's entry (0.1 ms): every other entry is 0 on this device.
+    assert [row["predicted_ms"] for row in json.loads(out)["rows"]] == pytest.approx([0.6, 0.6])
+
+    # A search project records the setting: it is used, and a flag contradicting it is refused.
+    space = cli._space_from_option(str(space_file), None, None)
+    hypermodel = MnasHyperModel(space, include_preprocessing=True)
+    tuner = MnasTuner(hypermodel, latency=ScriptedLatency([1.0]), target_latency_ms=1.0,
+                      directory=str(tmp_path / "search"), project_name="rgb")  # fmt: skip
+    tuner.save()  # writes the oracle's state, search settings included
+    project_table = tmp_path / "project_lut.json"
+    status, _, err = run(capsys, "lut", "build", project_table, "--space", tmp_path / "search", "--archs", 1,
+                         "--calibration", 0)  # fmt: skip
+    assert status == 0, err
+    assert "preprocessing:i3@16x16" in LatencyLookupTable.load(project_table)
+    status, _, err = run(capsys, "lut", "eval", project_table, "--space", tmp_path / "search", "--archs", 1,
+                         "--no-include-preprocessing")  # fmt: skip
+    assert_clean_failure(status, err, "built its candidates with include_preprocessing=True", "contradicts")
+
+
 def test_lut_build_and_eval_on_a_phone(capsys, server, phones, binary, tmp_path):
     space_file = write_tiny_space(tmp_path / "space.json")
     table_path = tmp_path / "phone.json"

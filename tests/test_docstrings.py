@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "keras_mnas.architecture",
+    "keras_mnas.builder",
     "keras_mnas.counting",
     "keras_mnas.search.reward",
     "keras_mnas.search.results",

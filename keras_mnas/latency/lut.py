@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from keras_mnas.architecture import ArchSpec, get_architecture, plan_layers, round_filters
+from keras_mnas.builder import check_preprocessing_channels
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
 from keras_mnas.utils.io import atomic_write_json, read_json
 
@@ -238,6 +239,8 @@ class LayerConfig:
                     f"LayerConfig.expanded_filters applies to op='mbconv' only; received op={self.op!r} "
                     f"with {self.input_filters} input and {self.expanded_filters} expanded filters."
                 )
+        if self.kind == "preprocessing":
+            check_preprocessing_channels(self.input_filters)
         if self.kind == "pooling" and self.mode not in _POOLINGS:
             raise ValueError(f"A pooling entry's mode must be one of {_POOLINGS}; received {self.mode!r}.")
         if self.kind == "classifier" and not self.mode:
@@ -462,6 +465,7 @@ def _network_fields(
     fields = []
     size = (height, width)
     if include_preprocessing:
+        check_preprocessing_channels(channels)
         fields.append(("preprocessing", size, channels, channels, "", 1, (1, 1), 0, 0, "none", padding, ""))
     fields.append(("stem", size, channels, stem_filters, "", 3, (2, 2), 0, 0, "none", padding, ""))
     size = (-(-height // 2), -(-width // 2))
@@ -1153,12 +1157,26 @@ class LatencyLookupTable(LatencySource):
         configs = [c for arch in architectures for c in network_configs(arch, **network)]
         return self.profile(configs, source=source, progress=progress)
 
-    def profile_space(self, space, *, source: LatencySource | None = None, progress: bool = True) -> int:
+    def profile_space(
+        self,
+        space,
+        *,
+        include_preprocessing: bool = False,
+        source: LatencySource | None = None,
+        progress: bool = True,
+    ) -> int:
         """Profiles every distinct entry of a `MnasSearchSpace` (see `search_space_configs`).
 
         The default MnasNet space has 1,975 entries at any resolution. Conversion dominates the cost of an
         entry: 0.3-0.7 s each on a busy 2-core host in `benchmarks/latency.py`, so 10-20 minutes for
         the whole space.
+
+        Args:
+            space: The `MnasSearchSpace`.
+            include_preprocessing: Set it as the search's `MnasHyperModel(include_preprocessing=...)`:
+                candidates that normalise their inputs themselves need one more entry.
+            source: The latency source (default: the profiler).
+            progress: Whether to print a progress line.
 
         Example:
 
@@ -1166,7 +1184,8 @@ class LatencyLookupTable(LatencySource):
         lut.profile_space(MnasSearchSpace(input_shape=(128, 128, 3)))
         ```
         """
-        return self.profile(search_space_configs(space), source=source, progress=progress)
+        configs = search_space_configs(space, include_preprocessing=include_preprocessing)
+        return self.profile(configs, source=source, progress=progress)
 
     # ----------------------------------------------------------------------------------------------
     # Predicting.
@@ -1240,11 +1259,14 @@ class LatencyLookupTable(LatencySource):
         """
         return self._calibrated(self.lut_ms(arch, **network))
 
-    def predict_candidate(self, space, values: Mapping[str, Any] | Any) -> float:
+    def predict_candidate(
+        self, space, values: Mapping[str, Any] | Any, *, include_preprocessing: bool = False
+    ) -> float:
         """Predicts a candidate of a `MnasSearchSpace` from its hyperparameter values (or its `ArchSpec`).
 
         The candidate is predicted as `MnasHyperModel` builds it: the space's input shape, classes and width
-        multiplier, with the classifier.
+        multiplier, with the classifier, and with the input preprocessing when `include_preprocessing` (set
+        it as the search's `MnasHyperModel` is).
 
         Example:
 
@@ -1269,6 +1291,7 @@ class LatencyLookupTable(LatencySource):
             input_shape=space.input_shape,
             classes=space.classes,
             depth_multiplier=space.depth_multiplier,
+            include_preprocessing=include_preprocessing,
         )
 
     def _result(self, predicted_ms: float, entries: int) -> LatencyResult:
@@ -1362,7 +1385,7 @@ class LatencyLookupTable(LatencySource):
         return self.predict(arch, **network) > _budget_limit(budget_ms, tolerance)
 
     def budget_filter(
-        self, space, budget_ms: float, *, tolerance: float = 0.25
+        self, space, budget_ms: float, *, tolerance: float = 0.25, include_preprocessing: bool = False
     ) -> Callable[[Mapping[str, Any] | Any], bool]:
         """A function telling, from a candidate's hyperparameter values, whether to skip it before building.
 
@@ -1370,6 +1393,8 @@ class LatencyLookupTable(LatencySource):
             space: The `MnasSearchSpace` the values belong to.
             budget_ms: The hard latency budget.
             tolerance: Skip only above `budget_ms * (1 + tolerance)`.
+            include_preprocessing: Whether candidates normalise their inputs themselves (as the search's
+                `MnasHyperModel`).
 
         Returns:
             `skip(values) -> bool`, accepting a `{name: value}` dict, a `keras_tuner.HyperParameters` or an
@@ -1385,7 +1410,7 @@ class LatencyLookupTable(LatencySource):
         limit = _budget_limit(budget_ms, tolerance)
 
         def skip(values: Mapping[str, Any] | Any) -> bool:
-            return self.predict_candidate(space, values) > limit
+            return self.predict_candidate(space, values, include_preprocessing=include_preprocessing) > limit
 
         return skip
 

@@ -33,6 +33,7 @@ from keras_mnas.latency import (
     LatencySource,
     MissingEntryError,
     convert_to_tflite,
+    network_configs,
 )
 from keras_mnas.latency.base import is_unstable
 from keras_mnas.quantization import (
@@ -184,7 +185,8 @@ class MnasTuner(keras_tuner.Tuner):
             `latency_ms`, a reward of 0 (so it never ranks above a trained candidate) and the reward's upper
             bound at that latency as `reward_bound`. Candidates the table has no entries for are built and
             measured as usual. A soft reward has no budget to be far over, so a prefilter with it is
-            refused.
+            refused. With `MnasHyperModel(include_preprocessing=True)` the table must hold the
+            preprocessing entry (`profile_space(space, include_preprocessing=True)`).
         prefilter_tolerance: How far above the target a prediction must be for the prefilter to skip the
             candidate, as a fraction of the target; choose it above the table's error on your models.
         max_crashes_per_trial: As in `MnasOracle`.
@@ -353,6 +355,24 @@ class MnasTuner(keras_tuner.Tuner):
                 f"prefilter must predict the latency the search measures: the table holds "
                 f"{prefilter.quantization} timings, the search measures quantization={self.quantization!r}."
             )
+        if hypermodel.include_preprocessing and prefilter.on_missing == "error":
+            # Without it every prediction would fail on the missing entry and the prefilter would do nothing.
+            space = hypermodel.space
+            preprocessing = network_configs(
+                space.decode(space.default_values()),
+                input_shape=space.input_shape,
+                classes=space.classes,
+                depth_multiplier=space.depth_multiplier,
+                include_preprocessing=True,
+            )[0]
+            if preprocessing not in prefilter:
+                raise ValueError(
+                    "prefilter must hold the entry of the input preprocessing that "
+                    f"MnasHyperModel(include_preprocessing=True) builds ({preprocessing.key}); the table has "
+                    "none. Profile it with lut.profile_space(space, include_preprocessing=True) or "
+                    "`keras-mnas lut build --include-preprocessing`, or load the table with "
+                    "on_missing='profile'."
+                )
         return prefilter, float(tolerance)
 
     def _search_config(self, hypermodel, controller) -> dict[str, Any]:
@@ -479,7 +499,11 @@ class MnasTuner(keras_tuner.Tuner):
         space = self.hypermodel.space
         arch = self.hypermodel.architecture(trial.hyperparameters)
         try:
-            predicted_ms = float(self.prefilter.predict_candidate(space, arch))
+            predicted_ms = float(
+                self.prefilter.predict_candidate(
+                    space, arch, include_preprocessing=self.hypermodel.include_preprocessing
+                )
+            )
         except MissingEntryError as error:
             if not self._prefilter_gaps_reported:  # once: every such candidate would say the same
                 self._prefilter_gaps_reported = True

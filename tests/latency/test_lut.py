@@ -49,8 +49,18 @@ class FakeSource(LatencySource):
 
     name = "fake"
 
-    def __init__(self, *, overhead_ms=0.05, ms_per_mac=1e-6, network_factor=1.0, label="a", spread=None):
+    def __init__(
+        self,
+        *,
+        overhead_ms=0.05,
+        ms_per_mac=1e-6,
+        network_factor=1.0,
+        normalization_ms=0.0,
+        label="a",
+        spread=None,
+    ):
         self.spread = spread  # (cv, robust_cv) of every result, when given
+        self.normalization_ms = normalization_ms  # the input normalisation has no mult-adds
         self.overhead_ms = overhead_ms
         self.ms_per_mac = ms_per_mac
         self.network_factor = network_factor
@@ -63,7 +73,8 @@ class FakeSource(LatencySource):
     def expected(self, model):
         names = {layer.name for layer in model.layers}
         factor = self.network_factor if {"stem_conv", "top_conv"} <= names else 1.0
-        return self.overhead_ms + factor * self.ms_per_mac * count_model_macs(model)
+        normalization = self.normalization_ms if "normalization" in names else 0.0
+        return self.overhead_ms + factor * self.ms_per_mac * count_model_macs(model) + normalization
 
     def measure(self, model, *, quantization="float32", representative_data=None):
         self.measured.append((model, quantization, representative_data))
@@ -153,6 +164,7 @@ def test_malformed_keys_are_refused(key):
         (dict(skip="dense"), "skip"),
         (dict(padding="valid"), "padding"),
         (dict(kind="pooling", mode="sum"), "mode"),
+        (dict(kind="preprocessing", input_filters=1, output_filters=1), "needs 3 input channels"),
     ],
 )
 def test_bad_configurations_are_refused(kwargs, match):
@@ -200,6 +212,8 @@ def test_network_configs_refuses_bad_inputs():
         network_configs("a1", classes=0)
     with pytest.raises(ValueError, match="Unknown architecture"):
         network_configs("a7")
+    with pytest.raises(ValueError, match="needs 3 input channels; received 1"):
+        lut_lib.network_keys("a1", input_shape=(32, 32, 1), include_preprocessing=True)
 
 
 def test_search_space_configs_are_exactly_the_union_over_all_architectures():
@@ -469,6 +483,34 @@ def test_budget_filter_rejects_only_candidates_far_over_the_budget():
             table.budget_filter(space, budget, tolerance=tolerance)
     with pytest.raises(ValueError, match="hyperparameter values"):
         skip(42)
+
+
+def test_candidates_that_normalise_their_inputs_are_predicted_with_that_entry():
+    source = FakeSource(normalization_ms=0.03)
+    table = LatencyLookupTable(profiler=source)
+    space = MnasSearchSpace(
+        [(1, 16, 1, 1), (6, 24, 2, 2)],
+        se_ratios=(0.0,),
+        skip_ops=("none",),
+        filter_multipliers=(1.0,),
+        layer_deltas=(0,),
+        input_shape=SHAPE,
+        classes=10,
+    )
+    table.profile_space(space, progress=False)
+    values = space.default_values()
+    with pytest.raises(MissingEntryError, match=r"preprocessing:i3@32x32"):
+        table.predict_candidate(space, values, include_preprocessing=True)
+    assert table.profile_space(space, include_preprocessing=True, progress=False) == 1  # only the new entry
+    # As MnasHyperModel(include_preprocessing=True) builds the candidate, normalisation included.
+    model = space.build(space.decode(values), include_preprocessing=True)
+    predicted = table.predict_candidate(space, values, include_preprocessing=True)
+    assert predicted == pytest.approx(source.expected(model))
+    without = table.predict_candidate(space, values)
+    assert predicted == pytest.approx(without + 0.03)
+    budget = without + 0.01
+    assert table.budget_filter(space, budget, tolerance=0.0, include_preprocessing=True)(values)
+    assert not table.budget_filter(space, budget, tolerance=0.0)(values)
 
 
 def test_predictions_need_no_model_building(profiled, monkeypatch):

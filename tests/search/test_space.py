@@ -93,6 +93,23 @@ def test_config_round_trip():
     assert again.choices_per_block == 432 // 2 * 3
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"space": "mnasnet"}, "space must be a MnasSearchSpace; received str"),
+        ({"learning_rate": 0}, "learning_rate must be a positive number; received 0"),
+        ({"bn_momentum": 1.0}, r"bn_momentum must be in \[0, 1\); received 1.0"),
+        (
+            {"space": MnasSearchSpace(input_shape=(32, 32, 1)), "include_preprocessing": True},
+            "needs 3 input channels; received 1",
+        ),
+    ],
+)
+def test_hypermodel_refuses_bad_arguments_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MnasHyperModel(**kwargs)
+
+
 def test_hypermodel_builds_trainable_candidates():
     space = MnasSearchSpace(input_shape=(32, 32, 3), classes=4, depth_multiplier=0.25)
     hypermodel = MnasHyperModel(space, optimizer="sgd")

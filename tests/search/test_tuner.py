@@ -33,10 +33,10 @@ def digits():
     return (x[:600], data.target[:600]), (x[1500:], data.target[1500:])
 
 
-def tiny_space():
+def tiny_space(channels=1):
     return MnasSearchSpace(
         TINY_SKELETON,
-        input_shape=(16, 16, 1),
+        input_shape=(16, 16, channels),
         classes=10,
         depth_multiplier=0.5,
         head_filters=32,
@@ -421,7 +421,8 @@ def test_bad_int8_search_and_export_arguments(tmp_path, digits):
 
 
 class MacsLatency(LatencySource):
-    """A deterministic device: a fixed cost plus a cost per mult-add; counts its measurements."""
+    """A deterministic device: a fixed cost, a cost per mult-add and one for input normalisation; counts its
+    measurements."""
 
     name = "macs"
 
@@ -430,7 +431,8 @@ class MacsLatency(LatencySource):
 
     def measure(self, model, *, quantization="float32", representative_data=None):
         self.calls += 1
-        ms = 0.02 + 1e-5 * count_model_macs(model)
+        normalizes = any(layer.name == "normalization" for layer in model.layers)
+        ms = 0.02 + 1e-5 * count_model_macs(model) + (0.01 if normalizes else 0.0)
         return LatencyResult(ms, ms, ms, 0.0, 0.0, 1, 0, 1, self.name, quantization)
 
 
@@ -491,6 +493,7 @@ def test_prefilter_skips_candidates_predicted_far_over_a_hard_budget_before_buil
         else:
             built.append(arch)
             assert not record["prefiltered"]
+            assert record["latency_ms"] == pytest.approx(predicted)  # the fake device adds up exactly
     assert prefiltered and built, "the seed should give both kinds of candidates"
     # A candidate predicted far over the budget is never built, measured or trained.
     assert {str(a) for a in hypermodel.built} == {str(a) for a in built}
@@ -509,6 +512,35 @@ def test_prefilter_skips_candidates_predicted_far_over_a_hard_budget_before_buil
         MnasTuner(CountingHyperModel(space), **{**settings, "prefilter_tolerance": 0.5})
     with pytest.raises(ValueError, match="prefilter"):
         MnasTuner(CountingHyperModel(space), **{**settings, "prefilter": None})
+
+
+def test_prefilter_predicts_candidates_with_the_input_preprocessing_the_hypermodel_adds(tmp_path, digits):
+    (x, y), (x_val, y_val) = digits
+    x, x_val = (255.0 * np.repeat(images, 3, axis=-1) for images in (x, x_val))  # RGB in [0, 255]
+    space = tiny_space(channels=3)
+    table = LatencyLookupTable(profiler=MacsLatency(), on_missing="profile")
+    tuner = MnasTuner(
+        MnasHyperModel(space, include_preprocessing=True),
+        latency=MacsLatency(),
+        target_latency_ms=0.01,  # below every candidate: each one is predicted far over it
+        reward="hard",
+        prefilter=table,
+        max_trials=3,
+        seed=7,
+        directory=str(tmp_path),
+        project_name="prefilter_preprocessing",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, verbose=0)
+    records = tuner.trial_records()
+    assert len(records) == 3 and all(r["prefiltered"] for r in records)
+    assert tuner.latency.calls == 0
+    assert "preprocessing:i3@16x16" in table  # profiled on demand, as the hypermodel builds candidates
+    for record in records:
+        arch = tuner.hypermodel.architecture(tuner.oracle.get_trial(record["trial_id"]).hyperparameters)
+        predicted = table.predict_candidate(space, arch, include_preprocessing=True)
+        assert record["latency_ms"] == pytest.approx(predicted)
+        # The fake device charges 0.01 ms for the normalisation: the prediction counts it.
+        assert predicted == pytest.approx(table.predict_candidate(space, arch) + 0.01)
 
 
 def test_without_a_prefilter_the_search_settings_are_those_of_older_projects(tmp_path):
@@ -537,6 +569,10 @@ def test_without_a_prefilter_the_search_settings_are_those_of_older_projects(tmp
         ({"reward": "soft"}, "prefilter skips candidates far over a hard latency budget"),
         ({"quantization": "int8"}, "the table holds float32 timings"),
         ({"hypermodel": keras_tuner.HyperModel()}, "it needs a MnasHyperModel"),
+        (
+            {"hypermodel": MnasHyperModel(tiny_space(channels=3), include_preprocessing=True)},
+            r"must hold the entry of the input preprocessing .*\(preprocessing:i3@16x16\)",
+        ),
     ],
 )
 def test_bad_prefilter_arguments_are_rejected_by_name(tmp_path, kwargs, match):
