@@ -1122,7 +1122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="compare a table's predictions with measurements",
         description="Predict and measure N random architectures of the space (none of the calibration ones) "
-        "and print the share predicted within +-10%% of measured and Spearman's rank correlation. It "
+        "and print the share predicted within +-10% of measured and Spearman's rank correlation. It "
         "measures with the table's own source settings unless options override them, and adds any missing "
         "entries to the table.",
     )

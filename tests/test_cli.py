@@ -100,6 +100,16 @@ def test_usage_errors_exit_2_and_module_entry_point_runs(capsys):
         assert command in process.stdout
 
 
+@pytest.mark.parametrize(
+    "command", [[], ["devices"], ["bench"], ["lut", "build"], ["lut", "eval"], ["results"], ["export"]]
+)
+def test_every_help_text_renders_as_written(capsys, command):
+    status, out, _ = run(capsys, *command, "--help")
+    assert status == 0 and out.startswith("usage: keras-mnas")
+    # argparse formats help strings but prints descriptions as they are: no escapes may show.
+    assert "%%" not in out and "%(" not in out
+
+
 def test_spearman_examples():
     assert doctest.testmod(cli).failed == 0
     assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
