@@ -445,18 +445,15 @@ def test_measure_predicts_a_built_model_as_a_latency_source(profiled):
         table.measure(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)]))
 
 
+def few_choices_space(skeleton, **choices):
+    """A space at SHAPE with one SE ratio, skip op, width and layer count per block: quick to profile."""
+    settings = dict(se_ratios=(0.0,), skip_ops=("none",), filter_multipliers=(1.0,), layer_deltas=(0,))
+    return MnasSearchSpace(skeleton, input_shape=SHAPE, classes=10, **{**settings, **choices})
+
+
 def test_budget_filter_rejects_only_candidates_far_over_the_budget():
     table = LatencyLookupTable(profiler=FakeSource())
-    space = MnasSearchSpace(
-        [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 2)],
-        conv_ops=("conv", "dconv"),
-        se_ratios=(0.0,),
-        skip_ops=("none",),
-        filter_multipliers=(1.0,),
-        layer_deltas=(0,),
-        input_shape=SHAPE,
-        classes=10,
-    )
+    space = few_choices_space([(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 2)], conv_ops=("conv", "dconv"))
     table.profile_space(space, progress=False)
     cheap = {**space.default_values(), "block2_conv_op": "dconv", "block3_conv_op": "dconv"}
     costly = {
@@ -488,15 +485,7 @@ def test_budget_filter_rejects_only_candidates_far_over_the_budget():
 def test_candidates_that_normalise_their_inputs_are_predicted_with_that_entry():
     source = FakeSource(normalization_ms=0.03)
     table = LatencyLookupTable(profiler=source)
-    space = MnasSearchSpace(
-        [(1, 16, 1, 1), (6, 24, 2, 2)],
-        se_ratios=(0.0,),
-        skip_ops=("none",),
-        filter_multipliers=(1.0,),
-        layer_deltas=(0,),
-        input_shape=SHAPE,
-        classes=10,
-    )
+    space = few_choices_space([(1, 16, 1, 1), (6, 24, 2, 2)])
     table.profile_space(space, progress=False)
     values = space.default_values()
     with pytest.raises(MissingEntryError, match=r"preprocessing:i3@32x32"):
