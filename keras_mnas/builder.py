@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from keras_mnas.architecture import ArchSpec, BlockSpec, LayerPlan, get_architecture, plan_layers
 
 # ImageNet statistics used by the reference implementation and by timm/torchvision, in [0, 1] units.
@@ -27,6 +29,24 @@ PADDINGS = ("same", "symmetric")
 _BUILD_CONFIG_ATTRIBUTE = "_keras_mnas_build_config"
 FRAMEWORKS = ("keras", "tf_keras")
 POOLINGS = (None, "avg", "max")
+
+
+def check_include_preprocessing(include_preprocessing: Any) -> None:
+    """Refuses anything but a bool: a string such as `"False"` is truthy and would add preprocessing.
+
+    Example:
+
+    >>> check_include_preprocessing(False)
+    >>> check_include_preprocessing("False")
+    Traceback (most recent call last):
+        ...
+    ValueError: include_preprocessing must be True or False; received 'False' (str).
+    """
+    if not isinstance(include_preprocessing, (bool, np.bool_)):
+        raise ValueError(
+            "include_preprocessing must be True or False; received "
+            f"{include_preprocessing!r} ({type(include_preprocessing).__name__})."
+        )
 
 
 def check_preprocessing_channels(channels: int | None) -> None:
@@ -198,6 +218,7 @@ def build_model(
         dropout_rate = arch.dropout_rate
     if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
         raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
+    check_include_preprocessing(include_preprocessing)
     keras_module = _framework(framework)
     layers = keras_module.layers
     blocks = LayerRecipes(keras_module, padding, bn_momentum, bn_epsilon)
@@ -250,7 +271,7 @@ def build_model(
         "classifier_activation": classifier_activation,
         "depth_multiplier": float(depth_multiplier),
         "dropout_rate": float(dropout_rate),
-        "include_preprocessing": include_preprocessing,
+        "include_preprocessing": bool(include_preprocessing),
         "padding": padding,
         "bn_momentum": float(bn_momentum),
         "bn_epsilon": float(bn_epsilon),

@@ -83,6 +83,9 @@ def test_bn_conventions_and_preprocessing():
     bn = model.get_layer("block2a_bn")
     assert bn.epsilon == 1e-5 and bn.momentum == 0.99
     assert model.layers[1].name == "rescaling" and model.layers[2].name == "normalization"
+    # A NumPy bool (from a config array, say) counts as a bool.
+    plain = build_model(TINY, input_shape=(32, 32, 3), include_preprocessing=np.False_)
+    assert "rescaling" not in [layer.name for layer in plain.layers]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +96,8 @@ def test_bn_conventions_and_preprocessing():
         ({"classes": 0}, "classes must be a positive integer"),
         ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\)"),
         ({"framework": "jax"}, "framework must be one of"),
+        # "False" is truthy: taken as given it would silently add the preprocessing layers.
+        ({"include_preprocessing": "False"}, "include_preprocessing must be True or False; received 'False'"),
         # ImageNet's mean and standard deviation are per RGB channel: grey inputs fail clearly, not in Keras.
         ({"input_shape": (32, 32, 1), "include_preprocessing": True}, "needs 3 input channels; received 1"),
         (

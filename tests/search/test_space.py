@@ -99,6 +99,7 @@ def test_config_round_trip():
         ({"space": "mnasnet"}, "space must be a MnasSearchSpace; received str"),
         ({"learning_rate": 0}, "learning_rate must be a positive number; received 0"),
         ({"bn_momentum": 1.0}, r"bn_momentum must be in \[0, 1\); received 1.0"),
+        ({"include_preprocessing": 1}, r"include_preprocessing must be True or False; received 1 \(int\)"),
         (
             {"space": MnasSearchSpace(input_shape=(32, 32, 1)), "include_preprocessing": True},
             "needs 3 input channels; received 1",
