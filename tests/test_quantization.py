@@ -229,10 +229,16 @@ def test_int8_models_xnnpack_refuses_still_run_on_builtin_kernels(qat_int8, digi
         return interpreter
 
     monkeypatch.setattr(quant.tflite_lib, "load_interpreter", xnnpack_refuses)
-    # The builtin kernels round a little differently (a few steps of the int8 output scale, 1/256).
+    # The builtin kernels round differently from XNNPACK's, by how much depends on the CPU's int8
+    # instructions: on a machine with AVX512-VNNI, up to 13 steps of the output scale (1/256) on one
+    # output, a quarter of a step on average, and a near-tie (118 against 118 steps) resolved the other way.
     fallback = quant.predict_tflite(qat_int8, x_val[:20])
-    np.testing.assert_allclose(fallback, expected, atol=0.05)
-    np.testing.assert_array_equal(fallback.argmax(axis=-1), expected.argmax(axis=-1))
+    assert np.abs(fallback - expected).mean() < 2 / 256
+    np.testing.assert_allclose(fallback, expected, atol=0.1)
+    runner_up, top = np.sort(expected, axis=-1)[:, -2:].T
+    clear = top - runner_up > 0.1
+    assert clear.sum() >= 15  # most samples are not near-ties, so the comparison below means something
+    np.testing.assert_array_equal(fallback.argmax(axis=-1)[clear], expected.argmax(axis=-1)[clear])
 
 
 def test_a_qat_model_saved_as_h5_loads_back_and_computes_the_same(qat_model, digits, tmp_path):
