@@ -230,7 +230,7 @@ def test_int8_models_xnnpack_refuses_still_run_on_builtin_kernels(qat_int8, digi
 
     monkeypatch.setattr(quant.tflite_lib, "load_interpreter", xnnpack_refuses)
     # The builtin kernels round differently from XNNPACK's, by an amount that varies from machine to
-    # machine: on one where a 0.05 bound had passed for weeks, another saw 13 steps of the output scale
+    # machine: where a 0.05 bound had passed in earlier runs, another machine saw 13 steps of the output scale
     # (1/256) on one output of 200, a quarter of a step on average, and a near-tie (118 against 118 steps)
     # resolved the other way.
     fallback = quant.predict_tflite(qat_int8, x_val[:20])
