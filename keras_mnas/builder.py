@@ -31,13 +31,16 @@ FRAMEWORKS = ("keras", "tf_keras")
 POOLINGS = (None, "avg", "max")
 
 
-def check_include_preprocessing(include_preprocessing: Any) -> None:
-    """Refuses anything but a bool: a string such as `"False"` is truthy and would add preprocessing.
+def check_include_preprocessing(include_preprocessing: Any, channels: int | None) -> None:
+    """Checks an `include_preprocessing` argument for inputs with `channels` channels.
+
+    Only a bool is taken: a string such as `"False"` is truthy and would add preprocessing. With `True`, the
+    inputs must be RGB (`check_preprocessing_channels`).
 
     Example:
 
-    >>> check_include_preprocessing(False)
-    >>> check_include_preprocessing("False")
+    >>> check_include_preprocessing(False, 1)
+    >>> check_include_preprocessing("False", 3)
     Traceback (most recent call last):
         ...
     ValueError: include_preprocessing must be True or False; received 'False' (str).
@@ -47,6 +50,8 @@ def check_include_preprocessing(include_preprocessing: Any) -> None:
             "include_preprocessing must be True or False; received "
             f"{include_preprocessing!r} ({type(include_preprocessing).__name__})."
         )
+    if include_preprocessing:
+        check_preprocessing_channels(channels)
 
 
 def check_preprocessing_channels(channels: int | None) -> None:
@@ -218,7 +223,6 @@ def build_model(
         dropout_rate = arch.dropout_rate
     if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
         raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
-    check_include_preprocessing(include_preprocessing)
     keras_module = _framework(framework)
     layers = keras_module.layers
     blocks = LayerRecipes(keras_module, padding, bn_momentum, bn_epsilon)
@@ -231,8 +235,8 @@ def build_model(
     else:
         inputs = input_tensor
     x = inputs
+    check_include_preprocessing(include_preprocessing, inputs.shape[-1])
     if include_preprocessing:
-        check_preprocessing_channels(inputs.shape[-1])
         x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
         x = layers.Normalization(
             mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="normalization"

@@ -26,7 +26,7 @@ from typing import Any
 import keras_tuner
 
 from keras_mnas.architecture import ArchSpec, BlockSpec, decode_block, get_architecture
-from keras_mnas.builder import build_model, check_include_preprocessing, check_preprocessing_channels
+from keras_mnas.builder import build_model, check_include_preprocessing
 from keras_mnas.counting import count_cost
 
 
@@ -477,9 +477,7 @@ class MnasHyperModel(keras_tuner.HyperModel):
         self.learning_rate = learning_rate
         self.loss = loss
         self.metrics = list(metrics)
-        check_include_preprocessing(include_preprocessing)
-        if include_preprocessing:
-            check_preprocessing_channels(self.space.input_shape[-1])
+        check_include_preprocessing(include_preprocessing, self.space.input_shape[-1])
         self.include_preprocessing = include_preprocessing
         self.jit_compile = jit_compile
         if not _is_number(bn_momentum) or not 0 <= bn_momentum < 1:
