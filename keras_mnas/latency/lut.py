@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from keras_mnas.architecture import ArchSpec, get_architecture, plan_layers, round_filters
-from keras_mnas.builder import check_preprocessing_channels
+from keras_mnas.builder import check_include_preprocessing, check_preprocessing_channels
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
 from keras_mnas.utils.io import atomic_write_json, read_json
 
@@ -464,8 +464,8 @@ def _network_fields(
     stem_filters, plans = plan_layers(arch, depth_multiplier)
     fields = []
     size = (height, width)
+    check_include_preprocessing(include_preprocessing, channels)
     if include_preprocessing:
-        check_preprocessing_channels(channels)
         fields.append(("preprocessing", size, channels, channels, "", 1, (1, 1), 0, 0, "none", padding, ""))
     fields.append(("stem", size, channels, stem_filters, "", 3, (2, 2), 0, 0, "none", padding, ""))
     size = (-(-height // 2), -(-width // 2))

@@ -214,6 +214,9 @@ def test_network_configs_refuses_bad_inputs():
         network_configs("a7")
     with pytest.raises(ValueError, match="needs 3 input channels; received 1"):
         lut_lib.network_keys("a1", input_shape=(32, 32, 1), include_preprocessing=True)
+    # As in build_model: the string "False" is truthy and would add a preprocessing entry.
+    with pytest.raises(ValueError, match="include_preprocessing must be True or False; received 'False'"):
+        network_configs("a1", include_preprocessing="False")
 
 
 def test_search_space_configs_are_exactly_the_union_over_all_architectures():
