@@ -18,12 +18,15 @@
 
 `--cache DIR` keeps each finished search as JSON and each unfinished one as a KerasTuner project under
 `DIR/unfinished/`: a run stopped part-way (Bayesian optimisation at 200 trials takes hours) goes on from
-where it stood when run again, and finished searches are not run again.
+where it stood when run again, and finished searches are not run again. A search runs in one process at a
+time: a second run of it with the same cache stops at once, naming the process that holds it (a pool worker
+outlives a main process killed with SIGKILL, and would otherwise go on writing the same project).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -156,13 +159,12 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
     # Random search and MnasOracle never evaluate an architecture twice; Bayesian optimisation may, so it gets
     # room for repeats and is cut at the budget of distinct architectures.
     max_trials = budget if name != "bayesian" else 2 * budget
-    if cache is None:
-        workdir = tempfile.TemporaryDirectory()
-        directory = workdir.name
-    else:
-        workdir = None
-        directory = _unfinished_dir(cache, name, seed, budget)
-    try:
+    with contextlib.ExitStack() as stack:
+        if cache is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory())
+        else:
+            directory = _unfinished_dir(cache, name, seed, budget)
+            stack.enter_context(_project_lock(directory))
         tuner = TableTuner(
             oracle=_make_oracle(name, max_trials, seed, crash_safe=cache is not None),
             hypermodel=declare,
@@ -189,9 +191,6 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
             tuner.search(verbose=0)
         elapsed = time.perf_counter() - start
         trials = len(tuner.history) - resumed
-    finally:
-        if workdir is not None:
-            workdir.cleanup()
     return {
         "oracle": name,
         "seed": seed,
@@ -220,9 +219,39 @@ def _unfinished_dir(cache: str, name: str, seed: int, budget: int) -> str:
     return os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}")
 
 
+@contextlib.contextmanager
+def _project_lock(directory: str):
+    """Holds an exclusive lock on an unfinished project while the `with` block runs.
+
+    Two runs of the same search with the same cache would write over each other's KerasTuner project, so the
+    second one stops at once, naming the first. The lock goes with the process that holds it, killed or not.
+    """
+    import fcntl
+
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    with open(directory + ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RuntimeError(
+                f"{directory} is in use by another run of this benchmark (process {holder}); wait for it to "
+                "end or stop it, and run again."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield  # closing the file releases the lock
+
+
 def _remove_unfinished(cache: str | None, job: tuple[str, int, int]) -> None:
     if cache is not None:
-        shutil.rmtree(_unfinished_dir(cache, *job), True)
+        directory = _unfinished_dir(cache, *job)
+        shutil.rmtree(directory, True)
+        if os.path.exists(directory + ".lock"):
+            os.remove(directory + ".lock")
 
 
 def _cache_path(cache: str | None, name: str, seed: int, budget: int) -> str | None:
