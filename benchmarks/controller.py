@@ -19,8 +19,8 @@
 `--cache DIR` keeps each finished search as JSON and each unfinished one as a KerasTuner project under
 `DIR/unfinished/`: a run stopped part-way (Bayesian optimisation at 200 trials takes hours) goes on from
 where it stood when run again, and finished searches are not run again. A search runs in one process at a
-time: a second run of it with the same cache stops at once, naming the process that holds it (a pool worker
-outlives a main process killed with SIGKILL, and would otherwise go on writing the same project).
+time: a second run of it with the same cache stops at once, naming the process that holds it. The pool's
+workers exit within a second of their main process, however it ended.
 """
 
 from __future__ import annotations
@@ -246,6 +246,22 @@ def _project_lock(directory: str):
         yield  # closing the file releases the lock
 
 
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Pool initializer: the worker exits when the process that started it is gone.
+
+    A pool's workers outlive a main process killed with SIGKILL (nothing tells them), and one would go on with
+    its search for hours, unseen. A daemon thread notices the worker has been reparented and ends it.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _remove_unfinished(cache: str | None, job: tuple[str, int, int]) -> None:
     if cache is not None:
         directory = _unfinished_dir(cache, *job)
@@ -430,7 +446,9 @@ def main(argv=None):
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, str(threads))  # inherited by the spawned workers; yours win
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(
+        args.workers, initializer=_exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         for result in pool.imap_unordered(functools.partial(run_one, cache=args.cache), jobs):
             results.append(result)
             _store_cached(args.cache, result)
