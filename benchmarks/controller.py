@@ -219,6 +219,11 @@ def _unfinished_dir(cache: str, name: str, seed: int, budget: int) -> str:
     return os.path.join(cache, "unfinished", f"{name}-seed{seed}-budget{budget}")
 
 
+def _lock_file(directory: str) -> str:
+    """The lock file of an unfinished project, beside it: a lock inside would go with a cleared project."""
+    return directory + ".lock"
+
+
 @contextlib.contextmanager
 def _project_lock(directory: str):
     """Holds an exclusive lock on an unfinished project while the `with` block runs.
@@ -229,7 +234,7 @@ def _project_lock(directory: str):
     import fcntl
 
     os.makedirs(os.path.dirname(directory), exist_ok=True)
-    with open(directory + ".lock", "a+") as lock:
+    with open(_lock_file(directory), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -266,8 +271,8 @@ def _remove_unfinished(cache: str | None, job: tuple[str, int, int]) -> None:
     if cache is not None:
         directory = _unfinished_dir(cache, *job)
         shutil.rmtree(directory, True)
-        if os.path.exists(directory + ".lock"):
-            os.remove(directory + ".lock")
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(_lock_file(directory))
 
 
 def _cache_path(cache: str | None, name: str, seed: int, budget: int) -> str | None:
