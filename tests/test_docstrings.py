@@ -11,6 +11,7 @@ MODULES = [
     "keras_mnas.counting",
     "keras_mnas.search.reward",
     "keras_mnas.search.results",
+    "keras_mnas.utils.checks",
 ]
 
 
