@@ -41,8 +41,8 @@ import numpy as np
 from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite, search_space_configs
 from keras_mnas.latency.host import host_provenance
 from keras_mnas.latency.lut import fit_line, spearman
-from keras_mnas.latency.tflite import load_interpreter
 from keras_mnas.search import MnasSearchSpace
+from keras_mnas.tflite import load_interpreter
 from keras_mnas.utils.io import atomic_write_json
 
 

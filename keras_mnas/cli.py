@@ -263,7 +263,7 @@ def _calibration_data(path: str | None, model):
     """int8 calibration samples: the given .npy file, else random inputs (said loudly)."""
     import numpy as np
 
-    from keras_mnas.latency.tflite import model_input_specs
+    from keras_mnas.tflite import model_input_specs
 
     specs = model_input_specs(model)
     if len(specs) != 1:
@@ -358,7 +358,7 @@ def _load_keras_model(path: str):
 
 
 def _tflite_quantization(tflite_bytes: bytes) -> str:
-    from keras_mnas.latency.tflite import tflite_op_summary
+    from keras_mnas.tflite import tflite_op_summary
 
     try:
         summary = tflite_op_summary(tflite_bytes)
@@ -978,8 +978,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from keras_mnas.latency import convert_to_tflite
     from keras_mnas.search.project import SearchProjectError
+    from keras_mnas.tflite import convert_to_tflite
     from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
 
     if args.calibration_data and not args.int8:

@@ -23,12 +23,12 @@ default 8-bit scheme, with these choices for the layers that scheme does not cov
 Every exported model is checked: `export_int8` refuses to return a model in which an operator still computes
 in floating point (`float_ops`).
 
-Input and output are int8 by default, as in `keras_mnas.latency.convert_to_tflite(quantization="int8")`: it
+Input and output are int8 by default, as in `keras_mnas.tflite.convert_to_tflite(quantization="int8")`: it
 is the model whose latency the search measures, and integer-only accelerators (Edge TPU, microcontrollers)
 need it. `export_int8(..., io_dtype="float32")` keeps float input and output around int8 operators instead
 (a drop-in replacement for the float model, at the cost of a QUANTIZE and a DEQUANTIZE).
-`evaluate_tflite` and `predict_tflite` handle both, quantizing inputs and dequantizing outputs with the
-model's own parameters.
+`evaluate_tflite` and `predict_tflite` (from `keras_mnas.tflite`, importable from here too) handle both,
+quantizing inputs and dequantizing outputs with the model's own parameters.
 
 Example:
 
@@ -53,8 +53,13 @@ from typing import Any
 
 import numpy as np
 
+from keras_mnas import tflite as tflite_lib
 from keras_mnas.builder import build_model, get_build_config
-from keras_mnas.latency import tflite as tflite_lib
+
+# Running and inspecting a TFLite model is `keras_mnas.tflite`'s job; int8 users find the three here too.
+from keras_mnas.tflite import evaluate_tflite as evaluate_tflite
+from keras_mnas.tflite import float_ops as float_ops
+from keras_mnas.tflite import predict_tflite as predict_tflite
 from keras_mnas.utils.io import atomic_write_bytes
 
 #: Input/output types of an exported int8 model.
@@ -63,9 +68,6 @@ IO_DTYPES = ("int8", "float32")
 #: Layer classes of the builder that tfmot's default 8-bit scheme does not quantize; `prepare_qat` quantizes
 #: their output (see the module docstring).
 OUTPUT_QUANTIZED_LAYERS = ("Multiply",)
-
-# Integer tensor types of a full-integer model: int8 activations and weights, int32 biases and shapes.
-_INTEGER_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "bool"}
 
 
 def _import_tfmot():
@@ -381,35 +383,6 @@ def quantize_aware_train(
 # Conversion to int8 TFLite
 
 
-def float_ops(tflite_model: bytes | str | os.PathLike) -> list[str]:
-    """Names the operators of a TFLite model that compute in floating point.
-
-    A `QUANTIZE` from a float input and a `DEQUANTIZE` to a float output are conversions at the model's
-    edges, not float computation, and are not listed. An empty list means a full-integer model.
-
-    Args:
-        tflite_model: TFLite bytes or a `.tflite` path.
-
-    Returns:
-        The operator names (with repeats), in execution order.
-
-    Example:
-
-    ```python
-    float_ops(post_training_quantize(model, x))  # []
-    float_ops(convert_to_tflite(model))  # ["CONV_2D", "DEPTHWISE_CONV_2D", ...]
-    ```
-    """
-    summary = tflite_lib.tflite_op_summary(_read_tflite(tflite_model))
-    found = []
-    for op in summary["ops"]:
-        dtypes = set(op["input_dtypes"]) | set(op["output_dtypes"])
-        if op["op"] in ("QUANTIZE", "DEQUANTIZE") or dtypes <= _INTEGER_DTYPES:
-            continue
-        found.append(op["op"])
-    return found
-
-
 def export_int8(
     qat_model, filepath: str | os.PathLike | None = None, *, io_dtype: str = "int8", verbose: bool = False
 ) -> bytes:
@@ -540,7 +513,7 @@ def post_training_quantize(
 ) -> bytes:
     """Full-integer int8 post-training quantization, calibrated on a sample of the training inputs.
 
-    `keras_mnas.latency.convert_to_tflite(quantization="int8")` on `representative_sample(x, num_samples)`:
+    `keras_mnas.tflite.convert_to_tflite(quantization="int8")` on `representative_sample(x, num_samples)`:
     int8 operators, input and output, batch size 1.
 
     Args:
@@ -566,126 +539,3 @@ def post_training_quantize(
     if filepath is not None:
         atomic_write_bytes(os.fspath(filepath), tflite_bytes)
     return tflite_bytes
-
-
-# --------------------------------------------------------------------------------------------------------
-# Running an int8 TFLite model
-
-
-def _read_tflite(tflite_model) -> bytes:
-    if isinstance(tflite_model, (bytes, bytearray, memoryview)):
-        return bytes(tflite_model)
-    if isinstance(tflite_model, (str, os.PathLike)):
-        with open(tflite_model, "rb") as f:
-            return f.read()
-    raise ValueError(
-        f"Expected TFLite model bytes or a .tflite path; received {type(tflite_model).__name__}."
-    )
-
-
-def predict_tflite(tflite_model: bytes | str | os.PathLike, x: Any, *, num_threads: int = 1) -> np.ndarray:
-    """Runs a single-input TFLite model on every sample of `x` with the LiteRT interpreter.
-
-    Float inputs are quantized with the model's input scale and zero point when its input is integer, and
-    integer outputs are dequantized, so the result is comparable with the Keras model's `predict`.
-
-    Args:
-        tflite_model: TFLite bytes or a `.tflite` path (batch size 1, as `convert_to_tflite` makes them).
-        x: Inputs, a float array of shape `(num_samples, *input_shape)`.
-        num_threads: Interpreter threads.
-
-    Returns:
-        A float32 array of shape `(num_samples, *output_shape)`.
-
-    Raises:
-        ValueError: for a model with several inputs or outputs, or inputs of the wrong shape.
-
-    Example:
-
-    ```python
-    probabilities = predict_tflite("model_int8.tflite", x_val)
-    ```
-    """
-    tflite_bytes = _read_tflite(tflite_model)
-    interpreter = tflite_lib.load_interpreter(tflite_bytes, num_threads=num_threads)
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
-            f"predict_tflite runs single-input, single-output models; this one has {len(inputs)} inputs and "
-            f"{len(outputs)} outputs."
-        )
-    input_detail, output_detail = inputs[0], outputs[0]
-    sample_shape = tuple(int(d) for d in input_detail["shape"][1:])
-    x = np.asarray(x, dtype="float32")
-    if x.ndim != len(sample_shape) + 1 or tuple(x.shape[1:]) != sample_shape:
-        raise ValueError(
-            f"x must have shape (num_samples, *{sample_shape}) to match the TFLite model's input; received "
-            f"{x.shape}."
-        )
-    try:
-        interpreter.allocate_tensors()
-    except RuntimeError as error:
-        if "XNNPACK" not in str(error):
-            raise
-        # XNNPACK refuses some quantization parameters that trained weights can produce (e.g. a rescale
-        # ratio out of its range); TFLite's builtin int8 kernels run them, and define the result anyway.
-        interpreter = tflite_lib.load_interpreter(
-            tflite_bytes, num_threads=num_threads, use_default_delegate=False
-        )
-        interpreter.allocate_tensors()
-    input_dtype = np.dtype(input_detail["dtype"])
-    input_scale, input_zero_point = input_detail["quantization"]
-    output_scale, output_zero_point = output_detail["quantization"]
-    results = []
-    for sample in x:
-        batch = sample[None]
-        if np.issubdtype(input_dtype, np.integer):
-            info = np.iinfo(input_dtype)
-            batch = np.clip(np.round(batch / input_scale + input_zero_point), info.min, info.max)
-        interpreter.set_tensor(input_detail["index"], batch.astype(input_dtype))
-        interpreter.invoke()
-        output = interpreter.get_tensor(output_detail["index"])[0]
-        if np.issubdtype(output.dtype, np.integer):
-            output = (output.astype("float32") - output_zero_point) * output_scale
-        results.append(output.astype("float32"))
-    return np.stack(results) if results else np.zeros((0, *output_detail["shape"][1:]), "float32")
-
-
-def evaluate_tflite(
-    tflite_model: bytes | str | os.PathLike, x: Any, y: Any, *, num_threads: int = 1
-) -> float:
-    """Classification accuracy of a TFLite model (float or int8) on `(x, y)`, run with LiteRT.
-
-    Args:
-        tflite_model: TFLite bytes or a `.tflite` path.
-        x: Inputs, a float array of shape `(num_samples, *input_shape)`.
-        y: Labels: class indices of shape `(num_samples,)` (or `(num_samples, 1)`), or one-hot rows.
-        num_threads: Interpreter threads.
-
-    Returns:
-        The fraction of samples whose highest-scoring class is the label.
-
-    Raises:
-        ValueError: when `x` and `y` hold different numbers of samples, or `y` is not labels.
-
-    Example:
-
-    ```python
-    evaluate_tflite(post_training_quantize(model, x_train), x_val, y_val)  # e.g. 0.95
-    ```
-    """
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        labels = np.argmax(y, axis=1)
-    elif y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
-        labels = y.reshape(-1)
-    else:
-        raise ValueError(
-            f"y must be class indices of shape (num_samples,) or one-hot rows; received shape {y.shape}."
-        )
-    if len(labels) != len(x) or len(labels) == 0:
-        raise ValueError(
-            f"x and y must hold the same, non-zero number of samples; received {len(x)} and {len(labels)}."
-        )
-    scores = predict_tflite(tflite_model, x, num_threads=num_threads)
-    return float(np.mean(np.argmax(scores.reshape(len(labels), -1), axis=1) == labels))

@@ -18,9 +18,9 @@ from keras_mnas.architecture import ArchSpec
 from keras_mnas.cli import main
 from keras_mnas.latency import LatencyLookupTable, LatencyResult, search_space_configs
 from keras_mnas.latency.lut import spearman
-from keras_mnas.latency.tflite import load_interpreter, tflite_op_summary
 from keras_mnas.search import MnasSearchSpace, MnasTuner
 from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, ScriptedLatency, fake_benchmark_binary
+from keras_mnas.tflite import load_interpreter, tflite_op_summary
 
 # adbutils must never start a real adb server on the test machine.
 pytestmark = pytest.mark.usefixtures("no_real_adb")

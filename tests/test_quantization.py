@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 
 from keras_mnas import ArchSpec, build_model
 from keras_mnas import quantization as quant
-from keras_mnas.latency import convert_to_tflite, tflite_op_summary
+from keras_mnas.tflite import convert_to_tflite, tflite_op_summary
 
 pytest.importorskip("tensorflow_model_optimization")
 tf_keras = pytest.importorskip("tf_keras")

@@ -1,21 +1,65 @@
-"""The common interface every latency source implements.
+"""The common interface every latency source implements, and the base of the sources that time TFLite.
 
-A latency source turns a Keras model into a `LatencyResult`. The host CPU timer, the Android phone pool and
-the lookup-table predictor all implement `LatencySource`, so the tuner and the command line can use any of
-them without knowing which one they hold.
+A latency source turns a Keras model into a `LatencyResult`. The host CPU timer, the Android phone, the
+phone pool and the lookup-table predictor all implement `LatencySource`, so the tuner and the command line
+can use any of them without knowing which one they hold.
+
+The three sources that time a TFLite flatbuffer (`HostLatency`, `AndroidLatency`, `AndroidDevicePool`)
+share `TFLiteLatencySource`: it converts the model once, consults one content-keyed result cache, and hands
+the bytes to the source's `measure_tflite`. A new source of that kind implements `measure_tflite` only.
+
+Example:
+
+```python
+class MyBoardLatency(TFLiteLatencySource):
+    name = "my-board"
+
+    def measure_tflite(self, tflite_bytes, *, quantization="float32", extra_provenance=None):
+        tflite_bytes = validate_tflite(tflite_bytes)
+        ms = my_board.time(tflite_bytes)  # your runner
+        return LatencyResult(median_ms=ms, mean_ms=ms, p90_ms=ms, std_ms=0.0, cv=0.0, runs=1,
+                             warmup_runs=0, threads=1, source=self.name, quantization=quantization,
+                             provenance=dict(extra_provenance or {}))
+```
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
+import sys
 import threading
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
-QUANTIZATIONS = ("float32", "int8")
+import numpy as np
+
+from keras_mnas import tflite as tflite_lib
+from keras_mnas.tflite import QUANTIZATIONS, validate_tflite
+from keras_mnas.utils.checks import check_bool, check_choice
+from keras_mnas.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "QUANTIZATIONS",
+    "LatencyResult",
+    "LatencySource",
+    "TFLiteLatencySource",
+    "is_unstable",
+    "judged_spread",
+    "package_version",
+    "percentile_cv",
+    "validate_tflite",
+]
+
+# Bumped whenever what a cached figure means changes, so stale disk caches are ignored.
+_CACHE_FORMAT = 2
 
 # Above this spread (see `LatencyResult.spread`) a figure is flagged unstable.
 UNSTABLE_SPREAD = 0.05
@@ -60,14 +104,6 @@ def is_unstable(spread: float | None) -> bool:
     return spread is not None and spread > UNSTABLE_SPREAD
 
 
-def check_seconds(name: str, value, *, allow_zero: bool = False) -> None:
-    """Raises `ValueError` naming `name` unless `value` is a finite number of seconds (> 0, or >= 0)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a finite number of seconds {bound}; received {value!r}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class LatencyResult:
     """One latency figure with the statistics and provenance behind it.
@@ -92,7 +128,7 @@ class LatencyResult:
         robust_cv: The spread of the middle 90% of the runs as a coefficient of variation,
             `(p95 - p5) / (2 * 1.645 * median)`: equal to `cv` for normally distributed times, and unmoved
             by a few outliers. `None` when the runs' percentiles are unknown (benchmark_model before
-            LiteRT prints none; results cached before keras-mnas recorded it).
+            LiteRT prints none).
     """
 
     median_ms: float
@@ -209,3 +245,337 @@ class LatencySource(abc.ABC):
             first = not getattr(self, "_warned_unstable", False)
             self._warned_unstable = True
         return logging.WARNING if first else logging.INFO
+
+    def _log_if_unstable(self, result: LatencyResult, message: str, *args: Any) -> None:
+        """Logs `message % args` for an unstable `result`, at the level `_unstable_log_level` gives.
+
+        The message goes to the logger of the subclass's module, so each source keeps its own logger name.
+        """
+        if result.unstable:
+            logging.getLogger(type(self).__module__).log(self._unstable_log_level(), message, *args)
+
+
+class _Prepared(NamedTuple):
+    """A model ready to time: its cached figure, or its TFLite bytes and the provenance of its conversion."""
+
+    key: str | None
+    cached: LatencyResult | None
+    tflite_bytes: bytes | None
+    provenance: dict[str, Any] | None
+
+
+class TFLiteLatencySource(LatencySource):
+    """A latency source that times TFLite flatbuffers: convert once, cache, then `measure_tflite`.
+
+    `measure` is written here once for every such source. It checks the quantization, materialises the int8
+    calibration data (once: it is both fingerprinted and fed to the converter), looks the model up in the
+    result cache, and on a miss converts it with `convert_to_tflite` (`conversion`, `calibration_samples`),
+    timing the conversion, and calls `measure_tflite` with the bytes and the conversion's provenance
+    (`model`, `conversion`, `conversion_seconds`, and `cache_key` when caching).
+
+    The cache key is a SHA-256 over everything that decides the figure: the model's class and config
+    (`model.get_config()`, layer names included), its input shapes and dtypes, the bytes of all its weights
+    (these, with the conversion settings and the converter's version, decide the TFLite bytes), the
+    quantization, the calibration data (int8 only), this source's `config()` (which names the device and the
+    timing settings), and `cache_environment()` (the converter's version, and for the host the machine).
+    Because it is computed before conversion, a hit costs neither conversion nor timing. Models whose config
+    cannot be serialised are measured every time. The cache lives in memory and, with `cache_dir`, on disk
+    (one JSON file per figure, written atomically, so several processes can share a directory).
+
+    Whether figures are reused at all is the constructor's `cache`: `None` takes the class's
+    `cache_by_default` (on for the host, where a figure is cheap to trust and costly to repeat in a search;
+    off for phones, where a user asking for a measurement expects the phone to run it), and a `cache_dir`
+    turns caching on.
+
+    Subclasses implement `measure_tflite`, and set `conversion` and `calibration_samples` when they take them
+    as settings (and name them in `config()`).
+
+    Args:
+        cache: Whether to reuse figures of identical models; `None` for the class's default (see above).
+        cache_dir: Optional directory for the on-disk cache (created when needed); implies `cache=True`.
+
+    Raises:
+        ValueError: for `cache=False` together with a `cache_dir`.
+    """
+
+    #: The `convert_to_tflite` method `measure` converts with.
+    conversion: str = "concrete_function"
+    #: Samples of a representative array used for int8 calibration.
+    calibration_samples: int = tflite_lib.DEFAULT_CALIBRATION_SAMPLES
+    #: Whether figures are reused when the constructor is given `cache=None` and no `cache_dir`.
+    cache_by_default: bool = False
+
+    def __init__(self, *, cache: bool | None = None, cache_dir: str | os.PathLike | None = None):
+        if cache is not None:
+            check_bool("cache", cache)
+        if cache is False and cache_dir:
+            raise ValueError(
+                f"`cache_dir` ({os.fspath(cache_dir)!r}) is a result cache, but `cache=False` turns caching "
+                "off; pass one or the other."
+            )
+        self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else None
+        self.cache = bool(cache) if cache is not None else self.cache_by_default or self.cache_dir is not None
+        self._cache: dict[str, LatencyResult] = {}
+        self._cache_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------------
+    # Measuring.
+
+    def measure(self, model, *, quantization: str = "float32", representative_data=None) -> LatencyResult:
+        """Converts a Keras model to TFLite and times it with `measure_tflite`, or returns its cached figure.
+
+        Args:
+            model: A built Keras model with a fully defined input shape (batch size aside).
+            quantization: `"float32"` or `"int8"` (full-integer post-training quantization).
+            representative_data: For int8: an array of input samples, or a callable returning an iterable of
+                input batches (called once per measurement, to fingerprint and calibrate). Ignored for
+                float32.
+
+        Returns:
+            A `LatencyResult`; with caching on, `provenance["cache_key"]` is the key it is cached under.
+
+        Raises:
+            ValueError: for an undefined input shape, an unknown quantization, int8 without data.
+            RuntimeError: when conversion fails.
+            LatencyMeasurementError: as `measure_tflite` raises it (device sources).
+
+        Example:
+
+        ```python
+        result = HostLatency().measure(model, quantization="int8", representative_data=images)
+        ```
+        """
+        prepared = self._prepare(model, quantization, representative_data)
+        if prepared.cached is not None:
+            return prepared.cached
+        result = self.measure_tflite(
+            prepared.tflite_bytes, quantization=quantization, extra_provenance=prepared.provenance
+        )
+        self._remember(prepared.key, result)
+        return result
+
+    @abc.abstractmethod
+    def measure_tflite(
+        self,
+        tflite_bytes: bytes,
+        *,
+        quantization: str = "float32",
+        extra_provenance: dict[str, Any] | None = None,
+    ) -> LatencyResult:
+        """Times a TFLite flatbuffer as it is (never cached).
+
+        Args:
+            tflite_bytes: The model, e.g. read from a `.tflite` file. Check it with `validate_tflite`.
+            quantization: What the model is, recorded in the result: `"float32"` or `"int8"`.
+            extra_provenance: Extra facts recorded in the result's `provenance`.
+
+        Returns:
+            A `LatencyResult` whose `tflite_bytes` and `sha256` describe these bytes.
+        """
+
+    def _prepare(self, model, quantization: str, representative_data) -> _Prepared:
+        """The one conversion path: calibration data, cache lookup, then (on a miss) a timed conversion."""
+        check_choice("quantization", quantization, QUANTIZATIONS)
+        specs = tflite_lib.model_input_specs(model)
+        batches = None
+        if quantization == "int8":
+            # Materialised once: it is both fingerprinted and fed to the converter.
+            batches = tflite_lib.calibration_batches(
+                representative_data, specs, num_samples=self.calibration_samples
+            )
+        key = self._cache_key(model, specs, quantization, batches) if self.cache else None
+        if key is not None:
+            cached = self._lookup(key)
+            if cached is not None:
+                return _Prepared(key, cached, None, None)
+        start = time.perf_counter()
+        tflite_bytes = tflite_lib.convert_to_tflite(
+            model,
+            quantization=quantization,
+            representative_data=(lambda: iter(batches)) if batches is not None else None,
+            method=self.conversion,
+            calibration_samples=self.calibration_samples,
+        )
+        provenance = {
+            "model": getattr(model, "name", type(model).__name__),
+            "conversion": self.conversion,
+            "conversion_seconds": round(time.perf_counter() - start, 3),
+            **({"cache_key": key} if key is not None else {}),
+        }
+        return _Prepared(key, None, tflite_bytes, provenance)
+
+    def _tflite_result(
+        self,
+        tflite_bytes: bytes,
+        *,
+        quantization: str,
+        source: str,
+        median_ms: float,
+        mean_ms: float,
+        p90_ms: float,
+        std_ms: float,
+        runs: int,
+        robust_cv: float | None,
+        provenance: dict[str, Any],
+    ) -> LatencyResult:
+        """A `LatencyResult` of timed bytes, with this source's `warmup_runs` and `threads`."""
+        return LatencyResult(
+            median_ms=median_ms,
+            mean_ms=mean_ms,
+            p90_ms=p90_ms,
+            std_ms=std_ms,
+            cv=std_ms / mean_ms if mean_ms > 0 else 0.0,
+            runs=runs,
+            warmup_runs=self.warmup_runs,
+            threads=self.threads,
+            source=source,
+            quantization=quantization,
+            tflite_bytes=len(tflite_bytes),
+            sha256=hashlib.sha256(tflite_bytes).hexdigest(),
+            provenance=provenance,
+            robust_cv=robust_cv,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Caching.
+
+    def cache_environment(self) -> dict[str, Any]:
+        """Facts outside `config()` that change a figure: by default, the converter's version.
+
+        Part of every cache key. A source that times on this machine adds the machine (see `HostLatency`).
+
+        Example:
+
+        ```python
+        source.cache_environment()  # {"tensorflow": "2.18.0"}
+        ```
+        """
+        return {"tensorflow": package_version("tensorflow", "tensorflow")}
+
+    def cache_key(self, model, *, quantization: str = "float32", representative_data=None) -> str:
+        """The key `measure` caches the figure of this model under (a SHA-256 hex digest).
+
+        Raises:
+            ValueError: when the model's config cannot be serialised (such models are not cached).
+
+        Example:
+
+        ```python
+        source = HostLatency()
+        source.cache_key(model) == source.cache_key(model)  # True
+        ```
+        """
+        check_choice("quantization", quantization, QUANTIZATIONS)
+        specs = tflite_lib.model_input_specs(model)
+        batches = None
+        if quantization == "int8":
+            batches = tflite_lib.calibration_batches(
+                representative_data, specs, num_samples=self.calibration_samples
+            )
+        key = self._cache_key(model, specs, quantization, batches)
+        if key is None:
+            raise ValueError(
+                f"Model {getattr(model, 'name', model)!r} has no JSON-serialisable config, so its "
+                "latency cannot be cached."
+            )
+        return key
+
+    def _cache_key(self, model, specs, quantization, batches) -> str | None:
+        try:
+            config = json.dumps(
+                {
+                    "class": f"{type(model).__module__}.{type(model).__qualname__}",
+                    "config": model.get_config(),
+                },
+                sort_keys=True,
+                default=_json_default,
+            )
+        except (NotImplementedError, TypeError, ValueError) as e:
+            logger.debug("Not caching the latency of %r: %s", getattr(model, "name", model), e)
+            return None
+        h = hashlib.sha256()
+        header = {
+            "format": _CACHE_FORMAT,
+            "source": self.config(),
+            "environment": self.cache_environment(),
+            "quantization": quantization,
+            "inputs": [[list(shape), dtype] for shape, dtype in specs],
+        }
+        h.update(json.dumps(header, sort_keys=True, default=_json_default).encode())
+        h.update(config.encode())
+        for weight in model.weights:
+            array = np.ascontiguousarray(np.asarray(weight))
+            path = getattr(weight, "path", weight.name)
+            h.update(f"|{path}|{array.dtype}|{array.shape}|".encode())
+            h.update(array.tobytes())
+        if batches is not None:
+            h.update(b"|calibration|")
+            for batch in batches:
+                for array in batch:
+                    array = np.ascontiguousarray(array)
+                    h.update(f"|{array.dtype}|{array.shape}|".encode())
+                    h.update(array.tobytes())
+        return h.hexdigest()
+
+    def _lookup(self, key: str) -> LatencyResult | None:
+        with self._cache_lock:
+            if key in self._cache:
+                return self._cache[key]
+            if self.cache_dir is None:
+                return None
+            path = os.path.join(self.cache_dir, f"{key}.json")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    record = json.load(f)
+                if record.get("format") != _CACHE_FORMAT or record.get("key") != key:
+                    return None
+                result = LatencyResult.from_dict(record["result"])
+            except FileNotFoundError:
+                return None
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                logger.warning("Ignoring unreadable latency cache file %s: %s", path, e)
+                return None
+            self._cache[key] = result
+            return result
+
+    def _remember(self, key: str | None, result: LatencyResult) -> None:
+        if key is None:
+            return
+        with self._cache_lock:
+            self._cache[key] = result
+            if self.cache_dir is None:
+                return
+            record = {"format": _CACHE_FORMAT, "key": key, "result": result.to_dict()}
+            atomic_write_json(os.path.join(self.cache_dir, f"{key}.json"), record)
+
+
+def _json_default(value):
+    # Numpy scalars and arrays can appear in layer configs; anything else is not a stable key.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
+    raise TypeError(f"Object of type {type(value).__name__} in the model config is not serialisable.")
+
+
+def package_version(module_name: str, distribution: str) -> str:
+    """The version of an installed package: its module's `__version__` if imported, else its metadata.
+
+    Returns `"unknown"` rather than failing a measurement when neither is available.
+
+    Example:
+
+    ```python
+    package_version("numpy", "numpy")  # e.g. "2.1.3"
+    ```
+    """
+    module = sys.modules.get(module_name)
+    version = getattr(module, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib import metadata
+
+        return metadata.version(distribution)
+    except Exception:  # Not installed or no metadata: record that rather than fail a measurement.
+        return "unknown"

@@ -32,7 +32,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-import math
 import os
 import threading
 import time
@@ -44,10 +43,9 @@ from keras_mnas.latency.android import (
     DEFAULT_ADB_PORT,
     AndroidDeviceInfo,
     AndroidLatency,
-    _list_states,
-    convert_for_device,
+    list_states,
 )
-from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
+from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, TFLiteLatencySource
 from keras_mnas.latency.errors import (
     DeviceBusyError,
     DeviceError,
@@ -56,6 +54,7 @@ from keras_mnas.latency.errors import (
     ModelError,
     SetupError,
 )
+from keras_mnas.utils.checks import check_choice, check_int, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +132,14 @@ def _parse_device(spec: str, default_host: str, default_port: int) -> tuple[str,
     return serial, host, int(port)
 
 
-class AndroidDevicePool(LatencySource):
+class AndroidDevicePool(TFLiteLatencySource):
     """Several Android phones measuring latency, with retries, quarantine and per-phone statistics.
+
+    `measure` converts the model once (with the phones' `conversion` and `calibration_samples`) and times
+    it on the first free phone, retrying on others on failure; the result's `provenance["pool"]` tells how
+    many attempts it took and on which phones it failed. Like a single phone, a pool caches nothing unless
+    asked (`cache=True`, or a `cache_dir`); a cached figure is reused for an identical model measured with
+    the same pool `config()` (phones and their settings).
 
     Args:
         devices: The phones: serials (`"R5CT1234ABC"`, on the pool's adb server), `"SERIAL@HOST:PORT"`
@@ -153,6 +158,8 @@ class AndroidDevicePool(LatencySource):
         busy_retry_s: How long a phone whose lease another worker holds is skipped before trying it again.
         allow_mixed_devices: Allow phones of different models or SoCs in one pool. Off by default, because
             their figures are not comparable; a phone that differs from the first one is retired.
+        cache: Whether `measure` and `measure_many` reuse the figures of identical models (off by default).
+        cache_dir: Optional directory for an on-disk result cache; implies `cache=True`.
         **phone_options: Settings for every phone, as for `AndroidLatency` (`threads`, `core_mask`, `runs`,
             `warmup_runs`, `repeats`, `delegate`, `call_timeout_s`, `run_timeout_s`, `lease_ttl_s`, ...).
 
@@ -184,23 +191,19 @@ class AndroidDevicePool(LatencySource):
         wait_for_device_s: float = 600.0,
         busy_retry_s: float = 5.0,
         allow_mixed_devices: bool = False,
+        cache: bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
         **phone_options,
     ):
-        for arg, value in (("max_attempts", max_attempts), ("quarantine_after", quarantine_after)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{arg}` must be an integer >= 1; received {value!r}.")
+        super().__init__(cache=cache, cache_dir=cache_dir)
+        check_int("max_attempts", max_attempts, minimum=1)
+        check_int("quarantine_after", quarantine_after, minimum=1)
         for arg, value in (
             ("readmit_after_s", readmit_after_s),
             ("wait_for_device_s", wait_for_device_s),
             ("busy_retry_s", busy_retry_s),
         ):
-            if (
-                not isinstance(value, (int, float))
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ValueError(f"`{arg}` must be a finite number of seconds >= 0; received {value!r}.")
+            check_seconds(arg, value, allow_zero=True)
         for option in ("serial", "adb_host", "adb_port", "lease", "lease_wait_s"):
             if option in phone_options:
                 raise ValueError(
@@ -275,7 +278,7 @@ class AndroidDevicePool(LatencySource):
             sources += [self._make_source(*spec) for spec in self._specs]
         else:
             for host, port in self.adb_servers:
-                for serial, state in _list_states(host, port, self._options.get("call_timeout_s", 30.0)):
+                for serial, state in list_states(host, port, self._options.get("call_timeout_s", 30.0)):
                     if state == "device":
                         sources.append(self._make_source(serial, host, port))
                     else:
@@ -323,6 +326,20 @@ class AndroidDevicePool(LatencySource):
         ```
         """
         return [slot.source.device_info() for slot in self._ensure_slots()]
+
+    @property
+    def conversion(self) -> str:
+        """The `convert_to_tflite` method `measure` converts with: the phones' setting."""
+        return self._settings_source().conversion
+
+    @property
+    def calibration_samples(self) -> int:
+        """Samples of a representative array used for int8 calibration: the phones' setting."""
+        return self._settings_source().calibration_samples
+
+    def _settings_source(self) -> AndroidLatency:
+        # The phones share the pool's options; phones given as instances are asked in their order.
+        return self._template or self._ensure_slots()[0].source
 
     def config(self) -> dict[str, Any]:
         """The settings that change the measured figures.
@@ -473,41 +490,6 @@ class AndroidDevicePool(LatencySource):
 
     # ----------------------------------------------------------------------------------------------
     # Measuring.
-
-    def measure(self, model, *, quantization: str = "float32", representative_data=None) -> LatencyResult:
-        """Converts a Keras model to TFLite and times it on the first free phone, retrying on failures.
-
-        Args:
-            model: A built Keras model with a fully defined input shape (batch size aside).
-            quantization: `"float32"` or `"int8"`.
-            representative_data: For int8: calibration samples or a callable returning batches.
-
-        Returns:
-            The `LatencyResult` of the phone that measured it; `provenance["pool"]` tells how many attempts
-            it took and on which phones it failed.
-
-        Raises:
-            ModelError: the phones' runtime cannot run the model (not retried).
-            DeviceError: every attempt failed, or no phone became free in time.
-
-        Example:
-
-        ```python
-        result = pool.measure(model)
-        print(result.source, result.median_ms, result.provenance["pool"])
-        ```
-        """
-        if quantization not in QUANTIZATIONS:  # before looking for phones
-            raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
-        template = self._template or self._ensure_slots()[0].source
-        tflite_bytes, provenance = convert_for_device(
-            model,
-            quantization=quantization,
-            representative_data=representative_data,
-            conversion=template.conversion,
-            calibration_samples=template.calibration_samples,
-        )
-        return self.measure_tflite(tflite_bytes, quantization=quantization, extra_provenance=provenance)
 
     def measure_tflite(
         self,
@@ -670,6 +652,8 @@ class AndroidDevicePool(LatencySource):
     ) -> list[LatencyResult | Exception]:
         """Converts several Keras models (one after the other) and times them on the phones at once.
 
+        Each model goes through the same conversion and cache as `measure`.
+
         Args:
             models: Built Keras models with fully defined input shapes.
             quantization: `"float32"` or `"int8"`.
@@ -685,20 +669,26 @@ class AndroidDevicePool(LatencySource):
         results = pool.measure_many([model_a, model_b])
         ```
         """
-        if quantization not in QUANTIZATIONS:
-            raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}; received {quantization!r}.")
-        template = self._template or self._ensure_slots()[0].source
-        jobs = [
-            convert_for_device(
-                model,
-                quantization=quantization,
-                representative_data=representative_data,
-                conversion=template.conversion,
-                calibration_samples=template.calibration_samples,
-            )
-            for model in models
-        ]
-        return self._measure_all(jobs, quantization, return_exceptions)
+        check_choice("quantization", quantization, QUANTIZATIONS)
+        # Converted (or found in the cache) one after the other: the converter runs one model at a time.
+        prepared = [self._prepare(model, quantization, representative_data) for model in models]
+        misses = [p for p in prepared if p.cached is None]
+        measured = iter(
+            self._measure_all([(p.tflite_bytes, p.provenance) for p in misses], quantization, True)
+            if misses
+            else []
+        )
+        outcomes: list[LatencyResult | Exception] = []
+        for p in prepared:
+            outcome = p.cached if p.cached is not None else next(measured)
+            if p.cached is None and isinstance(outcome, LatencyResult):
+                self._remember(p.key, outcome)
+            outcomes.append(outcome)
+        if not return_exceptions:
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    raise outcome
+        return outcomes
 
     def _measure_all(self, jobs, quantization, return_exceptions) -> list[LatencyResult | Exception]:
         workers = max(1, min(len(jobs), len(self._ensure_slots())))

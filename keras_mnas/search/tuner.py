@@ -32,7 +32,6 @@ from keras_mnas.latency import (
     LatencyResult,
     LatencySource,
     MissingEntryError,
-    convert_to_tflite,
     network_configs,
 )
 from keras_mnas.latency.base import is_unstable
@@ -48,6 +47,7 @@ from keras_mnas.search.results import pareto_front, plot_pareto
 from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
 from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
+from keras_mnas.tflite import convert_to_tflite
 from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
 from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_gradients
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keras_mnas.latency import QUANTIZATIONS, LatencyResult, LatencySource
-from keras_mnas.latency.base import check_seconds, percentile_cv
+from keras_mnas.latency.base import percentile_cv
+from keras_mnas.utils.checks import check_seconds
 
 
 def make_result(**overrides):

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mnas.latency import HostLatency, LatencyResult, convert_to_tflite
-from keras_mnas.latency import host as host_lib
-from keras_mnas.latency import tflite as tflite_lib
+from keras_mnas import tflite as tflite_lib
+from keras_mnas.latency import HostLatency, LatencyResult
+from keras_mnas.tflite import convert_to_tflite
 
 # Few runs keep the tests fast; the defaults are for real measurements.
 FAST = dict(runs=5, warmup_runs=1, min_seconds=0)
@@ -44,7 +44,7 @@ def count_conversions(monkeypatch):
         calls.append(kwargs.get("quantization"))
         return real(model, **kwargs)
 
-    monkeypatch.setattr(host_lib.tflite_lib, "convert_to_tflite", counting)
+    monkeypatch.setattr(tflite_lib, "convert_to_tflite", counting)
     return calls
 
 

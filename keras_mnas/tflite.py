@@ -1,7 +1,20 @@
-"""Conversion of Keras 3 models to TFLite flatbuffers, and a look inside the result.
+"""TFLite flatbuffers: converting Keras 3 models, looking inside them, and running them.
 
-TensorFlow is imported lazily, inside the functions, so that importing `keras_mnas` never pulls it
-in.
+Every part of keras-mnas that needs a `.tflite` goes through this module: the latency sources convert the
+model they time with `convert_to_tflite` and check bytes with `validate_tflite`, and the quantization module
+converts, inspects (`float_ops`) and evaluates (`predict_tflite`, `evaluate_tflite`) int8 models with it.
+TensorFlow and LiteRT are imported lazily, inside the functions, so that importing `keras_mnas` never pulls
+them in.
+
+Example:
+
+```python
+from keras_mnas import tflite
+
+tflite_bytes = tflite.convert_to_tflite(model)
+tflite.tflite_op_summary(tflite_bytes)["op_counts"]  # {"CONV_2D": 2, "MEAN": 1, ...}
+tflite.evaluate_tflite(tflite_bytes, x_val, y_val)  # accuracy, as LiteRT computes it
+```
 """
 
 from __future__ import annotations
@@ -18,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_mnas.latency.base import QUANTIZATIONS
+#: The quantizations a model can be converted (and timed) with: plain float, or full-integer int8.
+QUANTIZATIONS = ("float32", "int8")
 
 #: How a Keras model is turned into a TFLite flatbuffer. `"concrete_function"` traces
 #: `model(x, training=False)` at batch size 1 and converts the frozen graph (fast);
@@ -466,3 +480,200 @@ def load_interpreter(tflite_bytes: bytes, *, num_threads: int = 1, use_default_d
             f"Could not load the TFLite model ({len(tflite_bytes)} bytes): {e}. Expected a valid "
             "TFLite flatbuffer, e.g. from `convert_to_tflite`."
         ) from e
+
+
+def validate_tflite(tflite_bytes: bytes | bytearray | memoryview) -> bytes:
+    """Checks that bytes are a TFLite model with a fixed input shape, and returns them as `bytes`.
+
+    A latency source calls this before timing anything: a model whose input has undefined (dynamic)
+    dimensions other than the batch would run at a placeholder shape and report a meaningless figure.
+
+    Args:
+        tflite_bytes: The bytes to check.
+
+    Returns:
+        The same bytes, as `bytes`.
+
+    Raises:
+        ValueError: for bytes that are not a loadable TFLite flatbuffer, or a model whose input has
+            undefined dimensions.
+
+    Example:
+
+    ```python
+    tflite_bytes = validate_tflite(convert_to_tflite(model))
+    ```
+    """
+    if isinstance(tflite_bytes, (bytearray, memoryview)):
+        tflite_bytes = bytes(tflite_bytes)
+    if not isinstance(tflite_bytes, bytes) or len(tflite_bytes) < 8 or tflite_bytes[4:8] != b"TFL3":
+        shown = tflite_bytes[:8] if isinstance(tflite_bytes, bytes) else type(tflite_bytes).__name__
+        raise ValueError(
+            "Expected the bytes of a TFLite model (a flatbuffer with the 'TFL3' identifier); "
+            f"received {shown!r}."
+        )
+    interpreter = load_interpreter(tflite_bytes, use_default_delegate=False)
+    for detail in interpreter.get_input_details():
+        signature = [int(d) for d in detail["shape_signature"]]
+        if any(d < 0 for d in signature[1:]):
+            raise ValueError(
+                f"Cannot time a TFLite model whose input {detail['name']!r} has undefined dimensions (shape "
+                f"signature {signature}): the runtime would run it at a placeholder shape and report a "
+                "meaningless figure. Convert the model with a fixed input shape (batch size aside)."
+            )
+    return tflite_bytes
+
+
+# --------------------------------------------------------------------------------------------------------
+# Running a TFLite model
+
+# Integer tensor types of a full-integer model: int8 activations and weights, int32 biases and shapes.
+_INTEGER_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "bool"}
+
+
+def float_ops(tflite_model: bytes | str | os.PathLike) -> list[str]:
+    """Names the operators of a TFLite model that compute in floating point.
+
+    A `QUANTIZE` from a float input and a `DEQUANTIZE` to a float output are conversions at the model's
+    edges, not float computation, and are not listed. An empty list means a full-integer model.
+
+    Args:
+        tflite_model: TFLite bytes or a `.tflite` path.
+
+    Returns:
+        The operator names (with repeats), in execution order.
+
+    Example:
+
+    ```python
+    float_ops(post_training_quantize(model, x))  # []
+    float_ops(convert_to_tflite(model))  # ["CONV_2D", "DEPTHWISE_CONV_2D", ...]
+    ```
+    """
+    summary = tflite_op_summary(_read_tflite(tflite_model))
+    found = []
+    for op in summary["ops"]:
+        dtypes = set(op["input_dtypes"]) | set(op["output_dtypes"])
+        if op["op"] in ("QUANTIZE", "DEQUANTIZE") or dtypes <= _INTEGER_DTYPES:
+            continue
+        found.append(op["op"])
+    return found
+
+
+def _read_tflite(tflite_model) -> bytes:
+    if isinstance(tflite_model, (bytes, bytearray, memoryview)):
+        return bytes(tflite_model)
+    if isinstance(tflite_model, (str, os.PathLike)):
+        with open(tflite_model, "rb") as f:
+            return f.read()
+    raise ValueError(
+        f"Expected TFLite model bytes or a .tflite path; received {type(tflite_model).__name__}."
+    )
+
+
+def predict_tflite(tflite_model: bytes | str | os.PathLike, x: Any, *, num_threads: int = 1) -> np.ndarray:
+    """Runs a single-input TFLite model on every sample of `x` with the LiteRT interpreter.
+
+    Float inputs are quantized with the model's input scale and zero point when its input is integer, and
+    integer outputs are dequantized, so the result is comparable with the Keras model's `predict`.
+
+    Args:
+        tflite_model: TFLite bytes or a `.tflite` path (batch size 1, as `convert_to_tflite` makes them).
+        x: Inputs, a float array of shape `(num_samples, *input_shape)`.
+        num_threads: Interpreter threads.
+
+    Returns:
+        A float32 array of shape `(num_samples, *output_shape)`.
+
+    Raises:
+        ValueError: for a model with several inputs or outputs, or inputs of the wrong shape.
+
+    Example:
+
+    ```python
+    probabilities = predict_tflite("model_int8.tflite", x_val)
+    ```
+    """
+    tflite_bytes = _read_tflite(tflite_model)
+    interpreter = load_interpreter(tflite_bytes, num_threads=num_threads)
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"predict_tflite runs single-input, single-output models; this one has {len(inputs)} inputs and "
+            f"{len(outputs)} outputs."
+        )
+    input_detail, output_detail = inputs[0], outputs[0]
+    sample_shape = tuple(int(d) for d in input_detail["shape"][1:])
+    x = np.asarray(x, dtype="float32")
+    if x.ndim != len(sample_shape) + 1 or tuple(x.shape[1:]) != sample_shape:
+        raise ValueError(
+            f"x must have shape (num_samples, *{sample_shape}) to match the TFLite model's input; received "
+            f"{x.shape}."
+        )
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as error:
+        if "XNNPACK" not in str(error):
+            raise
+        # XNNPACK refuses some quantization parameters that trained weights can produce (e.g. a rescale
+        # ratio out of its range); TFLite's builtin int8 kernels run them, and define the result anyway.
+        interpreter = load_interpreter(
+            tflite_bytes, num_threads=num_threads, use_default_delegate=False
+        )
+        interpreter.allocate_tensors()
+    input_dtype = np.dtype(input_detail["dtype"])
+    input_scale, input_zero_point = input_detail["quantization"]
+    output_scale, output_zero_point = output_detail["quantization"]
+    results = []
+    for sample in x:
+        batch = sample[None]
+        if np.issubdtype(input_dtype, np.integer):
+            info = np.iinfo(input_dtype)
+            batch = np.clip(np.round(batch / input_scale + input_zero_point), info.min, info.max)
+        interpreter.set_tensor(input_detail["index"], batch.astype(input_dtype))
+        interpreter.invoke()
+        output = interpreter.get_tensor(output_detail["index"])[0]
+        if np.issubdtype(output.dtype, np.integer):
+            output = (output.astype("float32") - output_zero_point) * output_scale
+        results.append(output.astype("float32"))
+    return np.stack(results) if results else np.zeros((0, *output_detail["shape"][1:]), "float32")
+
+
+def evaluate_tflite(
+    tflite_model: bytes | str | os.PathLike, x: Any, y: Any, *, num_threads: int = 1
+) -> float:
+    """Classification accuracy of a TFLite model (float or int8) on `(x, y)`, run with LiteRT.
+
+    Args:
+        tflite_model: TFLite bytes or a `.tflite` path.
+        x: Inputs, a float array of shape `(num_samples, *input_shape)`.
+        y: Labels: class indices of shape `(num_samples,)` (or `(num_samples, 1)`), or one-hot rows.
+        num_threads: Interpreter threads.
+
+    Returns:
+        The fraction of samples whose highest-scoring class is the label.
+
+    Raises:
+        ValueError: when `x` and `y` hold different numbers of samples, or `y` is not labels.
+
+    Example:
+
+    ```python
+    evaluate_tflite(post_training_quantize(model, x_train), x_val, y_val)  # e.g. 0.95
+    ```
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        labels = np.argmax(y, axis=1)
+    elif y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
+        labels = y.reshape(-1)
+    else:
+        raise ValueError(
+            f"y must be class indices of shape (num_samples,) or one-hot rows; received shape {y.shape}."
+        )
+    if len(labels) != len(x) or len(labels) == 0:
+        raise ValueError(
+            f"x and y must hold the same, non-zero number of samples; received {len(x)} and {len(labels)}."
+        )
+    scores = predict_tflite(tflite_model, x, num_threads=num_threads)
+    return float(np.mean(np.argmax(scores.reshape(len(labels), -1), axis=1) == labels))

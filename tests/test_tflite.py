@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_mnas.latency import convert_to_tflite, tflite_op_summary
-from keras_mnas.latency import tflite as tflite_lib
+from keras_mnas import tflite as tflite_lib
+from keras_mnas.tflite import convert_to_tflite, tflite_op_summary
 
 
 def conv_model(input_shape=(32, 32, 3), filters=64, name="conv"):

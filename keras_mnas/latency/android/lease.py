@@ -1,0 +1,189 @@
+"""The lease: one measurement per phone, across processes and machines.
+
+`Lease` is a distributed lock kept on the phone itself, as symbolic links that `ln -s` creates atomically;
+see its docstring for the protocol. `AndroidLatency` takes one around each measurement.
+
+Example:
+
+```python
+lease = Lease(phone, "/data/local/tmp", ttl_s=420.0, poll_s=5.0)
+lease.acquire(wait_s=600.0)
+try:
+    ...  # measure, calling lease.renew() before each benchmark process
+    lease.verify()
+finally:
+    lease.release()
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import socket
+import time
+import uuid
+
+from keras_mnas.latency.android.adb import AND, THEN, Phone
+from keras_mnas.latency.errors import DeviceBusyError, DeviceError
+
+logger = logging.getLogger(__name__)
+
+_LEASE_PREFIX = "keras_mnas.lease."
+_LEASE_TAG = "keras_mnas-lease"
+
+
+
+@dataclasses.dataclass(frozen=True)
+class _LeaseRecord:
+    generation: int
+    state: str
+    expires: int
+    owner: str
+
+
+class Lease:
+    """A lease on a phone, kept in symbolic links `DIR/keras_mnas.lease.N` on the phone itself.
+
+    The lease of generation N is a symbolic link whose target text is
+    `keras_mnas-lease|v1|STATE|EXPIRES|OWNER`: `ln -s` creates it atomically, content included, and fails if
+    it exists. To take the phone a worker reads the highest generation: if it is released, or expired by the
+    phone's own clock (the one clock all workers share), it creates generation N+1; of several workers
+    trying, exactly one succeeds. Nothing is ever overwritten by anyone but its owner, so a stale lease is
+    "broken" by superseding it, never by deleting it, and a worker that was presumed dead notices it lost
+    the phone (a higher generation exists) before it trusts its figure. The holder renews the expiry before
+    every benchmark process and releases the lease in `finally`; a killed worker's lease expires after
+    `ttl_s`.
+    """
+
+    def __init__(self, phone: Phone, directory: str, ttl_s: float, poll_s: float):
+        self.phone = phone
+        self.directory = directory
+        self.ttl_s = ttl_s
+        self.poll_s = poll_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.generation: int | None = None
+        self.broke: str | None = None
+        # The phone's clock minus this machine's, measured when the lease is taken; renewals use it instead
+        # of asking the phone for the time again.
+        self._clock_offset = 0.0
+
+    def _path(self, generation: int) -> str:
+        return f"{self.directory}/{_LEASE_PREFIX}{generation}"
+
+    def _tmp_path(self) -> str:
+        return f"{self.directory}/keras_mnas.lease-tmp.{self.owner.rsplit(':', 1)[-1]}"
+
+    def _target(self, state: str, expires: int) -> str:
+        return f"{_LEASE_TAG}|v1|{state}|{expires}|{self.owner}"
+
+    def _generations(self) -> list[int]:
+        names = self.phone.list_names(self.directory)
+        return sorted(
+            int(n[len(_LEASE_PREFIX) :]) for n in names if re.fullmatch(r"keras_mnas\.lease\.\d+", n)
+        )
+
+    def _read(self, generation: int) -> _LeaseRecord | None:
+        result = self.phone.shell(["readlink", self._path(generation)])
+        parts = result.stdout.strip().split("|", 4)
+        if result.exit_code != 0 or len(parts) != 5 or parts[0] != _LEASE_TAG or not parts[3].isdigit():
+            return None
+        return _LeaseRecord(generation, parts[2], int(parts[3]), parts[4])
+
+    def acquire(self, wait_s: float) -> None:
+        give_up = time.monotonic() + wait_s
+        while True:
+            generations = self._generations()
+            now = self.phone.device_time()
+            self._clock_offset = now - time.time()
+            candidate = 0
+            if generations:
+                top = generations[-1]
+                record = self._read(top)
+                free = record is None or record.state == "released" or record.expires < now
+                if not free:
+                    if time.monotonic() >= give_up:
+                        raise DeviceBusyError(
+                            f"Phone {self.phone.serial} is being used by another worker ({record.owner}, "
+                            f"lease generation {top}, expires in {record.expires - now} s); waited "
+                            f"{wait_s:g} s.",
+                            serial=self.phone.serial,
+                        )
+                    time.sleep(min(self.poll_s, max(0.01, give_up - time.monotonic())))
+                    continue
+                if record is not None and record.state != "released":
+                    self.broke = record.owner
+                    logger.warning(
+                        "Phone %s: taking over the expired lease of %s (expired %d s ago: did it die?).",
+                        self.phone.serial,
+                        record.owner,
+                        now - record.expires,
+                    )
+                candidate = top + 1
+            created = self.phone.shell(
+                ["ln", "-s", self._target("held", now + math.ceil(self.ttl_s)), self._path(candidate)]
+            )
+            if created.exit_code == 0:
+                self.generation = candidate
+                stale = [self._path(g) for g in generations if g < candidate]
+                if stale:
+                    # Superseded generations are dead; the highest stays, so numbers are never reused.
+                    self.phone.shell(["rm", "-f", *stale])
+                return
+            # Another worker created that generation first: look again.
+
+    def verify(self) -> None:
+        """Raises `DeviceError` if another worker superseded this lease."""
+        generations = self._generations()
+        if (
+            self.generation is None
+            or self.generation not in generations
+            or generations[-1] != self.generation
+        ):
+            raise DeviceError(
+                f"Lost the lease on phone {self.phone.serial} (held generation {self.generation}, the phone "
+                f"now has {generations}): another worker took it over after it expired, so this measurement "
+                "may overlap with theirs and is discarded.",
+                serial=self.phone.serial,
+            )
+
+    def _rewrite(self, state: str, expires: int) -> None:
+        tmp = self._tmp_path()
+        # One shell call: write the new text under a private name, then rename it over the lease (atomic).
+        result = self.phone.shell(
+            [
+                *("rm", "-f", tmp, THEN),
+                *("ln", "-s", self._target(state, expires), tmp, AND),
+                *("mv", "-f", tmp, self._path(self.generation)),
+            ]
+        )
+        if result.exit_code != 0:
+            raise DeviceError(
+                f"Could not update the lease on phone {self.phone.serial}: {result.output.strip()}",
+                serial=self.phone.serial,
+            )
+
+    def _device_now(self) -> int:
+        return int(time.time() + self._clock_offset)
+
+    def renew(self) -> None:
+        self.verify()
+        self._rewrite("held", self._device_now() + math.ceil(self.ttl_s))
+
+    def release(self, verified: bool = False) -> None:
+        if self.generation is None:
+            return
+        try:
+            if not verified:
+                self.verify()
+            self._rewrite("released", self._device_now())
+        except DeviceError as e:
+            # It expires on its own; nothing else to do.
+            logger.info("Phone %s: could not release the lease cleanly: %s", self.phone.serial, e)
+        finally:
+            self.generation = None
+
+
