@@ -13,7 +13,7 @@ import time
 import adbutils
 import pytest
 
-from keras_mnas.latency import LatencyResult
+from keras_mnas.latency import LatencyResult, TFLiteLatencySource
 from keras_mnas.latency.android import (
     AndroidLatency,
     elf_abi,
@@ -323,6 +323,49 @@ def test_measure_a_keras_model(server, phone, binary):
     assert result.provenance["model"] == "keras_tiny"
     assert phone.file(REMOTE_MODEL)[4:8] == b"TFL3"
     assert result.sha256 == hashlib.sha256(phone.file(REMOTE_MODEL)).hexdigest()
+
+
+def keras_tiny(name="keras_tiny", filters=4):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(filters, 3)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name=name)
+
+
+def test_a_phone_shares_conversion_and_cache_only_when_asked(server, phone, binary, count_conversions):
+    assert AndroidLatency.measure is TFLiteLatencySource.measure
+    model = keras_tiny()
+    # By default a phone measures every time: a user asking a phone expects the phone to run the model.
+    source = make_source(server, binary, repeats=1)
+    assert not source.cache
+    first = source.measure(model)
+    source.measure(model)
+    assert count_conversions == ["float32", "float32"] and len(phone.benchmark_runs) == 2
+    assert "cache_key" not in first.provenance
+    # With the cache on: one conversion and one run for the same model...
+    cached = make_source(server, binary, repeats=1, cache=True)
+    first = cached.measure(model)
+    assert cached.measure(model) is first
+    assert len(count_conversions) == 3 and len(phone.benchmark_runs) == 3
+    # ...and a fresh one for another model or another quantization.
+    cached.measure(keras_tiny(filters=8))
+    data = [[[[0.5, 0.25, 0.75]] * 8] * 8] * 4
+    cached.measure(model, quantization="int8", representative_data=data)
+    assert count_conversions == ["float32"] * 4 + ["int8"] and len(phone.benchmark_runs) == 5
+
+
+def test_a_phone_disk_cache_is_keyed_by_its_settings(server, phone, binary, tmp_path, count_conversions):
+    model = keras_tiny()
+    first = make_source(server, binary, repeats=1, cache_dir=tmp_path).measure(model)
+    again = make_source(server, binary, repeats=1, cache_dir=tmp_path).measure(model)
+    assert again == first and len(phone.benchmark_runs) == 1 and len(count_conversions) == 1
+    # Other timing settings are another figure.
+    make_source(server, binary, repeats=1, runs=6, cache_dir=tmp_path).measure(model)
+    assert len(phone.benchmark_runs) == 2
+    with pytest.raises(ValueError, match="cache_dir"):
+        make_source(server, binary, cache=False, cache_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------

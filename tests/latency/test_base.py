@@ -123,3 +123,26 @@ def test_latency_source_is_abstract_and_config_names_it():
     assert source.config() == {"name": "fixed"}
     assert source.measure(None, quantization="int8").quantization == "int8"
     assert set(QUANTIZATIONS) == {"float32", "int8"}
+
+
+def test_host_users_do_not_import_adbutils_and_android_names_load_on_use():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras_mnas.latency as latency; "
+        "assert 'adbutils' not in sys.modules, 'adbutils imported'; "
+        "from keras_mnas.latency import AndroidDevicePool, AndroidLatency, list_devices; "
+        "assert 'adbutils' in sys.modules; "
+        "assert AndroidLatency.__module__ == 'keras_mnas.latency.android.source'; "
+        "assert set(latency.__all__) <= set(dir(latency))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=300, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_an_unknown_name_of_the_package_is_an_attribute_error():
+    import keras_mnas.latency
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        keras_mnas.latency.Nope  # noqa: B018

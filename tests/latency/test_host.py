@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_mnas import tflite as tflite_lib
-from keras_mnas.latency import HostLatency, LatencyResult
+from keras_mnas.latency import HostLatency, LatencyResult, TFLiteLatencySource
 from keras_mnas.tflite import convert_to_tflite
 
 # Few runs keep the tests fast; the defaults are for real measurements.
@@ -33,19 +33,6 @@ def big_model():
         x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name=f"big_c{i}")(x)
     x = keras.layers.GlobalAveragePooling2D(name="big_pool")(x)
     return keras.Model(inputs, keras.layers.Dense(4, name="big_logits")(x), name="big")
-
-
-@pytest.fixture
-def count_conversions(monkeypatch):
-    calls = []
-    real = tflite_lib.convert_to_tflite
-
-    def counting(model, **kwargs):
-        calls.append(kwargs.get("quantization"))
-        return real(model, **kwargs)
-
-    monkeypatch.setattr(tflite_lib, "convert_to_tflite", counting)
-    return calls
 
 
 def test_measure_returns_a_complete_result():
@@ -89,6 +76,43 @@ def test_second_measure_is_a_cache_hit_without_conversion(count_conversions):
     second = source.measure(model)
     assert second is first
     assert count_conversions == ["float32"]
+
+
+def test_the_host_shares_the_conversion_path_and_the_cache(count_conversions, monkeypatch):
+    # The host implements only measure_tflite; measure (convert once, then the cache) is the shared one.
+    assert HostLatency.measure is TFLiteLatencySource.measure
+    timed = []
+    real = HostLatency.measure_tflite
+
+    def counting(self, tflite_bytes, **kwargs):
+        timed.append(kwargs["quantization"])
+        return real(self, tflite_bytes, **kwargs)
+
+    monkeypatch.setattr(HostLatency, "measure_tflite", counting)
+    source = HostLatency(**FAST)
+    assert source.cache  # on by default for the host
+    model = small_model()
+    first = source.measure(model)
+    assert count_conversions == timed == ["float32"]
+    assert source.measure(model) is first
+    assert count_conversions == timed == ["float32"]  # neither converted nor timed again
+    source.measure(small_model(seed=1))
+    data = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    source.measure(model, quantization="int8", representative_data=data)
+    assert count_conversions == timed == ["float32", "float32", "int8"]
+
+
+def test_cache_false_measures_every_time(count_conversions, tmp_path):
+    source = HostLatency(cache=False, **FAST)
+    model = small_model()
+    first = source.measure(model)
+    second = source.measure(model)
+    assert second is not first and len(count_conversions) == 2
+    assert "cache_key" not in first.provenance
+    with pytest.raises(ValueError, match="cache_dir"):
+        HostLatency(cache=False, cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="`cache`"):
+        HostLatency(cache="yes")
 
 
 def test_cache_misses_when_weights_or_quantization_change(count_conversions):

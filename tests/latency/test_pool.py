@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from keras_mnas.latency import LatencySource
+from keras_mnas.latency import LatencySource, TFLiteLatencySource
 from keras_mnas.latency.android import AndroidLatency
 from keras_mnas.latency.errors import (
     DeviceBusyError,
@@ -413,6 +413,37 @@ def test_measure_keras_models(binary):
         many = pool.measure_many([tiny("two", 4), tiny("three", 8)])
     assert single.provenance["model"] == "one"
     assert [r.provenance["model"] for r in many] == ["two", "three"]
+
+
+def keras_tiny(name, filters):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(filters, 3)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name=name)
+
+
+def test_a_pool_shares_the_conversion_path_and_caches_only_when_asked(binary, count_conversions):
+    assert AndroidDevicePool.measure is TFLiteLatencySource.measure
+    model = keras_tiny("one", 4)
+    pool_phones = phones("A", "B")
+    with AdbDouble(pool_phones) as double:
+        fresh = make_pool(double, binary, ["A", "B"])
+        assert not fresh.cache
+        fresh.measure(model)
+        fresh.measure(model)
+        assert len(count_conversions) == 2 and sum(len(p.benchmark_runs) for p in pool_phones) == 2
+        pool = make_pool(double, binary, ["A", "B"], cache=True)
+        first = pool.measure(model)
+        assert pool.measure(model) is first
+        assert len(count_conversions) == 3 and sum(len(p.benchmark_runs) for p in pool_phones) == 3
+        # measure_many goes through the same path and cache: only the new model is converted and timed.
+        again, other = pool.measure_many([model, keras_tiny("two", 8)])
+        assert again is first and other.provenance["model"] == "two"
+        assert len(count_conversions) == 4 and sum(len(p.benchmark_runs) for p in pool_phones) == 4
+        pool.measure(model, quantization="int8", representative_data=[[[[0.5, 0.25, 0.75]] * 8] * 8] * 4)
+        assert count_conversions[-1] == "int8" and sum(len(p.benchmark_runs) for p in pool_phones) == 5
 
 
 def test_config(binary):
