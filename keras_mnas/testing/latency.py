@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import keras_tuner
 
 from keras_mnas.latency.base import LatencyResult, LatencySource
+from keras_mnas.utils.checks import is_number
 
 
 class ScriptedLatency(LatencySource):
@@ -47,8 +47,7 @@ class ScriptedLatency(LatencySource):
         if not self.latencies:
             raise ValueError("ScriptedLatency needs at least one scripted latency; received an empty list.")
         for value in self.latencies:
-            is_milliseconds = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if value is not None and not (is_milliseconds and math.isfinite(value) and value > 0):
+            if value is not None and not (is_number(value) and value > 0):
                 raise ValueError(
                     "ScriptedLatency expects positive milliseconds or None; "
                     f"received {value!r} in {self.latencies}."
@@ -61,8 +60,7 @@ class ScriptedLatency(LatencySource):
                     f"received {len(self.spreads)} spreads ({self.spreads})."
                 )
             for value in self.spreads:
-                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                if not (is_number and math.isfinite(value) and value >= 0):
+                if not (is_number(value) and value >= 0):
                     raise ValueError(
                         "ScriptedLatency expects spreads that are finite numbers >= 0 (0.05 is 5%); "
                         f"received {value!r} in {self.spreads}."
