@@ -37,8 +37,8 @@ QUANTIZATIONS = ("float32", "int8")
 #: How a Keras model is turned into a TFLite flatbuffer. `"concrete_function"` traces
 #: `model(x, training=False)` at batch size 1 and converts the frozen graph (fast);
 #: `"saved_model"` exports through `keras.export.ExportArchive` first, the route
-#: `model.export(..., format="litert")` takes (about 4x slower for MobileNetV2; kept as a fallback
-#: for models the first route cannot take).
+#: `model.export(..., format="litert")` takes (slower; kept as a fallback for models the first route
+#: cannot take).
 CONVERSION_METHODS = ("concrete_function", "saved_model")
 
 #: Default number of batch-1 samples taken from a representative array for int8 calibration.

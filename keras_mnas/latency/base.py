@@ -296,6 +296,14 @@ class TFLiteLatencySource(LatencySource):
 
     Raises:
         ValueError: for `cache=False` together with a `cache_dir`.
+
+    Example:
+
+    ```python
+    phone = AndroidLatency("R5CT1234ABC", binary="benchmark_model", cache_dir="~/.cache/keras_mnas/phone")
+    first = phone.measure(model)  # converted once, timed on the phone
+    phone.measure(model) is first  # True: same model, same settings
+    ```
     """
 
     #: The `convert_to_tflite` method `measure` converts with.
@@ -494,10 +502,12 @@ class TFLiteLatencySource(LatencySource):
             logger.debug("Not caching the latency of %r: %s", getattr(model, "name", model), e)
             return None
         h = hashlib.sha256()
+        # The environment first: finding it may settle a setting `config()` reports (a phone's serial).
+        environment = self.cache_environment()
         header = {
             "format": _CACHE_FORMAT,
             "source": self.config(),
-            "environment": self.cache_environment(),
+            "environment": environment,
             "quantization": quantization,
             "inputs": [[list(shape), dtype] for shape, dtype in specs],
         }

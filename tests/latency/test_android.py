@@ -368,6 +368,14 @@ def test_a_phone_disk_cache_is_keyed_by_its_settings(server, phone, binary, tmp_
         make_source(server, binary, cache=False, cache_dir=tmp_path)
 
 
+def test_without_a_serial_the_cache_key_names_the_phone_found(server, phone, binary):
+    source = make_source(server, binary, serial=None, repeats=1, cache=True)
+    model = keras_tiny()
+    first = source.measure(model)
+    assert source.measure(model) is first and len(phone.benchmark_runs) == 1
+    assert source.cache_environment()["serial"] == "PHONE1"
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad input and setup errors.
 

@@ -318,6 +318,20 @@ class AndroidLatency(TFLiteLatencySource):
             "calibration_samples": self.calibration_samples,
         }
 
+    def cache_environment(self) -> dict[str, Any]:
+        """The converter's version and the phone's serial (found on the adb server when not given).
+
+        Example:
+
+        ```python
+        AndroidLatency("SERIAL", binary="benchmark_model").cache_environment()["serial"]  # "SERIAL"
+        ```
+        """
+        # A figure belongs to one phone: with serial=None the key names the phone the server lists now.
+        with self._lock:
+            serial = self._get_phone().serial
+        return {**super().cache_environment(), "serial": serial}
+
     def _get_phone(self) -> Phone:
         if self._phone is None:
             serial = self.serial
