@@ -202,7 +202,8 @@ class LatencyResult:
 class LatencySource(abc.ABC):
     """Something that can tell how long a model takes to run.
 
-    Subclasses implement `measure`. A source must raise (never return a made-up number) when it cannot
+    Subclasses implement `measure`; a source that times TFLite bytes subclasses `TFLiteLatencySource` and
+    implements `measure_tflite` instead. A source must raise (never return a made-up number) when it cannot
     measure: an unconvertible model, a device error, an undefined input shape.
 
     Example:
