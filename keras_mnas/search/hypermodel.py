@@ -10,7 +10,7 @@ import keras_tuner
 from keras_mnas.architecture import ArchSpec
 from keras_mnas.builder import check_include_preprocessing
 from keras_mnas.search.space import MnasSearchSpace
-from keras_mnas.utils.checks import is_number
+from keras_mnas.utils.checks import check_number
 
 
 class MnasHyperModel(keras_tuner.HyperModel):
@@ -30,7 +30,7 @@ class MnasHyperModel(keras_tuner.HyperModel):
         metrics: Metrics passed to `compile`; the reward reads `val_<metric>`.
         include_preprocessing: Whether candidates normalise [0, 255] RGB inputs themselves.
         jit_compile: Whether Keras compiles training with XLA. Off by default: on a CPU, compiling each
-            short-lived candidate costs more than it saves (about 3 s per trial on a small model).
+            short-lived candidate costs more than it saves.
         bn_momentum: BatchNormalization momentum of the candidates. A proxy training runs a few hundred
             steps, too few for the reference's 0.99 moving averages to settle (validation accuracy then stays
             near chance); 0.9 settles within a hundred steps. Final models use 0.99 (`applications`).
@@ -63,8 +63,7 @@ class MnasHyperModel(keras_tuner.HyperModel):
         if space is not None and not isinstance(space, MnasSearchSpace):
             raise ValueError(f"space must be a MnasSearchSpace; received {type(space).__name__}.")
         self.space = space or MnasSearchSpace()
-        if not is_number(learning_rate) or learning_rate <= 0:
-            raise ValueError(f"learning_rate must be a positive number; received {learning_rate!r}.")
+        check_number("learning_rate", learning_rate, low=0, low_open=True)
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.loss = loss
@@ -72,8 +71,7 @@ class MnasHyperModel(keras_tuner.HyperModel):
         check_include_preprocessing(include_preprocessing, self.space.input_shape[-1])
         self.include_preprocessing = include_preprocessing
         self.jit_compile = jit_compile
-        if not is_number(bn_momentum) or not 0 <= bn_momentum < 1:
-            raise ValueError(f"bn_momentum must be in [0, 1); received {bn_momentum!r}.")
+        check_number("bn_momentum", bn_momentum, low=0, high=1, high_open=True)
         self.bn_momentum = bn_momentum
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
