@@ -4,15 +4,30 @@
 - `Controller`: the LSTM policy trained with PPO; `MnasOracle`: the KerasTuner Oracle it drives.
 - `MnasReward`: accuracy traded against latency; `MnasTuner`: the whole search from a Keras script.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
+
+The names are imported on first use, so reading a search's results (`SearchProject`, `pareto_front`) does
+not import TensorFlow, Keras or KerasTuner.
 """
 
-from keras_mnas.search.controller import Controller
-from keras_mnas.search.oracle import MnasOracle
-from keras_mnas.search.project import SearchProject
-from keras_mnas.search.results import pareto_front, plot_pareto
-from keras_mnas.search.reward import MnasReward
-from keras_mnas.search.space import MOBILENET_V2_SKELETON, MnasHyperModel, MnasSearchSpace, SkeletonBlock
-from keras_mnas.search.tuner import MnasTuner
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "MOBILENET_V2_SKELETON": "keras_mnas.search.space",
+    "Controller": "keras_mnas.search.controller",
+    "MnasHyperModel": "keras_mnas.search.hypermodel",
+    "MnasOracle": "keras_mnas.search.oracle",
+    "MnasReward": "keras_mnas.search.reward",
+    "MnasSearchSpace": "keras_mnas.search.space",
+    "MnasTuner": "keras_mnas.search.tuner",
+    "SearchProject": "keras_mnas.search.project",
+    "SkeletonBlock": "keras_mnas.search.space",
+    "pareto_front": "keras_mnas.search.results",
+    "plot_pareto": "keras_mnas.search.results",
+}
 
 __all__ = [
     "MOBILENET_V2_SKELETON",
@@ -27,3 +42,15 @@ __all__ = [
     "pareto_front",
     "plot_pareto",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import math
 import os
 import re
 import warnings
@@ -33,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keras_mnas.architecture import ArchSpec
-from keras_mnas.search.results import pareto_front
+from keras_mnas.search.results import best_metric_values, pareto_front, trial_record
 from keras_mnas.utils.io import read_json
 
 ORACLE_FILE = "oracle.json"
@@ -61,8 +60,8 @@ class SavedTrial:
         status: `"COMPLETED"`, `"FAILED"`, `"RUNNING"`, `"INVALID"`, `"IDLE"` or `"STOPPED"`.
         score: The objective (MnasTuner: the reward) at the best step, or `None`.
         values: The hyperparameter values.
-        metrics: The best value of every metric (by its direction; the mean over executions), as
-            KerasTuner's `get_best_value` computes it.
+        metrics: The best value of every metric (by its direction; the mean over executions):
+            `keras_mnas.search.results.best_metric_values`.
         message: Why it failed, if it did.
         best_step: The epoch of the best score.
         directory: The trial's directory.
@@ -79,25 +78,6 @@ class SavedTrial:
     best_step: int
     directory: str
     checkpoint: str | None
-
-
-def _best_metric_values(metrics_state: Any) -> dict[str, float]:
-    """Best value of each metric of a `trial.json`'s `metrics` section (KerasTuner's rule: min or max)."""
-    tracked = metrics_state.get("metrics", {}) if isinstance(metrics_state, Mapping) else {}
-    best = {}
-    for name, state in tracked.items():
-        means = []
-        for observation in state.get("observations", []) if isinstance(state, Mapping) else []:
-            values = observation.get("value") if isinstance(observation, Mapping) else None
-            if isinstance(values, (int, float)):
-                values = [values]
-            numbers = [float(v) for v in values or [] if isinstance(v, (int, float))]
-            if numbers:
-                means.append(sum(numbers) / len(numbers))
-        means = [m for m in means if not math.isnan(m)]
-        if means:
-            best[name] = min(means) if state.get("direction") == "min" else max(means)
-    return best
 
 
 def find_projects(directory: str | os.PathLike) -> list[str]:
@@ -221,7 +201,7 @@ class SearchProject:
                     status=str(state.get("status", "UNKNOWN")),
                     score=float(score) if isinstance(score, (int, float)) else None,
                     values=dict(hyperparameters.get("values") or {}),
-                    metrics=_best_metric_values(state.get("metrics")),
+                    metrics=best_metric_values(state.get("metrics")),
                     message=state.get("message"),
                     best_step=int(state.get("best_step") or 0),
                     directory=directory,
@@ -272,7 +252,7 @@ class SearchProject:
 
     @property
     def build_settings(self) -> dict[str, Any]:
-        """The search's `MnasHyperModel.build_config()` (empty for projects saved before it was recorded)."""
+        """The search's `MnasHyperModel.build_config()`; empty when the hypermodel was another one."""
         return dict(self.search_config.get("build") or {})
 
     def trial(self, trial_id: str | int) -> SavedTrial:
@@ -310,43 +290,37 @@ class SearchProject:
         if space is None:
             return None
         try:
-            return space.decode({**space.default_values(), **trial.values})
+            return space.architecture(trial.values)
         except ValueError:
             return None
 
     def records(self) -> list[dict[str, Any]]:
-        """One dict per trial (every status), in the order the trials started.
+        """One record per trial (every status), in the order the trials started.
 
-        Keys: `trial_id`, `status`, `accuracy` (the reward's metric), `latency_ms`, `latency_spread` (how far
-        the timed runs disagreed; None for a predicted latency or an older project), `reward` (the score),
-        `params`, `macs`, `skipped` (latency ruled it out before training), `architecture` (an
-        `ArchSpec.to_dict()` or `None`), `values` (the hyperparameters), `metrics` (every metric's best
-        value), `message`, `checkpoint`. For completed trials the figures are those `MnasTuner.trial_records`
-        gives.
+        The records are `keras_mnas.search.results.trial_record`s, the same that `MnasTuner.trial_records`
+        gives for the completed trials of the search that wrote this directory.
+
+        Example:
+
+        ```python
+        [r["trial_id"] for r in SearchProject("runs/digits").records() if r["status"] == "FAILED"]
+        ```
         """
-        records = []
         metric = self.metric
-        for trial in self.trials:
-            arch = self.architecture(trial)
-            records.append(
-                {
-                    "trial_id": trial.trial_id,
-                    "status": trial.status,
-                    "accuracy": trial.metrics.get(metric),
-                    "latency_ms": trial.metrics.get("latency_ms"),
-                    "latency_spread": trial.metrics.get("latency_spread"),
-                    "reward": trial.score,
-                    "params": trial.metrics.get("params"),
-                    "macs": trial.metrics.get("macs"),
-                    "skipped": bool(trial.metrics.get("skipped")),
-                    "architecture": arch.to_dict() if arch is not None else None,
-                    "values": dict(trial.values),
-                    "metrics": dict(trial.metrics),
-                    "message": trial.message,
-                    "checkpoint": trial.checkpoint,
-                }
+        return [
+            trial_record(
+                trial.trial_id,
+                status=trial.status,
+                score=trial.score,
+                values=trial.values,
+                metrics=trial.metrics,
+                arch=self.architecture(trial),
+                metric=metric,
+                message=trial.message,
+                checkpoint=trial.checkpoint,
             )
-        return records
+            for trial in self.trials
+        ]
 
     def pareto_front(self) -> list[dict[str, Any]]:
         """The completed trials no other dominates in (higher accuracy, lower latency), fastest first."""
@@ -363,10 +337,9 @@ class SearchProject:
         """Rebuilds a trial's model, with the weights of its best epoch when the search saved them.
 
         The model is built as `MnasHyperModel` built the candidates, from the recorded space (input shape,
-        classes, width multiplier) and the recorded hypermodel settings (`build_settings`). Projects saved
-        before keras-mnas recorded those settings hold none: pass them, or `MnasHyperModel`'s defaults
-        (`include_preprocessing=False`, `bn_momentum=0.9`) are used. A wrong `include_preprocessing` changes
-        what the model computes without changing its weights.
+        classes, width multiplier) and the recorded hypermodel settings (`build_settings`); settings the
+        project lacks take `MnasHyperModel`'s defaults (`include_preprocessing=False`, `bn_momentum=0.9`).
+        A wrong `include_preprocessing` changes what the model computes without changing its weights.
 
         Args:
             trial: The trial or its id.
@@ -399,7 +372,7 @@ class SearchProject:
                 "MnasHyperModel), so its trials' architectures cannot be rebuilt from the files alone."
             )
         try:
-            arch = space.decode({**space.default_values(), **trial.values})
+            arch = space.architecture(trial.values)
         except ValueError as error:
             raise SearchProjectError(
                 f"Trial {trial.trial_id}'s hyperparameters do not describe an architecture of the recorded "

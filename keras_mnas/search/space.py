@@ -1,4 +1,4 @@
-"""The factorized hierarchical search space of MnasNet, as a KerasTuner HyperModel.
+"""The factorized hierarchical search space of MnasNet (`MnasHyperModel` builds it for KerasTuner).
 
 The network is a sequence of blocks over a skeleton (MobileNetV2's by default). Every searched block picks,
 independently of the others (section 4.1 of the paper):
@@ -21,13 +21,14 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import keras_tuner
+from typing import TYPE_CHECKING, Any
 
 from keras_mnas.architecture import ArchSpec, BlockSpec, decode_block, get_architecture
-from keras_mnas.builder import build_model, check_include_preprocessing
+from keras_mnas.builder import build_model
 from keras_mnas.counting import count_cost
+
+if TYPE_CHECKING:
+    import keras_tuner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +277,8 @@ class MnasSearchSpace:
         """
         import random
 
+        import keras_tuner
+
         hp = keras_tuner.HyperParameters()
         self.declare(hp)
         rng = random.Random(seed)
@@ -314,6 +317,33 @@ class MnasSearchSpace:
                 values[self.hp_name(index, decision)] = want if want in choices else choices[0]
         return values
 
+    def architecture(self, values: Mapping[str, Any] | keras_tuner.HyperParameters) -> ArchSpec:
+        """The architecture a trial's values describe; decisions they leave out take `default_values()`.
+
+        A trial's values can lack a decision (KerasTuner records only the hyperparameters the trial saw),
+        and every reader of a trial (the hypermodel, `SearchProject`, the lookup table) fills them the same
+        way through this method.
+
+        Args:
+            values: A `{name: value}` dict or a `keras_tuner.HyperParameters`.
+
+        Returns:
+            The `ArchSpec`.
+
+        Raises:
+            ValueError: when a value is not one of its decision's choices.
+
+        Example:
+
+        ```python
+        space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10)
+        space.architecture({"block2_kernel": 5})  # every other decision at its default
+        ```
+        """
+        if not isinstance(values, Mapping):
+            values = values.values
+        return self.decode({**self.default_values(), **values})
+
     def _width(self, filters: int, multiplier: float) -> int:
         divisor = self.filter_divisor
         scaled = filters * multiplier
@@ -328,7 +358,7 @@ class MnasSearchSpace:
         Returns:
             The `ArchSpec`, which `keras_mnas.applications.MnasNet(arch)` builds at any width and resolution.
         """
-        if isinstance(values, keras_tuner.HyperParameters):
+        if not isinstance(values, Mapping):  # keras_tuner.HyperParameters, without importing KerasTuner
             values = values.values
         blocks = []
         width = self.stem_filters
@@ -421,139 +451,11 @@ class MnasSearchSpace:
         )
 
 
-class MnasHyperModel(keras_tuner.HyperModel):
-    """A KerasTuner HyperModel over a `MnasSearchSpace`: every trial builds one candidate.
+def __getattr__(name: str) -> Any:
+    # MnasHyperModel subclasses keras_tuner.HyperModel: it lives in its own module so that reading a space
+    # (SearchProject, `keras-mnas results`) does not import KerasTuner and TensorFlow.
+    if name == "MnasHyperModel":
+        from keras_mnas.search.hypermodel import MnasHyperModel
 
-    The space is declared up front (`declare_hyperparameters`), so the oracle knows every decision before the
-    first trial. Models are compiled with defaults that train quickly on small proxy tasks: Adam at
-    `learning_rate`, sparse categorical cross-entropy and accuracy; pass `optimizer`, `loss` and `metrics` to
-    change them.
-
-    Args:
-        space: The search space (default: `MnasSearchSpace()`).
-        optimizer: A Keras optimizer, an identifier such as `"rmsprop"`, or a callable returning a fresh
-            optimizer. Every trial gets its own copy.
-        learning_rate: Learning rate of the default Adam optimizer.
-        loss: Loss passed to `compile`.
-        metrics: Metrics passed to `compile`; the reward reads `val_<metric>`.
-        include_preprocessing: Whether candidates normalise [0, 255] RGB inputs themselves.
-        jit_compile: Whether Keras compiles training with XLA. Off by default: on a CPU, compiling each
-            short-lived candidate costs more than it saves (about 3 s per trial on a small model).
-        bn_momentum: BatchNormalization momentum of the candidates. A proxy training runs a few hundred
-            steps, too few for the reference's 0.99 moving averages to settle (validation accuracy then stays
-            near chance); 0.9 settles within a hundred steps. Final models use 0.99 (`applications`).
-        name: HyperModel name.
-
-    Example:
-
-    ```python
-    hypermodel = MnasHyperModel(MnasSearchSpace(input_shape=(32, 32, 3), classes=10))
-    hp = keras_tuner.HyperParameters()
-    hypermodel.declare_hyperparameters(hp)
-    model = hypermodel.build(hp)  # the default architecture of the space
-    ```
-    """
-
-    def __init__(
-        self,
-        space: MnasSearchSpace | None = None,
-        *,
-        optimizer: Any = None,
-        learning_rate: float = 1e-3,
-        loss: Any = "sparse_categorical_crossentropy",
-        metrics: Sequence[Any] = ("accuracy",),
-        include_preprocessing: bool = False,
-        jit_compile: bool = False,
-        bn_momentum: float = 0.9,
-        name: str | None = None,
-    ):
-        super().__init__(name=name, tunable=True)
-        if space is not None and not isinstance(space, MnasSearchSpace):
-            raise ValueError(f"space must be a MnasSearchSpace; received {type(space).__name__}.")
-        self.space = space or MnasSearchSpace()
-        if not _is_number(learning_rate) or learning_rate <= 0:
-            raise ValueError(f"learning_rate must be a positive number; received {learning_rate!r}.")
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.loss = loss
-        self.metrics = list(metrics)
-        check_include_preprocessing(include_preprocessing, self.space.input_shape[-1])
-        self.include_preprocessing = include_preprocessing
-        self.jit_compile = jit_compile
-        if not _is_number(bn_momentum) or not 0 <= bn_momentum < 1:
-            raise ValueError(f"bn_momentum must be in [0, 1); received {bn_momentum!r}.")
-        self.bn_momentum = bn_momentum
-
-    def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
-        self.space.declare(hp)
-
-    def build_config(self) -> dict[str, Any]:
-        """The settings besides the architecture that shape the candidates' layers.
-
-        `MnasTuner` records them with the search, so a trial's model can be rebuilt from the project
-        directory alone (`SearchProject.build_model`, `keras-mnas export`) exactly as it was trained.
-        Training settings (optimizer, loss, metrics) do not change the layers and are not included.
-
-        Example:
-
-        >>> MnasHyperModel(include_preprocessing=True).build_config()
-        {'include_preprocessing': True, 'bn_momentum': 0.9}
-        """
-        return {
-            "include_preprocessing": bool(self.include_preprocessing),
-            "bn_momentum": float(self.bn_momentum),
-        }
-
-    def architecture(self, hp: keras_tuner.HyperParameters | Mapping[str, Any]) -> ArchSpec:
-        """The architecture a trial's hyperparameters describe."""
-        values = hp.values if isinstance(hp, keras_tuner.HyperParameters) else hp
-        merged = {**self.space.default_values(), **dict(values)}
-        return self.space.decode(merged)
-
-    def build(self, hp: keras_tuner.HyperParameters):
-        import keras
-
-        self.space.declare(hp)  # registers the decisions when the tuner's space is still empty
-        arch = self.architecture(hp)
-        model = self.space.build(
-            arch, include_preprocessing=self.include_preprocessing, bn_momentum=self.bn_momentum
-        )
-        if self.optimizer is None:
-            optimizer = keras.optimizers.Adam(self.learning_rate)
-        elif isinstance(self.optimizer, keras.optimizers.Optimizer):
-            # An optimizer holds per-model state: each trial trains with a fresh copy.
-            optimizer = self.optimizer.__class__.from_config(self.optimizer.get_config())
-        elif callable(self.optimizer):
-            optimizer = self.optimizer()
-        else:
-            optimizer = keras.optimizers.get(self.optimizer)
-        model.compile(
-            optimizer=optimizer,
-            loss=self.loss,
-            metrics=[_resolve_accuracy(metric, self.loss) for metric in self.metrics],
-            jit_compile=self.jit_compile,
-        )
-        # Without a distribution strategy Keras creates the optimizer's slots (and string metrics) inside the
-        # first traced training step, and TensorFlow then traces that step a second time: creating them here
-        # halves the per-candidate tracing, the larger part of a short proxy training on a CPU.
-        model.optimizer.build(model.trainable_variables)
-        return model
-
-
-def _resolve_accuracy(metric: Any, loss: Any) -> Any:
-    """`"accuracy"` as the metric object Keras would pick for `loss`, created now rather than mid-trace.
-
-    Keras resolves the string from the shapes it sees during the first training step; for the losses below
-    the answer is known in advance. The metric keeps the name `accuracy`, so logs still read `val_accuracy`.
-    """
-    import keras
-
-    if metric not in ("accuracy", "acc"):
-        return metric
-    loss_name = loss if isinstance(loss, str) else getattr(loss, "name", None)
-    metric_class = {
-        "sparse_categorical_crossentropy": keras.metrics.SparseCategoricalAccuracy,
-        "categorical_crossentropy": keras.metrics.CategoricalAccuracy,
-        "binary_crossentropy": keras.metrics.BinaryAccuracy,
-    }.get(loss_name)
-    return metric if metric_class is None else metric_class(name=metric)
+        return MnasHyperModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from keras_mnas.utils.checks import check_choice, check_choices, check_int
 from keras_mnas.utils.io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -251,19 +252,11 @@ class SearchLogger:
                 "hyperparameters must be a keras_tuner.HyperParameters or None; received "
                 f"{type(hyperparameters).__name__}."
             )
-        if (
-            isinstance(metrics, (str, bytes))
-            or not isinstance(metrics, Sequence)
-            or not metrics
-            or not all(isinstance(m, str) and m for m in metrics)
-            or len(set(metrics)) != len(metrics)
-        ):
-            raise ValueError(
-                f"metrics must be a non-empty list of distinct metric names; received {metrics!r}."
-            )
+        self.metrics = check_choices(
+            "metrics", metrics, lambda m: isinstance(m, str) and bool(m), "metric names"
+        )
         self.log_dir = os.fspath(log_dir)
         self.hyperparameters = hyperparameters
-        self.metrics = tuple(metrics)
         os.makedirs(self.log_dir, exist_ok=True)
         if hyperparameters is not None and hyperparameters.space:
             self._ensure_experiment({})
@@ -407,8 +400,7 @@ class SearchLogger:
             )
         if not isinstance(metrics, Mapping):
             raise ValueError(f"metrics must be a dict of metric values; received {type(metrics).__name__}.")
-        if status not in _STATUS:
-            raise ValueError(f"status must be one of {sorted(_STATUS)}; received {status!r}.")
+        check_choice("status", status, sorted(_STATUS))
         values = {}
         for name, value in hparams.items():
             if not isinstance(name, str):
@@ -491,11 +483,7 @@ class SearchLogger:
                     f"Each controller update must be a dict of statistics; update {position} is "
                     f"{type(update).__name__}."
                 )
-            step = update.get("update", position)
-            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-                raise ValueError(
-                    f"The 'update' entry of update {position} must be an integer >= 1; received {step!r}."
-                )
+            step = check_int(f"updates[{position - 1}]['update']", update.get("update", position), minimum=1)
             if step <= done:
                 continue
             stats = {
@@ -541,8 +529,7 @@ class SearchLogger:
                 f"png must be the bytes of a PNG image (starting {_PNG_SIGNATURE!r}); received "
                 f"{len(png)} bytes starting {bytes(png[:8])!r}."
             )
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an integer >= 0; received {step!r}.")
+        step = check_int("step", step, minimum=0)
         if str(step) in self._files(self.search_dir, "pareto").values():
             return
         png = bytes(png)

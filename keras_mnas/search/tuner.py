@@ -42,18 +42,25 @@ from keras_mnas.quantization import (
     representative_sample,
 )
 from keras_mnas.search.distributed import ChiefOracleClient
+from keras_mnas.search.hypermodel import MnasHyperModel
 from keras_mnas.search.oracle import MnasOracle
-from keras_mnas.search.results import pareto_front, plot_pareto
+from keras_mnas.search.results import (
+    INT8_METRIC,
+    best_metric_values,
+    export_model,
+    pareto_front,
+    plot_pareto,
+    trial_record,
+)
 from keras_mnas.search.reward import MnasReward
-from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
+from keras_mnas.search.space import MnasSearchSpace
 from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
 from keras_mnas.tflite import convert_to_tflite
-from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
+from keras_mnas.utils.checks import check_bool, check_choice, check_int, check_type
+from keras_mnas.utils.io import atomic_write_json
 from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_gradients
 
 REPORTED_METRICS = ("latency_ms", "reward", "params", "macs", "latency_spread")
-#: The metric `evaluate_int8=True` logs: accuracy of the int8 TFLite model on the validation data.
-INT8_METRIC = "int8_val_accuracy"
 EXPORT_QUANTIZATIONS = ("float32", "int8", "qat")
 DISTRIBUTED_TRIAL_TIMEOUT = 600.0
 
@@ -254,14 +261,9 @@ class MnasTuner(keras_tuner.Tuner):
             )
         if latency is None:
             latency = HostLatency()
-        if not isinstance(latency, LatencySource):
-            raise ValueError(
-                f"latency must be a keras_mnas.latency.LatencySource; received {type(latency).__name__}."
-            )
-        if quantization not in ("float32", "int8"):
-            raise ValueError(f"quantization must be 'float32' or 'int8'; received {quantization!r}.")
-        if not isinstance(evaluate_int8, bool):
-            raise ValueError(f"evaluate_int8 must be True or False; received {evaluate_int8!r}.")
+        check_type("latency", latency, LatencySource, "a keras_mnas.latency.LatencySource")
+        check_choice("quantization", quantization, ("float32", "int8"))
+        check_bool("evaluate_int8", evaluate_int8)
         if evaluate_int8 and quantization != "int8":
             raise ValueError(
                 f"evaluate_int8=True scores the int8 model: it needs quantization='int8'; received "
@@ -286,8 +288,7 @@ class MnasTuner(keras_tuner.Tuner):
             prefilter, prefilter_tolerance, hypermodel
         )
         self._prefilter_gaps_reported = False
-        if isinstance(pareto_every, bool) or not isinstance(pareto_every, int) or pareto_every < 1:
-            raise ValueError(f"pareto_every must be a positive integer; received {pareto_every!r}.")
+        pareto_every = check_int("pareto_every", pareto_every, minimum=1)
         self.tensorboard_dir = os.fspath(tensorboard_dir) if tensorboard_dir is not None else None
         self.pareto_every = pareto_every
         self._search_logger: SearchLogger | None = None
@@ -388,10 +389,11 @@ class MnasTuner(keras_tuner.Tuner):
         if isinstance(hypermodel, MnasHyperModel):
             # What rebuilds a trial's exact model from the project alone (keras-mnas export).
             config["build"] = hypermodel.build_config()
-        if self.prefilter is not None:
-            # Only with a prefilter: a project saved before prefilters existed holds no such key, and the
-            # oracle reads a key missing on one side as a change; without a prefilter the two then match.
-            config["prefilter"] = {**self.prefilter.config(), "tolerance": self.prefilter_tolerance}
+        config["prefilter"] = (
+            None
+            if self.prefilter is None
+            else {**self.prefilter.config(), "tolerance": self.prefilter_tolerance}
+        )
         return json.loads(json.dumps(config))  # the form it takes once saved: lists, not tuples
 
     # ------------------------------------------------------------------------------------------------------
@@ -411,9 +413,7 @@ class MnasTuner(keras_tuner.Tuner):
                 f"The reward reads {self.reward.metric!r}: pass validation_data=(x_val, y_val) or "
                 "validation_split to search()."
             )
-        epochs = fit_kwargs.get("epochs", 1)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer; received {epochs!r}.")
+        check_int("epochs", fit_kwargs.get("epochs", 1), minimum=1)
         if self.evaluate_int8:
             validation = fit_kwargs.get("validation_data")
             if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
@@ -651,7 +651,7 @@ class MnasTuner(keras_tuner.Tuner):
         ]
 
     def trial_records(self) -> list[dict[str, Any]]:
-        """One dict per completed trial: id, accuracy, latency, reward, params, mult-adds and architecture.
+        """One record per completed trial, in the order they ended (`keras_mnas.search.results.trial_record`).
 
         `accuracy` is the reward's metric. With `evaluate_int8=True` it is the int8 model's, and the records
         also hold `float_accuracy` (`val_accuracy`) and `int8_accuracy` (`int8_val_accuracy`).
@@ -659,34 +659,28 @@ class MnasTuner(keras_tuner.Tuner):
         bound at their latency); `prefiltered` those of them the prefilter skipped before building, whose
         `latency_ms` is the lookup table's prediction rather than a measurement and whose reward is 0.
         `latency_spread` is the spread of the timed runs behind `latency_ms` (`LatencyResult.spread`; above
-        0.05 the figure was flagged unstable), None when the latency was predicted.
+        0.05 the figure was flagged unstable), None when the latency was predicted. The same records are
+        read back from the project directory by `SearchProject(directory).records()`.
         """
-        records = []
-        for trial in self.completed_trials():
-            metrics = {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics}
-            arch = self._architecture_or_none(trial.hyperparameters)
-            int8_figures = (
-                {"float_accuracy": metrics.get("val_accuracy"), "int8_accuracy": metrics.get(INT8_METRIC)}
-                if self.evaluate_int8
-                else {}
+        return [
+            trial_record(
+                trial.trial_id,
+                status=trial.status,
+                score=trial.score,
+                values=trial.hyperparameters.values,
+                # As saved in trial.json, so that SearchProject reads the very same figures.
+                metrics=best_metric_values(trial.metrics.get_config()),
+                arch=self._architecture_or_none(trial.hyperparameters),
+                metric=self.reward.metric,
+                message=trial.message,
+                checkpoint=self._checkpoint_or_none(trial.trial_id),
             )
-            records.append(
-                {
-                    "trial_id": trial.trial_id,
-                    "accuracy": metrics.get(self.reward.metric),
-                    **int8_figures,
-                    "latency_ms": metrics.get("latency_ms"),
-                    "latency_spread": metrics.get("latency_spread"),
-                    "reward": trial.score,
-                    "params": metrics.get("params"),
-                    "macs": metrics.get("macs"),
-                    "skipped": bool(metrics.get("skipped")),
-                    # Skipped on the lookup table's prediction: `latency_ms` is predicted, not measured.
-                    "prefiltered": bool(metrics.get("prefiltered")),
-                    "architecture": arch.to_dict() if arch is not None else None,
-                }
-            )
-        return records
+            for trial in self.completed_trials()
+        ]
+
+    def _checkpoint_or_none(self, trial_id: str) -> str | None:
+        path = os.path.abspath(self._get_checkpoint_fname(trial_id))
+        return path if os.path.isfile(path) else None
 
     def pareto_front(self) -> list[dict[str, Any]]:
         """The trials not dominated in (higher accuracy, lower latency), fastest first."""
@@ -773,11 +767,7 @@ class MnasTuner(keras_tuner.Tuner):
         """
         if quantization is None:
             quantization = self.quantization
-        if quantization not in EXPORT_QUANTIZATIONS:
-            raise ValueError(
-                f"quantization must be one of {EXPORT_QUANTIZATIONS} (or None for the search's own, "
-                f"{self.quantization!r}); received {quantization!r}."
-            )
+        check_choice("quantization", quantization, EXPORT_QUANTIZATIONS)
         if quantization == "qat" and (x is None or y is None):
             raise ValueError(
                 "export_best(quantization='qat') fine-tunes the model quantization-aware: pass the training "
@@ -803,10 +793,6 @@ class MnasTuner(keras_tuner.Tuner):
             representative_data = representative_sample(x, seed=self._calibration_seed)
         if not self.completed_trials():
             raise ValueError("export_best needs a completed trial; the search has none yet.")
-        base = os.fspath(path)
-        for suffix in (".keras", ".tflite"):
-            if base.endswith(suffix):
-                base = base[: -len(suffix)]
         model = self.get_best_models(1)[0]
         if quantization == "qat":
             tflite = export_int8(quantize_aware_train(model, x, y, epochs=epochs, **qat_kwargs))
@@ -814,18 +800,8 @@ class MnasTuner(keras_tuner.Tuner):
             tflite = convert_to_tflite(
                 model, quantization=quantization, representative_data=representative_data
             )
-        paths = {"keras": base + ".keras", "tflite": base + ".tflite"}
-        directory = os.path.dirname(os.path.abspath(base))
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, "." + os.path.basename(base) + ".tmp.keras")
-        model.save(tmp)
-        os.replace(tmp, paths["keras"])
-        atomic_write_bytes(paths["tflite"], tflite)
         arch = self._architecture_or_none(self.oracle.get_best_trials(1)[0].hyperparameters)
-        if arch is not None:
-            paths["architecture"] = base + ".arch.json"
-            atomic_write_json(paths["architecture"], arch.to_dict())
-        return paths
+        return export_model(model, path, tflite_bytes=tflite, arch=arch)
 
     # ------------------------------------------------------------------------------------------------------
     # Crash-safe state

@@ -521,7 +521,7 @@ def test_predictions_need_no_model_building(profiled, monkeypatch):
 
 
 def test_entries_keep_the_spread_the_unstable_flag_judges(tmp_path):
-    from keras_mnas.cli import _unstable_entries
+    from keras_mnas.cli.lut import _unstable_entries
 
     # Outliers made cv large, the bulk of the runs was steady: the saved table must not call it unstable.
     steady = LatencyLookupTable(profiler=FakeSource(spread=(0.9, 0.01)))

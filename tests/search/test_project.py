@@ -6,8 +6,11 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
-from keras_mnas.search import MnasSearchSpace
+from keras_mnas.counting import count_model_macs
+from keras_mnas.latency import LatencyLookupTable, LatencyResult, LatencySource
+from keras_mnas.search import MnasSearchSpace, MnasTuner
 from keras_mnas.search.project import SearchProject, SearchProjectError, find_projects
 
 SPACE = MnasSearchSpace(
@@ -217,11 +220,53 @@ def test_build_model_uses_the_recorded_hypermodel_settings(tmp_path):
     with pytest.raises(SearchProjectError, match="built its candidates with include_preprocessing=True"):
         SearchProject(recorded).build_model("0", include_preprocessing=False)
 
-    # A project saved before the settings were recorded: the caller's word, else MnasHyperModel's defaults.
-    older = write_project(tmp_path / "older", config)
+    # A project without recorded settings: the caller's word, else MnasHyperModel's defaults.
+    older = write_project(tmp_path / "unrecorded", config)
     write_trial(older, "0")
     model, _ = SearchProject(older).build_model("0")
     assert "rescaling" not in [layer.name for layer in model.layers]
     assert model.get_layer("stem_bn").momentum == pytest.approx(0.9)
     model, _ = SearchProject(older).build_model("0", include_preprocessing=True)
     assert "rescaling" in [layer.name for layer in model.layers]
+
+
+class MacsLatency(LatencySource):
+    """A fake device whose latency is a fixed cost plus one per mult-add: the lookup table adds up exactly."""
+
+    name = "macs"
+
+    def measure(self, model, *, quantization="float32", representative_data=None):
+        ms = 0.02 + 1e-5 * count_model_macs(model)
+        return LatencyResult(ms, ms, ms, 0.0, 0.0, 1, 0, 1, self.name, quantization)
+
+
+def test_records_read_back_are_the_tuners_for_an_int8_search_with_a_prefilter(tmp_path):
+    data = load_digits()
+    x = np.kron(data.images.astype("float32") / 16.0, np.ones((2, 2), "float32"))[..., None]  # 16x16x1
+    space = MnasSearchSpace.from_config(
+        {**SPACE.get_config(), "skeleton": [[1, 16, 1, 1], [6, 24, 1, 2], [6, 32, 2, 2]]}
+    )
+    table = LatencyLookupTable(profiler=MacsLatency(), on_missing="profile", quantization="int8")
+    tuner = MnasTuner(
+        space=space,
+        latency=MacsLatency(),
+        target_latency_ms=0.42,
+        reward="hard",
+        quantization="int8",
+        evaluate_int8=True,
+        prefilter=table,
+        max_trials=4,
+        seed=7,
+        directory=str(tmp_path),
+        project_name="int8_prefilter",
+    )
+    tuner.search(x[:300], data.target[:300], validation_data=(x[1500:1600], data.target[1500:1600]),
+                 epochs=1, batch_size=100, verbose=0)  # fmt: skip
+    records = tuner.trial_records()
+    assert len(records) == 4
+    # Both kinds of trials, so that every field is compared with a value in it.
+    assert any(r["prefiltered"] for r in records) and not all(r["prefiltered"] for r in records)
+    trained = next(r for r in records if not r["skipped"])
+    assert 0 <= trained["int8_accuracy"] <= 1 and 0 <= trained["float_accuracy"] <= 1
+    assert trained["checkpoint"] is not None
+    assert SearchProject(tmp_path / "int8_prefilter").records() == records

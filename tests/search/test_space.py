@@ -97,8 +97,8 @@ def test_config_round_trip():
     "kwargs, match",
     [
         ({"space": "mnasnet"}, "space must be a MnasSearchSpace; received str"),
-        ({"learning_rate": 0}, "learning_rate must be a positive number; received 0"),
-        ({"bn_momentum": 1.0}, r"bn_momentum must be in \[0, 1\); received 1.0"),
+        ({"learning_rate": 0}, "`learning_rate` must be a finite number > 0; received 0"),
+        ({"bn_momentum": 1.0}, "`bn_momentum` must be a finite number >= 0 and < 1; received 1.0"),
         ({"include_preprocessing": 1}, r"include_preprocessing must be True or False; received 1 \(int\)"),
         (
             {"space": MnasSearchSpace(input_shape=(32, 32, 1)), "include_preprocessing": True},
@@ -160,3 +160,25 @@ def test_random_architectures_are_distinct_seeded_and_respect_exclusions():
     excluded = space.sample_architectures(5, seed=3)
     others = space.sample_architectures(10, seed=3, exclude=excluded)
     assert not {a.block_strings for a in others} & set(first[:5])
+
+
+def test_architecture_fills_the_decisions_the_values_leave_out():
+    space = MnasSearchSpace(input_shape=(32, 32, 3), classes=10)
+    arch = space.architecture({"block2_kernel": 5})
+    assert arch == space.decode({**space.default_values(), "block2_kernel": 5})
+    assert arch.blocks[1].kernel_size == 5
+    assert space.architecture({}) == space.decode(space.default_values())
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("block2_kernel", 5)
+    assert space.architecture(hp) == arch  # KerasTuner's values, as a hypermodel receives them
+    assert MnasHyperModel(space).architecture(hp) == arch
+    with pytest.raises(ValueError, match=r"'block2_kernel' must be one of \[3, 5\]; received 7"):
+        space.architecture({"block2_kernel": 7})
+
+
+def test_the_hypermodel_keeps_its_import_path_from_the_space_module():
+    from keras_mnas.search import hypermodel, space
+
+    assert space.MnasHyperModel is hypermodel.MnasHyperModel is MnasHyperModel
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        space.Nothing  # noqa: B018

@@ -245,14 +245,17 @@ def test_no_partial_files_are_left(tmp_path):
     [
         (lambda lg: lg.log_trial("../x", HPARAMS, METRICS), "trial_id"),
         (lambda lg: lg.log_trial("search", HPARAMS, METRICS), "trial_id"),
-        (lambda lg: lg.log_trial("06", HPARAMS, METRICS, status="DONE"), "status must be one of"),
+        (lambda lg: lg.log_trial("06", HPARAMS, METRICS, status="DONE"), "`status` must be one of"),
         (lambda lg: lg.log_trial("06", {"block2_kernel": [3]}, METRICS), "bool, int, float or str"),
         (lambda lg: lg.log_trial("06", HPARAMS, {"reward": "high"}), "must be a number or None"),
         (lambda lg: lg.log_trial("06", HPARAMS, [0.5]), "metrics must be a dict"),
         (lambda lg: lg.log_controller({"update": 1}), "updates must be a list"),
-        (lambda lg: lg.log_controller([{"update": 0, "entropy": 1.0}]), "integer >= 1"),
+        (
+            lambda lg: lg.log_controller([{"update": 0, "entropy": 1.0}]),
+            r"`updates\[0\]\['update'\]` must be an integer >= 1; received 0",
+        ),
         (lambda lg: lg.log_pareto(b"GIF89a....", step=1), "PNG image"),
-        (lambda lg: lg.log_pareto(plot_png(), step=-1), "step must be an integer >= 0"),
+        (lambda lg: lg.log_pareto(plot_png(), step=-1), "`step` must be an integer >= 0; received -1"),
     ],
 )
 def test_errors_say_what_was_expected_and_received(tmp_path, call, message):
@@ -262,7 +265,7 @@ def test_errors_say_what_was_expected_and_received(tmp_path, call, message):
 
 
 def test_constructor_errors(tmp_path):
-    with pytest.raises(ValueError, match="metrics must be a non-empty list"):
+    with pytest.raises(ValueError, match="`metrics` must be a non-empty list of metric names"):
         SearchLogger(tmp_path, metrics="reward")
     with pytest.raises(ValueError, match=r"keras_tuner\.HyperParameters"):
         SearchLogger(tmp_path, hyperparameters={"units": [1, 2]})

@@ -235,12 +235,10 @@ def test_export_best_with_host_latency(tmp_path, digits):
         ({"target_latency_ms": 1.0, "max_trials": 0}, "max_trials must be an integer >= 1"),
         ({"target_latency_ms": 1.0, "max_trials": -2}, "max_trials must be an integer >= 1"),
         (
-            {"target_latency_ms": 1.0, "latency": "phone"},
-            "latency must be a keras_mnas.latency.LatencySource",
+            {"target_latency_ms": 1.0, "quantization": "int4"},
+            r"`quantization` must be one of \('float32', 'int8'\); received 'int4'",
         ),
-        ({"target_latency_ms": 1.0, "quantization": "int4"}, "quantization must be 'float32' or 'int8'"),
         ({"target_latency_ms": 1.0, "evaluate_int8": True}, "evaluate_int8=True scores the int8 model"),
-        ({"target_latency_ms": 1.0, "quantization": "int8", "evaluate_int8": 1}, "must be True or False"),
         (
             {"target_latency_ms": 1.0, "quantization": "int8", "evaluate_int8": True, "metric": "val_auc"},
             "the reward must read 'val_accuracy'",
@@ -250,6 +248,20 @@ def test_export_best_with_host_latency(tmp_path, digits):
 def test_bad_tuner_arguments_are_rejected_by_name(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         MnasTuner(space=tiny_space(), directory=str(tmp_path), project_name="bad", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"latency": "phone"}, "`latency` must be a keras_mnas.latency.LatencySource; received 'phone'"),
+        ({"quantization": "int8", "evaluate_int8": 1}, "`evaluate_int8` must be True or False; received 1"),
+    ],
+)
+def test_tuner_arguments_of_the_wrong_type_are_rejected_by_name(tmp_path, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        MnasTuner(
+            space=tiny_space(), target_latency_ms=1.0, directory=str(tmp_path), project_name="bad", **kwargs
+        )
 
 
 def test_bad_search_arguments_are_rejected_before_any_trial(tmp_path, digits):
@@ -265,7 +277,7 @@ def test_bad_search_arguments_are_rejected_before_any_trial(tmp_path, digits):
     )
     with pytest.raises(ValueError, match="pass validation_data"):
         tuner.search(x, y, epochs=1)
-    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+    with pytest.raises(ValueError, match="`epochs` must be an integer >= 1; received 0"):
         tuner.search(x, y, validation_split=0.2, epochs=0)
     assert latency.calls == 0 and not tuner.oracle.trials
 
@@ -404,7 +416,7 @@ def test_bad_int8_search_and_export_arguments(tmp_path, digits):
     with pytest.raises(ValueError, match=r"validation_data=\(x_val, y_val\) arrays"):
         tuner.search(x, y, validation_split=0.2, epochs=1)
     assert latency.calls == 0 and not tuner.oracle.trials
-    with pytest.raises(ValueError, match="quantization must be one of"):
+    with pytest.raises(ValueError, match="`quantization` must be one of"):
         tuner.export_best(tmp_path / "best", quantization="int4")
     with pytest.raises(ValueError, match="pass the training data as x="):
         tuner.export_best(tmp_path / "best", quantization="qat", x=x)
@@ -543,8 +555,7 @@ def test_prefilter_predicts_candidates_with_the_input_preprocessing_the_hypermod
         assert predicted == pytest.approx(table.predict_candidate(space, arch) + 0.01)
 
 
-def test_without_a_prefilter_the_search_settings_are_those_of_older_projects(tmp_path):
-    # Projects saved before prefilters existed have no "prefilter" key; a tuner without one must match them.
+def test_without_a_prefilter_the_search_settings_record_none(tmp_path):
     tuner = MnasTuner(
         space=tiny_space(),
         latency=ScriptedLatency([1.0]),
@@ -553,7 +564,7 @@ def test_without_a_prefilter_the_search_settings_are_those_of_older_projects(tmp
         directory=str(tmp_path),
         project_name="old",
     )
-    assert "prefilter" not in tuner.oracle.search_config
+    assert tuner.oracle.search_config["prefilter"] is None
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """The `keras-mnas` command: every subcommand, phones through the loopback adb double, a real tiny search."""
 
 import doctest
+import importlib
 import json
 import os
 import pathlib
@@ -15,7 +16,9 @@ from sklearn.datasets import load_digits
 
 from keras_mnas import cli
 from keras_mnas.architecture import ArchSpec
-from keras_mnas.cli import main
+from keras_mnas.cli import build_parser, main
+from keras_mnas.cli._measure import make_source
+from keras_mnas.cli.lut import _space_from_option
 from keras_mnas.latency import LatencyLookupTable, LatencyResult, search_space_configs
 from keras_mnas.latency.lut import spearman
 from keras_mnas.search import MnasSearchSpace, MnasTuner
@@ -25,7 +28,8 @@ from keras_mnas.tflite import load_interpreter, tflite_op_summary
 # adbutils must never start a real adb server on the test machine.
 pytestmark = pytest.mark.usefixtures("no_real_adb")
 
-TINY_TFLITE = pathlib.Path(__file__).parent / "latency" / "fixtures" / "tiny.tflite"
+TINY_TFLITE = pathlib.Path(__file__).parent.parent / "latency" / "fixtures" / "tiny.tflite"
+CLI_MODULES = ("_common", "_format", "_measure", "devices", "bench", "lut", "results", "export")
 REMOTE_MODEL = "/data/local/tmp/keras_mnas_model.tflite"
 
 
@@ -110,8 +114,10 @@ def test_every_help_text_renders_as_written(capsys, command):
     assert "%%" not in out and "%(" not in out
 
 
-def test_spearman_examples():
-    assert doctest.testmod(cli).failed == 0
+def test_docstring_examples_of_the_commands_and_spearman():
+    for module in (cli, *(importlib.import_module(f"keras_mnas.cli.{name}") for name in CLI_MODULES)):
+        assert doctest.testmod(module).failed == 0, module.__name__
+    assert doctest.testmod(importlib.import_module("keras_mnas.cli._format")).attempted > 0
     assert spearman([1, 2, 3], [3, 2, 1]) == -1.0
     assert spearman([1, 1, 2], [5, 5, 9]) == 1.0  # ties share their rank
     assert spearman([1.0], [2.0]) is None
@@ -314,7 +320,7 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
         "--warmup-runs", 2,
     )  # fmt: skip
     assert status == 0, err
-    space = cli._space_from_option(str(space_file), None, None)
+    space = _space_from_option(str(space_file), None, None)
     configs = len(search_space_configs(space))
     assert f"Profiling layer configurations: {configs}/{configs}" in err  # progress, on stderr
     assert "Wrote" in out and "calibrated on 2 architectures" in out
@@ -413,7 +419,7 @@ def test_lut_commands_time_candidates_with_the_input_preprocessing_the_search_bu
     assert [row["predicted_ms"] for row in json.loads(out)["rows"]] == pytest.approx([0.6, 0.6])
 
     # A search project records the setting: it is used, and a flag contradicting it is refused.
-    space = cli._space_from_option(str(space_file), None, None)
+    space = _space_from_option(str(space_file), None, None)
     hypermodel = MnasHyperModel(space, include_preprocessing=True)
     tuner = MnasTuner(hypermodel, latency=ScriptedLatency([1.0]), target_latency_ms=1.0,
                       directory=str(tmp_path / "search"), project_name="rgb")  # fmt: skip
@@ -611,12 +617,12 @@ def test_export_untrained_and_unknown_trials(capsys, search, tmp_path, monkeypat
     assert_clean_failure(status, err, "is not a search directory")
 
 
-def test_a_table_profiled_before_minimum_times_is_measured_as_it_was():
-    args = cli.build_parser().parse_args(["lut", "eval", "table.json"])
-    assert cli._make_source(args, None).min_seconds == 0.1  # no table: the default
-    assert cli._make_source(args, {"name": "host", "runs": 10, "min_seconds": 0.3}).min_seconds == 0.3
-    # Recorded before sources had --min-seconds: its entries were timed for exactly --runs runs.
-    old = cli._make_source(args, {"name": "host", "runs": 10})
-    assert (old.runs, old.min_seconds) == (10, 0.0)
-    args = cli.build_parser().parse_args(["lut", "eval", "table.json", "--min-seconds", "0.2"])
-    assert cli._make_source(args, {"name": "host", "runs": 10}).min_seconds == 0.2
+def test_a_table_is_measured_with_its_recorded_settings_unless_options_override_them():
+    args = build_parser().parse_args(["lut", "eval", "table.json"])
+    assert make_source(args, None).min_seconds == 0.1  # no table: the default
+    assert make_source(args, {"name": "host", "runs": 10, "min_seconds": 0.3}).min_seconds == 0.3
+    # A setting the table does not record takes the source's default.
+    unrecorded = make_source(args, {"name": "host", "runs": 10})
+    assert (unrecorded.runs, unrecorded.min_seconds) == (10, 0.1)
+    args = build_parser().parse_args(["lut", "eval", "table.json", "--min-seconds", "0.2"])
+    assert make_source(args, {"name": "host", "runs": 10}).min_seconds == 0.2
