@@ -1,12 +1,13 @@
 """MnasNet's platform-aware architecture search for KerasTuner.
 
 - `MnasSearchSpace` / `MnasHyperModel`: the factorized hierarchical search space as a KerasTuner HyperModel.
-- `Controller`: the LSTM policy trained with PPO; `MnasOracle`: the KerasTuner Oracle it drives.
+- `Controller` / `ControllerConfig`: the LSTM policy trained with PPO and its settings; `MnasOracle`: the
+  KerasTuner Oracle it drives.
 - `MnasReward`: accuracy traded against latency; `MnasTuner`: the whole search from a Keras script.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
 """
 
-from keras_mnas.search.controller import Controller
+from keras_mnas.search.controller import Controller, ControllerConfig
 from keras_mnas.search.oracle import MnasOracle
 from keras_mnas.search.project import SearchProject
 from keras_mnas.search.results import pareto_front, plot_pareto
@@ -17,6 +18,7 @@ from keras_mnas.search.tuner import MnasTuner
 __all__ = [
     "MOBILENET_V2_SKELETON",
     "Controller",
+    "ControllerConfig",
     "MnasHyperModel",
     "MnasOracle",
     "MnasReward",
