@@ -231,3 +231,42 @@ def test_objectives_by_name_and_bad_directions():
         MnasOracle(objective=keras_tuner.Objective("reward", "sideways"), max_trials=2)
     with pytest.raises(ValueError, match="Could not infer optimization direction"):
         MnasOracle(objective="val_mystery", max_trials=2)  # KerasTuner's own message
+
+
+def test_kerastuner_internals_are_touched_only_by_the_durable_oracle():
+    import pathlib
+    import re
+
+    import keras_mnas
+
+    internals = re.compile(
+        r"\._(retry_queue|id_to_hash|tried_so_far|seed_state|project_dir|tuner_ids|compute_values_hash|"
+        r"random_values)\b"
+    )
+    package = pathlib.Path(keras_mnas.__file__).parent
+    users = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if internals.search(path.read_text(encoding="utf-8"))
+    )
+    assert users == ["search/durable.py"]
+
+
+def test_atomic_saves_make_any_kerastuner_oracle_write_atomically(tmp_path, monkeypatch):
+    from keras_mnas.search import durable
+
+    written = []
+    write = durable.atomic_write_json
+    monkeypatch.setattr(
+        durable, "atomic_write_json", lambda path, obj: written.append(path) or write(path, obj)
+    )
+    oracle_class = type("Random", (durable.AtomicSaves, keras_tuner.oracles.RandomSearchOracle), {})
+    oracle = oracle_class(objective=keras_tuner.Objective("reward", "max"), max_trials=2, seed=1)
+    tuner = FakeTuner(oracle=oracle, hypermodel=build_space, directory=str(tmp_path), project_name="r")
+    tuner.search(verbose=0)
+    names = {os.path.relpath(path, tmp_path / "r") for path in written}
+    assert {
+        "oracle.json",
+        os.path.join("trial_0", "trial.json"),
+        os.path.join("trial_1", "trial.json"),
+    } <= names
