@@ -74,17 +74,9 @@ def _with_atomic_saves(oracle_class):
     KerasTuner truncates then writes; a search killed in between never loads again. Only the resumable
     searches of (b) use this: the overhead of (a) is timed with KerasTuner's own writes.
     """
-    from keras_mnas.utils.io import atomic_write_json
+    from keras_mnas.search.durable import AtomicSaves
 
-    class AtomicSaves(oracle_class):
-        def save(self):
-            atomic_write_json(os.path.join(self._project_dir, "oracle.json"), self.get_state())
-
-        def _save_trial(self, trial):
-            path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", "trial.json")
-            atomic_write_json(path, trial.get_state())
-
-    return AtomicSaves
+    return type(f"Atomic{oracle_class.__name__}", (AtomicSaves, oracle_class), {})
 
 
 def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
@@ -102,8 +94,7 @@ def run_one(job: tuple[str, int, int], cache: str | None = None) -> dict:
     trials already made.
     """
     import keras_tuner
-
-    from keras_mnas.search.nasbench201 import OPS, NB201Table, tokens_to_index
+    from nasbench201 import OPS, NB201Table, tokens_to_index
 
     name, seed, budget = job
     table = NB201Table()
@@ -417,7 +408,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    from keras_mnas.search.nasbench201 import NB201Table
+    from nasbench201 import NB201Table
 
     table = NB201Table()
     rewards = table.rewards()

@@ -13,28 +13,8 @@ Usage:
 
     python benchmarks/controller_nb201_tuning.py --overhead   # ms per trial of the controller alone
 
-Results that chose the defaults of `keras_mnas.search.Controller` (2-core CPU; seeds 0..9 to choose,
-seeds 10..19 held out to report). Median rank of the best architecture (1 = best of 15,625):
-
-- Screening, budget 200, seeds 0..9 (`--seeds 10 --budget 200 --configs ...`): with raw advantages the
-  paper's settings rank ~98 (5 seeds), lr 0.01 ~55, lr 0.01 + tanh 2.5 ~23 (seeds 0..9, from a budget-500
-  run), and larger learning rates collapse onto one architecture. Rank-normalised advantages were the
-  largest gain: lr.01_tanh2.5_rank 6, lr.01_tanh2.5_std 21, lr.01_rank 13, lr.003_tanh2.5_rank 65.5,
-  lr.01_tanh2.5_rank_u32 76, lr.01_tanh2.5_rank_mb10 10, lr.01_tanh2.5_rank_ep4 7, lr.01_tanh3_rank 4,
-  lr.02_tanh2.5_rank 4 (but 2,386 proposals for 200 distinct: near collapse), lr.01_tanh2.5_rank_ent1e-1 6,
-  lr.02_tanh2.5_rank_ent3e-2 4 (498 proposals), lr.01_tanh3_rank_ent1e-2 4.
-- Held out, budget 500, seeds 10..19
-  (`--seeds 10 --first-seed 10 --budget 500 --configs random,nasnet,lr.01_tanh2.5_rank,...`):
-
-      setting                      frac@200 frac@500  rank@50 rank@100 rank@200 rank@500  props@500
-      random                         0.9886   0.9956    316.5     95.5     45.5     13.5        500
-      nasnet                         0.9915   0.9921     68.5     39.0     32.0     27.5        510
-      lr.01_tanh2.5_rank             0.9962   0.9976    238.5    111.0     10.5      4.0      10000
-      lr.01_tanh2.5_rank_ent1e-1     0.9956   0.9973    238.5     63.5     14.0      4.5        754
-      lr.02_tanh2.5_rank_ent3e-2     0.9968   0.9977    166.0     23.0      6.0      3.5      10000
-      lr.01_tanh3_rank_ent1e-2       0.9964   0.9976    157.5    111.0      8.0      4.0      10000
-
-  `lr.02_tanh2.5_rank_ent3e-2` became the default (`--configs default` reproduces its row exactly).
+`docs/benchmarks.md` holds the held-out comparison that chose the defaults of
+`keras_mnas.search.ControllerConfig` (`--configs default` reproduces its `lr.02_tanh2.5_rank_ent3e-2` row).
 """
 
 from __future__ import annotations
@@ -153,23 +133,23 @@ NASNET_OVERRIDES: dict[str, dict] = {
 }
 
 
-def _settings(name: str) -> dict:
-    from keras_mnas.search import Controller
+def _settings(name: str):
+    """The `ControllerConfig` of a setting's name."""
+    from keras_mnas.search import ControllerConfig
 
     if name == "default":
-        return Controller.presets()["default"]
+        return ControllerConfig()
     if name in NASNET_OVERRIDES:
-        return {**Controller.presets()["nasnet"], **NASNET_OVERRIDES[name]}
+        return ControllerConfig.from_config({"preset": "nasnet", **NASNET_OVERRIDES[name]})
     if name.startswith("{"):  # ad-hoc: a JSON dict of overrides of the nasnet preset
-        return {**Controller.presets()["nasnet"], **json.loads(name)}
+        return ControllerConfig.from_config({"preset": "nasnet", **json.loads(name)})
     raise SystemExit(f"Unknown setting {name!r}; --list shows them.")
 
 
 def _run_one(job: tuple[str, int, int]) -> dict:
     name, seed, budget = job
     import keras
-
-    from keras_mnas.search.nasbench201 import NB201Table, run_search
+    from nasbench201 import NB201Table, run_search
 
     table = _table()
     rewards = _rewards()
@@ -177,9 +157,7 @@ def _run_one(job: tuple[str, int, int]) -> dict:
     if name == "random":
         result = run_search("random", budget, seed=seed, rewards=rewards)
     else:
-        result = run_search(
-            "controller", budget, seed=seed, rewards=rewards, controller_kwargs=_settings(name)
-        )
+        result = run_search(_settings(name), budget, seed=seed, rewards=rewards)
         keras.backend.clear_session()  # no build-up of graphs over hundreds of controllers
     seconds = time.perf_counter() - start
     best = float(rewards.max())
@@ -199,7 +177,7 @@ _CACHE: dict = {}
 
 
 def _table():
-    from keras_mnas.search.nasbench201 import NB201Table
+    from nasbench201 import NB201Table
 
     if "table" not in _CACHE:
         _CACHE["table"] = NB201Table()
@@ -212,13 +190,13 @@ def _rewards():
     return _CACHE["rewards"]
 
 
-def measure_overhead(choice_counts: list[int], trials: int = 400, **settings) -> dict:
+def measure_overhead(choice_counts: list[int], config=None, trials: int = 400) -> dict:
     """Wall-clock cost of the controller alone: ms per `sample()` and per trial including the amortised
     PPO updates (the first update's one-off tracing/compilation reported apart)."""
     from keras_mnas.search import Controller
 
     start = time.perf_counter()
-    controller = Controller(choice_counts, seed=0, **settings)
+    controller = Controller(choice_counts, config, seed=0)
     build = time.perf_counter() - start
     rng = np.random.default_rng(0)
     sample_s, observe_s, first_update = 0.0, [], None
@@ -256,12 +234,12 @@ def main(argv=None) -> int:
     parser.add_argument("--overhead", action="store_true", help="time the default controller and exit")
     args = parser.parse_args(argv)
     if args.overhead:
-        from keras_mnas.search.nasbench201 import CHOICE_COUNTS
+        from nasbench201 import CHOICE_COUNTS
 
         # NAS-Bench-201 (6 decisions of 5) and a MnasNet-sized space (7 blocks x 6 decisions).
         for counts in (list(CHOICE_COUNTS), [3, 2, 2, 2, 3, 3] * 7):
             for name in ("default", "nasnet"):
-                result = measure_overhead(counts, **_settings(name))
+                result = measure_overhead(counts, _settings(name))
                 print(
                     f"{name:8s} {result['decisions']:2d} decisions: sample {result['sample_ms']:.2f} ms, "
                     f"per trial incl. amortised PPO update {result['per_trial_ms']:.2f} ms "

@@ -1,7 +1,8 @@
 """MnasNet's platform-aware architecture search for KerasTuner.
 
 - `MnasSearchSpace` / `MnasHyperModel`: the factorized hierarchical search space as a KerasTuner HyperModel.
-- `Controller`: the LSTM policy trained with PPO; `MnasOracle`: the KerasTuner Oracle it drives.
+- `Controller` / `ControllerConfig`: the LSTM policy trained with PPO and its settings; `MnasOracle`: the
+  KerasTuner Oracle it drives.
 - `MnasReward`: accuracy traded against latency; `MnasTuner`: the whole search from a Keras script.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
 
@@ -18,6 +19,7 @@ from typing import Any
 _EXPORTS = {
     "MOBILENET_V2_SKELETON": "keras_mnas.search.space",
     "Controller": "keras_mnas.search.controller",
+    "ControllerConfig": "keras_mnas.search.controller",
     "MnasHyperModel": "keras_mnas.search.hypermodel",
     "MnasOracle": "keras_mnas.search.oracle",
     "MnasReward": "keras_mnas.search.reward",
@@ -32,6 +34,7 @@ _EXPORTS = {
 __all__ = [
     "MOBILENET_V2_SKELETON",
     "Controller",
+    "ControllerConfig",
     "MnasHyperModel",
     "MnasOracle",
     "MnasReward",

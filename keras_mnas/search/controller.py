@@ -8,6 +8,8 @@ uniformly from [-0.1, 0.1].
 
 Design, in short:
 
+- **Settings are one frozen dataclass**, `ControllerConfig`, checked when it is made;
+  `ControllerConfig.nasnet()` gives the paper's.
 - **Sampling runs in NumPy** on the Keras layers' own weights. One architecture is a handful of tiny LSTM
   steps; calling Keras per step would cost milliseconds, NumPy costs microseconds. The tests check the
   NumPy log-probabilities against the teacher-forced Keras forward pass that the PPO step differentiates.
@@ -24,7 +26,7 @@ Design, in short:
 from __future__ import annotations
 
 import base64
-import inspect
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,27 +34,167 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_mnas.utils.checks import check_choice, check_int, check_number, is_integer
+
 STATE_FORMAT = "keras_mnas.search.Controller/1"
 ADVANTAGE_NORMALIZATIONS = (None, "std", "rank")
 
-# The NASNet controller (Zoph et al., 2018, appendix A), which MnasNet reuses. The paper names neither the
-# optimizer (we use Adam, as NAS and ENAS do) nor the number of PPO epochs per minibatch: 1 epoch makes each
-# update a single clipped policy-gradient step, the most conservative reading.
-_NASNET = dict(
-    units=100,
-    num_layers=1,
-    embedding_dim=None,
-    learning_rate=0.00035,
-    entropy_weight=1e-5,
-    baseline_decay=0.95,
-    clip_ratio=0.2,
-    ppo_epochs=1,
-    minibatch_size=20,
-    init_range=0.1,
-    temperature=None,
-    tanh_constant=None,
-    advantage_normalization=None,
-)
+
+@dataclasses.dataclass(frozen=True)
+class ControllerConfig:
+    """The settings of a `Controller`, checked when made.
+
+    The defaults suit searches of a few hundred trials; `ControllerConfig.nasnet()` gives the NASNet/MnasNet
+    paper's settings, made for searches of thousands. `docs/benchmarks.md` compares the two.
+
+    Args:
+        units: Hidden units of each LSTM layer.
+        num_layers: Number of stacked LSTM layers.
+        embedding_dim: Size of the token embeddings fed back as inputs; `None` means `units`.
+        learning_rate: Adam learning rate of the PPO updates.
+        entropy_weight: Weight of the entropy bonus (summed over decisions) in the PPO loss.
+        baseline_decay: Decay of the exponential moving average of rewards used as the baseline, in [0, 1).
+        clip_ratio: PPO's clipping range epsilon: probability ratios are clipped to `[1 - eps, 1 + eps]`.
+        ppo_epochs: Gradient steps made on each full minibatch.
+        minibatch_size: Number of observed architectures per PPO update.
+        init_range: Every weight starts uniform in `[-init_range, init_range]`.
+        temperature: If set, logits are divided by it before sampling (and in the loss).
+        tanh_constant: If set, logits become `tanh_constant * tanh(logits)`, after the temperature: bounds
+            how peaked any softmax can get, which keeps some exploration.
+        advantage_normalization: How a minibatch's advantages are rescaled before the update. `None`: as
+            they are (`reward - baseline`). `"std"`: standardised to zero mean and unit standard deviation
+            within the minibatch, so the step size does not depend on the reward scale. `"rank"`: the centred
+            ranks of the minibatch's rewards (in [-0.5, 0.5]; the minibatch is its own baseline and the EMA
+            baseline only feeds the statistics), so a few disastrous architectures (e.g. a cell of only
+            `none` ops, reward near 0) cannot drown the fine differences between good ones, and any monotone
+            transform of the reward gives the same search.
+
+    Raises:
+        ValueError: if a setting is out of range, naming it and the value received.
+
+    Example:
+
+    ```python
+    config = ControllerConfig(learning_rate=0.01)
+    paper = ControllerConfig.nasnet()
+    smaller = dataclasses.replace(paper, units=32)
+    ```
+    """
+
+    units: int = 100
+    num_layers: int = 1
+    embedding_dim: int | None = None
+    learning_rate: float = 0.02
+    entropy_weight: float = 0.03
+    baseline_decay: float = 0.95
+    clip_ratio: float = 0.2
+    ppo_epochs: int = 1
+    minibatch_size: int = 20
+    init_range: float = 0.1
+    temperature: float | None = None
+    tanh_constant: float | None = 2.5
+    advantage_normalization: str | None = "rank"
+
+    def __post_init__(self):
+        # Stored in canonical types (an int learning rate becomes a float), so configs compare and save alike.
+        checked = {
+            "units": check_int("units", self.units, minimum=1),
+            "num_layers": check_int("num_layers", self.num_layers, minimum=1),
+            "embedding_dim": check_int("embedding_dim", self.embedding_dim, minimum=1, allow_none=True),
+            "learning_rate": check_number("learning_rate", self.learning_rate, low=0, low_open=True),
+            "entropy_weight": check_number("entropy_weight", self.entropy_weight, low=0),
+            "baseline_decay": check_number(
+                "baseline_decay", self.baseline_decay, low=0, high=1, high_open=True
+            ),
+            "clip_ratio": check_number(
+                "clip_ratio", self.clip_ratio, low=0, high=1, low_open=True, high_open=True
+            ),
+            "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1),
+            "minibatch_size": check_int("minibatch_size", self.minibatch_size, minimum=1),
+            "init_range": check_number("init_range", self.init_range, low=0, low_open=True),
+            "temperature": check_number(
+                "temperature", self.temperature, low=0, low_open=True, allow_none=True
+            ),
+            "tanh_constant": check_number(
+                "tanh_constant", self.tanh_constant, low=0, low_open=True, allow_none=True
+            ),
+            "advantage_normalization": check_choice(
+                "advantage_normalization", self.advantage_normalization, ADVANTAGE_NORMALIZATIONS
+            ),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def nasnet(cls) -> ControllerConfig:
+        """The NASNet controller (Zoph et al., 2018, appendix A) that MnasNet reuses.
+
+        One LSTM layer of 100 units, Adam at 0.00035, entropy weight 1e-5, baseline decay 0.95, minibatches
+        of 20, uniform initialisation in [-0.1, 0.1], PPO clip 0.2. The paper names neither the optimizer
+        (Adam, as NAS and ENAS use) nor the number of PPO epochs per minibatch: 1 epoch makes each update a
+        single clipped policy-gradient step, the most conservative reading.
+
+        Returns:
+            A `ControllerConfig`.
+        """
+        return cls(
+            learning_rate=0.00035,
+            entropy_weight=1e-5,
+            tanh_constant=None,
+            advantage_normalization=None,
+        )
+
+    @classmethod
+    def presets(cls) -> dict[str, ControllerConfig]:
+        """The named settings: `"default"` (the defaults) and `"nasnet"` (the paper's).
+
+        Returns:
+            A dict from preset name to `ControllerConfig`.
+        """
+        return {"default": cls(), "nasnet": cls.nasnet()}
+
+    @classmethod
+    def preset(cls, name: str) -> ControllerConfig:
+        """The settings of a named preset.
+
+        Args:
+            name: `"default"` or `"nasnet"`.
+
+        Returns:
+            A `ControllerConfig`.
+
+        Raises:
+            ValueError: for an unknown name.
+        """
+        presets = cls.presets()
+        if name not in presets:
+            raise ValueError(f"Unknown controller preset {name!r}; expected one of {sorted(presets)}.")
+        return presets[name]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ControllerConfig:
+        """Makes settings from a dict: any settings, optionally over a `"preset"` (by default the defaults).
+
+        Args:
+            config: Setting names to values, e.g. `{"preset": "nasnet", "learning_rate": 0.01}`.
+
+        Returns:
+            A `ControllerConfig`.
+
+        Raises:
+            ValueError: for an unknown preset or setting name, or a setting out of range.
+        """
+        settings = dict(config)
+        base = cls.preset(settings.pop("preset", None) or "default")
+        fields = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(str(key) for key in settings if key not in fields)
+        if unknown:
+            raise ValueError(f"Unknown controller settings {unknown}; expected some of {fields} or 'preset'.")
+        return dataclasses.replace(base, **settings)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the settings as a JSON-serialisable dict; `ControllerConfig(**config)` rebuilds them."""
+        return dataclasses.asdict(self)
 
 
 def _encode_array(array: np.ndarray) -> dict[str, Any]:
@@ -161,49 +303,28 @@ class Controller:
     decision's options, and feeds each sampled token back as the next step's input. `observe` gives it the
     reward of an architecture it proposed, together with the log-probabilities recorded when it was sampled,
     so trials may finish out of order and in parallel. Every `minibatch_size` observations it makes a PPO
-    update.
+    update. It implements `keras_mnas.search.policy.TokenPolicy`, registered there as `"controller"`.
 
     The advantage of an observation is `reward - baseline`, with the baseline taken **before** that reward
     is folded into the exponential moving average: a baseline must not depend on the action it judges (else
     the gradient is biased: each reward would partly cancel itself). The first reward initialises the
     baseline and has advantage 0. (With `advantage_normalization="rank"` the minibatch is the baseline.)
 
-    The defaults are tuned for searches of a few hundred trials; `Controller.from_preset("nasnet",
-    choice_counts)` gives the NASNet/MnasNet paper's settings, made for searches of thousands. The defaults
-    differ from the paper's in four places: learning rate 0.02 (paper: 0.00035), `tanh_constant=2.5`
-    (paper: none), `advantage_normalization="rank"` (paper: raw `reward - baseline`) and entropy weight
-    0.03 (paper: 1e-5). On NAS-Bench-201 with the soft MnasNet reward
-    (`benchmarks/controller_nb201_tuning.py`, median over 10 seeds not used to choose the settings), the best
-    architecture after 200 distinct ones ranks 6th of 15,625 with the defaults, 32nd with the paper's
-    settings and 45th for random search; after 500, 3.5th, 27th and 13th. With the paper's learning rate
-    the policy barely moves in a few hundred trials; rank-normalised advantages keep a few disastrous cells
-    (reward near 0) from drowning the small differences between good ones; the tanh bound and the entropy
-    bonus keep the policy from collapsing onto one architecture.
+    The default settings (`ControllerConfig()`) differ from the paper's (`ControllerConfig.nasnet()`) in four
+    places: a larger learning rate, so the policy moves within a few hundred trials; rank-normalised
+    advantages, so a few disastrous cells do not drown the small differences between good ones; and a tanh
+    bound on the logits with a larger entropy bonus, which keep the policy from collapsing onto one
+    architecture. `docs/benchmarks.md` compares them.
 
     Args:
         choice_counts: Number of options of each decision, in order. Entries are ints >= 1; a decision with
             a single option is fixed: it always yields token 0 and costs nothing.
-        units: Hidden units of each LSTM layer.
-        num_layers: Number of stacked LSTM layers.
-        embedding_dim: Size of the token embeddings fed back as inputs; `None` means `units`.
-        learning_rate: Adam learning rate of the PPO updates.
-        entropy_weight: Weight of the entropy bonus (summed over decisions) in the PPO loss.
-        baseline_decay: Decay of the exponential moving average of rewards used as the baseline, in [0, 1).
-        clip_ratio: PPO's clipping range epsilon: probability ratios are clipped to `[1 - eps, 1 + eps]`.
-        ppo_epochs: Gradient steps made on each full minibatch.
-        minibatch_size: Number of observed architectures per PPO update.
-        init_range: Every weight starts uniform in `[-init_range, init_range]`.
-        temperature: If set, logits are divided by it before sampling (and in the loss).
-        tanh_constant: If set, logits become `tanh_constant * tanh(logits)`, after the temperature: bounds
-            how peaked any softmax can get, which keeps some exploration.
-        advantage_normalization: How a minibatch's advantages are rescaled before the update. `None`: as
-            they are (`reward - baseline`). `"std"`: standardised to zero mean and unit standard deviation
-            within the minibatch, so the step size does not depend on the reward scale. `"rank"`: the centred
-            ranks of the minibatch's rewards (in [-0.5, 0.5]; the minibatch is its own baseline and the EMA
-            baseline only feeds the statistics), so a few disastrous architectures (e.g. a cell of only
-            `none` ops, reward near 0) cannot drown the fine differences between good ones, and any monotone
-            transform of the reward gives the same search.
+        config: The settings, a `ControllerConfig`; `None` for the defaults.
         seed: Seed of the initial weights and of the sampling; `None` draws one from the OS.
+        **settings: Settings that replace the config's, by `ControllerConfig` field name (`units=16`, ...).
+
+    Raises:
+        ValueError: for bad `choice_counts`, `seed` or settings.
 
     Example:
 
@@ -223,56 +344,21 @@ class Controller:
     def __init__(
         self,
         choice_counts: Sequence[int],
+        config: ControllerConfig | None = None,
         *,
-        units: int = 100,
-        num_layers: int = 1,
-        embedding_dim: int | None = None,
-        learning_rate: float = 0.02,
-        entropy_weight: float = 0.03,
-        baseline_decay: float = 0.95,
-        clip_ratio: float = 0.2,
-        ppo_epochs: int = 1,
-        minibatch_size: int = 20,
-        init_range: float = 0.1,
-        temperature: float | None = None,
-        tanh_constant: float | None = 2.5,
-        advantage_normalization: str | None = "rank",
         seed: int | None = None,
+        **settings: Any,
     ):
-        config = dict(
-            units=units,
-            num_layers=num_layers,
-            embedding_dim=embedding_dim,
-            learning_rate=learning_rate,
-            entropy_weight=entropy_weight,
-            baseline_decay=baseline_decay,
-            clip_ratio=clip_ratio,
-            ppo_epochs=ppo_epochs,
-            minibatch_size=minibatch_size,
-            init_range=init_range,
-            temperature=temperature,
-            tanh_constant=tanh_constant,
-            advantage_normalization=advantage_normalization,
-        )
+        if config is None:
+            config = ControllerConfig()
+        if not isinstance(config, ControllerConfig):
+            raise ValueError(
+                f"config must be a ControllerConfig or None; received {type(config).__name__}. Use "
+                "Controller.from_preset(name, choice_counts) for a preset."
+            )
+        self.config = dataclasses.replace(config, **settings) if settings else config
         self.choice_counts = self._validate_choice_counts(choice_counts)
-        self._validate_config(config)
-        self.units = int(config["units"])
-        self.num_layers = int(config["num_layers"])
-        self.embedding_dim = int(config["embedding_dim"] or config["units"])
-        self.learning_rate = float(config["learning_rate"])
-        self.entropy_weight = float(config["entropy_weight"])
-        self.baseline_decay = float(config["baseline_decay"])
-        self.clip_ratio = float(config["clip_ratio"])
-        self.ppo_epochs = int(config["ppo_epochs"])
-        self.minibatch_size = int(config["minibatch_size"])
-        self.init_range = float(config["init_range"])
-        self.temperature = None if config["temperature"] is None else float(config["temperature"])
-        self.tanh_constant = None if config["tanh_constant"] is None else float(config["tanh_constant"])
-        self.advantage_normalization = config["advantage_normalization"]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"seed must be an int or None; received {seed!r}.")
-        self.seed = None if seed is None else int(seed)
-
+        self.seed = check_int("seed", seed, allow_none=True)
         # Only decisions with more than one option are steps of the LSTM.
         self._active = [t for t, count in enumerate(self.choice_counts) if count > 1]
         counts = [self.choice_counts[t] for t in self._active]
@@ -304,66 +390,23 @@ class Controller:
         if len(choice_counts) == 0:
             raise ValueError("choice_counts must have at least one decision; received an empty sequence.")
         for position, count in enumerate(choice_counts):
-            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            if not is_integer(count) or count < 1:
                 raise ValueError(
                     f"choice_counts entries must be ints >= 1; received {count!r} at position {position}."
                 )
         return [int(count) for count in choice_counts]
 
-    @staticmethod
-    def _validate_config(config: Mapping[str, Any]) -> None:
-        def check(name, ok, expected):
-            if not ok:
-                raise ValueError(f"{name} must be {expected}; received {config[name]!r}.")
-
-        def is_int(value):
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        def is_number(value):
-            return (
-                isinstance(value, (int, float, np.integer, np.floating))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            )
-
-        check("units", is_int(config["units"]) and config["units"] >= 1, "an int >= 1")
-        check("num_layers", is_int(config["num_layers"]) and config["num_layers"] >= 1, "an int >= 1")
-        emb = config["embedding_dim"]
-        check("embedding_dim", emb is None or (is_int(emb) and emb >= 1), "None or an int >= 1")
-        lr = config["learning_rate"]
-        check("learning_rate", is_number(lr) and lr > 0, "a finite number > 0")
-        ew = config["entropy_weight"]
-        check("entropy_weight", is_number(ew) and ew >= 0, "a finite number >= 0")
-        decay = config["baseline_decay"]
-        check("baseline_decay", is_number(decay) and 0 <= decay < 1, "a number in [0, 1)")
-        clip = config["clip_ratio"]
-        check("clip_ratio", is_number(clip) and 0 < clip < 1, "a number in (0, 1)")
-        check("ppo_epochs", is_int(config["ppo_epochs"]) and config["ppo_epochs"] >= 1, "an int >= 1")
-        mb = config["minibatch_size"]
-        check("minibatch_size", is_int(mb) and mb >= 1, "an int >= 1")
-        init = config["init_range"]
-        check("init_range", is_number(init) and init > 0, "a finite number > 0")
-        temp = config["temperature"]
-        check("temperature", temp is None or (is_number(temp) and temp > 0), "None or a number > 0")
-        tanh_c = config["tanh_constant"]
-        check("tanh_constant", tanh_c is None or (is_number(tanh_c) and tanh_c > 0), "None or a number > 0")
-        check(
-            "advantage_normalization",
-            config["advantage_normalization"] in ADVANTAGE_NORMALIZATIONS,
-            f"one of {ADVANTAGE_NORMALIZATIONS}",
-        )
-
     def _build(self, mask: np.ndarray) -> None:
         self._model = _PolicyNetwork(
             vocab_size=1 + self._num_options,  # id 0 is the start token; then every option of every step
-            embedding_dim=self.embedding_dim,
-            units=self.units,
-            num_layers=self.num_layers,
+            embedding_dim=self.config.embedding_dim or self.config.units,
+            units=self.config.units,
+            num_layers=self.config.num_layers,
             mask=mask,
-            temperature=self.temperature,
-            tanh_constant=self.tanh_constant,
-            clip_ratio=self.clip_ratio,
-            entropy_weight=self.entropy_weight,
+            temperature=self.config.temperature,
+            tanh_constant=self.config.tanh_constant,
+            clip_ratio=self.config.clip_ratio,
+            entropy_weight=self.config.entropy_weight,
             name="controller_policy",
         )
         self._model(np.zeros((1, len(self._active)), dtype=np.int32))  # creates the weights
@@ -372,11 +415,13 @@ class Controller:
         init_rng = np.random.default_rng(None if self.seed is None else [self.seed, 1])
         self._model.set_weights(
             [
-                init_rng.uniform(-self.init_range, self.init_range, size=w.shape).astype(np.float32)
+                init_rng.uniform(-self.config.init_range, self.config.init_range, size=w.shape).astype(
+                    np.float32
+                )
                 for w in self._model.get_weights()
             ]
         )
-        self._optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
+        self._optimizer = keras.optimizers.Adam(learning_rate=self.config.learning_rate)
         self._model.compile(optimizer=self._optimizer)
         self._optimizer.build(self._model.trainable_variables)
         self._refresh_numpy_weights()
@@ -385,25 +430,21 @@ class Controller:
         self._np_weights = [np.asarray(w, dtype=np.float64) for w in self._model.get_weights()]
         weights = iter(self._np_weights)
         self._np_embedding = next(weights)
-        self._np_lstm = [(next(weights), next(weights), next(weights)) for _ in range(self.num_layers)]
+        self._np_lstm = [(next(weights), next(weights), next(weights)) for _ in range(self.config.num_layers)]
         self._np_head_kernel = next(weights)
         self._np_head_bias = next(weights)
 
     @classmethod
-    def from_preset(cls, name: str, choice_counts: Sequence[int], **overrides) -> Controller:
-        """Creates a controller from named settings; `overrides` replace any of them.
-
-        Presets:
-
-        - `"nasnet"`: the NASNet controller that MnasNet reuses (Zoph et al., 2018): 1 LSTM layer of 100
-          units, Adam at 0.00035, entropy weight 1e-5, baseline decay 0.95, minibatches of 20, uniform
-          initialisation in [-0.1, 0.1], PPO clip 0.2, one PPO epoch per minibatch (the paper gives none).
-        - `"default"`: the constructor's defaults, tuned for searches of a few hundred trials.
+    def from_preset(cls, name: str, choice_counts: Sequence[int], **settings: Any) -> Controller:
+        """Creates a controller from named settings; `settings` replace any of them.
 
         Args:
-            name: `"nasnet"` or `"default"`.
+            name: A `ControllerConfig.presets()` name: `"default"` or `"nasnet"` (the paper's).
             choice_counts: Number of options of each decision.
-            **overrides: Constructor arguments that replace the preset's, e.g. `seed=0`.
+            **settings: `seed` or settings that replace the preset's, e.g. `learning_rate=0.01`.
+
+        Returns:
+            A `Controller`.
 
         Example:
 
@@ -411,40 +452,11 @@ class Controller:
         controller = Controller.from_preset("nasnet", [5] * 6, seed=0)
         ```
         """
-        presets = cls.presets()
-        if name not in presets:
-            raise ValueError(f"Unknown controller preset {name!r}; expected one of {sorted(presets)}.")
-        return cls(choice_counts, **{**presets[name], **overrides})
-
-    @staticmethod
-    def presets() -> dict[str, dict[str, Any]]:
-        """Returns the named presets as `{name: constructor arguments}` (copies)."""
-        defaults = {
-            name: parameter.default
-            for name, parameter in inspect.signature(Controller.__init__).parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"
-        }
-        return {"nasnet": dict(_NASNET), "default": defaults}
+        return cls(choice_counts, ControllerConfig.preset(name), **settings)
 
     def get_config(self) -> dict[str, Any]:
-        """Returns the constructor arguments (JSON-serialisable); `Controller(**config)` rebuilds it."""
-        return {
-            "choice_counts": list(self.choice_counts),
-            "units": self.units,
-            "num_layers": self.num_layers,
-            "embedding_dim": self.embedding_dim,
-            "learning_rate": self.learning_rate,
-            "entropy_weight": self.entropy_weight,
-            "baseline_decay": self.baseline_decay,
-            "clip_ratio": self.clip_ratio,
-            "ppo_epochs": self.ppo_epochs,
-            "minibatch_size": self.minibatch_size,
-            "init_range": self.init_range,
-            "temperature": self.temperature,
-            "tanh_constant": self.tanh_constant,
-            "advantage_normalization": self.advantage_normalization,
-            "seed": self.seed,
-        }
+        """Returns `choice_counts`, the settings and `seed` as JSON-serialisable data."""
+        return {"choice_counts": list(self.choice_counts), **self.config.get_config(), "seed": self.seed}
 
     # ------------------------------------------------------------------ properties
 
@@ -484,7 +496,7 @@ class Controller:
         new_state = []
         for (kernel, recurrent, bias), (h, c) in zip(self._np_lstm, state, strict=True):
             z = x @ kernel + h @ recurrent + bias
-            units = self.units
+            units = self.config.units
             gates = _sigmoid(z)  # i, f, o use all but the third quarter; cheaper than three calls
             c = gates[:, units : 2 * units] * c + gates[:, :units] * np.tanh(z[:, 2 * units : 3 * units])
             h = gates[:, 3 * units :] * np.tanh(c)
@@ -492,15 +504,15 @@ class Controller:
             x = h
         lo, hi = self._offsets[step], self._offsets[step + 1]
         logits = x @ self._np_head_kernel[:, lo:hi] + self._np_head_bias[lo:hi]
-        if self.temperature is not None:
-            logits = logits / self.temperature
-        if self.tanh_constant is not None:
-            logits = self.tanh_constant * np.tanh(logits)
+        if self.config.temperature is not None:
+            logits = logits / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * np.tanh(logits)
         return _log_softmax(logits), new_state
 
     def _zero_state(self, batch: int):
-        zeros = np.zeros((batch, self.units))
-        return [(zeros, zeros) for _ in range(self.num_layers)]
+        zeros = np.zeros((batch, self.config.units))
+        return [(zeros, zeros) for _ in range(self.config.num_layers)]
 
     def _teacher_forced_log_probs(self, steps_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Log-probabilities (B, T) of given step tokens and the entropies (B, T) of each step."""
@@ -573,7 +585,7 @@ class Controller:
                 f"Expected {len(self.choice_counts)} tokens (one per decision); received {len(tokens)}."
             )
         for position, (token, count) in enumerate(zip(tokens, self.choice_counts, strict=True)):
-            if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < count:
+            if not is_integer(token) or not 0 <= token < count:
                 raise ValueError(f"Token {position} must be an int in [0, {count}); received {token!r}.")
         return [int(token) for token in tokens]
 
@@ -615,12 +627,14 @@ class Controller:
         if self._baseline is None:
             self._baseline = reward
         else:
-            self._baseline = self.baseline_decay * self._baseline + (1.0 - self.baseline_decay) * reward
+            self._baseline = (
+                self.config.baseline_decay * self._baseline + (1.0 - self.config.baseline_decay) * reward
+            )
         self._num_observed += 1
         self._pending.append(
             {"tokens": tokens, "log_probs": log_probs, "reward": reward, "advantage": advantage}
         )
-        if len(self._pending) < self.minibatch_size:
+        if len(self._pending) < self.config.minibatch_size:
             return None
         return self._update()
 
@@ -628,11 +642,11 @@ class Controller:
         batch, self._pending = self._pending, []
         rewards = np.array([item["reward"] for item in batch])
         advantages = np.array([item["advantage"] for item in batch])
-        if self.advantage_normalization == "std":
+        if self.config.advantage_normalization == "std":
             advantages = advantages - advantages.mean()
             std = advantages.std()
             advantages = advantages / std if std > 1e-12 else advantages
-        elif self.advantage_normalization == "rank":
+        elif self.config.advantage_normalization == "rank":
             # Ranks of the rewards themselves: the minibatch is its own baseline, and any monotone
             # transform of the reward gives the same update.
             advantages = _centred_ranks(rewards)
@@ -656,7 +670,7 @@ class Controller:
             "old_log_probs": old,
             "advantages": advantages.astype(np.float32),
         }
-        losses = [float(np.asarray(self._model.train_on_batch(x, y))) for _ in range(self.ppo_epochs)]
+        losses = [float(np.asarray(self._model.train_on_batch(x, y))) for _ in range(self.config.ppo_epochs)]
         self._refresh_numpy_weights()
         # Statistics from the compiled Keras forward pass: batched NumPy matmuls would hit a multi-threaded
         # BLAS, which is slow on a busy machine; one-row sampling does not.
@@ -668,7 +682,7 @@ class Controller:
             entropy=float(entropies.sum(axis=1).mean()),
             policy_loss=losses[0],
             approx_kl=float((old - new).sum(axis=1).mean()),
-            clip_fraction=float(np.mean(np.abs(ratio - 1.0) > self.clip_ratio)),
+            clip_fraction=float(np.mean(np.abs(ratio - 1.0) > self.config.clip_ratio)),
         )
         return stats
 
@@ -783,6 +797,7 @@ class Controller:
                 f"Expected a controller state from Controller.get_state(); received {state!r:.80}."
             )
         config = dict(state["config"])
-        controller = cls(config.pop("choice_counts"), **config)
+        choice_counts, seed = config.pop("choice_counts"), config.pop("seed", None)
+        controller = cls(choice_counts, ControllerConfig(**config), seed=seed)
         controller.set_state(state)
         return controller

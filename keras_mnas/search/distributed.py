@@ -7,16 +7,16 @@ client (only through its public `stub` attribute and methods) to:
 
 - bound every call by `chief_timeout` seconds and fail with a clear `keras_tuner.errors.FatalRuntimeError`
   naming the chief's address when it does not answer;
-- send a heartbeat (an `update_trial` with no metrics, which `MnasOracle` records as a sign of life) every
+- send a heartbeat (an `update_trial` with no metrics, which `DurableOracle` records as a sign of life) every
   `heartbeat_interval` seconds while a trial runs, so the chief's `trial_timeout` only fires for a worker
   that is really gone;
 - wait quietly (polling every `idle_poll` seconds) while the chief answers "IDLE" (all trials handed out,
   some still running elsewhere and maybe to be handed out again), instead of KerasTuner's busy loop;
-- stop on `MnasOracle`'s quiet "stop" (an IDLE answer with trial id `STOP_WORKER`), which lets the chief
+- stop on `DurableOracle`'s quiet "stop" (an IDLE answer with trial id `STOP_WORKER`), which lets the chief
   exit as soon as the last worker stops rather than up to 20 s later.
 
-A call that loses its connection is sent again until `chief_timeout`: MnasOracle answers a repeated call
-as the first one.
+A call that loses its connection is sent again until `chief_timeout`: a `DurableOracle` answers a repeated
+call as the first one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import keras_tuner
 
-from keras_mnas.search.oracle import IDLE, RUNNING, STOP_WORKER
+from keras_mnas.search.durable import IDLE, RUNNING, STOP_WORKER
 
 _RETRY_PAUSE = 0.5
 
@@ -56,9 +56,9 @@ class _DeadlineStub:
                 except grpc.RpcError as error:
                     code = error.code() if callable(getattr(error, "code", None)) else None
                     if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() + _RETRY_PAUSE < deadline:
-                        # Connection lost mid-call (chief restarting, network blip): send again. Safe with
-                        # MnasOracle: create_trial returns the worker's running trial, a second end_trial is
-                        # ignored, a repeated update_trial repeats the same values at the same step.
+                        # Connection lost mid-call (chief restarting, network blip): send again. Safe with a
+                        # DurableOracle: create_trial returns the worker's running trial, a second end_trial
+                        # is ignored, a repeated update_trial repeats the same values at the same step.
                         time.sleep(_RETRY_PAUSE)
                         continue
                     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):

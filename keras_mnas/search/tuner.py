@@ -313,7 +313,7 @@ class MnasTuner(keras_tuner.Tuner):
             raise ValueError("Pass oracle settings to the oracle you give, not to MnasTuner.")
         if isinstance(oracle, MnasOracle):
             # Checked against the saved search before anything is reloaded (reload happens in __init__).
-            oracle.search_config = self._search_config(hypermodel, controller)
+            oracle.search_config = self._search_config(hypermodel, oracle.policy_factory.get_config())
             oracle.allow_config_change = bool(allow_config_change)
         super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
         # Kept for the worker side of distributed tuning, where `self.oracle` becomes a gRPC client.

@@ -259,9 +259,9 @@ def _exit_after_write(path_suffix: str, contains: str) -> None:
     Lands a kill exactly between two saves, e.g. after a trial's trial.json says COMPLETED and before
     oracle.json does.
     """
-    from keras_mnas.search import oracle as oracle_module
+    from keras_mnas.search import durable as durable_module
 
-    write = oracle_module.atomic_write_json
+    write = durable_module.atomic_write_json
 
     def write_then_maybe_die(path, obj):
         text = write(path, obj)
@@ -269,7 +269,7 @@ def _exit_after_write(path_suffix: str, contains: str) -> None:
             os._exit(137)
         return text
 
-    oracle_module.atomic_write_json = write_then_maybe_die
+    durable_module.atomic_write_json = write_then_maybe_die
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Tests of the LSTM/PPO search controller: sampling, learning, exact resume, validation."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from keras_mnas.search import Controller
+from keras_mnas.search import Controller, ControllerConfig
 
 
 def _drive(controller, steps, reward_fn):
@@ -130,7 +131,7 @@ def test_out_of_order_observations_use_their_sampling_time_log_probs():
         assert not np.allclose(current, log_probs, atol=1e-4)  # the policy did move
         advantage = reward - controller.baseline
         ratio = np.exp(current - np.array(log_probs))
-        clipped = np.clip(ratio, 1 - controller.clip_ratio, 1 + controller.clip_ratio)
+        clipped = np.clip(ratio, 1 - controller.config.clip_ratio, 1 + controller.config.clip_ratio)
         expected_terms.append(np.minimum(ratio * advantage, clipped * advantage).sum())
         stats = controller.observe(tokens, log_probs, reward)
     # The update's loss is PPO's clipped surrogate with the *sampling-time* log-probabilities.
@@ -192,23 +193,25 @@ def test_same_seed_same_controller_and_different_seeds_differ():
 
 def test_presets():
     nasnet = Controller.from_preset("nasnet", [5] * 6, seed=0)
-    assert (nasnet.units, nasnet.num_layers, nasnet.learning_rate, nasnet.entropy_weight) == (
+    assert nasnet.config == ControllerConfig.nasnet() == ControllerConfig.presets()["nasnet"]
+    config = nasnet.config
+    assert (config.units, config.num_layers, config.learning_rate, config.entropy_weight) == (
         100,
         1,
         0.00035,
         1e-5,
     )
-    assert (nasnet.baseline_decay, nasnet.minibatch_size, nasnet.init_range) == (0.95, 20, 0.1)
-    assert nasnet.temperature is None and nasnet.tanh_constant is None
+    assert (config.baseline_decay, config.minibatch_size, config.init_range) == (0.95, 20, 0.1)
+    assert config.temperature is None and config.tanh_constant is None
     weights = nasnet._model.get_weights()
     assert max(np.abs(w).max() for w in weights) <= 0.1
-    assert Controller.from_preset("nasnet", [2], learning_rate=0.01).learning_rate == 0.01
+    assert Controller.from_preset("nasnet", [2], learning_rate=0.01).config.learning_rate == 0.01
     default = Controller([2])
+    assert default.config == ControllerConfig() == ControllerConfig.preset("default")
     assert default.get_config() == {
-        **Controller.presets()["default"],
+        **dataclasses.asdict(ControllerConfig()),
         "choice_counts": [2],
         "seed": None,
-        "embedding_dim": default.units,
     }
     with pytest.raises(ValueError, match="Unknown controller preset 'enas'"):
         Controller.from_preset("enas", [2])
@@ -221,27 +224,67 @@ def test_presets():
         ([[3, 0]], {}, "ints >= 1; received 0 at position 1"),
         ([[3, 2.0]], {}, "ints >= 1; received 2.0"),
         (["abc"], {}, "sequence of ints"),
-        ([[3]], {"learning_rate": 0.0}, "learning_rate must be a finite number > 0; received 0.0"),
-        ([[3]], {"baseline_decay": 1.0}, r"baseline_decay must be a number in \[0, 1\); received 1.0"),
-        ([[3]], {"minibatch_size": 0}, "minibatch_size must be an int >= 1; received 0"),
-        ([[3]], {"units": 2.5}, "units must be an int >= 1"),
+        ([[3]], {"learning_rate": 0.0}, "learning_rate` must be a finite number > 0; received 0.0"),
+        ([[3]], {"baseline_decay": 1.0}, "baseline_decay` must be a finite number >= 0 and < 1; received 1"),
+        ([[3]], {"minibatch_size": 0}, "minibatch_size` must be an integer >= 1; received 0"),
+        ([[3]], {"units": 2.5}, "units` must be an integer >= 1"),
         ([[3]], {"clip_ratio": 1.5}, "clip_ratio"),
         ([[3]], {"entropy_weight": -1e-3}, "entropy_weight"),
         ([[3]], {"ppo_epochs": 0}, "ppo_epochs"),
         ([[3]], {"temperature": 0}, "temperature"),
         ([[3]], {"tanh_constant": -1.0}, "tanh_constant"),
         ([[3]], {"init_range": float("nan")}, "init_range"),
-        ([[3]], {"seed": 1.5}, "seed must be an int"),
+        ([[3]], {"seed": 1.5}, "seed` must be None or an integer"),
         (
             [[3]],
             {"advantage_normalization": "zscore"},
-            r"advantage_normalization must be one of \(None, 'std'",
+            r"advantage_normalization` must be one of \(None, 'std'",
         ),
     ],
 )
 def test_argument_validation(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Controller(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"units": 0}, "units` must be an integer >= 1; received 0"),
+        ({"embedding_dim": 0}, "embedding_dim` must be None or an integer >= 1"),
+        ({"learning_rate": True}, "learning_rate` must be a finite number > 0; received True"),
+        ({"clip_ratio": 0.0}, "clip_ratio` must be a finite number > 0 and < 1; received 0.0"),
+        ({"tanh_constant": float("inf")}, "tanh_constant` must be None or a finite number > 0"),
+        ({"advantage_normalization": "zscore"}, "advantage_normalization` must be one of"),
+    ],
+)
+def test_controller_config_refuses_bad_settings_when_made(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ControllerConfig(**settings)
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(ControllerConfig.nasnet(), **settings)
+
+
+def test_controller_config_is_frozen_canonical_and_round_trips():
+    config = ControllerConfig(learning_rate=1, units=np.int64(16), temperature=2)
+    assert (config.learning_rate, config.units, config.temperature) == (1.0, 16, 2.0)
+    assert type(config.units) is int and type(config.learning_rate) is float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.units = 8
+    assert ControllerConfig(**json.loads(json.dumps(config.get_config()))) == config
+    assert ControllerConfig.from_config({"preset": "nasnet", "units": 16}) == dataclasses.replace(
+        ControllerConfig.nasnet(), units=16
+    )
+    assert ControllerConfig.from_config({}) == ControllerConfig()
+    with pytest.raises(ValueError, match=r"Unknown controller settings \['lr'\]"):
+        ControllerConfig.from_config({"lr": 0.1})
+    with pytest.raises(ValueError, match="Unknown controller preset 'enas'"):
+        ControllerConfig.from_config({"preset": "enas"})
+    # A Controller takes the config, and settings that replace some of it.
+    controller = Controller([3, 3], ControllerConfig.nasnet(), seed=0, units=8)
+    assert controller.config == dataclasses.replace(ControllerConfig.nasnet(), units=8)
+    with pytest.raises(ValueError, match="config must be a ControllerConfig"):
+        Controller([3, 3], {"units": 8})
 
 
 def test_observe_validation():
@@ -283,7 +326,7 @@ def test_controller_learns_on_jax_and_its_state_loads_on_tensorflow(tmp_path):
         import json, os, sys
         os.environ["KERAS_BACKEND"] = "jax"
         import keras
-        from keras_mnas.search import Controller
+        from keras_mnas.search import Controller, ControllerConfig
         assert keras.backend.backend() == "jax"
         controller = Controller([4, 4, 4], seed=0, units=16, minibatch_size=10)
         for _ in range(200):

@@ -165,28 +165,28 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     FakeTuner(oracle=oracle, hypermodel=build_space, directory=str(tmp_path), project_name="fake")
 
 
-def test_settings_an_older_project_never_recorded_do_not_block_resuming(tmp_path):
-    older = make_tuner(tmp_path, max_trials=2)
-    # Saved before the hypermodel's build settings and the latency source's minimum time were recorded.
-    older.oracle.search_config = {
-        "reward": {"target_latency_ms": 5.0},
-        "latency": {"name": "host", "runs": 50},
-    }
-    older.search(verbose=0)
+def test_a_change_of_any_recorded_setting_is_refused(tmp_path):
+    build = {"include_preprocessing": True, "bn_momentum": 0.9}
+    latency = {"name": "host", "runs": 50, "min_seconds": 0.1}
+    first = make_tuner(tmp_path, max_trials=2)
+    first.oracle.search_config = {"reward": {"target_latency_ms": 5.0}, "build": build, "latency": latency}
+    first.search(verbose=0)
 
     def resume(build, latency):
         oracle = MnasOracle(max_trials=4, seed=3, controller={"minibatch_size": 4})
         oracle.search_config = {"reward": {"target_latency_ms": 5.0}, "build": build, "latency": latency}
         return FakeTuner(oracle=oracle, hypermodel=build_space, directory=str(tmp_path), project_name="fake")
 
-    build = {"include_preprocessing": True, "bn_momentum": 0.9}
-    resume(build, {"name": "host", "runs": 50, "min_seconds": 0.1}).search(verbose=0)  # now recorded...
+    resume(build, latency).search(verbose=0)  # the same settings resume
     with pytest.raises(ValueError, match=r"build.include_preprocessing: saved True, now False"):
-        resume({**build, "include_preprocessing": False}, {"name": "host", "runs": 50, "min_seconds": 0.1})
+        resume({**build, "include_preprocessing": False}, latency)
     with pytest.raises(ValueError, match=r"latency.min_seconds: saved 0.1, now 0.5"):
-        resume(build, {"name": "host", "runs": 50, "min_seconds": 0.5})  # ...and a change is refused
+        resume(build, {**latency, "min_seconds": 0.5})
     with pytest.raises(ValueError, match=r"latency.runs: saved 50, now 10"):
-        resume(build, {"name": "host", "runs": 10, "min_seconds": 0.1})
+        resume(build, {**latency, "runs": 10})
+    # A setting the saved search lacks is a change too: the shim for projects older than a setting is gone.
+    with pytest.raises(ValueError, match=r"latency.warmup: saved None, now 5"):
+        resume(build, {**latency, "warmup": 5})
 
 
 def test_silent_worker_trial_is_handed_out_again_and_counted_once(tmp_path):
@@ -212,10 +212,10 @@ def test_silent_worker_trial_is_handed_out_again_and_counted_once(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"max_trials": 0}, "max_trials must be an integer >= 1"),
-        ({"max_trials": 5, "trial_timeout": -1}, "trial_timeout must be None or a positive number"),
-        ({"max_trials": 5, "controller": 3}, "controller must be None, a preset name or a dict"),
-        ({"max_trials": 5, "seed": "x"}, "seed must be None or an integer"),
+        ({"max_trials": 0}, "max_trials` must be an integer >= 1"),
+        ({"max_trials": 5, "trial_timeout": -1}, "trial_timeout` must be None or a finite number of seconds"),
+        ({"max_trials": 5, "controller": 3}, "controller must be None, a preset name, a ControllerConfig"),
+        ({"max_trials": 5, "seed": "x"}, "seed` must be None or an integer"),
         ({"max_trials": 5, "objective": ["a", "b"]}, "single objective"),
     ],
 )
@@ -231,3 +231,42 @@ def test_objectives_by_name_and_bad_directions():
         MnasOracle(objective=keras_tuner.Objective("reward", "sideways"), max_trials=2)
     with pytest.raises(ValueError, match="Could not infer optimization direction"):
         MnasOracle(objective="val_mystery", max_trials=2)  # KerasTuner's own message
+
+
+def test_kerastuner_internals_are_touched_only_by_the_durable_oracle():
+    import pathlib
+    import re
+
+    import keras_mnas
+
+    internals = re.compile(
+        r"\._(retry_queue|id_to_hash|tried_so_far|seed_state|project_dir|tuner_ids|compute_values_hash|"
+        r"random_values)\b"
+    )
+    package = pathlib.Path(keras_mnas.__file__).parent
+    users = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if internals.search(path.read_text(encoding="utf-8"))
+    )
+    assert users == ["search/durable.py"]
+
+
+def test_atomic_saves_make_any_kerastuner_oracle_write_atomically(tmp_path, monkeypatch):
+    from keras_mnas.search import durable
+
+    written = []
+    write = durable.atomic_write_json
+    monkeypatch.setattr(
+        durable, "atomic_write_json", lambda path, obj: written.append(path) or write(path, obj)
+    )
+    oracle_class = type("Random", (durable.AtomicSaves, keras_tuner.oracles.RandomSearchOracle), {})
+    oracle = oracle_class(objective=keras_tuner.Objective("reward", "max"), max_trials=2, seed=1)
+    tuner = FakeTuner(oracle=oracle, hypermodel=build_space, directory=str(tmp_path), project_name="r")
+    tuner.search(verbose=0)
+    names = {os.path.relpath(path, tmp_path / "r") for path in written}
+    assert {
+        "oracle.json",
+        os.path.join("trial_0", "trial.json"),
+        os.path.join("trial_1", "trial.json"),
+    } <= names

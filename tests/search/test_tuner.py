@@ -232,8 +232,10 @@ def test_export_best_with_host_latency(tmp_path, digits):
         ({"target_latency_ms": float("nan")}, "target_latency_ms must be a finite number"),
         ({"target_latency_ms": float("inf")}, "target_latency_ms must be a finite number"),
         ({"target_latency_ms": 1.0, "reward": "medium"}, "reward must be 'soft', 'hard' or a MnasReward"),
-        ({"target_latency_ms": 1.0, "max_trials": 0}, "max_trials must be an integer >= 1"),
-        ({"target_latency_ms": 1.0, "max_trials": -2}, "max_trials must be an integer >= 1"),
+        ({"target_latency_ms": 1.0, "max_trials": 0}, "max_trials` must be an integer >= 1"),
+        ({"target_latency_ms": 1.0, "max_trials": -2}, "max_trials` must be an integer >= 1"),
+        ({"target_latency_ms": 1.0, "controller": {"units": 0}}, "units` must be an integer >= 1"),
+        ({"target_latency_ms": 1.0, "controller": {"lr": 0.1}}, r"Unknown controller settings \['lr'\]"),
         (
             {"target_latency_ms": 1.0, "quantization": "int4"},
             r"`quantization` must be one of \('float32', 'int8'\); received 'int4'",

@@ -1,4 +1,7 @@
-"""NAS-Bench-201 with Pixel 3 latency: a table-driven search space for testing and tuning search strategies.
+"""NAS-Bench-201 with Pixel 3 latency: a table-driven search space for testing and tuning search policies.
+
+A benchmark harness, not part of the `keras_mnas` API: `benchmarks/controller.py` and
+`benchmarks/controller_nb201_tuning.py` import it from this directory.
 
 The table (`shared/benchmarks/nasbench201/nb201_cifar10_pixel3.csv`) holds all 15,625 cells of the
 NAS-Bench-201 space (6 edges, 5 operations each) with CIFAR-10 accuracy and Pixel 3 latency. A cell is 6
@@ -6,8 +9,9 @@ tokens, one per edge in the order of the cell string, each an index into `OPS`. 
 architecture by looking up its reward, so a whole search takes seconds and its result can be ranked against
 every architecture in the space.
 
-`run_search` counts *distinct* architectures: re-proposing a known one costs no training, so its cached
-reward is handed back to the strategy (which still learns from it) without spending budget. A cap on the
+`run_search` drives any `keras_mnas.search.policy.TokenPolicy` (the LSTM `Controller`, `RandomPolicy`, ...)
+and counts *distinct* architectures: re-proposing a known one costs no training, so its cached reward is
+handed back to the policy (which still learns from it) without spending budget. A cap on the
 total number of proposals keeps a strategy that has collapsed onto a few architectures from looping forever.
 """
 
@@ -17,12 +21,13 @@ import csv
 import dataclasses
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from keras_mnas.search.reward import MnasReward
+from keras_mnas.utils.checks import check_int
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to-node, from-node) of each edge, in the order the cell string lists them.
@@ -188,35 +193,6 @@ class NB201Table:
         return int(np.sum(np.asarray(rewards) > reward)) + 1
 
 
-class RandomSearch:
-    """Random search baseline: proposes distinct architectures, uniformly without replacement.
-
-    Implements the same `sample()` / `observe()` interface as `Controller`, so `run_search` drives both.
-
-    Args:
-        choice_counts: Number of options of each decision.
-        seed: Seed of the random order.
-    """
-
-    def __init__(self, choice_counts: Sequence[int] = CHOICE_COUNTS, seed: int | None = None):
-        self.choice_counts = [int(count) for count in choice_counts]
-        self._rng = np.random.default_rng(seed)
-        self._seen: set[tuple[int, ...]] = set()
-        self._total = int(np.prod(self.choice_counts))
-
-    def sample(self) -> tuple[list[int], list[float]]:
-        if len(self._seen) >= self._total:
-            raise RuntimeError(f"RandomSearch has proposed all {self._total} architectures.")
-        while True:  # rejection sampling: cheap while the seen set is a small part of the space
-            tokens = tuple(int(self._rng.integers(count)) for count in self.choice_counts)
-            if tokens not in self._seen:
-                self._seen.add(tokens)
-                return list(tokens), [0.0] * len(tokens)
-
-    def observe(self, tokens: Sequence[int], log_probs: Sequence[float], reward: float) -> None:
-        del tokens, log_probs, reward
-
-
 @dataclasses.dataclass
 class SearchResult:
     """Outcome of `run_search`.
@@ -252,7 +228,6 @@ def run_search(
     table: NB201Table | None = None,
     rewards: np.ndarray | None = None,
     max_proposals: int | None = None,
-    controller_kwargs: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Runs a search on NAS-Bench-201 until `budget_distinct` distinct architectures have been evaluated.
 
@@ -260,16 +235,16 @@ def run_search(
     learning strategy still learns from it) and the budget is not charged.
 
     Args:
-        strategy: `"random"`, `"controller"` (a `Controller` with `controller_kwargs`), a callable
-            `(choice_counts, seed) -> strategy`, or an object with `sample() -> (tokens, log_probs)` and
-            `observe(tokens, log_probs, reward)`.
+        strategy: Anything `MnasOracle(controller=...)` accepts: a registered policy's name (`"random"`,
+            `"controller"`) or factory, a controller preset name (`"nasnet"`), a `ControllerConfig` or a dict
+            of its settings; or a callable `(choice_counts, seed) -> policy`; or a policy itself (an object
+            with `sample() -> (tokens, log_probs)` and `observe(tokens, log_probs, reward)`).
         budget_distinct: Number of distinct architectures to evaluate.
         seed: Seed handed to the strategy when this function builds it.
         table: The table; loaded with defaults when `None` (and `rewards` is `None`).
         rewards: Reward of every row (indexed by `tokens_to_index`); `None` means the soft MnasNet reward
             with T = the median latency.
         max_proposals: Cap on total proposals; `None` means `20 * budget_distinct`.
-        controller_kwargs: Constructor arguments for `strategy="controller"`.
 
     Returns:
         A `SearchResult`.
@@ -277,15 +252,12 @@ def run_search(
     Example:
 
     ```python
-    result = run_search("controller", budget_distinct=200, seed=0)
+    result = run_search(ControllerConfig.nasnet(), budget_distinct=200, seed=0)
     rewards = NB201Table().rewards()
     print(NB201Table.rank(result.best_at(200), rewards))
     ```
     """
-    if isinstance(budget_distinct, bool) or not isinstance(budget_distinct, int) or budget_distinct < 1:
-        raise ValueError(f"budget_distinct must be an int >= 1; received {budget_distinct!r}.")
-    if budget_distinct > NUM_ARCHS:
-        raise ValueError(f"budget_distinct must be <= {NUM_ARCHS}; received {budget_distinct}.")
+    budget_distinct = check_int("budget_distinct", budget_distinct, minimum=1, maximum=NUM_ARCHS)
     if rewards is None:
         rewards = (table or NB201Table()).rewards()
     rewards = np.asarray(rewards, dtype=np.float64)
@@ -294,7 +266,7 @@ def run_search(
     cap = 20 * budget_distinct if max_proposals is None else int(max_proposals)
     if cap < budget_distinct:
         raise ValueError(f"max_proposals must be >= budget_distinct ({budget_distinct}); received {cap}.")
-    strategy = _make_strategy(strategy, seed, controller_kwargs)
+    strategy = _make_strategy(strategy, seed)
 
     seen: dict[int, float] = {}
     best_rewards: list[float] = []
@@ -323,22 +295,18 @@ def run_search(
     )
 
 
-def _make_strategy(strategy: Any, seed: int | None, controller_kwargs: dict[str, Any] | None):
-    if strategy == "random":
-        return RandomSearch(CHOICE_COUNTS, seed=seed)
-    if strategy == "controller":
-        from keras_mnas.search.controller import Controller  # keeps Keras out of table-only use
-
-        return Controller(CHOICE_COUNTS, seed=seed, **(controller_kwargs or {}))
-    if isinstance(strategy, str):
-        raise ValueError(
-            f"strategy must be 'random', 'controller', a callable or an object; received {strategy!r}."
-        )
+def _make_strategy(strategy: Any, seed: int | None):
     if hasattr(strategy, "sample") and hasattr(strategy, "observe"):
         return strategy
-    if isinstance(strategy, Callable):
-        return strategy(CHOICE_COUNTS, seed)
+    # Imported here: the table and token helpers need no Keras.
+    from keras_mnas.search.controller import ControllerConfig
+    from keras_mnas.search.policy import PolicyFactory, resolve_policy
+
+    if strategy is None or isinstance(strategy, (str, Mapping, ControllerConfig, PolicyFactory)):
+        return resolve_policy(strategy)(CHOICE_COUNTS, seed)
+    if callable(strategy):
+        return strategy(list(CHOICE_COUNTS), seed)
     raise ValueError(
-        "strategy must be 'random', 'controller', a callable (choice_counts, seed) -> strategy, or an "
-        f"object with sample() and observe(); received {strategy!r}."
+        "strategy must be a policy name, preset, ControllerConfig or factory, a callable "
+        f"(choice_counts, seed) -> policy, or an object with sample() and observe(); received {strategy!r}."
     )

@@ -1,9 +1,8 @@
 """Tests of the NAS-Bench-201 table, the reward, ranking and the distinct-budget search harness."""
 
+import nasbench201 as nb  # benchmarks/nasbench201.py, put on sys.path by this folder's conftest
 import numpy as np
 import pytest
-
-from keras_mnas.search import nasbench201 as nb
 
 try:
     _PATH = nb.default_table_path()
@@ -123,7 +122,7 @@ def test_harness_counts_distinct_architectures_and_reuses_rewards():
     assert stuck.best_at(10) == stuck.best_at(1)
     with pytest.raises(ValueError, match="max_proposals must be >= budget_distinct"):
         nb.run_search(Stuck(), 10, rewards=rewards, max_proposals=5)
-    with pytest.raises(ValueError, match="budget_distinct must be an int >= 1"):
+    with pytest.raises(ValueError, match="budget_distinct` must be an integer >= 1"):
         nb.run_search(Stuck(), 0, rewards=rewards)
 
 
@@ -140,6 +139,8 @@ def test_random_search_is_distinct_and_seeded():
 
 @needs_table
 def test_controller_strategy_runs(rewards):
-    result = nb.run_search("controller", 30, seed=0, rewards=rewards, controller_kwargs={"units": 16})
+    from keras_mnas.search import ControllerConfig
+
+    result = nb.run_search(ControllerConfig(units=16), 30, seed=0, rewards=rewards)
     assert result.distinct == 30 and result.proposals >= 30
     assert len(result.stats) == result.proposals // 20

@@ -1,0 +1,441 @@
+"""DurableOracle: the bookkeeping that makes a KerasTuner search of days safe to kill at any instant.
+
+A search algorithm subclasses `DurableOracle` as it would `keras_tuner.Oracle` (override `populate_space`, add
+its own keys to the state) and gets:
+
+- atomic writes of `oracle.json` and every `trial.json`, so a kill never leaves a file that does not load;
+- on reload, reconciliation of what a kill may have left half-recorded (a trial created but never handed
+  out, a trial ended that `oracle.json` still lists as running) and removal of stale temporary files;
+- crash accounting: a trial that was running when the process died runs again, unless it has now crashed the
+  process `max_crashes_per_trial` times: then it is recorded as failed, with the phase it was in;
+- in distributed tuning, liveness: a worker silent for `trial_timeout` has its trial handed out again, idle
+  workers wait while a trial may still come back, and late reports are ignored;
+- a refusal to resume a search whose settings (`search_config`) differ from the saved ones.
+
+The algorithm learns from ended trials through one hook, `_learn_from(trial)`, called exactly once per trial
+that ends (also after a crash verdict, and on reload for trials the saved state had not learnt from).
+
+Every use of KerasTuner's private attributes (`_retry_queue`, `_id_to_hash`, `_tried_so_far`, `_tuner_ids`,
+`_seed_state`, `_project_dir`, `_compute_values_hash`, `_random_values`) is in this module, behind the small
+helpers of the "KerasTuner internals" section (and `AtomicSaves._project_path`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import glob
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import keras_tuner
+
+from keras_mnas.utils.checks import check_int, check_seconds
+from keras_mnas.utils.io import atomic_write_json, read_json
+
+RUNNING = "RUNNING"
+IDLE = "IDLE"
+INVALID = "INVALID"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+STOPPED = "STOPPED"
+
+PHASE_FILE = "mnas_phase.json"
+#: The section of `oracle.json` that keras-mnas oracles write (`SearchProject` reads `search_config` there).
+STATE_SECTION = "mnas"
+#: Trial id of the IDLE answer that tells a distributed worker to stop without ending the chief's search.
+STOP_WORKER = "mnas-stop-worker"
+
+
+class AtomicSaves:
+    """Mixin for any `keras_tuner.Oracle`: writes `oracle.json` and every `trial.json` atomically.
+
+    KerasTuner truncates then writes: a kill in between leaves an empty file, and a project that never loads.
+
+    Example:
+
+    ```python
+    class DurableRandomSearch(AtomicSaves, keras_tuner.oracles.RandomSearchOracle):
+        pass
+    ```
+    """
+
+    def save(self) -> None:
+        atomic_write_json(self._project_path("oracle.json"), self.get_state())
+
+    def _save_trial(self, trial) -> None:
+        atomic_write_json(self._project_path(f"trial_{trial.trial_id}", "trial.json"), trial.get_state())
+
+    def _project_path(self, *parts: str) -> str:
+        """A path inside the project directory."""
+        # KerasTuner internals (keras-tuner < 1.5): the project directory has no public accessor.
+        return os.path.join(self._project_dir, *parts)
+
+
+class DurableOracle(AtomicSaves, keras_tuner.Oracle):
+    """A KerasTuner Oracle whose search survives a kill at any instant, with crash accounting per trial.
+
+    Subclass it as `keras_tuner.Oracle` (override `populate_space`) and override `_learn_from(trial)` to
+    learn from ended trials; extend `get_state`/`set_state` by adding keys to `state["mnas"]`.
+
+    Args:
+        max_crashes_per_trial: How many times a trial may crash the whole search process before it is recorded
+            as failed instead of being run again on restart. Any death of the process while the trial runs
+            counts (an abort, the OOM killer, a SIGKILL), and so does, in distributed tuning, its worker
+            going silent for `trial_timeout`.
+        trial_timeout: Seconds without news from a worker after which its running trial is handed out again
+            (distributed tuning; `MnasTuner` workers send heartbeats while a trial runs). With it, workers
+            wait for the last running trials instead of stopping, in case one comes back. `None` disables it.
+        seed: As in `keras_tuner.Oracle`, except that 0 is a seed like any other.
+        **kwargs: The other arguments of `keras_tuner.Oracle`.
+
+    Raises:
+        ValueError: for a bad `max_crashes_per_trial`, `trial_timeout` or `seed`.
+
+    Attributes:
+        search_config: Settings the saved search must match on resume (`MnasTuner` sets the space, reward
+            and latency source); a difference is refused unless `allow_config_change` is true.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_crashes_per_trial: int = 2,
+        trial_timeout: float | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ):
+        max_crashes_per_trial = check_int("max_crashes_per_trial", max_crashes_per_trial, minimum=1)
+        trial_timeout = check_seconds("trial_timeout", trial_timeout, allow_none=True)
+        seed = check_int("seed", seed, allow_none=True)
+        super().__init__(seed=seed, **kwargs)
+        if seed == 0:
+            # KerasTuner reads a seed of 0 as "no seed" and draws a random one: seed=0 would not reproduce.
+            self.seed = self._seed_state = 0
+        self.max_crashes_per_trial = max_crashes_per_trial
+        self.trial_timeout = trial_timeout
+        self.search_config: dict[str, Any] = {}
+        self.allow_config_change = False
+        self._crashes: dict[str, int] = collections.defaultdict(int)
+        self._last_seen: dict[str, float] = {}
+        self._tuner_seen: dict[str, float] = {}
+        self._crashed_on_load: list[str] = []
+        self._defer_saves = False
+
+    # ------------------------------------------------------------------------------------------------------
+    # KerasTuner internals (keras-tuner < 1.5): the only place that touches them.
+
+    def _hash_of(self, trial_id: str) -> str:
+        """The hash of a trial's hyperparameter values."""
+        return self._id_to_hash[trial_id]
+
+    def _values_hash(self, values: Mapping[str, Any]) -> str:
+        """The hash KerasTuner gives these hyperparameter values."""
+        return self._compute_values_hash(values)
+
+    def _was_tried(self, values_hash: str) -> bool:
+        """Whether a trial with these values was ever created."""
+        return values_hash in self._tried_so_far
+
+    def _untried_random_values(self) -> dict[str, Any] | None:
+        """Random values never tried before, or None when KerasTuner finds none."""
+        return self._random_values()
+
+    def _retry_ids(self) -> list[str]:
+        """The trials waiting in KerasTuner's retry queue, in order."""
+        return list(self._retry_queue)
+
+    def _requeue(self, trial_id: str) -> None:
+        """Puts a trial in the retry queue: the next `create_trial` hands it out again."""
+        self._retry_queue.append(trial_id)
+
+    def _dequeue_retry(self, trial_id: str) -> None:
+        """Takes a trial out of the retry queue (every occurrence)."""
+        while trial_id in self._retry_queue:
+            self._retry_queue.remove(trial_id)
+
+    @property
+    def tuner_ids(self) -> set[str]:
+        """Workers that asked for trials and were not yet told to stop.
+
+        KerasTuner's chief exits once this is empty and no trial runs; a worker silent for longer than
+        `trial_timeout` with no trial is forgotten, so a dead worker does not keep the chief up forever.
+        """
+        if self.trial_timeout is not None:
+            now = time.monotonic()
+            busy = set(getattr(self, "ongoing_trials", {}))
+            for tuner_id in list(self._tuner_ids):
+                seen = self._tuner_seen.get(tuner_id)
+                if tuner_id not in busy and seen is not None and now - seen > self.trial_timeout:
+                    self._tuner_ids.discard(tuner_id)
+        return self._tuner_ids
+
+    @tuner_ids.setter
+    def tuner_ids(self, value) -> None:
+        self._tuner_ids = set(value)
+
+    # ------------------------------------------------------------------------------------------------------
+    # The algorithm's hook
+
+    def _learn_from(self, trial) -> bool:
+        """Lets the algorithm learn from an ended trial; returns whether the trial was new to it.
+
+        Called when a trial ends, when a crash verdict ends it, and on reload for every ended trial. An
+        algorithm that learns nothing keeps this default.
+        """
+        del trial
+        return False
+
+    # ------------------------------------------------------------------------------------------------------
+    # Trials: liveness and late reports
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id: str):
+        now = time.monotonic()
+        self._tuner_seen[tuner_id] = now
+        self._requeue_silent_trials()
+        if self._should_wait(tuner_id):
+            # All trials are handed out but some still run elsewhere: with a trial_timeout, one of them may
+            # come back to the queue, so this worker waits (IDLE) instead of stopping (KerasTuner stops it).
+            self._tuner_ids.add(tuner_id)
+            return keras_tuner.engine.trial.Trial(self.get_space(), status=IDLE)
+        retried = set(self._retry_ids())
+        trial = super().create_trial(tuner_id)
+        if trial.status == STOPPED and self.trial_timeout is not None and self.tuner_ids:
+            # KerasTuner's chief checks whether to exit a second after the first STOPPED, then every 20 s:
+            # only the last worker gets a real STOPPED; the others a "stop" that the chief does not see
+            # (MnasTuner workers read it as STOPPED; others just ask again and get STOPPED when last).
+            return keras_tuner.engine.trial.Trial(self.get_space(), trial_id=STOP_WORKER, status=IDLE)
+        if trial.status == RUNNING:
+            self._last_seen[trial.trial_id] = now
+            if trial.trial_id in retried:
+                # KerasTuner does not rewrite trial.json for a retry: on reload it must read RUNNING, or a
+                # crash during the retry would look like the earlier INVALID end.
+                self._save_trial(trial)
+        return trial
+
+    def _should_wait(self, tuner_id: str) -> bool:
+        return (
+            self.trial_timeout is not None
+            and tuner_id not in self.ongoing_trials
+            and not self._retry_ids()
+            and bool(self.max_trials)
+            and len(self.trials) >= self.max_trials
+            and bool(self.ongoing_trials)
+        )
+
+    @keras_tuner.synchronized
+    def update_trial(self, trial_id: str, metrics: Mapping[str, float], step: int = 0):
+        self._last_seen[trial_id] = time.monotonic()
+        for tuner_id, ongoing in self.ongoing_trials.items():
+            if ongoing.trial_id == trial_id:
+                self._tuner_seen[tuner_id] = self._last_seen[trial_id]
+        trial = self.trials[trial_id]
+        if not metrics or self._has_ended(trial_id):
+            # No metrics: a worker's heartbeat (KerasTuner itself never reports an empty dict). An ended
+            # trial keeps the result it ended with, whatever a late worker reports.
+            return trial
+        return super().update_trial(trial_id, metrics, step=step)
+
+    def _has_ended(self, trial_id: str) -> bool:
+        trial = self.trials.get(trial_id)
+        return trial is not None and trial_id in self.end_order and trial.status in (COMPLETED, FAILED)
+
+    def _requeue_silent_trials(self) -> None:
+        """Hands out again the trials of workers that stopped reporting (distributed tuning).
+
+        A worker that went silent counts as a crash of its trial: a candidate that kills every worker it
+        runs on is recorded as failed after `max_crashes_per_trial` attempts, as on restarts.
+        """
+        if self.trial_timeout is None:
+            return
+        now = time.monotonic()
+        changed = False
+        for tuner_id, trial in list(self.ongoing_trials.items()):
+            last = self._last_seen.get(trial.trial_id, now)
+            if now - last <= self.trial_timeout:
+                continue
+            trial_id = trial.trial_id
+            print(
+                f"{type(self).__name__}: no news of trial {trial_id} from {tuner_id} for {now - last:.0f} s "
+                f"(trial_timeout {self.trial_timeout:g} s); it will run again on another worker."
+            )
+            self.ongoing_trials.pop(tuner_id)
+            self._tuner_ids.discard(tuner_id)  # presumed dead; it is added back if it asks again
+            self._last_seen.pop(trial_id, None)
+            self._crashes[trial_id] += 1
+            if self._crashes[trial_id] >= self.max_crashes_per_trial:
+                self._fail_crashing_trial(
+                    trial_id, cause=f"its worker {tuner_id} went silent for over {self.trial_timeout:g} s"
+                )
+            else:
+                self._reset_metrics(trial)
+                self._requeue(trial_id)
+            changed = True
+        if changed:
+            self.save()
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial) -> None:
+        trial_id = trial.trial_id
+        if self._has_ended(trial_id):
+            # A late report for a trial already ended elsewhere (e.g. a worker presumed dead came back):
+            # every trial is accounted for exactly once.
+            return
+        for tuner_id, ongoing in self.ongoing_trials.items():
+            if ongoing.trial_id == trial_id:
+                self._tuner_seen[tuner_id] = time.monotonic()
+        # Handed out again after a timeout, but its first worker reported after all: do not run it twice.
+        self._dequeue_retry(trial_id)
+        # One oracle.json write per end, after the algorithm has learnt: KerasTuner's own save in between
+        # would only add an on-disk state (ended, not yet learnt from) for reload to reconcile.
+        self._defer_saves = True
+        try:
+            super().end_trial(trial)
+        finally:
+            self._defer_saves = False
+        self._last_seen.pop(trial_id, None)
+        self._learn_from(self.trials[trial_id])
+        self.save()
+
+    # ------------------------------------------------------------------------------------------------------
+    # State
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state[STATE_SECTION] = {"crashes": dict(self._crashes), "search_config": self.search_config}
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        section = state.get(STATE_SECTION)
+        if section is None:
+            raise ValueError(
+                f"This project was not written by {type(self).__name__} (its oracle.json has no "
+                f"{STATE_SECTION!r} section). Use another project_name, or overwrite=True to start a new "
+                "search."
+            )
+        self._check_search_config(section.get("search_config", {}))
+        super().set_state(state)
+        self._crashes = collections.defaultdict(int, section["crashes"])
+        self._crashed_on_load = list(state["ongoing_trials"].values())
+
+    def _check_search_config(self, saved: Mapping[str, Any]) -> None:
+        if self.allow_config_change or not saved or not self.search_config:
+            return
+        differences = _differences(saved, self.search_config)
+        if differences:
+            raise ValueError(
+                "Refusing to resume a search with different settings than the saved one:\n  "
+                + "\n  ".join(differences)
+                + "\nUse the saved settings, a new project_name, overwrite=True, or allow_config_change=True "
+                "to resume anyway."
+            )
+
+    def save(self) -> None:
+        if not self._defer_saves:
+            super().save()
+
+    def reload(self) -> None:
+        """Reloads the search and reconciles what a kill at any instant may have left half-recorded.
+
+        oracle.json is written after each trial.json, so it may lag one step behind: a trial created but
+        never handed out (its trial.json written, oracle.json not), or a trial ended (trial.json says so)
+        that oracle.json still lists as running. Only a trial that was really running counts as a crash.
+        """
+        super().reload()
+        self._remove_stale_temp_files()
+        changed = False
+        for trial_id in [t for t in self.trials if t not in self.start_order]:
+            # Created, then killed before oracle.json recorded it: the algorithm's state saved predates its
+            # sampling, so the same proposal is drawn again under the same id.
+            del self.trials[trial_id]
+            with contextlib.suppress(OSError):
+                os.remove(self._project_path(f"trial_{trial_id}", "trial.json"))
+        queued = dict.fromkeys(self._crashed_on_load + self._retry_ids())
+        for trial_id in [t for t in queued if t in self.trials]:
+            trial = self.trials[trial_id]
+            if trial_id in self.end_order or trial.status in (COMPLETED, FAILED):
+                # It ended; the process died before oracle.json said so. Not a crash, and never rerun.
+                self._dequeue_retry(trial_id)
+                if trial_id not in self.end_order:
+                    self.end_order.append(trial_id)
+                changed = True
+            elif trial_id in self._crashed_on_load and trial.status != INVALID and not _is_chief():
+                # INVALID: it ended with an error and waits for KerasTuner's retry; not a crash either. Nor is
+                # a restart of a distributed chief: the trials ran on workers.
+                self._crashes[trial_id] += 1
+                if self._crashes[trial_id] >= self.max_crashes_per_trial:
+                    self._fail_crashing_trial(trial_id)
+                else:
+                    self._reset_metrics(trial)  # the rerun's metrics must not average with the crashed run's
+                changed = True
+        self._crashed_on_load = []
+        # A trial may have ended after the algorithm's state was last saved: learn from it now, in end order.
+        for trial_id in list(self.end_order):
+            changed = self._learn_from(self.trials[trial_id]) or changed
+        if changed:
+            self.save()
+
+    def _remove_stale_temp_files(self) -> None:
+        # Left by a kill during an atomic write; only this process writes these files, and it is reloading.
+        patterns = (".oracle.json.*.tmp", os.path.join("trial_*", ".trial.json.*.tmp"))
+        for pattern in patterns:
+            for path in glob.glob(os.path.join(glob.escape(self._project_path()), pattern)):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+    @staticmethod
+    def _reset_metrics(trial) -> None:
+        trial.metrics = type(trial.metrics)()
+        trial.score = None
+        trial.best_step = 0
+
+    def _fail_crashing_trial(self, trial_id: str, cause: str = "the search process died") -> None:
+        trial = self.trials[trial_id]
+        phase = self.trial_phase(trial_id)
+        trial.status = FAILED
+        trial.message = (
+            f"Trial {trial_id} crashed {self._crashes[trial_id]} times (last: {cause}"
+            + (f" while {phase}" if phase else "")
+            + f"); max_crashes_per_trial={self.max_crashes_per_trial}, so it is recorded as failed and not "
+            "run again."
+        )
+        self._dequeue_retry(trial_id)
+        if trial_id not in self.end_order:
+            self.end_order.append(trial_id)
+        self._save_trial(trial)
+        self._learn_from(trial)
+        print(trial.message)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Progress of a trial, for crash reports
+
+    def set_trial_phase(self, trial_id: str, phase: str) -> None:
+        """Records what a trial is doing (`"building"`, `"measuring latency"`, `"training"`)."""
+        atomic_write_json(
+            self._project_path(f"trial_{trial_id}", PHASE_FILE), {"phase": phase, "time": time.time()}
+        )
+
+    def trial_phase(self, trial_id: str) -> str | None:
+        """What a trial was last recorded doing, or None."""
+        try:
+            return read_json(self._project_path(f"trial_{trial_id}", PHASE_FILE))["phase"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+
+def _is_chief() -> bool:
+    """Whether this process is the chief of KerasTuner's distributed tuning (read as KerasTuner does)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
+    """Lists the leaves where two JSON-like configs differ, as `path: saved X, now Y`."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        lines = []
+        for key in sorted(set(saved) | set(current), key=str):
+            lines += _differences(saved.get(key), current.get(key), f"{path}.{key}" if path else str(key))
+        return lines
+    return [] if saved == current else [f"{path}: saved {saved!r}, now {current!r}"]
