@@ -670,7 +670,7 @@ def _lut_build(args: argparse.Namespace) -> int:
     calibration_archs = drawn[: args.calibration]
     try:
         if args.archs is None:
-            from keras_mnas.latency import search_space_configs
+            from keras_mnas.search.latency_table import search_space_configs
 
             configs = search_space_configs(space, include_preprocessing=network["include_preprocessing"])
             _say(

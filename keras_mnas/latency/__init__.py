@@ -39,7 +39,6 @@ from keras_mnas.latency.lut import (
     MissingEntryError,
     model_configs,
     network_configs,
-    search_space_configs,
 )
 from keras_mnas.latency.pool import AndroidDevicePool, PhoneStats
 from keras_mnas.latency.tflite import convert_to_tflite, tflite_op_summary
@@ -76,6 +75,5 @@ __all__ = [
     "model_configs",
     "network_configs",
     "parse_benchmark_output",
-    "search_space_configs",
     "tflite_op_summary",
 ]
