@@ -1,3 +1,4 @@
+import doctest
 import itertools
 import random
 
@@ -90,6 +91,14 @@ def test_the_space_helpers_need_a_space_and_a_table():
             call()
     with pytest.raises(TypeError, match="LatencyLookupTable"):
         Prefilter("lut.json", MnasSearchSpace(input_shape=SHAPE), 1.0)
+
+
+def test_the_space_methods_docstring_examples():
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for method in (MnasSearchSpace.network_kwargs, MnasSearchSpace.layer_configs):
+        for test in finder.find(method, globs={"MnasSearchSpace": MnasSearchSpace}):
+            runner.run(test)
+    assert runner.summarize(verbose=False) == (0, 1)  # layer_configs' example is too slow to run here
 
 
 def test_the_space_gives_its_entries_and_how_its_candidates_are_built():

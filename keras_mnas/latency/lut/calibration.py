@@ -64,6 +64,7 @@ class Calibration:
         return [self.apply(m["lut_ms"]) / m["measured_ms"] - 1 for m in self.measurements]
 
     def to_dict(self) -> dict[str, Any]:
+        """The calibration as a JSON-serialisable dict (what the table file holds)."""
         return {
             "scale": self.scale,
             "intercept_ms": self.intercept_ms,
@@ -73,6 +74,11 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        """Reads a calibration back from `to_dict`'s output.
+
+        Raises:
+            ValueError: without `scale` and `intercept_ms`, or with values `Calibration` refuses.
+        """
         if not isinstance(data, Mapping) or "scale" not in data or "intercept_ms" not in data:
             raise ValueError(f"A calibration needs 'scale' and 'intercept_ms'; received {data!r}.")
         return cls(
