@@ -16,12 +16,10 @@ With `--table PATH` the table is read from (and saved to) PATH, so a second run,
 profiling, does not profile again. Timings on a busy machine are slower and noisier: run it on a quiet one,
 and check the "wall-clock over CPU time" row (well above 1.00 means other processes took the CPU).
 
-Duration: conversion dominates, and it hardly depends on the resolution. The default 220 architectures need
-about 1,250 table entries and 220 end-to-end measurements. A 15-architecture run at 128x128 on a 2-core host
-under a load of about 6 took 0.66 s per entry and 5.9 end-to-end measurements per minute: about 50 minutes
-for the default run at that load, roughly half on a quiet machine. 128x128 is the default because its models
-run for a few milliseconds, long against the timer and dispatch overheads yet quick to time 50 times;
-`--resolution 224` (the paper's) is allowed and costs a few minutes more for its longer timed runs.
+Duration: conversion dominates, and it hardly depends on the resolution; the run prints how long profiling
+took, and `docs/benchmarks.md` gives the figures of a full run. 128x128 is the default because its models run
+for a few milliseconds, long against the timer and dispatch overheads yet quick to time 50 times;
+`--resolution 224` (the paper's) is allowed and costs more for its longer timed runs.
 """
 
 from __future__ import annotations
@@ -38,10 +36,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite, search_space_configs
+from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite
 from keras_mnas.latency.host import host_provenance
-from keras_mnas.latency.lut import fit_line, spearman
+from keras_mnas.latency.lut import fit_line, prediction_report
 from keras_mnas.search import MnasSearchSpace
+from keras_mnas.search.latency_table import predict_candidate
 from keras_mnas.tflite import load_interpreter
 from keras_mnas.utils.io import atomic_write_json
 
@@ -70,11 +69,11 @@ def signed(value: float) -> str:
 
 
 def accuracy_row(name: str, predicted, measured) -> str:
-    predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
-    errors = np.abs(predicted / measured - 1)
+    report = prediction_report(predicted, measured)
+    rho = "n/a" if report["spearman"] is None else f"{report['spearman']:.3f}"
     return (
-        f"| {name} | {np.mean(errors <= 0.10):.1%} | {np.mean(errors <= 0.05):.1%} | "
-        f"{spearman(predicted, measured):.3f} | {np.median(errors):.1%} | {np.max(errors):.1%} |"
+        f"| {name} | {report['within_10_percent']:.1%} | {report['within_5_percent']:.1%} | {rho} | "
+        f"{report['median_abs_error']:.1%} | {report['max_abs_error']:.1%} |"
     )
 
 
@@ -102,9 +101,7 @@ def main(argv=None):
     started = time.monotonic()
     load_before = os.getloadavg()
     space = MnasSearchSpace(input_shape=(args.resolution, args.resolution, 3))
-    network = dict(
-        input_shape=space.input_shape, classes=space.classes, depth_multiplier=space.depth_multiplier
-    )
+    network = space.network_kwargs()
     host = HostLatency(runs=args.runs, warmup_runs=args.warmup_runs, min_seconds=args.min_seconds)
     if args.table and os.path.exists(args.table):
         lut = LatencyLookupTable.load(args.table, profiler=host)
@@ -116,7 +113,7 @@ def main(argv=None):
     calibration_archs, evaluation_archs = archs[: args.calibration], archs[args.calibration :]
 
     # 1. Profile the entries these architectures need.
-    space_entries = len(search_space_configs(space))
+    space_entries = len(space.layer_configs())
     before = len(lut)
     start = time.monotonic()
     profiled = lut.profile_architectures(archs, **network)
@@ -185,7 +182,7 @@ def main(argv=None):
             done += len(items)
         return done / (time.perf_counter() - start)
 
-    from_values = rate(lambda values: lut.predict_candidate(space, values), samples[args.calibration :])
+    from_values = rate(lambda values: predict_candidate(lut, space, values), samples[args.calibration :])
     from_arch = rate(lambda arch: lut.predict(arch, **network), evaluation_archs)
     keras.backend.clear_session()
     built = [space.build(arch) for arch in evaluation_archs[:5]]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from keras_mnas.architecture import ArchSpec, BlockSpec, LayerPlan, get_architecture, plan_layers
+from keras_mnas.utils.checks import check_choice, check_int, check_number
 
 # ImageNet statistics used by the reference implementation and by timm/torchvision, in [0, 1] units.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,8 +75,7 @@ def check_preprocessing_channels(channels: int | None) -> None:
 
 
 def _framework(name: str):
-    if name not in FRAMEWORKS:
-        raise ValueError(f"framework must be one of {FRAMEWORKS}; received {name!r}.")
+    check_choice("framework", name, FRAMEWORKS)
     try:
         return importlib.import_module(name)
     except ImportError as error:  # tf_keras is an optional extra
@@ -85,7 +85,29 @@ def _framework(name: str):
 
 
 class LayerRecipes:
-    """The layer recipes, bound to one Keras namespace and one set of conventions."""
+    """One recipe per piece of the network, bound to one Keras namespace and one set of conventions.
+
+    Each recipe takes a tensor and returns one, naming its layers as `keras.applications` does. The pieces
+    are, in network order: `preprocessing`, `stem`, `layer` (one searched layer), `head`, then `classifier`
+    or `pooling`. `build_model` calls them in that order, and the latency lookup table builds each of its
+    entries with the same recipe, so an entry times exactly what a network contains.
+
+    Args:
+        keras_module: `keras` or `tf_keras`.
+        padding: `"same"` or `"symmetric"` (k // 2 on every side of strided convolutions).
+        bn_momentum: BatchNormalization momentum.
+        bn_epsilon: BatchNormalization epsilon.
+
+    Example:
+
+    ```python
+    recipes = LayerRecipes(keras, "same", 0.99, 1e-3)
+    inputs = keras.Input((96, 96, 3))
+    x = recipes.stem(inputs, 32)
+    x = recipes.head(x, 1280)
+    model = keras.Model(inputs, recipes.classifier(x, 10, "softmax", 0.2))
+    ```
+    """
 
     def __init__(self, keras_module, padding: str, bn_momentum: float, bn_epsilon: float):
         self.layers = keras_module.layers
@@ -123,6 +145,38 @@ class LayerRecipes:
         s = layers.Conv2D(se_filters, 1, activation="relu", name=name + "_se_reduce")(s)
         s = layers.Conv2D(channels, 1, activation="sigmoid", name=name + "_se_expand")(s)
         return layers.Multiply(name=name + "_se_excite")([x, s])
+
+    def preprocessing(self, x):
+        """Rescales [0, 255] RGB inputs and normalises them with ImageNet's per-channel statistics."""
+        x = self.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+        return self.layers.Normalization(
+            mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="normalization"
+        )(x)
+
+    def stem(self, x, filters: int, kernel_size: int = 3, strides: tuple[int, int] = (2, 2)):
+        """The stem: a strided convolution (3x3, stride 2 in every MnasNet), BN and ReLU."""
+        x = self.conv(x, filters, kernel_size, strides, "stem_conv")
+        x = self.batch_norm(x, "stem_bn")
+        return self.layers.ReLU(name="stem_activation")(x)
+
+    def head(self, x, filters: int):
+        """The head: a 1x1 convolution to `filters` channels, BN and ReLU."""
+        x = self.conv(x, filters, 1, (1, 1), "top_conv")
+        x = self.batch_norm(x, "top_bn")
+        return self.layers.ReLU(name="top_activation")(x)
+
+    def classifier(self, x, classes: int, activation: str | None = "softmax", dropout_rate: float = 0.0):
+        """Global average pooling, dropout (only when `dropout_rate > 0`) and the dense classifier."""
+        x = self.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout_rate > 0:
+            x = self.layers.Dropout(dropout_rate, name="top_dropout")(x)
+        return self.layers.Dense(classes, activation=activation, name="predictions")(x)
+
+    def pooling(self, x, mode: str):
+        """Global `"avg"` or `"max"` pooling of the features, without a classifier."""
+        if mode == "avg":
+            return self.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return self.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
     def layer(self, inputs, plan: LayerPlan):
         """One layer (MBConv, depthwise-separable or regular conv) with its SE and skip op."""
@@ -213,52 +267,37 @@ def build_model(
     ```
     """
     arch = get_architecture(arch)
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}; received {padding!r}.")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}; received {pooling!r}.")
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"classes must be a positive integer; received {classes!r}.")
+    check_choice("padding", padding, PADDINGS)
+    check_choice("pooling", pooling, POOLINGS)
+    classes = check_int("classes", classes, minimum=1)
     if dropout_rate is None:
         dropout_rate = arch.dropout_rate
-    if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
+    check_number("dropout_rate", dropout_rate, low=0, high=1, high_open=True)
     keras_module = _framework(framework)
-    layers = keras_module.layers
-    blocks = LayerRecipes(keras_module, padding, bn_momentum, bn_epsilon)
+    recipes = LayerRecipes(keras_module, padding, bn_momentum, bn_epsilon)
     stem_filters, plans = plan_layers(arch, depth_multiplier)
 
     if input_tensor is None:
-        inputs = layers.Input(shape=input_shape, name="input_layer")
+        inputs = keras_module.layers.Input(shape=input_shape, name="input_layer")
     elif hasattr(keras_module, "backend") and not keras_module.backend.is_keras_tensor(input_tensor):
-        inputs = layers.Input(tensor=input_tensor, shape=input_shape, name="input_layer")
+        inputs = keras_module.layers.Input(tensor=input_tensor, shape=input_shape, name="input_layer")
     else:
         inputs = input_tensor
-    x = inputs
     check_include_preprocessing(include_preprocessing, inputs.shape[-1])
-    if include_preprocessing:
-        x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
-        x = layers.Normalization(
-            mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="normalization"
-        )(x)
-    x = blocks.conv(x, stem_filters, 3, (2, 2), "stem_conv")
-    x = blocks.batch_norm(x, "stem_bn")
-    x = layers.ReLU(name="stem_activation")(x)
+
+    # Build stem
+    x = recipes.preprocessing(inputs) if include_preprocessing else inputs
+    x = recipes.stem(x, stem_filters)
+    # Build blocks
     for plan in plans:
-        x = blocks.layer(x, plan)
-    # As in keras.applications, the 1x1 head conv belongs to the features: include_top adds the classifier.
-    x = blocks.conv(x, arch.head_filters, 1, (1, 1), "top_conv")
-    x = blocks.batch_norm(x, "top_bn")
-    x = layers.ReLU(name="top_activation")(x)
+        x = recipes.layer(x, plan)
+    # Build top. As in keras.applications, the 1x1 head conv belongs to the features: include_top adds the
+    # classifier.
+    x = recipes.head(x, arch.head_filters)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout_rate > 0:
-            x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = recipes.classifier(x, classes, classifier_activation, dropout_rate)
+    elif pooling is not None:
+        x = recipes.pooling(x, pooling)
 
     model_inputs = inputs
     if input_tensor is not None:

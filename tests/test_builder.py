@@ -91,11 +91,11 @@ def test_bn_conventions_and_preprocessing():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"padding": "valid"}, "padding must be one of"),
-        ({"pooling": "sum"}, "pooling must be one of"),
-        ({"classes": 0}, "classes must be a positive integer"),
-        ({"dropout_rate": 1.0}, r"dropout_rate must be in \[0, 1\)"),
-        ({"framework": "jax"}, "framework must be one of"),
+        ({"padding": "valid"}, "`padding` must be one of"),
+        ({"pooling": "sum"}, "`pooling` must be one of"),
+        ({"classes": 0}, "`classes` must be an integer >= 1"),
+        ({"dropout_rate": 1.0}, "`dropout_rate` must be a finite number >= 0 and < 1"),
+        ({"framework": "jax"}, "`framework` must be one of"),
         # "False" is truthy: taken as given it would silently add the preprocessing layers.
         ({"include_preprocessing": "False"}, "include_preprocessing must be True or False; received 'False'"),
         # ImageNet's mean and standard deviation are per RGB channel: grey inputs fail clearly, not in Keras.

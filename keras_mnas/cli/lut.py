@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import time
 from typing import Any
 
@@ -259,7 +258,7 @@ def _lut_build(args: argparse.Namespace) -> int:
     calibration_archs = drawn[: args.calibration]
     try:
         if args.archs is None:
-            from keras_mnas.latency import search_space_configs
+            from keras_mnas.search.latency_table import search_space_configs
 
             configs = search_space_configs(space, include_preprocessing=network["include_preprocessing"])
             say(
@@ -386,21 +385,14 @@ def _lut_eval(args: argparse.Namespace) -> int:
             f"  [{index}/{len(archs)}] measured {measured:.4g} ms, predicted {predicted:.4g} ms "
             f"({100 * error:+.1f}%)"
         )
-    errors = [abs(r["error"]) for r in rows]
-    within_10 = sum(e <= 0.10 for e in errors)
-    within_5 = sum(e <= 0.05 for e in errors)
-    from keras_mnas.latency.lut import spearman
+    from keras_mnas.latency.lut import prediction_report
 
-    rho = spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    report = prediction_report([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     summary = {
         "table": args.table,
         "architectures": len(rows),
         "seed": args.seed,
-        "within_10_percent": within_10 / len(rows),
-        "within_5_percent": within_5 / len(rows),
-        "spearman": rho,
-        "median_abs_error": statistics.median(errors),
-        "max_abs_error": max(errors),
+        **report,
         "source": table.source_config,
         "calibrated": table.calibration is not None,
         "rows": rows,
@@ -417,6 +409,9 @@ def _lut_eval(args: argparse.Namespace) -> int:
         f"calibration, measured on {describe_source(source)}:"
     )
     count = len(rows)
+    within_10 = round(report["within_10_percent"] * count)
+    within_5 = round(report["within_5_percent"] * count)
+    rho = report["spearman"]
     print(f"  within +-10% of measured: {100 * within_10 / count:.1f}% ({within_10}/{count})")
     print(f"  within +-5% of measured:  {100 * within_5 / count:.1f}% ({within_5}/{count})")
     print(f"  Spearman rank correlation: {'n/a' if rho is None else f'{rho:.3f}'}")

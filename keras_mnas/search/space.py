@@ -18,14 +18,23 @@ That is 4 x 2 x 2 x 3 x 3 x 3 = 432 choices per block. Fixed blocks keep the blo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from keras_mnas.architecture import ArchSpec, BlockSpec, decode_block, get_architecture
+from keras_mnas.architecture import (
+    ArchSpec,
+    BlockSpec,
+    decode_block,
+    get_architecture,
+    plan_layers,
+    round_filters,
+)
 from keras_mnas.builder import build_model
 from keras_mnas.counting import count_cost
+from keras_mnas.latency.lut.configs import LayerConfig, network_configs
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -415,6 +424,107 @@ class MnasSearchSpace:
             depth_multiplier=self.depth_multiplier,
             **kwargs,
         )
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """The `keras_mnas.build_model` arguments every candidate of this space is built with.
+
+        They are also what a latency lookup table needs to predict a candidate from its `ArchSpec`.
+
+        Example:
+
+        >>> MnasSearchSpace(input_shape=(96, 96, 3), classes=10).network_kwargs()
+        {'input_shape': (96, 96, 3), 'classes': 10, 'depth_multiplier': 1.0}
+        """
+        return {
+            "input_shape": tuple(self.input_shape),
+            "classes": self.classes,
+            "depth_multiplier": self.depth_multiplier,
+        }
+
+    def layer_configs(self, include_preprocessing: bool = False) -> list[LayerConfig]:
+        """Every distinct latency-table entry a candidate of this space can contain, computed exactly.
+
+        Blocks are independent in the space, so a searched block contributes, for every choice of operation,
+        kernel, SE ratio, skip op and output width, and every input width its predecessor can produce: its
+        first layer (with the block's stride) and, when some layer choice gives it two layers or more, one
+        repeated layer (stride 1, input width = output width). Choices that build the same layer (an identity
+        skip where shapes change builds no residual) count once. The input resolution of every block is
+        fixed by the skeleton's strides. Candidates are built as `MnasHyperModel` builds them: with the
+        classifier, softmax, 'same' padding.
+
+        Args:
+            include_preprocessing: Whether candidates rescale and normalise their inputs themselves (as
+                `MnasHyperModel(include_preprocessing=True)` builds them): that adds one entry.
+
+        Returns:
+            The `keras_mnas.latency.LayerConfig`s, sorted by network position and then by key.
+
+        Example:
+
+        ```python
+        len(MnasSearchSpace(input_shape=(96, 96, 3)).layer_configs())  # 1975
+        ```
+        """
+        multiplier = self.depth_multiplier
+        found: dict[str, tuple[int, LayerConfig]] = {}
+
+        def add(position, config):
+            found.setdefault(config.key, (position, config))
+
+        # The stem (and preprocessing) of any architecture of the space; the one-block body is a placeholder.
+        start = network_configs(
+            ArchSpec(blocks=("r1_k1_s11_i8_o8",), stem_filters=self.stem_filters),
+            input_shape=self.input_shape,
+            depth_multiplier=multiplier,
+            include_preprocessing=include_preprocessing,
+        )[: 2 if include_preprocessing else 1]
+        for config in start:
+            add(0, config)
+        size = start[-1].output_size
+        defaults = self.default_values()
+        decisions = (
+            ("conv_op", self.conv_ops),
+            ("kernel", self.kernel_sizes),
+            ("se", self.se_ratios),
+            ("skip", self.skip_ops),
+            ("filters", self.filter_multipliers),
+        )
+        # Unscaled widths that can enter each block (decode's widths; plan_layers applies the multiplier).
+        incoming = {self.stem_filters}
+        for index in range(len(self.skeleton)):
+            if index in self.fixed_blocks:
+                blocks = [self.fixed_blocks[index]]
+            else:
+                # The layer choice only decides how many repeated layers there are: take the most layers.
+                most_layers = max(self.layer_deltas, key=lambda delta: self.skeleton[index].repeats + delta)
+                blocks = []
+                for combination in itertools.product(*(choices for _, choices in decisions)):
+                    values = dict(defaults)
+                    for (decision, _), value in zip(decisions, combination, strict=True):
+                        values[self.hp_name(index, decision)] = value
+                    values[self.hp_name(index, "layers")] = most_layers
+                    blocks.append(self.decode(values).blocks[index])
+            for block in blocks:
+                for in_filters in sorted(incoming):
+                    repeats = min(block.repeats, 2)  # every repeated layer of a block is configured alike
+                    arch = ArchSpec(blocks=(block.replace(input_filters=in_filters, repeats=repeats),))
+                    _, plans = plan_layers(arch.replace(stem_filters=in_filters), multiplier)
+                    layer_size = size
+                    for plan in plans:
+                        config = LayerConfig.from_plan(plan, layer_size)
+                        add(1 + index, config)
+                        layer_size = config.output_size
+            strides = blocks[0].strides
+            size = (math.ceil(size[0] / strides[0]), math.ceil(size[1] / strides[1]))
+            incoming = {block.output_filters for block in blocks}
+        for in_filters in sorted(incoming):
+            scaled = round_filters(in_filters, multiplier)
+            add(len(self.skeleton) + 1, LayerConfig("head", size, scaled, self.head_filters))
+        add(
+            len(self.skeleton) + 2,
+            LayerConfig("classifier", size, self.head_filters, self.classes, mode="softmax"),
+        )
+        return [config for _, config in sorted(found.values(), key=lambda item: (item[0], item[1].key))]
 
     def get_config(self) -> dict[str, Any]:
         """A JSON-serialisable description; a resumed search compares it with the saved one."""

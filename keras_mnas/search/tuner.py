@@ -32,7 +32,6 @@ from keras_mnas.latency import (
     LatencyResult,
     LatencySource,
     MissingEntryError,
-    network_configs,
 )
 from keras_mnas.latency.base import is_unstable
 from keras_mnas.quantization import (
@@ -43,6 +42,7 @@ from keras_mnas.quantization import (
 )
 from keras_mnas.search.distributed import ChiefOracleClient
 from keras_mnas.search.hypermodel import MnasHyperModel
+from keras_mnas.search.latency_table import Prefilter
 from keras_mnas.search.oracle import MnasOracle
 from keras_mnas.search.results import (
     INT8_METRIC,
@@ -193,7 +193,8 @@ class MnasTuner(keras_tuner.Tuner):
             bound at that latency as `reward_bound`. Candidates the table has no entries for are built and
             measured as usual. A soft reward has no budget to be far over, so a prefilter with it is
             refused. With `MnasHyperModel(include_preprocessing=True)` the table must hold the
-            preprocessing entry (`profile_space(space, include_preprocessing=True)`).
+            preprocessing entry (`keras_mnas.search.latency_table.profile_space(lut, space,
+            include_preprocessing=True)`).
         prefilter_tolerance: How far above the target a prediction must be for the prefilter to skip the
             candidate, as a fraction of the target; choose it above the table's error on your models.
         max_crashes_per_trial: As in `MnasOracle`.
@@ -287,6 +288,18 @@ class MnasTuner(keras_tuner.Tuner):
         self.prefilter, self.prefilter_tolerance = self._check_prefilter(
             prefilter, prefilter_tolerance, hypermodel
         )
+        # The budget check itself (and the table's preprocessing entry) is the one budget_filter uses.
+        self._budget_check = (
+            None
+            if self.prefilter is None
+            else Prefilter(
+                self.prefilter,
+                hypermodel.space,
+                self.reward.target_latency_ms,
+                tolerance=self.prefilter_tolerance,
+                include_preprocessing=hypermodel.include_preprocessing,
+            )
+        )
         self._prefilter_gaps_reported = False
         pareto_every = check_int("pareto_every", pareto_every, minimum=1)
         self.tensorboard_dir = os.fspath(tensorboard_dir) if tensorboard_dir is not None else None
@@ -356,24 +369,6 @@ class MnasTuner(keras_tuner.Tuner):
                 f"prefilter must predict the latency the search measures: the table holds "
                 f"{prefilter.quantization} timings, the search measures quantization={self.quantization!r}."
             )
-        if hypermodel.include_preprocessing and prefilter.on_missing == "error":
-            # Without it every prediction would fail on the missing entry and the prefilter would do nothing.
-            space = hypermodel.space
-            preprocessing = network_configs(
-                space.decode(space.default_values()),
-                input_shape=space.input_shape,
-                classes=space.classes,
-                depth_multiplier=space.depth_multiplier,
-                include_preprocessing=True,
-            )[0]
-            if preprocessing not in prefilter:
-                raise ValueError(
-                    "prefilter must hold the entry of the input preprocessing that "
-                    f"MnasHyperModel(include_preprocessing=True) builds ({preprocessing.key}); the table has "
-                    "none. Profile it with lut.profile_space(space, include_preprocessing=True) or "
-                    "`keras-mnas lut build --include-preprocessing`, or load the table with "
-                    "on_missing='profile'."
-                )
         return prefilter, float(tolerance)
 
     def _search_config(self, hypermodel, controller) -> dict[str, Any]:
@@ -494,16 +489,11 @@ class MnasTuner(keras_tuner.Tuner):
 
     def _prefiltered(self, trial) -> dict[str, float] | None:
         """The skipped trial's metrics when the prefilter predicts it far over the budget, else None."""
-        if self.prefilter is None:  # _check_prefilter admits a prefilter only with a hard reward
+        if self._budget_check is None:  # _check_prefilter admits a prefilter only with a hard reward
             return None
-        space = self.hypermodel.space
         arch = self.hypermodel.architecture(trial.hyperparameters)
         try:
-            predicted_ms = float(
-                self.prefilter.predict_candidate(
-                    space, arch, include_preprocessing=self.hypermodel.include_preprocessing
-                )
-            )
+            predicted_ms = self._budget_check.predict(arch)
         except MissingEntryError as error:
             if not self._prefilter_gaps_reported:  # once: every such candidate would say the same
                 self._prefilter_gaps_reported = True
@@ -512,10 +502,10 @@ class MnasTuner(keras_tuner.Tuner):
                     "candidates it has no entries for are built and measured."
                 )
             return None
-        limit = self.reward.target_latency_ms * (1 + self.prefilter_tolerance)
-        if not predicted_ms > limit:
+        if not self._budget_check.exceeds(predicted_ms):
             return None
-        cost = space.cost(arch)
+        limit = self._budget_check.limit_ms
+        cost = self.hypermodel.space.cost(arch)
         bound = self.reward.upper_bound(predicted_ms)
         print(
             f"Trial {trial.trial_id}: predicted {_format_ms(predicted_ms)} ms by the prefilter, far over "

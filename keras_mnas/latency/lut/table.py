@@ -1,0 +1,819 @@
+"""The lookup table: per-layer timings on one latency source, saved as JSON with their provenance.
+
+`LatencyLookupTable` is a `LatencySource` that predicts instead of measuring:
+
+1. **Profile.** Each distinct `LayerConfig` is built as a tiny Keras model and measured once with the
+   profiler's `measure`, exactly like a whole model. A phone source therefore profiles the way the host does.
+2. **Compose.** A one-layer model's time includes the interpreter's fixed cost of one invocation. The table
+   also measures an (almost) empty model, the *baseline*, and subtracts it from every entry, so a sum of
+   entries counts that fixed cost zero times instead of once per layer.
+3. **Calibrate.** A layer measured on its own runs with its weights and activations hot in the caches;
+   inside a network it does not, and the converter may fuse across layer boundaries. A few architectures
+   are measured end to end and a `Calibration` line is fitted on them. Without calibration the prediction
+   is the sum plus one baseline.
+
+The file holds the entries, the baseline, the calibration, the source's `config()`, the provenance of the
+measurements, the keras-mnas version and dates, under a format version.
+
+Example:
+
+```python
+lut = LatencyLookupTable(profiler=HostLatency(), path="lut-host-96.json")
+lut.profile_architectures(["a1", "b1", "small"], input_shape=(96, 96, 3))
+lut.calibrate(["a1", "b1", "small"], input_shape=(96, 96, 3))
+lut.predict("a1", input_shape=(96, 96, 3))  # milliseconds, without building anything
+```
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from keras_mnas.architecture import ArchSpec, get_architecture
+from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
+from keras_mnas.latency.lut.calibration import Calibration, fit_line
+from keras_mnas.latency.lut.configs import (
+    LayerConfig,
+    _check_input_shape,
+    model_configs,
+    network_configs,
+    network_keys,
+)
+from keras_mnas.utils.checks import check_choice, check_number
+from keras_mnas.utils.io import atomic_write_json, read_json
+
+logger = logging.getLogger(__name__)
+
+#: Identifies a latency table file.
+FORMAT_NAME = "keras-mnas-latency-table"
+#: Bumped whenever the meaning of a table file changes; older or newer files are refused.
+FORMAT_VERSION = 1
+ON_MISSING = ("error", "profile")
+
+# Facts that change with every measurement; dropping them lets thousands of entries share a few records.
+_VOLATILE_PROVENANCE = frozenset(
+    {"model", "cache_key", "conversion_seconds", "per_repeat_median_ms", "temperatures", "temperature_c"}
+)
+
+
+class MissingEntryError(LookupError):
+    """A prediction needs layer configurations the table has not profiled.
+
+    Attributes:
+        configs: The missing `LayerConfig`s, in network order.
+
+    Example:
+
+    ```python
+    try:
+        lut.predict(arch, input_shape=(96, 96, 3))
+    except MissingEntryError as error:
+        lut.profile(error.configs)
+    ```
+    """
+
+    def __init__(self, configs: Sequence[LayerConfig]):
+        self.configs = list(configs)
+        shown = ", ".join(repr(c.key) for c in self.configs[:3])
+        more = f" and {len(self.configs) - 3} more" if len(self.configs) > 3 else ""
+        super().__init__(
+            f"The latency table has no entry for {shown}{more}. Profile them first "
+            "(`lut.profile(configs)`, `lut.profile_architectures(...)`, or `profile_space(lut, space)` from "
+            "keras_mnas.search.latency_table), "
+            "or create the table with a profiler and on_missing='profile' to profile on demand."
+        )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class _Progress:
+    """A progress line on stderr, at most every few seconds."""
+
+    def __init__(self, total: int, enabled: bool, what: str):
+        self.total, self.enabled, self.what = total, enabled, what
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 5.0 and done < self.total):
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - done) / rate if rate > 0 else float("nan")
+        print(
+            f"\r{self.what}: {done}/{self.total} ({rate:.2f}/s, about {left / 60:.1f} min left)   ",
+            end="\n" if done >= self.total else "",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class LatencyLookupTable(LatencySource):
+    """A latency source that predicts from per-layer timings instead of measuring (`name = "lut"`).
+
+    See the module docstring for how entries are profiled, composed and calibrated. Predictions return a
+    `LatencyResult` with `runs=0` and `provenance["prediction"] = True`.
+
+    Args:
+        profiler: The `LatencySource` the entries are measured on (e.g. `HostLatency()` or a phone). Needed to
+            profile and to calibrate; a loaded table predicts without it. A table only ever holds entries of
+            one source configuration: a profiler whose `config()` differs from the table's is refused.
+        quantization: `"float32"` or `"int8"`: which TFLite models the entries time.
+        on_missing: `"error"` (default): predicting a network with unprofiled entries raises
+            `MissingEntryError`, naming them; `"profile"`: they are profiled on demand with `profiler`
+            (and the table is saved again when it has a `path`).
+        path: Where the table is saved. A table with a path (given here, or set by `load` and `save`) is
+            saved after profiling (and every `save_every_seconds` during it) and after calibration.
+
+    Example:
+
+    ```python
+    lut = LatencyLookupTable(profiler=HostLatency())
+    lut.profile_architectures(["a1", "b1", "small"], input_shape=(96, 96, 3))
+    lut.calibrate(["a1", "b1", "small"], input_shape=(96, 96, 3))
+    lut.predict("a1", input_shape=(96, 96, 3))
+    lut.save("lut.json")
+    ```
+    """
+
+    name = "lut"
+
+    def __init__(
+        self,
+        *,
+        profiler: LatencySource | None = None,
+        quantization: str = "float32",
+        on_missing: str = "error",
+        path: str | os.PathLike | None = None,
+    ):
+        if profiler is not None and not isinstance(profiler, LatencySource):
+            raise ValueError(
+                f"profiler must be a keras_mnas.latency.LatencySource; received {type(profiler).__name__}."
+            )
+        if isinstance(profiler, LatencyLookupTable):
+            raise ValueError("A lookup table cannot be profiled on another lookup table's predictions.")
+        check_choice("quantization", quantization, QUANTIZATIONS)
+        check_choice("on_missing", on_missing, ON_MISSING)
+        if on_missing == "profile" and profiler is None:
+            raise ValueError(
+                "on_missing='profile' needs a profiler (the LatencySource to measure entries on)."
+            )
+        self.profiler = profiler
+        self.quantization = quantization
+        self.on_missing = on_missing
+        if path is not None and os.path.exists(path):
+            raise ValueError(
+                f"{os.fspath(path)!r} already exists: open it with LatencyLookupTable.load(path, "
+                "profiler=...) to extend it, or choose another path (a new table would overwrite it)."
+            )
+        self.path = os.fspath(path) if path is not None else None
+        self.source_config: dict[str, Any] | None = _jsonable(profiler.config()) if profiler else None
+        self.created = _now()
+        self.updated = self.created
+        self.keras_mnas_version = _keras_mnas_version()
+        self.baseline: dict[str, Any] | None = None
+        self.calibration: Calibration | None = None
+        # key -> {"median_ms", "cv", "robust_cv" (when known), "runs", "provenance"}
+        self._raw: dict[str, dict[str, Any]] = {}
+        self._net: dict[str, float] = {}  # key -> entry minus baseline, what predictions add up
+        self._provenance: list[dict[str, Any]] = []
+        self._provenance_index: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------------------------------------
+    # Contents.
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, config: LayerConfig | str) -> bool:
+        return (config.key if isinstance(config, LayerConfig) else config) in self._raw
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of the profiled entries."""
+        return list(self._raw)
+
+    def entry_ms(self, config: LayerConfig | str) -> float:
+        """An entry's latency net of the baseline (what a prediction adds for it), in milliseconds.
+
+        Raises:
+            MissingEntryError: when the configuration was not profiled.
+
+        Example:
+
+        ```python
+        lut.entry_ms("head:i320_o1280@3x3")
+        ```
+        """
+        key = config.key if isinstance(config, LayerConfig) else config
+        if key not in self._net:
+            raise MissingEntryError(
+                [config if isinstance(config, LayerConfig) else LayerConfig.from_key(key)]
+            )
+        return self._net[key]
+
+    def missing(self, configs: Iterable[LayerConfig]) -> list[LayerConfig]:
+        """The configurations among `configs` that have no entry (duplicates removed, order kept)."""
+        seen, result = set(), []
+        for config in configs:
+            if config.key not in self._raw and config.key not in seen:
+                seen.add(config.key)
+                result.append(config)
+        return result
+
+    # ----------------------------------------------------------------------------------------------
+    # Profiling.
+
+    def _require_profiler(self, source: LatencySource | None, what: str) -> LatencySource:
+        source = source or self.profiler
+        if source is None:
+            raise ValueError(f"{what} needs a latency source: pass profiler= to LatencyLookupTable(...).")
+        config = _jsonable(source.config())
+        if self.source_config is None:
+            self.source_config = config
+        elif config != self.source_config:
+            raise ValueError(
+                f"This table holds entries measured on {self.source_config}; the source given now is "
+                f"{config}. One table describes one source: make a new table for the other one."
+            )
+        return source
+
+    def _measure(self, source: LatencySource, model, input_shape) -> LatencyResult:
+        data = None
+        if self.quantization == "int8":
+            # The ranges it learns do not change the timing; random inputs of the right shape suffice.
+            data = np.random.default_rng(0).random((4, *input_shape), dtype=np.float32)
+        return source.measure(model, quantization=self.quantization, representative_data=data)
+
+    def _record(self, result: LatencyResult) -> dict[str, Any]:
+        provenance = {k: v for k, v in result.provenance.items() if k not in _VOLATILE_PROVENANCE}
+        provenance = _jsonable({"result_source": result.source, **provenance})
+        text = json.dumps(provenance, sort_keys=True)
+        if text not in self._provenance_index:
+            self._provenance_index[text] = len(self._provenance)
+            self._provenance.append(provenance)
+        return {
+            "median_ms": float(result.median_ms),
+            "cv": float(result.cv),
+            **({} if result.robust_cv is None else {"robust_cv": float(result.robust_cv)}),
+            "runs": int(result.runs),
+            "provenance": self._provenance_index[text],
+        }
+
+    def _set_entry(self, key: str, record: dict[str, Any]) -> None:
+        self._raw[key] = record
+        baseline = self.baseline["median_ms"] if self.baseline else 0.0
+        # A tiny layer may time below the baseline by noise; it then adds nothing rather than a negative time.
+        self._net[key] = max(record["median_ms"] - baseline, 0.0)
+
+    def measure_baseline(self, source: LatencySource | None = None) -> float:
+        """Measures the fixed cost of one invocation: a model with a single ReLU on a 1x1x1 input.
+
+        Called by the first `profile`; call it again to re-measure. Every entry is stored as measured and the
+        baseline is subtracted when predicting.
+
+        Returns:
+            The baseline in milliseconds.
+        """
+        import keras
+
+        source = self._require_profiler(source, "Measuring the baseline")
+        inputs = keras.Input((1, 1, 1), name="input_layer")
+        model = keras.Model(inputs, keras.layers.ReLU(name="baseline_relu")(inputs), name="lut_baseline")
+        result = self._measure(source, model, (1, 1, 1))
+        with self._lock:
+            self.baseline = {"model": "ReLU on a 1x1x1 input", **self._record(result)}
+            for key, record in list(self._raw.items()):
+                self._set_entry(key, record)
+            self.updated = _now()
+        return float(result.median_ms)
+
+    def profile(
+        self,
+        configs: Iterable[LayerConfig],
+        *,
+        source: LatencySource | None = None,
+        progress: bool = True,
+        save_every_seconds: float = 60.0,
+        remeasure: bool = False,
+    ) -> int:
+        """Measures the configurations that have no entry yet, one tiny model each.
+
+        Args:
+            configs: `LayerConfig`s (e.g. `network_configs(...)` or `space.layer_configs()`).
+            source: The latency source to measure on (default: the table's `profiler`).
+            progress: Whether to print a progress line with the rate and time left on stderr.
+            save_every_seconds: With a `path`, how often the table is saved while profiling, so an interrupted
+                run keeps what it measured.
+            remeasure: Measure configurations that already have an entry again.
+
+        Returns:
+            The number of configurations measured.
+
+        Raises:
+            ValueError: when the source's `config()` differs from the one the table was profiled on.
+
+        Example:
+
+        ```python
+        lut.profile(network_configs("a1", input_shape=(96, 96, 3)))
+        ```
+        """
+        configs = list(configs)
+        for config in configs:
+            if not isinstance(config, LayerConfig):
+                raise ValueError(f"profile expects LayerConfig objects; received {config!r}.")
+        source = self._require_profiler(source, "Profiling")
+        todo = configs if remeasure else self.missing(configs)
+        if remeasure:
+            todo = list({c.key: c for c in todo}.values())
+        if not todo:
+            return 0
+        if self.baseline is None:
+            self.measure_baseline(source)
+        bar = _Progress(len(todo), progress, "Profiling layer configurations")
+        last_save = time.monotonic()
+        for done, config in enumerate(todo, start=1):
+            model = config.build_model()
+            try:
+                result = self._measure(source, model, (*config.input_size, config.input_filters))
+            except BaseException:
+                # The source's own error (a model error, a device error) or an interrupt reaches the caller
+                # unchanged; what was measured so far is kept.
+                logger.error("Profiling %r on %r failed.", config.key, source.name)
+                if self.path:
+                    self.save()
+                raise
+            finally:
+                del model
+            with self._lock:
+                self._set_entry(config.key, self._record(result))
+                self.updated = _now()
+            bar.update(done)
+            if self.path and time.monotonic() - last_save >= save_every_seconds:
+                self.save()
+                last_save = time.monotonic()
+        if self.path:
+            self.save()
+        return len(todo)
+
+    def profile_architectures(
+        self,
+        architectures: Iterable[ArchSpec | str | Sequence[str]],
+        *,
+        source: LatencySource | None = None,
+        progress: bool = True,
+        **network: Any,
+    ) -> int:
+        """Profiles every entry the given architectures need (only those not in the table yet).
+
+        Args:
+            architectures: Architectures (`ArchSpec`, reference names, block strings).
+            source: The latency source (default: the profiler).
+            progress: Whether to print a progress line.
+            **network: How they are built, as for `network_configs` (`input_shape`, `depth_multiplier`,
+                `classes`, `include_top`, ...).
+
+        Returns:
+            The number of configurations measured.
+
+        Example:
+
+        ```python
+        lut.profile_architectures(["a1", "b1"], input_shape=(128, 128, 3), classes=10)
+        ```
+        """
+        configs = [c for arch in architectures for c in network_configs(arch, **network)]
+        return self.profile(configs, source=source, progress=progress)
+
+    # ----------------------------------------------------------------------------------------------
+    # Predicting.
+
+    def _sum_keys(self, keys: Sequence[str], make_configs: Callable[[], Sequence[LayerConfig]]) -> float:
+        net = self._net
+        try:
+            return sum([net[key] for key in keys])
+        except KeyError:
+            pass
+        configs = list(make_configs())
+        missing = self.missing(configs)
+        if self.on_missing == "profile":
+            self.profile(missing, progress=False)
+            return sum(net[config.key] for config in configs)
+        raise MissingEntryError(missing)
+
+    def sum_entries(self, configs: Sequence[LayerConfig]) -> float:
+        """The sum of the entries (net of the baseline), uncalibrated; profiles or raises for missing ones."""
+        configs = list(configs)
+        return self._sum_keys([config.key for config in configs], lambda: configs)
+
+    def lut_ms(self, arch: ArchSpec | str | Sequence[str] | Mapping[str, Any], **network: Any) -> float:
+        """An architecture's uncalibrated sum of entries (what the calibration line is fitted on).
+
+        Example:
+
+        ```python
+        lut.lut_ms("a1", input_shape=(96, 96, 3))
+        ```
+        """
+        return self._sum_keys(network_keys(arch, **network), lambda: network_configs(arch, **network))
+
+    def _calibrated(self, lut_ms: float) -> float:
+        if self.calibration is not None:
+            predicted = self.calibration.apply(lut_ms)
+        else:
+            predicted = lut_ms + (self.baseline["median_ms"] if self.baseline else 0.0)
+        if not predicted > 0:
+            raise ValueError(
+                f"The calibration maps a sum of entries of {lut_ms:.4f} ms to {predicted:.4f} ms: this "
+                "network is outside the range the table was calibrated on. Calibrate on networks of "
+                "similar size."
+            )
+        return predicted
+
+    def predict_configs(self, configs: Sequence[LayerConfig]) -> float:
+        """The predicted latency (ms) of a network given as its entries."""
+        return self._calibrated(self.sum_entries(configs))
+
+    def predict(self, arch: ArchSpec | str | Sequence[str] | Mapping[str, Any], **network: Any) -> float:
+        """Predicts the latency of an architecture in milliseconds, without building it.
+
+        Args:
+            arch: An `ArchSpec`, a reference name, block strings or an architecture dict.
+            **network: How it would be built, as for `keras_mnas.build_model`: `input_shape` (default
+                `(224, 224, 3)`), `depth_multiplier`, `classes`, `include_top`, `pooling`,
+                `classifier_activation`, `include_preprocessing`, `padding`.
+
+        Returns:
+            `scale * sum(entries) + intercept` when calibrated, else `sum(entries) + baseline`.
+
+        Raises:
+            MissingEntryError: naming the configurations the table lacks (with `on_missing="error"`).
+
+        Example:
+
+        ```python
+        lut.predict("a1", input_shape=(96, 96, 3), depth_multiplier=0.5)
+        ```
+        """
+        return self._calibrated(self.lut_ms(arch, **network))
+
+    def _result(self, predicted_ms: float, entries: int) -> LatencyResult:
+        threads = (self.source_config or {}).get("threads", 1)
+        return LatencyResult(
+            median_ms=predicted_ms,
+            mean_ms=predicted_ms,
+            p90_ms=predicted_ms,
+            std_ms=0.0,
+            cv=0.0,
+            runs=0,
+            warmup_runs=0,
+            threads=int(threads) if isinstance(threads, int) else 1,
+            source=self.name,
+            quantization=self.quantization,
+            provenance={
+                "prediction": True,
+                "method": "sum of lookup-table entries" + (", calibrated" if self.calibration else ""),
+                "entries": entries,
+                "table": self.path,
+                "table_source": self.source_config,
+                "format_version": FORMAT_VERSION,
+            },
+        )
+
+    def measure(self, model, *, quantization: str = "float32", representative_data=None) -> LatencyResult:
+        """Predicts the latency of a model built by `keras_mnas.build_model` (as the tuner does).
+
+        The model is read (`model_configs`), not converted or run. `representative_data` is ignored.
+
+        Returns:
+            A `LatencyResult` with `runs=0` and `provenance["prediction"] = True`.
+
+        Raises:
+            ValueError: when `quantization` differs from the table's, or the model was not built by
+                keras-mnas.
+            MissingEntryError: naming the configurations the table lacks (with `on_missing="error"`).
+
+        Example:
+
+        ```python
+        lut.measure(keras_mnas.build_model("a1", input_shape=(96, 96, 3))).median_ms
+        ```
+        """
+        if quantization != self.quantization:
+            raise ValueError(
+                f"This table holds {self.quantization} timings; it cannot predict "
+                f"quantization={quantization!r}."
+            )
+        configs = model_configs(model)
+        return self._result(self.predict_configs(configs), len(configs))
+
+    def config(self) -> dict[str, Any]:
+        """What the predictions depend on: the table's source, quantization and calibration."""
+        calibration = (
+            {"scale": self.calibration.scale, "intercept_ms": self.calibration.intercept_ms}
+            if self.calibration
+            else None
+        )
+        return {
+            **super().config(),
+            "format_version": FORMAT_VERSION,
+            "quantization": self.quantization,
+            "source": self.source_config,
+            "calibration": calibration,
+        }
+
+    # ----------------------------------------------------------------------------------------------
+    # Budgets.
+
+    def far_over_budget(
+        self,
+        arch: ArchSpec | str | Sequence[str] | Mapping[str, Any],
+        budget_ms: float,
+        *,
+        tolerance: float = 0.25,
+        **network: Any,
+    ) -> bool:
+        """Whether an architecture's predicted latency exceeds `budget_ms * (1 + tolerance)`.
+
+        A candidate that fails this is not worth building, measuring or training under a hard latency
+        constraint. `tolerance` leaves room for the prediction's error: choose it above the table's error on
+        your models (the calibration's `relative_errors`, or the benchmark's figures).
+
+        Example:
+
+        ```python
+        lut.far_over_budget("a1", 2.0, input_shape=(96, 96, 3))  # True if A1 predicts above 2.5 ms
+        ```
+        """
+        return self.predict(arch, **network) > budget_limit(budget_ms, tolerance)
+
+    # ----------------------------------------------------------------------------------------------
+    # Calibration.
+
+    def fit_calibration(self, measurements: Sequence[Mapping[str, Any]]) -> Calibration:
+        """Fits and sets the calibration from `{"lut_ms": ..., "measured_ms": ...}` pairs.
+
+        `lut_ms` is the uncalibrated sum of entries (`sum_entries`) of the measured network. Extra keys (the
+        architecture, its input shape) are kept in the table for the record. The intercept (the network's
+        fixed cost) is kept >= 0 (see `fit_line`), so no network smaller than the calibration ones is
+        predicted a negative latency because of noise in a few measurements.
+
+        Raises:
+            ValueError: for fewer than two measurements, equal sums, or a fit with a non-positive scale.
+
+        Example:
+
+        ```python
+        lut.fit_calibration([{"lut_ms": 1.9, "measured_ms": 2.4}, {"lut_ms": 3.1, "measured_ms": 3.8}])
+        ```
+        """
+        rows = [dict(m) for m in measurements]
+        for row in rows:
+            if "lut_ms" not in row or "measured_ms" not in row:
+                raise ValueError(
+                    f"Each calibration measurement needs 'lut_ms' and 'measured_ms'; received {row!r}."
+                )
+        scale, intercept = fit_line(
+            [r["lut_ms"] for r in rows], [r["measured_ms"] for r in rows], nonnegative_intercept=True
+        )
+        if scale <= 0:
+            raise ValueError(
+                f"The calibration fit gives a non-positive scale ({scale:.4g}): the measured latencies "
+                "do not grow with the table's sums. Check that the table and the measurements come from "
+                "the same source, and calibrate on architectures of clearly different sizes."
+            )
+        with self._lock:
+            self.calibration = Calibration(scale, intercept, tuple(_jsonable(rows)), _now())
+            self.updated = _now()
+        if self.path:
+            self.save()
+        return self.calibration
+
+    def calibrate(
+        self,
+        architectures: Iterable[ArchSpec | str | Sequence[str]],
+        *,
+        source: LatencySource | None = None,
+        progress: bool = True,
+        **network: Any,
+    ) -> Calibration:
+        """Measures architectures end to end and fits the calibration line on them.
+
+        Missing entries of these architectures are profiled first. A handful of architectures spanning the
+        sizes you will predict (5-20) is enough for two parameters; more average out measurement noise.
+
+        Args:
+            architectures: The architectures to measure.
+            source: The latency source (default: the profiler; it must be the table's source).
+            progress: Whether to print progress lines.
+            **network: How they are built, as for `keras_mnas.build_model` (`input_shape`, `classes`, ...).
+
+        Returns:
+            The `Calibration`, also stored in the table.
+
+        Example:
+
+        ```python
+        calibration = lut.calibrate(["a1", "b1", "small"], input_shape=(128, 128, 3))
+        calibration.scale, calibration.intercept_ms, calibration.relative_errors
+        ```
+        """
+        from keras_mnas.builder import build_model
+
+        source = self._require_profiler(source, "Calibrating")
+        architectures = [get_architecture(a) for a in architectures]
+        self.profile_architectures(architectures, source=source, progress=progress, **network)
+        input_shape = _check_input_shape(network.get("input_shape", (224, 224, 3)))
+        rows = []
+        bar = _Progress(len(architectures), progress, "Measuring calibration models")
+        for done, arch in enumerate(architectures, start=1):
+            model = build_model(arch, **network)
+            result = self._measure(source, model, input_shape)
+            del model
+            rows.append(
+                {
+                    "architecture": arch.to_dict(),
+                    "network": _jsonable(network),
+                    "lut_ms": self.lut_ms(arch, **network),
+                    "measured_ms": float(result.median_ms),
+                    "cv": float(result.cv),
+                }
+            )
+            bar.update(done)
+        return self.fit_calibration(rows)
+
+    # ----------------------------------------------------------------------------------------------
+    # Files.
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as a JSON-serialisable dict (what `save` writes)."""
+        with self._lock:
+            return {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "keras_mnas_version": self.keras_mnas_version,
+                "created": self.created,
+                "updated": self.updated,
+                "quantization": self.quantization,
+                "source": self.source_config,
+                "baseline": self.baseline,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "provenance": list(self._provenance),
+                "entries": {key: dict(record) for key, record in self._raw.items()},
+            }
+
+    def save(self, path: str | os.PathLike | None = None) -> str:
+        """Writes the table as JSON, atomically; returns the path (also remembered as `self.path`).
+
+        Example:
+
+        ```python
+        lut.save("lut-host-128.json")
+        ```
+        """
+        path = os.fspath(path) if path is not None else self.path
+        if path is None:
+            raise ValueError("save() needs a path: the table was neither loaded from nor saved to a file.")
+        atomic_write_json(path, self.to_dict())
+        self.path = path
+        return path
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        profiler: LatencySource | None = None,
+        on_missing: str = "error",
+        path: str | os.PathLike | None = None,
+    ) -> LatencyLookupTable:
+        """Rebuilds a table from `to_dict`'s output, checking its format.
+
+        Raises:
+            ValueError: for another format or format version, malformed entries, or a profiler whose
+                `config()` differs from the table's source.
+        """
+        where = f" in {os.fspath(path)!r}" if path is not None else ""
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
+            raise ValueError(f"Not a keras-mnas latency table{where}: expected 'format': {FORMAT_NAME!r}.")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"Latency table{where} has format version {data.get('format_version')!r}; this "
+                f"keras-mnas reads version {FORMAT_VERSION}. Profile the table again with this version."
+            )
+        table = cls(quantization=data.get("quantization", "float32"))
+        table.path = os.fspath(path) if path is not None else None
+        table.source_config = data.get("source")
+        table.created = str(data.get("created", ""))
+        table.updated = str(data.get("updated", ""))
+        table.keras_mnas_version = str(data.get("keras_mnas_version", ""))
+        provenance = data.get("provenance") or []
+        if not isinstance(provenance, list) or not all(isinstance(p, dict) for p in provenance):
+            raise ValueError(f"Latency table{where}: 'provenance' must be a list of objects.")
+        table._provenance = [dict(p) for p in provenance]
+        table._provenance_index = {json.dumps(p, sort_keys=True): i for i, p in enumerate(table._provenance)}
+        baseline = data.get("baseline")
+        if baseline is not None:
+            _check_record(baseline, "baseline", where, len(provenance))
+        table.baseline = dict(baseline) if baseline is not None else None
+        entries = data.get("entries")
+        if not isinstance(entries, Mapping):
+            raise ValueError(f"Latency table{where}: 'entries' must be an object of key -> measurement.")
+        for key, record in entries.items():
+            LayerConfig.from_key(key)  # a malformed key is an error now, not a silent miss later
+            _check_record(record, key, where, len(provenance))
+            table._set_entry(key, dict(record))
+        if data.get("calibration") is not None:
+            table.calibration = Calibration.from_dict(data["calibration"])
+        if profiler is not None:
+            table._require_profiler(profiler, "A profiler")
+            table.profiler = profiler
+        check_choice("on_missing", on_missing, ON_MISSING)
+        if on_missing == "profile" and profiler is None:
+            raise ValueError(
+                "on_missing='profile' needs a profiler (the LatencySource to measure entries on)."
+            )
+        table.on_missing = on_missing
+        return table
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, *, profiler: LatencySource | None = None, on_missing: str = "error"
+    ) -> LatencyLookupTable:
+        """Reads a table written by `save`.
+
+        Args:
+            path: The JSON file.
+            profiler: Optional source to extend the table with (its `config()` must match the table's).
+            on_missing: `"error"` or `"profile"` (needs `profiler`), as for the constructor.
+
+        Example:
+
+        ```python
+        lut = LatencyLookupTable.load("lut.json")
+        ```
+        """
+        return cls.from_dict(read_json(path), profiler=profiler, on_missing=on_missing, path=path)
+
+    def __repr__(self) -> str:
+        source = (self.source_config or {}).get("name", "no source")
+        calibrated = "calibrated" if self.calibration else "uncalibrated"
+        return f"LatencyLookupTable({len(self)} entries, {self.quantization}, {source}, {calibrated})"
+
+
+def budget_limit(budget_ms: float, tolerance: float) -> float:
+    """The latency above which a candidate is far over a hard budget: `budget_ms * (1 + tolerance)`.
+
+    Raises:
+        ValueError: unless `budget_ms` is a positive and `tolerance` a non-negative finite number.
+
+    Example:
+
+    >>> budget_limit(2.0, 0.25)
+    2.5
+    """
+    budget_ms = check_number("budget_ms", budget_ms, low=0, low_open=True)
+    tolerance = check_number("tolerance", tolerance, low=0)
+    return budget_ms * (1 + tolerance)
+
+
+def _check_record(record: Any, key: str, where: str, provenance_count: int) -> None:
+    ok = (
+        isinstance(record, Mapping)
+        and isinstance(record.get("median_ms"), (int, float))
+        and math.isfinite(record["median_ms"])
+        and record["median_ms"] > 0
+        and isinstance(record.get("provenance"), int)
+        and 0 <= record["provenance"] < provenance_count
+    )
+    if not ok:
+        raise ValueError(
+            f"Latency table{where}: the entry {key!r} must be an object with a positive 'median_ms' and a "
+            f"'provenance' index below {provenance_count}; received {record!r}."
+        )
+
+
+def _keras_mnas_version() -> str:
+    import keras_mnas
+
+    return str(getattr(keras_mnas, "__version__", "unknown"))
