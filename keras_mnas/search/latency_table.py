@@ -123,7 +123,7 @@ def candidate_architecture(space: Any, values: Mapping[str, Any] | Any) -> ArchS
             "A candidate is given by its hyperparameter values (a dict or keras_tuner.HyperParameters) "
             f"or its ArchSpec; received {type(values).__name__}."
         )
-    return space.decode({**space.default_values(), **values})
+    return space.architecture(values)
 
 
 def predict_candidate(

@@ -35,6 +35,7 @@ from keras_mnas.architecture import (
 from keras_mnas.builder import build_model
 from keras_mnas.counting import count_cost
 from keras_mnas.latency.lut.configs import LayerConfig, network_configs
+from keras_mnas.utils.checks import check_choices, is_integer, is_number
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -70,21 +71,6 @@ DEFAULT_FIXED_BLOCKS = {0: "r1_k3_s11_e1_i32_o16_noskip", 6: "r1_k3_s11_e6_i160_
 
 _CONV_OP = re.compile(r"^(conv|dconv|mbconv([1-9][0-9]*))$")
 DECISIONS = ("conv_op", "kernel", "se", "skip", "filters", "layers")
-
-
-def _check_choices(name, values, check, expected):
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ValueError(f"{name} must be a non-empty list of {expected}; received {values!r}.")
-    for value in values:
-        if not check(value):
-            raise ValueError(f"{name} must be a non-empty list of {expected}; received {values!r}.")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} must not repeat a choice; received {values!r}.")
-    return tuple(values)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class MnasSearchSpace:
@@ -154,31 +140,31 @@ class MnasSearchSpace:
                 row = SkeletonBlock(*row)
             rows.append(row)
         self.skeleton = tuple(rows)
-        self.conv_ops = _check_choices(
+        self.conv_ops = check_choices(
             "conv_ops",
             conv_ops,
-            lambda v: isinstance(v, str) and _CONV_OP.match(v),
+            lambda v: isinstance(v, str) and _CONV_OP.match(v) is not None,
             "'conv', 'dconv' or 'mbconv<E>'",
         )
-        self.kernel_sizes = _check_choices(
+        self.kernel_sizes = check_choices(
             "kernel_sizes",
             kernel_sizes,
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v % 2 == 1,
+            lambda v: is_integer(v) and v >= 1 and v % 2 == 1,
             "odd positive integers",
         )
-        self.se_ratios = _check_choices(
-            "se_ratios", se_ratios, lambda v: _is_number(v) and 0 <= v <= 1, "numbers in [0, 1]"
+        self.se_ratios = check_choices(
+            "se_ratios", se_ratios, lambda v: is_number(v) and 0 <= v <= 1, "numbers in [0, 1]"
         )
-        self.skip_ops = _check_choices(
+        self.skip_ops = check_choices(
             "skip_ops", skip_ops, lambda v: v in ("pool", "identity", "none"), "'pool', 'identity', 'none'"
         )
-        self.filter_multipliers = _check_choices(
-            "filter_multipliers", filter_multipliers, lambda v: _is_number(v) and v > 0, "positive numbers"
+        self.filter_multipliers = check_choices(
+            "filter_multipliers", filter_multipliers, lambda v: is_number(v) and v > 0, "positive numbers"
         )
-        self.layer_deltas = _check_choices(
+        self.layer_deltas = check_choices(
             "layer_deltas",
             layer_deltas,
-            lambda v: isinstance(v, int) and not isinstance(v, bool),
+            is_integer,
             "integers",
         )
         if fixed_blocks is None:
@@ -215,7 +201,7 @@ class MnasSearchSpace:
         if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
             raise ValueError(f"classes must be a positive integer; received {classes!r}.")
         self.classes = classes
-        if not _is_number(depth_multiplier) or depth_multiplier <= 0:
+        if not is_number(depth_multiplier) or depth_multiplier <= 0:
             raise ValueError(f"depth_multiplier must be a positive number; received {depth_multiplier!r}.")
         self.depth_multiplier = float(depth_multiplier)
         self.stem_filters = stem_filters

@@ -60,12 +60,12 @@ def test_layers_never_drop_below_one():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"conv_ops": ("conv", "sepconv")}, "conv_ops must be"),
+        ({"conv_ops": ("conv", "sepconv")}, "`conv_ops` must be"),
         ({"kernel_sizes": (3, 4)}, "odd positive integers"),
         ({"se_ratios": (0, 2)}, r"numbers in \[0, 1\]"),
-        ({"skip_ops": ("pool", "dense")}, "skip_ops must be"),
+        ({"skip_ops": ("pool", "dense")}, "`skip_ops` must be"),
         ({"filter_multipliers": ()}, "non-empty"),
-        ({"kernel_sizes": (3, 3)}, "must not repeat"),
+        ({"kernel_sizes": (3, 3)}, "without repeats"),
         ({"fixed_blocks": {9: "r1_k3_s11_e1_i32_o16"}}, r"block indices in \[0, 6\]"),
         ({"fixed_blocks": {i: "r1_k3_s11_e1_i32_o16" for i in range(7)}}, "nothing is left to search"),
         ({"input_shape": (None, None, 3)}, "concrete"),
