@@ -683,8 +683,8 @@ class MnasTuner(keras_tuner.Tuner):
 
         The text is the one `keras-mnas results` prints for a project directory (both use
         `keras_mnas.search.results.format_results`), restricted to the `num_trials` trials of highest reward:
-        the trials `oracle.get_best_trials(num_trials)` returns. KerasTuner's summary printed every
-        hyperparameter value and a bare score instead.
+        the trials `oracle.get_best_trials(num_trials)` returns. (KerasTuner's own summary lists every
+        hyperparameter value and a bare score.)
 
         Args:
             num_trials: How many of the best trials to list.
