@@ -86,16 +86,14 @@ def main(argv=None):
         callbacks=[keras.callbacks.TensorBoard(os.path.join(args.directory, "digits", "tensorboard"))],
     )
 
-    print(f"\nSearch finished in {time.time() - started:.0f} s.")
-    print("\nPareto front (accuracy against latency):")
-    for record in tuner.pareto_front():
-        print(
-            f"  trial {record['trial_id']}: {record['latency_ms']:.3f} ms, "
-            f"accuracy {record['accuracy']:.3f}, "
-            f"reward {record['reward']:.4f}, {record['params'] / 1e3:.0f}k params"
-        )
+    print(f"\nSearch finished in {time.time() - started:.0f} s.\n")
+    tuner.results_summary(3)  # the 3 best trials and the Pareto front, as `keras-mnas results` prints them
+    best_trial = tuner.oracle.get_best_trials(1)[0]
     best = tuner.best_architectures()[0]
-    print("\nBest architecture (build it at any size with keras_mnas.applications.MnasNet):")
+    print(
+        f"\nBest architecture: trial {best_trial.trial_id}, reward {best_trial.score:.4f} (build it at any "
+        "size with keras_mnas.applications.MnasNet):"
+    )
     for block in best.block_strings:
         print("  " + block)
     paths = tuner.export_best(os.path.join(args.directory, "digits", "best"))

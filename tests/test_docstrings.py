@@ -12,6 +12,7 @@ MODULES = [
     "keras_mnas.search.reward",
     "keras_mnas.search.results",
     "keras_mnas.utils.checks",
+    "keras_mnas.utils.text",
 ]
 
 

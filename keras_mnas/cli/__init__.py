@@ -6,7 +6,7 @@ keras-mnas bench MODEL.keras|MODEL.tflite [--device SERIAL ...] [--binary PATH] 
 keras-mnas lut build TABLE.json [--space SPACE] [--archs N] [--calibration K] [--device SERIAL ...]
 keras-mnas lut eval TABLE.json [--space SPACE] [--archs N] [--json]
 keras-mnas results DIR [--project NAME] [--sort reward|latency|accuracy] [--json]
-keras-mnas export DIR --trial ID [--project NAME] [--out PATH] [--int8]
+keras-mnas export DIR --trial ID|best [--project NAME] [--out PATH] [--int8]
 ```
 
 Results go to stdout (a table, or JSON with `--json`); progress and warnings go to stderr. Expected failures

@@ -3,57 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
 from typing import Any
 
+# The commands and MnasTuner.results_summary print through the same helpers.
+from keras_mnas.utils.text import count, distinct_numbers, number, table
 
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A plain text table, columns left-aligned and separated by two spaces; `None` shows as `-`.
-
-    Example:
-
-    >>> print(table([["0", None]], ["TRIAL", "REWARD"]))
-    TRIAL  REWARD
-    0      -
-    """
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
-    return "\n".join(lines)
-
-
-def number(value: float | None, digits: int = 4) -> str | None:
-    """`value` to `digits` significant digits; None for a missing value or NaN.
-
-    Example:
-
-    >>> number(3.14159), number(float("nan"))
-    ('3.142', None)
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return f"{value:.{digits}g}"
-
-
-def count(value: float | None) -> str | None:
-    """A count with an SI suffix.
-
-    Example:
-
-    >>> count(2706), count(312_000_000), count(None)
-    ('2.71K', '312M', None)
-    """
-    if value is None:
-        return None
-    value = float(value)
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.0f}"
+__all__ = ["count", "distinct_numbers", "number", "print_json", "size", "table"]
 
 
 def size(num_bytes: int) -> str:

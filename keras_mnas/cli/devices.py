@@ -7,6 +7,22 @@ import argparse
 from keras_mnas.cli import _format as fmt
 from keras_mnas.cli._common import EXIT_OK, CliError
 
+# What an error about a missing server or phone points at: every pip install has this help text.
+REMOTE_SERVERS = """\
+A phone is listed once it is plugged in with USB debugging on (Settings > About phone: tap "Build number"
+seven times; then Developer options > USB debugging) and its "Allow USB debugging?" prompt is accepted.
+
+The adb server runs on the machine the phones are plugged into (`adb start-server`) and listens on
+127.0.0.1:5037. To reach it from another machine, forward a port over SSH and give that port:
+
+  ssh -N -L 15037:127.0.0.1:5037 user@lab-host
+  keras-mnas devices --adb-port 15037
+
+On a network you fully trust, and only there, the server can listen on every interface instead
+(`adb kill-server && adb -a nodaemon server start` on that machine): then --adb-host lab-host. Anyone who
+reaches that port can install apps on the phones and run commands on them.
+"""
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Adds the `devices` command and its options to the `keras-mnas` parser's subcommands."""
@@ -15,6 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="list the Android phones of an adb server",
         description="List the phones an adb server "
         "knows: model, SoC, SDK, ABI, big cores, temperature and health.",
+        epilog=REMOTE_SERVERS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     devices.add_argument("--adb-host", help="host of the adb server (127.0.0.1)")
     devices.add_argument("--adb-port", type=int, help="port of the adb server (5037)")
@@ -38,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not infos:
         raise CliError(
             f"No phone on adb server {host}:{port}. Plug one in with USB debugging on and accept the "
-            "'Allow USB debugging?' prompt (see docs/phones.md)."
+            "'Allow USB debugging?' prompt (see `keras-mnas devices --help`)."
         )
     if args.json:
         return EXIT_OK

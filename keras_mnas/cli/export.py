@@ -20,7 +20,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("directory", metavar="DIR", help="the project directory, or the tuner's directory")
     export.add_argument(
-        "--trial", required=True, metavar="ID", help="the trial id (see `keras-mnas results`)"
+        "--trial",
+        required=True,
+        metavar="ID",
+        help="the trial id (see `keras-mnas results`), or `best`: the completed trial of highest reward",
     )
     export.add_argument("--project", help="the project name inside DIR (when it holds several)")
     export.add_argument(
@@ -54,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
             "model whose latency it measured."
         )
     try:
-        trial = project.trial(args.trial)
+        if args.trial.strip().lower() == "best":
+            trial = project.best_trial()
+            say(f"The best trial is {trial.trial_id}, of reward {trial.score:.4f}.")
+        else:
+            trial = project.trial(args.trial)
         say(f"Rebuilding trial {trial.trial_id} ({trial.status}) of {project.path}...")
         model, trained = project.build_model(trial)
     except SearchProjectError as error:

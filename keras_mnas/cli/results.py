@@ -39,17 +39,6 @@ def open_project(directory: str, project: str | None):
         raise CliError(str(error)) from error
 
 
-def _architecture_summary(record: dict[str, Any], space) -> str | None:
-    arch = record.get("architecture")
-    if not arch:
-        values = record.get("values") or {}
-        return ", ".join(f"{k}={v}" for k, v in values.items()) or None
-    blocks = arch["blocks"]
-    if space is not None:
-        blocks = [blocks[i] for i in space.searched_blocks if i < len(blocks)]
-    return " ".join(blocks)
-
-
 _SORT_KEYS: dict[str, tuple[str, bool]] = {
     "reward": ("reward", True),
     "latency": ("latency_ms", False),
@@ -66,21 +55,10 @@ def _sorted_records(records: list[dict[str, Any]], sort: str | None) -> list[dic
     return sorted(present, key=lambda r: r[key], reverse=descending) + absent
 
 
-def _flagged(record: dict[str, Any]) -> bool:
-    """Whether a trial's latency was measured unstable (as `LatencyResult.unstable` judges)."""
-    from keras_mnas.latency.base import is_unstable
-
-    return is_unstable(record.get("latency_spread"))
-
-
-def _flagged_number(record: dict[str, Any]) -> str | None:
-    """The trial's latency for the results table, marked `(!)` when it was measured unstable."""
-    shown = fmt.number(record["latency_ms"])
-    return f"{shown} (!)" if shown is not None and _flagged(record) else shown
-
-
 def run(args: argparse.Namespace) -> int:
     """Prints the trials (a table, or JSON) and the Pareto front."""
+    from keras_mnas.search.results import describe_search, format_results
+
     project = open_project(args.directory, args.project)
     records = _sorted_records(project.records(), args.sort)
     front = project.pareto_front()
@@ -105,57 +83,14 @@ def run(args: argparse.Namespace) -> int:
     for record in records:
         statuses[record["status"]] = statuses.get(record["status"], 0) + 1
     counts = ", ".join(f"{n} {status.lower()}" for status, n in sorted(statuses.items())) or "no trials yet"
-    header = f"Search project {project.path}: {len(records)} trials ({counts})."
-    details = []
-    if config:
-        reward = config.get("reward") or {}
-        latency = config.get("latency") or {}
-        details.append(
-            f"reward reads {project.metric}, target {fmt.number(reward.get('target_latency_ms'))} ms, "
-            f"alpha {reward.get('alpha')}, beta {reward.get('beta')}"
-        )
-        details.append(f"latency from {latency.get('name', '?')}, {config.get('quantization', 'float32')}")
-    print(header)
-    if details:
-        print("Search: " + "; ".join(details) + ".")
+    print(f"Search project {project.path}: {len(records)} trials ({counts}).")
+    settings = describe_search(config, project.metric)
+    if settings:
+        print(settings)
     if not records:
         return EXIT_OK
     print()
-
-    def row(record):
-        accuracy = None if record["accuracy"] is None else f"{record['accuracy']:.4f}"
-        if record["skipped"] and accuracy is None:
-            accuracy = "skipped"
-        return [
-            record["trial_id"],
-            record["status"],
-            accuracy,
-            _flagged_number(record),
-            None if record["reward"] is None else f"{record['reward']:.4f}",
-            fmt.count(record["params"]),
-            fmt.count(record["macs"]),
-            _architecture_summary(record, space),
-        ]
-
-    headers = ["TRIAL", "STATUS", project.metric.upper(), "LATENCY_MS", "REWARD", "PARAMS", "MACS"]
-    headers.append("SEARCHED BLOCKS" if space is not None else "HYPERPARAMETERS")
-    print(fmt.table([row(r) for r in records], headers))
-    flagged = [r for r in records if _flagged(r)]
-    if flagged:
-        counted = "1 latency was" if len(flagged) == 1 else f"{len(flagged)} latencies were"
-        print(
-            f"  (!) {counted} measured with a spread above 5% (unstable); see docs/latency.md before "
-            "trusting small differences between such figures."
-        )
-    failed = [r for r in records if r["status"] == "FAILED" and r["message"]]
-    for record in failed:
-        reason = record["message"].strip().splitlines()[-1]
-        print(f"  trial {record['trial_id']} failed: {reason}")
-    print()
-    if front:
-        print("Pareto front (not dominated in accuracy and latency), fastest first:")
-        print(fmt.table([row(r) for r in front], headers))
-    else:
-        print("Pareto front: no completed trial with both an accuracy and a latency yet.")
+    # The same text as MnasTuner.results_summary: one formatter for both.
+    searched = None if space is None else space.searched_blocks
+    print(format_results(records, metric=project.metric, searched_blocks=searched, front=front))
     return EXIT_OK
-

@@ -278,6 +278,34 @@ class SearchProject:
         known = ", ".join(t.trial_id for t in self.trials) or "none"
         raise SearchProjectError(f"No trial {wanted!r} in search project {self.path} (trials: {known}).")
 
+    def best_trial(self) -> SavedTrial:
+        """The completed trial of highest reward: the one `MnasTuner`'s `get_best_trials(1)` returns.
+
+        Among equal rewards, the trial that started first.
+
+        Raises:
+            SearchProjectError: when the search was not run by `MnasTuner` (its objective, hence what "best"
+                means, is not recorded) or no trial has completed with a reward yet.
+
+        Example:
+
+        ```python
+        project.best_trial().trial_id
+        ```
+        """
+        if not self.search_config:
+            raise SearchProjectError(
+                f"Search project {self.path} was not run by MnasTuner: it records no reward, so its best "
+                "trial is not known. Name the trial by its id."
+            )
+        completed = [t for t in self.trials if t.status == "COMPLETED" and t.score is not None]
+        if not completed:
+            statuses = ", ".join(f"{t.trial_id} {t.status.lower()}" for t in self.trials) or "none"
+            raise SearchProjectError(
+                f"Search project {self.path} has no completed trial with a reward yet (trials: {statuses})."
+            )
+        return max(completed, key=lambda t: t.score)  # max keeps the first of equals, as KerasTuner's sort
+
     def architecture(self, trial: SavedTrial | str | int) -> ArchSpec | None:
         """The architecture a trial's hyperparameters describe, as `MnasHyperModel` decodes them.
 

@@ -2,7 +2,8 @@
 
 A trial becomes a record (`trial_record`) the same way whether it is read from a running `MnasTuner` or from
 a project directory's `trial.json` files, and a trial's model is written to disk (`export_model`) the same
-way by `MnasTuner.export_best` and `keras-mnas export`. `pareto_front` and `plot_pareto` work on records.
+way by `MnasTuner.export_best` and `keras-mnas export`. `pareto_front`, `plot_pareto` and `format_results`
+(the text `MnasTuner.results_summary` and `keras-mnas results` print) work on records.
 
 This module imports neither TensorFlow nor Keras (matplotlib only when plotting), so reading a search's
 results starts quickly.
@@ -13,10 +14,11 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from keras_mnas.utils.io import atomic_write_bytes, atomic_write_json
+from keras_mnas.utils.text import count, distinct_numbers, number, table
 
 #: The metric `MnasTuner(evaluate_int8=True)` logs and its reward reads: the int8 TFLite model's accuracy.
 INT8_METRIC = "int8_val_accuracy"
@@ -209,12 +211,37 @@ def plot_pareto(
 ) -> bytes:
     """Plots every trial and the Pareto front; returns PNG bytes and writes them to `path` if given.
 
+    The legend sits below the axes, so it never hides a trial.
+
+    Args:
+        records: Trial records (`trial_record`); those without an accuracy or a latency are left out.
+        target_latency_ms: Draws the reward's target latency as a vertical line.
+        path: Where to write the PNG file, if anywhere.
+        title: The plot's title.
+
+    Returns:
+        The PNG file's bytes.
+
     Example:
 
     ```python
     plot_pareto(tuner.trial_records(), target_latency_ms=5.0, path="pareto.png")
     ```
     """
+    import matplotlib.pyplot as plt
+
+    figure = _pareto_figure(records, target_latency_ms=target_latency_ms, title=title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    png = buffer.getvalue()
+    if path is not None:
+        atomic_write_bytes(path, png)
+    return png
+
+
+def _pareto_figure(records, *, target_latency_ms, title):
+    """The Matplotlib figure `plot_pareto` saves."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
@@ -222,7 +249,8 @@ def plot_pareto(
 
     records = [r for r in records if r.get("accuracy") is not None and r.get("latency_ms") is not None]
     front = pareto_front(records)
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    # Constrained layout makes room for a legend outside the axes: inside, it covered a corner's trials.
+    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100, layout="constrained")
     axes.scatter(
         [r["latency_ms"] for r in records], [r["accuracy"] for r in records], s=14, alpha=0.5, label="trials"
     )
@@ -240,12 +268,143 @@ def plot_pareto(
     axes.set_xlabel("latency (ms)")
     axes.set_ylabel("accuracy")
     axes.set_title(title)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    png = buffer.getvalue()
-    if path is not None:
-        atomic_write_bytes(path, png)
-    return png
+    figure.legend(loc="outside lower center", ncols=3, frameon=False)
+    return figure
+
+
+def describe_search(search_config: Mapping[str, Any], metric: str) -> str | None:
+    """One line on a search's reward and latency source, from the settings `MnasTuner` records.
+
+    Args:
+        search_config: `MnasOracle.search_config`, as `oracle.json` holds it (`SearchProject.search_config`).
+        metric: The accuracy metric the reward reads.
+
+    Returns:
+        The line, or None when nothing was recorded (a search not run by `MnasTuner`).
+
+    Example:
+
+    >>> describe_search({"reward": {"target_latency_ms": 0.05, "alpha": -0.07, "beta": -0.07},
+    ...                  "latency": {"name": "host"}, "quantization": "float32"}, "val_accuracy")
+    'Search: reward reads val_accuracy, target 0.05 ms, alpha -0.07, beta -0.07; latency from host, float32.'
+    """
+    if not search_config:
+        return None
+    reward = search_config.get("reward") or {}
+    latency = search_config.get("latency") or {}
+    return (
+        f"Search: reward reads {metric}, target {number(reward.get('target_latency_ms'))} ms, "
+        f"alpha {reward.get('alpha')}, beta {reward.get('beta')}; latency from {latency.get('name', '?')}, "
+        f"{search_config.get('quantization', 'float32')}."
+    )
+
+
+def format_results(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    metric: str = FLOAT_METRIC,
+    searched_blocks: Sequence[int] | None = None,
+    front: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """The trials as a table, notes on unstable latencies and failures, then the Pareto front's table.
+
+    What `MnasTuner.results_summary` and `keras-mnas results` print. Each row holds the trial id, its status,
+    the reward's accuracy metric (`skipped` for a trial never trained), its latency in ms (marked `(!)` when
+    its timed runs spread above 5%), reward, trainable parameters, mult-adds, and its block strings (or its
+    hyperparameter values, for a search without an architecture). Latencies print with as many significant
+    digits as it takes (at least 4) for different figures to read differently, and a trial's figure reads the
+    same in both tables.
+
+    Args:
+        records: The trials to list, in order (`trial_record`s).
+        metric: The accuracy metric the reward read: the third column's title.
+        searched_blocks: Indices of the blocks the search chose: only those block strings are shown. None
+            shows every block.
+        front: The Pareto front's records, listed after the trials; None lists no front.
+
+    Returns:
+        The text, without a final newline.
+
+    Example:
+
+    >>> records = [
+    ...     {"trial_id": "0", "status": "COMPLETED", "accuracy": 0.9, "latency_ms": 0.02312, "reward": 0.91,
+    ...      "params": 97_200, "macs": 878_000, "architecture": {"blocks": ["r1_k3_s11_e1_i32_o16"]}},
+    ...     {"trial_id": "1", "status": "COMPLETED", "accuracy": 0.8, "latency_ms": 0.02348, "reward": 0.79,
+    ...      "params": 50_600, "macs": 596_000, "architecture": {"blocks": ["r2_k5_s22_e6_i16_o24"]}},
+    ... ]
+    >>> print(format_results(records, front=pareto_front(records)))
+    TRIAL  STATUS     VAL_ACCURACY  LATENCY_MS  REWARD  PARAMS  MACS  BLOCKS
+    0      COMPLETED  0.9000        0.02312     0.9100  97.2K   878K  r1_k3_s11_e1_i32_o16
+    1      COMPLETED  0.8000        0.02348     0.7900  50.6K   596K  r2_k5_s22_e6_i16_o24
+    <BLANKLINE>
+    Pareto front (not dominated in accuracy and latency), fastest first:
+    TRIAL  STATUS     VAL_ACCURACY  LATENCY_MS  REWARD  PARAMS  MACS  BLOCKS
+    0      COMPLETED  0.9000        0.02312     0.9100  97.2K   878K  r1_k3_s11_e1_i32_o16
+    """
+    from keras_mnas.latency.base import is_unstable
+
+    front = None if front is None else list(front)
+    shown = [*records, *(front or [])]
+    # One precision for both tables, chosen over every figure shown.
+    latencies = dict(
+        zip((id(r) for r in shown), distinct_numbers([r.get("latency_ms") for r in shown]), strict=True)
+    )
+    has_architecture = any(r.get("architecture") for r in shown)
+
+    def row(record):
+        accuracy = None if record.get("accuracy") is None else f"{record['accuracy']:.4f}"
+        if record.get("skipped") and accuracy is None:
+            accuracy = "skipped"
+        latency = latencies[id(record)]
+        if latency is not None and is_unstable(record.get("latency_spread")):
+            latency += " (!)"
+        reward = record.get("reward")
+        return [
+            record["trial_id"],
+            record.get("status"),
+            accuracy,
+            latency,
+            None if reward is None else f"{reward:.4f}",
+            count(record.get("params")),
+            count(record.get("macs")),
+            _choices(record, searched_blocks),
+        ]
+
+    if searched_blocks is not None:
+        last = "SEARCHED BLOCKS"
+    else:
+        last = "BLOCKS" if has_architecture else "HYPERPARAMETERS"
+    headers = ["TRIAL", "STATUS", metric.upper(), "LATENCY_MS", "REWARD", "PARAMS", "MACS", last]
+    lines = [table([row(r) for r in records], headers)]
+    flagged = [r for r in records if is_unstable(r.get("latency_spread"))]
+    if flagged:
+        counted = "1 latency was" if len(flagged) == 1 else f"{len(flagged)} latencies were"
+        lines.append(
+            f"  (!) {counted} measured with a spread above 5% (unstable): differences smaller than the "
+            "spread are noise."
+        )
+    for record in records:
+        if record.get("status") == "FAILED" and record.get("message"):
+            reason = record["message"].strip().splitlines()[-1]
+            lines.append(f"  trial {record['trial_id']} failed: {reason}")
+    if front is not None:
+        lines.append("")
+        if front:
+            lines.append("Pareto front (not dominated in accuracy and latency), fastest first:")
+            lines.append(table([row(r) for r in front], headers))
+        else:
+            lines.append("Pareto front: no completed trial with both an accuracy and a latency yet.")
+    return "\n".join(lines)
+
+
+def _choices(record: Mapping[str, Any], searched_blocks: Sequence[int] | None) -> str | None:
+    """A trial's block strings (only the searched ones, when known), else its hyperparameter values."""
+    arch = record.get("architecture")
+    if not arch:
+        values = record.get("values") or {}
+        return ", ".join(f"{k}={v}" for k, v in values.items()) or None
+    blocks = arch["blocks"]
+    if searched_blocks is not None:
+        blocks = [blocks[i] for i in searched_blocks if i < len(blocks)]
+    return " ".join(blocks)

@@ -8,15 +8,15 @@
 <log_dir>/search/          the controller's scalars (`controller/mean_reward`, ...) and the Pareto plot
 ```
 
-**Layout with a `keras.callbacks.TensorBoard` callback.** KerasTuner already logs each trial to
-`<log_dir>/<trial_id>/execution<k>/` (training curves in `train/` and `validation/`, plus an HParams session
-whose group is the trial id), but that session carries only per-epoch training scalars, and nothing computed
-outside `fit` (latency, reward). `SearchLogger` writes its own session to `<log_dir>/<trial_id>/` itself,
-under the *same session group name* (the trial id). The HParams dashboard merges sessions of one group into
-one row and averages each metric over the sessions that have it, so every trial is one row carrying the
-five metrics, and KerasTuner's training curves stay next to it in the same folder. The experiment
-written at the top declares the domains and exactly the five metrics, so the table, parallel-coordinates and
-scatter views compare `val_accuracy` against `latency_ms` across trials.
+**Layout with a `keras.callbacks.TensorBoard` callback.** KerasTuner logs each trial's training curves to
+`<log_dir>/<trial_id>/execution<k>/` (`train/` and `validation/`), and adds an HParams session there whose
+group is the trial id; that session carries only per-epoch training scalars, and nothing computed outside
+`fit` (latency, reward). `MnasTuner` leaves KerasTuner's session out, so each trial is one session: the one
+`SearchLogger` writes to `<log_dir>/<trial_id>/`, beside the training curves. Under another tuner,
+`SearchLogger`'s session joins KerasTuner's under the *same session group name* (the trial id): the HParams
+dashboard merges the sessions of a group into one row and averages each metric over the sessions that have
+it. The experiment written at the top declares the domains and the metrics, so the table,
+parallel-coordinates and scatter views compare `val_accuracy` against `latency_ms` across trials.
 
 **Crash safety and idempotency.** Every events file is written complete in a scratch directory, then
 renamed into place under a name TensorBoard ignores until the rename, so a reader never sees half a session.

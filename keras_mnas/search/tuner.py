@@ -47,7 +47,9 @@ from keras_mnas.search.oracle import MnasOracle
 from keras_mnas.search.results import (
     INT8_METRIC,
     best_metric_values,
+    describe_search,
     export_model,
+    format_results,
     pareto_front,
     plot_pareto,
     trial_record,
@@ -66,11 +68,12 @@ DISTRIBUTED_TRIAL_TIMEOUT = 600.0
 
 
 class RewardCallback(keras.callbacks.Callback):
-    """Adds `latency_ms`, `reward`, `params` and `macs` to the logs of every epoch; fails diverged trials.
+    """Adds `reward` to the logs of every epoch; fails diverged trials.
 
     With `int8_accuracy` (a function of the model returning the accuracy of its int8 TFLite conversion), it
-    also logs `int8_val_accuracy`, before the reward reads its metric. With `latency_spread`, it logs that
-    too.
+    also logs `int8_val_accuracy`, before the reward reads its metric. The trial's constant figures
+    (`latency_ms`, `params`, `macs`, `latency_spread`) are logged by `FiguresCallback`, after the user's
+    callbacks.
     """
 
     def __init__(
@@ -111,8 +114,31 @@ class RewardCallback(keras.callbacks.Callback):
             raise keras_tuner.errors.FailedTrialError(
                 f"{self.reward.metric} is {accuracy} at epoch {epoch + 1}: training diverged."
             )
-        logs["latency_ms"] = self.latency_ms
         logs["reward"] = self.reward(accuracy, self.latency_ms)
+
+    def figures(self) -> FiguresCallback:
+        """The callback that logs this trial's constant figures; it goes after the user's callbacks."""
+        return FiguresCallback(self.latency_ms, self.trainable_params, self.macs, self.latency_spread)
+
+
+class FiguresCallback(keras.callbacks.Callback):
+    """Adds a trial's constant figures (`latency_ms`, `params`, `macs`, `latency_spread`) to each epoch's log.
+
+    KerasTuner records them from the logs like any metric. Placed after the user's callbacks, so that a
+    `keras.callbacks.TensorBoard` draws no flat curves of them: the HParams view shows them once per trial.
+    """
+
+    def __init__(self, latency_ms: float, params: int, macs: int, latency_spread: float | None = None):
+        super().__init__()
+        self.latency_ms = latency_ms
+        self.trainable_params = params  # not `self.params`, Callback's fit parameters
+        self.macs = macs
+        self.latency_spread = latency_spread
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["latency_ms"] = self.latency_ms
         logs["params"] = float(self.trainable_params)
         logs["macs"] = float(self.macs)
         if self.latency_spread is not None:
@@ -131,6 +157,10 @@ def _format_ms(ms: float) -> str:
     the reward is made of.
     """
     return f"{ms:.2f}" if not math.isfinite(ms) or abs(ms) >= 1 else f"{ms:#.3g}"
+
+
+def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.normcase(os.path.abspath(os.fspath(a))) == os.path.normcase(os.path.abspath(os.fspath(b)))
 
 
 def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
@@ -481,9 +511,11 @@ class MnasTuner(keras_tuner.Tuner):
                 )
                 return evaluate_tflite(tflite, x_val, y_val)
 
+        reward_callback = RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy, spread)
         callbacks = [
-            RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy, spread),
+            reward_callback,
             *(fit_kwargs.pop("callbacks", None) or []),
+            reward_callback.figures(),  # after the user's TensorBoard: no flat latency/params curves
         ]
         return super().run_trial(trial, *fit_args, callbacks=callbacks, **fit_kwargs)
 
@@ -600,6 +632,20 @@ class MnasTuner(keras_tuner.Tuner):
             for trial_id in self._mnas_oracle.end_order:
                 self._log_trial(self._mnas_oracle.get_trial(trial_id))
 
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0) -> None:
+        # KerasTuner points each TensorBoard callback at <log_dir>/<trial>/execution<k> and adds an HParams
+        # session there, without latency or reward. Where SearchLogger writes the trial's session itself, that
+        # second session would make the trial a second row of the HParams dashboard: it is left out.
+        boards = [cb for cb in callbacks if type(cb).__name__ == "TensorBoard"]  # KerasTuner's own test
+        logged = self._search_logger.log_dir if self._search_logger is not None else None
+        ours = [logged is not None and _same_path(board.log_dir, logged) for board in boards]
+        before = len(callbacks)
+        super()._configure_tensorboard_dir(callbacks, trial, execution)
+        added = callbacks[before:]  # one session callback per TensorBoard callback, in their order
+        if len(added) == len(boards):
+            dropped = {id(session) for session, mine in zip(added, ours, strict=True) if mine}
+            callbacks[:] = [cb for cb in callbacks if id(cb) not in dropped]
+
     def _log_trial(self, trial) -> None:
         if self._search_logger is None:
             return
@@ -631,6 +677,49 @@ class MnasTuner(keras_tuner.Tuner):
             except ValueError:
                 return None
         return None
+
+    def results_summary(self, num_trials: int = 10) -> None:
+        """Prints the best trials' accuracy, latency, reward, size and block strings, and the Pareto front.
+
+        The text is the one `keras-mnas results` prints for a project directory (both use
+        `keras_mnas.search.results.format_results`), restricted to the `num_trials` trials of highest reward:
+        the trials `oracle.get_best_trials(num_trials)` returns. (KerasTuner's own summary lists every
+        hyperparameter value and a bare score.)
+
+        Args:
+            num_trials: How many of the best trials to list.
+
+        Raises:
+            ValueError: when `num_trials` is not a positive integer.
+
+        Example:
+
+        ```python
+        tuner.results_summary(3)
+        ```
+        """
+        num_trials = check_int("num_trials", num_trials, minimum=1)
+        records = {record["trial_id"]: record for record in self.trial_records()}
+        best = [records[t.trial_id] for t in self.oracle.get_best_trials(num_trials) if t.trial_id in records]
+        statuses: dict[str, int] = {}
+        for trial in self.oracle.trials.values():
+            statuses[trial.status] = statuses.get(trial.status, 0) + 1
+        counts = ", ".join(f"{n} {status.lower()}" for status, n in sorted(statuses.items())) or "none yet"
+        print(
+            f"Results summary: the {len(best)} best of {len(self.oracle.trials)} trials ({counts}) of "
+            f"{self.project_dir}, by reward."
+        )
+        config = self._mnas_oracle.search_config if self._mnas_oracle is not None else None
+        settings = describe_search(config or {}, self.reward.metric)
+        if settings:
+            print(settings)
+        if not best:
+            return
+        print()
+        space = self.hypermodel.space if isinstance(self.hypermodel, MnasHyperModel) else None
+        searched = None if space is None else space.searched_blocks
+        front = self.pareto_front()
+        print(format_results(best, metric=self.reward.metric, searched_blocks=searched, front=front))
 
     def completed_trials(self) -> list:
         """Completed trials, in the order they ended."""

@@ -148,13 +148,20 @@ def test_devices_lists_every_phone_with_its_health(capsys, server):
 
 
 def test_devices_without_server_or_phone_fails_clearly(capsys, no_real_adb):
-    status, out, err = run(capsys, "devices", "--adb-port", free_port())
+    port = free_port()
+    status, out, err = run(capsys, "devices", "--adb-port", port)
     assert_clean_failure(status, err, "No adb server answers")
     assert out == ""
     assert not no_real_adb.exists(), "adbutils started a real adb server"
     with AdbDouble([]) as empty:
-        status, _, err = run(capsys, "devices", "--adb-port", empty.port)
-    assert_clean_failure(status, err, "No phone on adb server")
+        status, _, no_phone = run(capsys, "devices", "--adb-port", empty.port)
+    assert_clean_failure(status, no_phone, "No phone on adb server")
+    # The address once; the pointer is to what every pip install has, not to the repository's docs/.
+    assert err.count(f"127.0.0.1:{port}") == 1, err
+    for message in (err, no_phone):
+        assert "docs/" not in message and "`keras-mnas devices --help`" in message, message
+    status, help_text, _ = run(capsys, "devices", "--help")
+    assert status == 0 and "ssh -N -L 15037:127.0.0.1:5037" in help_text and "--adb-port 15037" in help_text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -552,6 +559,35 @@ def test_results_table_matches_the_tuner(capsys, search):
     assert rewards == sorted(rewards, reverse=True)
 
 
+def test_results_summary_prints_the_results_table(capsys, search):
+    tuner = search["tuner"]
+    capsys.readouterr()
+    tuner.results_summary(2)
+    summary = capsys.readouterr().out
+    # Not KerasTuner's summary: no hyperparameter lines, no bare score.
+    assert "Score" not in summary and "block2_kernel" not in summary
+    assert summary.startswith("Results summary: the 2 best of 4 trials (3 completed, 1 failed) of ")
+    assert "target 2 ms" in summary
+    best = [t.trial_id for t in tuner.oracle.get_best_trials(2)]
+    table, _, front = summary.partition("Pareto front")
+    mine = [line.split() for line in table.splitlines() if line[:1].isdigit()]
+    assert [row[0] for row in mine] == best
+    # Row for row what `keras-mnas results` prints for the same trials: one formatter for both.
+    status, out, _ = run(capsys, "results", search["directory"], "--sort", "reward")
+    assert status == 0
+    theirs = {line.split()[0]: line.split() for line in out.partition("Pareto front")[0].splitlines()
+              if line[:1].isdigit()}  # fmt: skip
+    assert mine == [theirs[trial_id] for trial_id in best]
+    record = next(r for r in tuner.trial_records() if r["trial_id"] == best[0])
+    assert f"{record['accuracy']:.4f}" in mine[0] and f"{record['reward']:.4f}" in mine[0]
+    assert ArchSpec.from_dict(record["architecture"]).block_strings[1] in mine[0]
+    assert [line.split()[0] for line in front.splitlines() if line[:1].isdigit()] == [
+        r["trial_id"] for r in tuner.pareto_front()
+    ]
+    with pytest.raises(ValueError, match="`num_trials` must be an integer >= 1; received 0"):
+        tuner.results_summary(0)
+
+
 def test_results_errors(capsys, search, tmp_path):
     status, _, err = run(capsys, "results", tmp_path)
     assert_clean_failure(status, err, "is not a search directory")
@@ -599,6 +635,18 @@ def test_export_a_trained_trial(capsys, search, tmp_path):
     summary = json.loads(out)
     assert summary["quantization"] == "int8" and summary["calibration"] == "random inputs"
     assert tflite_op_summary((tmp_path / "int8.tflite").read_bytes())["inputs"][0]["dtype"] == "int8"
+
+
+def test_export_the_best_trial(capsys, search, tmp_path):
+    tuner = search["tuner"]
+    best = tuner.oracle.get_best_trials(1)[0]
+    status, out, err = run(capsys, "export", search["directory"], "--trial", "best", "--out", tmp_path / "b",
+                           "--json")  # fmt: skip
+    assert status == 0, err
+    assert f"The best trial is {best.trial_id}, of reward {best.score:.4f}." in err
+    summary = json.loads(out)
+    assert summary["trial_id"] == best.trial_id and summary["trained"]
+    assert summary["architecture"] == tuner.best_architectures(1)[0].to_dict()
 
 
 def test_export_untrained_and_unknown_trials(capsys, search, tmp_path, monkeypatch):

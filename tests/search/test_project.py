@@ -139,6 +139,22 @@ def test_open_finds_projects_and_trials_by_number(tmp_path):
         SearchProject.open(tmp_path)
 
 
+def test_the_best_trial_is_the_completed_one_of_highest_reward(tmp_path):
+    project = write_project(tmp_path / "p", mnas_config(), start_order=["0", "1", "2", "3", "4"])
+    write_trial(project, "0", status="RUNNING")
+    with pytest.raises(SearchProjectError, match=r"no completed trial with a reward yet \(trials: 0 running"):
+        SearchProject(project).best_trial()
+    write_trial(project, "1", score=0.5)
+    write_trial(project, "2", score=0.7)
+    write_trial(project, "3", score=0.7)  # as good, started later
+    write_trial(project, "4", status="FAILED", score=0.9)
+    assert SearchProject(project).best_trial().trial_id == "2"
+    plain = write_project(tmp_path / "plain")  # no reward recorded: "best" has no meaning
+    write_trial(plain, "0", score=0.8)
+    with pytest.raises(SearchProjectError, match=r"not run by MnasTuner.*Name the trial by its id"):
+        SearchProject(plain).best_trial()
+
+
 def test_a_project_without_a_mnas_space_still_lists_its_trials(tmp_path):
     project = write_project(tmp_path / "plain")  # a plain KerasTuner oracle: no "mnas" section
     write_trial(

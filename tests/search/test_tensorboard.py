@@ -438,3 +438,61 @@ def test_tensorboard_dir_from_callbacks(tmp_path):
     assert tensorboard_dir_from_callbacks((MyTensorBoard("sub"),)) == "sub"
     with pytest.raises(ValueError, match="callbacks must be a list"):
         tensorboard_dir_from_callbacks(keras.callbacks.TensorBoard("x"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A real MnasTuner search with a TensorBoard callback
+
+
+def test_a_mnas_search_is_one_session_per_trial_without_flat_curves(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from keras_mnas.search import MnasSearchSpace, MnasTuner
+    from keras_mnas.testing import ScriptedLatency
+
+    data = load_digits()
+    x = np.kron(data.images[:96].astype("float32") / 16.0, np.ones((2, 2), "float32"))[..., None]
+    space = MnasSearchSpace(
+        [(1, 16, 1, 1), (6, 24, 1, 2)],
+        input_shape=(16, 16, 1),
+        classes=10,
+        depth_multiplier=0.5,
+        head_filters=32,
+        fixed_blocks={0: "r1_k3_s11_e1_i32_o16_noskip"},
+    )
+    log_dir = tmp_path / "tb"
+    tuner = MnasTuner(
+        space=space,
+        latency=ScriptedLatency([1.0, 2.0], spreads=[0.01, 0.02]),
+        target_latency_ms=2.0,
+        max_trials=2,
+        seed=1,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    epochs = []  # what a user's callback sees: the reward, as before
+    seen = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs.append(sorted(logs)))
+    callbacks = [keras.callbacks.TensorBoard(str(log_dir)), seen]
+    tuner.search(x[:64], data.target[:64], validation_data=(x[64:], data.target[64:96]), epochs=2,
+                 batch_size=32, verbose=0, callbacks=callbacks)  # fmt: skip
+    records = {r["trial_id"]: r for r in tuner.trial_records()}
+    assert len(records) == 2 and all(r["latency_ms"] and r["params"] and r["macs"] for r in records.values())
+    assert all("reward" in logged for logged in epochs) and len(epochs) == 4
+
+    # The HParams dashboard: one row per trial, of one session (KerasTuner's own, without metrics, is gone).
+    _, groups = hparams_backend(log_dir)
+    assert sorted(groups) == sorted(records)
+    for trial_id, group in groups.items():
+        assert [s.name for s in group.sessions] == [trial_id]
+        assert group_metrics(group)["latency_ms"] == pytest.approx(records[trial_id]["latency_ms"])
+        assert group_metrics(group)["params"] == pytest.approx(records[trial_id]["params"])
+
+    # The Scalars view: training curves (the reward's among them) but no flat latency/params/macs curves.
+    curves = {}
+    for run, _, names in os.walk(log_dir):
+        if any("tfevents" in name for name in names):
+            for tag, points in scalars(accumulator(run)).items():
+                curves.setdefault(tag, []).append(len(points))
+    assert curves["epoch_reward"] == [2, 2] and curves["epoch_loss"] == [2, 2, 2, 2]
+    flat = {"epoch_latency_ms", "epoch_params", "epoch_macs", "epoch_latency_spread"} & set(curves)
+    assert not flat, flat

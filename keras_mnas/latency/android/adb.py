@@ -247,9 +247,12 @@ class Phone:
         if isinstance(error, adbutils.AdbError):
             lowered = message.lower()
             if "no adb server answers" in lowered or "connect to adb server" in lowered:
+                # The connection error already names the address: give only its cause, once.
+                reason = str(error.__cause__ or message)
                 return DeviceUnavailableError(
-                    f"No adb server answers at {self.address} ({message}). Start one with `adb start-server` "
-                    "on the machine the phone is plugged into (see docs/phones.md for remote servers).",
+                    f"No adb server answers at {self.address} ({reason}). Start one with `adb start-server` "
+                    "on the machine the phone is plugged into; for a server on another machine, see "
+                    "`keras-mnas devices --help`.",
                     serial=self.serial,
                 )
             if "unauthorized" in lowered:
