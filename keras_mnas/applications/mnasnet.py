@@ -30,13 +30,30 @@ MIN_INPUT_SIZE = 32
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 
 
+def _input_tensor_shape(input_tensor) -> tuple | None:
+    """The `(height, width, channels)` of an `input_tensor`, or None without one."""
+    if input_tensor is None:
+        return None
+    shape = getattr(input_tensor, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            "input_tensor must be a 4D tensor (batch, height, width, channels), such as keras.Input((224, "
+            f"224, 3)); received a {type(input_tensor).__name__} of shape {shape}."
+        )
+    return tuple(None if d is None else int(d) for d in shape[1:])
+
+
 def _validate_input_shape(input_shape, input_tensor) -> tuple:
+    tensor_shape = _input_tensor_shape(input_tensor)
     if input_shape is None:
-        if input_tensor is not None and getattr(input_tensor, "shape", None) is not None:
-            shape = tuple(input_tensor.shape)
-            return shape[1:] if len(shape) == 4 else shape
-        # A concrete default keeps the model measurable: TFLite needs a defined input size.
-        return DEFAULT_INPUT_SHAPE
+        if tensor_shape is None:
+            # A concrete default keeps the model measurable: TFLite needs a defined input size.
+            return DEFAULT_INPUT_SHAPE
+        subject, received = "input_tensor", f"an input_tensor of shape {tensor_shape!r}"
+        input_shape = tensor_shape
+    else:
+        subject = "input_shape"
+        received = f"input_shape={tuple(input_shape)!r}" if isinstance(input_shape, (tuple, list)) else ""
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
         raise ValueError(
             f"input_shape must be a tuple (height, width, channels); received input_shape={input_shape!r}."
@@ -47,12 +64,21 @@ def _validate_input_shape(input_shape, input_tensor) -> tuple:
             isinstance(value, bool) or not isinstance(value, int) or value < MIN_INPUT_SIZE
         ):
             raise ValueError(
-                f"input_shape {name} must be None or an integer >= {MIN_INPUT_SIZE}; "
-                f"received input_shape={tuple(input_shape)!r}."
+                f"{subject} {name} must be None or an integer >= {MIN_INPUT_SIZE}; "
+                f"received {received}."
             )
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"{subject} channels must be a positive integer; received {received}.")
+    # As in keras.applications: the model is built on input_tensor, so an input_shape saying otherwise
+    # is a mistake, not a request. A None in input_shape accepts any size.
+    if tensor_shape is not None and any(
+        wanted is not None and wanted != given
+        for wanted, given in zip(input_shape, tensor_shape, strict=True)
+    ):
         raise ValueError(
-            f"input_shape channels must be a positive integer; received input_shape={tuple(input_shape)!r}."
+            f"input_shape must match the shape of input_tensor, which the model is built on; received "
+            f"input_shape={tuple(input_shape)!r} and an input_tensor of shape (height, width, channels) "
+            f"{tensor_shape!r}. Pass only input_tensor, or an input_shape equal to its shape."
         )
     return tuple(input_shape)
 

@@ -144,3 +144,44 @@ def test_pytorch_checkpoint_through_the_weights_argument():
     assert model.get_layer("stem_conv_pad") is not None  # symmetric padding, as PyTorch pads
     logits = model.predict(reference["inputs"].transpose(0, 2, 3, 1), verbose=0)
     np.testing.assert_allclose(logits, reference["logits"], atol=1e-4)
+
+
+def test_input_tensor_from_unnamed_preprocessing_layers():
+    # keras.applications.MobileNetV3Small takes this: unnamed layers are called "rescaling" and
+    # "normalization", the names of the model's own preprocessing layers.
+    inputs = keras.Input((64, 64, 3))
+    tensor = keras.layers.Normalization(mean=0.0, variance=1.0)(keras.layers.Rescaling(1.0)(inputs))
+    model = applications.MnasNetSmall(input_tensor=tensor, classes=3)
+    assert model.input is inputs
+    reference = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3)
+    reference.set_weights(model.get_weights())
+    x = np.random.RandomState(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "input_shape, allowed",
+    [((224, 224, 3), False), ((160, 160, 1), False), ((160, 160, 3), True), ((None, None, 3), True)],
+)
+def test_input_shape_must_agree_with_input_tensor(input_shape, allowed):
+    # As keras.applications: the model is built on input_tensor, so a different input_shape is an error.
+    tensor = keras.Input((160, 160, 3))
+    if allowed:
+        model = applications.MnasNetSmall(input_tensor=tensor, input_shape=input_shape)
+        assert model.input.shape == (None, 160, 160, 3)
+    else:
+        match = r"input_shape must match the shape of input_tensor.*\(160, 160, 3\)"
+        with pytest.raises(ValueError, match=match):
+            applications.MnasNetSmall(input_tensor=tensor, input_shape=input_shape)
+
+
+@pytest.mark.parametrize(
+    "tensor, match",
+    [
+        (lambda: keras.Input((16, 16, 3)), r"input_tensor height must be None or an integer >= 32"),
+        (lambda: keras.Input((64, 64)), r"input_tensor must be a 4D tensor.*\(None, 64, 64\)"),
+    ],
+)
+def test_bad_input_tensor_gets_a_clear_error(tensor, match):
+    with pytest.raises(ValueError, match=match):
+        applications.MnasNetSmall(input_tensor=tensor())
