@@ -197,7 +197,8 @@ def MnasNet(
     elif weights_kind == "torch":
         from keras_mnas.weights import load_torch_weights
 
-        load_torch_weights(model, weights, strict=include_top)
+        # Without the top only the checkpoint's classifier is left out: every other layer must match.
+        load_torch_weights(model, weights, skip_classifier=not include_top)
     return model
 
 

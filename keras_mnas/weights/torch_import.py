@@ -695,7 +695,11 @@ def _mapping(model, state: Mapping[str, np.ndarray], flavour: str):
 
 
 def load_torch_weights(
-    model, source: str | os.PathLike | Mapping[str, Any], *, strict: bool = True
+    model,
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    strict: bool = True,
+    skip_classifier: bool = False,
 ) -> TorchLoadResult:
     """Copies a timm or torchvision MnasNet state dict into a model built by `keras_mnas.build_model`.
 
@@ -718,6 +722,9 @@ def load_torch_weights(
         strict: If True, Keras layers without checkpoint weights and checkpoint tensors that no layer uses
             (`num_batches_tracked` aside) are an error. If False they are reported in the result, e.g. to
             load a checkpoint's features into a model built with `include_top=False`.
+        skip_classifier: If True, the checkpoint's classifier (`classifier.*` in timm, `classifier.1.*` in
+            torchvision) is set aside and never reported as unused: the way to load the features into a
+            model built with `include_top=False` while `strict` still checks every other layer and tensor.
 
     Returns:
         A `TorchLoadResult` naming the loaded and missing layers and the unexpected keys.
@@ -746,6 +753,8 @@ def load_torch_weights(
         label = str(source)
         state = read_torch_state_dict(source)
     flavour = _detect_flavour(state)
+    if skip_classifier:
+        state = _without_classifier(state, flavour)
     _check_conventions(model)
 
     assignments: list[tuple[Any, np.ndarray]] = []
@@ -793,6 +802,15 @@ def load_torch_weights(
     for variable, value in assignments:
         variable.assign(value.astype(_variable_dtype(variable), copy=False))
     return TorchLoadResult(flavour, tuple(loaded), tuple(missing), tuple(unexpected))
+
+
+def _classifier_prefix(flavour: str) -> str:
+    return "classifier." if flavour == "timm" else "classifier.1."
+
+
+def _without_classifier(state: Mapping[str, np.ndarray], flavour: str) -> dict[str, np.ndarray]:
+    prefix = _classifier_prefix(flavour)
+    return {key: value for key, value in state.items() if not key.startswith(prefix)}
 
 
 def _variable_dtype(variable) -> str:
@@ -861,13 +879,13 @@ def convert_torch_checkpoint(
     else:
         state = read_torch_state_dict(source)
     flavour = _detect_flavour(state)
-    classifier = "classifier" if flavour == "timm" else "classifier.1"
-    has_classifier = f"{classifier}.weight" in state
+    classifier = _classifier_prefix(flavour)
+    has_classifier = f"{classifier}weight" in state
     include_top = build_kwargs.pop("include_top", has_classifier)
     if not include_top:  # drop the classifier, and load the rest strictly
-        state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
+        state = _without_classifier(state, flavour)
     if classes is None:
-        classes = int(state[f"{classifier}.weight"].shape[0]) if has_classifier and include_top else 1000
+        classes = int(state[f"{classifier}weight"].shape[0]) if has_classifier and include_top else 1000
     model = build_model(
         arch,
         input_shape=input_shape,

@@ -185,3 +185,38 @@ def test_input_shape_must_agree_with_input_tensor(input_shape, allowed):
 def test_bad_input_tensor_gets_a_clear_error(tensor, match):
     with pytest.raises(ValueError, match=match):
         applications.MnasNetSmall(input_tensor=tensor())
+
+
+def _b1_with_block6_repeats(repeats):
+    blocks = list(ARCHITECTURES["b1"].block_strings)
+    assert blocks[5].startswith("r4_")
+    blocks[5] = f"r{repeats}_" + blocks[5].split("_", 1)[1]
+    return blocks
+
+
+@pytest.mark.parametrize("repeats, match", [(5, r"have no weights in the checkpoint"), (3, r"are unused")])
+def test_include_top_false_skips_only_the_classifier(repeats, match):
+    # A torchvision B1 checkpoint (width 0.5): 4 layers in block 6. With 5, one layer would stay random;
+    # with 3, one layer's weights would be dropped. Both are refused, with or without the top.
+    import pathlib
+
+    checkpoint = pathlib.Path(__file__).parents[1] / "fixtures" / "torch" / "torchvision_mnasnet0_5.pth"
+    for include_top in (False, True):
+        with pytest.raises(ValueError, match=match):
+            applications.MnasNet(
+                _b1_with_block6_repeats(repeats),
+                include_top=include_top,
+                weights=str(checkpoint),
+                input_shape=(64, 64, 3),
+                classes=10,
+                depth_multiplier=0.5,
+            )
+    features = applications.MnasNetB1(
+        include_top=False, weights=str(checkpoint), input_shape=(64, 64, 3), depth_multiplier=0.5
+    )
+    full = applications.MnasNetB1(
+        weights=str(checkpoint), input_shape=(64, 64, 3), classes=10, depth_multiplier=0.5
+    )
+    x = np.random.RandomState(4).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    full_features = keras.Model(full.input, full.get_layer("top_activation").output)
+    np.testing.assert_allclose(features.predict(x, verbose=0), full_features.predict(x, verbose=0), atol=1e-5)
