@@ -9,7 +9,8 @@ Three layers of functionality:
 * `load_torch_weights(model, source)` copies a timm (`conv_stem`, `blocks.S.L.*`, `conv_head`, ...) or
   torchvision (`layers.N.*`, `classifier.1`) MnasNet state dict into a model built by
   `keras_mnas.build_model`, layer by layer, checking every shape.
-* `convert_torch_checkpoint(source, output_path, arch)` does both and saves a `.weights.h5` or `.keras` file.
+* `convert_torch_checkpoint(source, output_path, arch)` does both and saves a `.weights.h5` file (with its
+  build settings recorded) or a `.keras` file.
 
 PyTorch MnasNets pad `k // 2` on every side of a strided convolution and use a BatchNorm epsilon of 1e-5,
 so the Keras model must be built with `**TORCH_CONVENTIONS` to reproduce their outputs.
@@ -838,7 +839,9 @@ def convert_torch_checkpoint(
     """Converts a timm or torchvision MnasNet checkpoint to a Keras `.weights.h5` or `.keras` file.
 
     The Keras model is built with `**TORCH_CONVENTIONS` so that it computes what the PyTorch model
-    computes, loaded strictly with `load_torch_weights`, and saved.
+    computes, loaded strictly with `load_torch_weights`, and saved. A `.weights.h5` file records the
+    `build_model` arguments (`record_build_config`), so that `keras_mnas.applications` builds the model
+    the weights need when given the file: `MnasNetA1(weights="a1.weights.h5")`.
 
     Args:
         source: A checkpoint path or a state dict (see `load_torch_weights`).
@@ -899,7 +902,12 @@ def convert_torch_checkpoint(
     load_torch_weights(model, state, strict=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".keras":
-        model.save(output)
+        model.save(output)  # the layers' configs carry the padding and epsilon
     else:
+        from keras_mnas.weights.saved import record_build_config
+
         model.save_weights(output)
+        # Weights alone do not say they need PyTorch's padding and epsilon: record the build settings, which
+        # keras_mnas.applications reads back from the file.
+        record_build_config(output, model)
     return model

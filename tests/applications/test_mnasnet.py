@@ -1,9 +1,14 @@
+import json
+import pathlib
+
 import keras
 import numpy as np
 import pytest
 
 from keras_mnas import applications
 from keras_mnas.architecture import ARCHITECTURES
+from keras_mnas.builder import IMAGENET_MEAN, IMAGENET_STD
+from keras_mnas.weights import convert_torch_checkpoint
 
 
 def _trainable(model):
@@ -220,3 +225,74 @@ def test_include_top_false_skips_only_the_classifier(repeats, match):
     x = np.random.RandomState(4).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     full_features = keras.Model(full.input, full.get_layer("top_activation").output)
     np.testing.assert_allclose(features.predict(x, verbose=0), full_features.predict(x, verbose=0), atol=1e-5)
+
+
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "torch"
+
+
+def _fixture(name):
+    case = json.loads((FIXTURES / "versions.json").read_text())["models"][name]
+    reference = np.load(FIXTURES / case["io"])
+    return case, reference["inputs"].transpose(0, 2, 3, 1), reference["logits"]
+
+
+@pytest.mark.parametrize(
+    "name, suffix",
+    [
+        ("timm_semnasnet_050", ".weights.h5"),
+        ("torchvision_mnasnet0_5", ".keras"),
+        ("timm_mnasnet_small", ".weights.h5"),
+    ],
+)
+def test_a_converted_checkpoint_loads_through_the_weights_argument(tmp_path, name, suffix):
+    # convert_torch_checkpoint builds with PyTorch's padding and BatchNorm epsilon; the constructor reads
+    # them back from the file, so the logits are PyTorch's and not off by several units.
+    case, inputs, expected = _fixture(name)
+    path = tmp_path / f"{name}{suffix}"
+    convert_torch_checkpoint(
+        FIXTURES / case["checkpoint"],
+        path,
+        case["arch"],
+        depth_multiplier=case["depth_multiplier"],
+        input_shape=(64, 64, 3),
+    )
+    model = applications.MnasNet(
+        case["arch"],
+        weights=str(path),
+        input_shape=(64, 64, 3),
+        classes=10,
+        depth_multiplier=case["depth_multiplier"],
+        classifier_activation=None,
+        include_preprocessing=False,
+    )
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), expected, atol=1e-4)
+    # With its own preprocessing, the model takes the same images in [0, 255].
+    raw = (inputs * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
+    with_preprocessing = applications.MnasNet(
+        case["arch"],
+        weights=str(path),
+        input_shape=(64, 64, 3),
+        classes=10,
+        depth_multiplier=case["depth_multiplier"],
+        classifier_activation=None,
+    )
+    np.testing.assert_allclose(with_preprocessing.predict(raw, verbose=0), expected, atol=1e-4)
+
+
+def test_weights_files_that_cannot_rebuild_their_model_are_refused(tmp_path):
+    case, _, _ = _fixture("timm_semnasnet_050")
+    converted = tmp_path / "a1.weights.h5"
+    model = convert_torch_checkpoint(
+        FIXTURES / case["checkpoint"], converted, "a1", depth_multiplier=0.5, input_shape=(64, 64, 3)
+    )
+    small = {"input_shape": (64, 64, 3), "classes": 10}
+    # Another architecture or width than the file's: named, with what the file holds.
+    with pytest.raises(ValueError, match=r"'mnasnet_a1' model at depth_multiplier=0\.5.*'mnasnet_b1'"):
+        applications.MnasNetB1(weights=str(converted), depth_multiplier=0.5, **small)
+    with pytest.raises(ValueError, match=r"depth_multiplier=0\.5.*depth_multiplier=1\.0"):
+        applications.MnasNetA1(weights=str(converted), **small)
+    # Keras' save_weights of a model with PyTorch's padding does not say its BatchNorm epsilon.
+    resaved = tmp_path / "resaved.weights.h5"
+    model.save_weights(resaved)
+    with pytest.raises(ValueError, match=r"symmetric padding but does not record its BatchNorm epsilon"):
+        applications.MnasNetA1(weights=str(resaved), depth_multiplier=0.5, **small)
