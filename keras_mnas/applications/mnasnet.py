@@ -114,7 +114,9 @@ def _weights_kind(weights) -> str | None:
     )
 
 
-def _saved_conventions(weights, arch: ArchSpec, depth_multiplier: float) -> dict[str, Any]:
+def _saved_conventions(
+    weights, arch: ArchSpec, depth_multiplier: float, include_top: bool, classes: int
+) -> dict[str, Any]:
     """The padding and BatchNorm settings a Keras weights file was saved with, to build the model with.
 
     The same weights in a model with another padding or BatchNorm epsilon load without an error and
@@ -151,6 +153,11 @@ def _saved_conventions(weights, arch: ArchSpec, depth_multiplier: float) -> dict
                 + ("" if same_arch else f" (blocks {', '.join(arch.block_strings)})")
                 + ". Build the architecture and depth_multiplier the file was saved with."
             )
+    if settings.get("include_top") and include_top and settings.get("classes") not in (None, classes):
+        raise ValueError(
+            f"The weights file {path!r} holds a classifier of {settings['classes']} classes; received "
+            f"classes={classes}. Pass classes={settings['classes']}, or include_top=False for the features."
+        )
     return {key: settings[key] for key in CONVENTION_KEYS if settings.get(key) is not None}
 
 
@@ -228,7 +235,7 @@ def MnasNet(
 
         conventions = dict(TORCH_CONVENTIONS)
     elif weights_kind == "keras":
-        conventions = _saved_conventions(weights, arch, float(depth_multiplier))
+        conventions = _saved_conventions(weights, arch, float(depth_multiplier), include_top, classes)
     model = build_model(
         arch,
         input_shape=input_shape,

@@ -291,6 +291,8 @@ def test_weights_files_that_cannot_rebuild_their_model_are_refused(tmp_path):
         applications.MnasNetB1(weights=str(converted), depth_multiplier=0.5, **small)
     with pytest.raises(ValueError, match=r"depth_multiplier=0\.5.*depth_multiplier=1\.0"):
         applications.MnasNetA1(weights=str(converted), **small)
+    with pytest.raises(ValueError, match=r"classifier of 10 classes; received classes=1000"):
+        applications.MnasNetA1(weights=str(converted), depth_multiplier=0.5)
     # Keras' save_weights of a model with PyTorch's padding does not say its BatchNorm epsilon.
     resaved = tmp_path / "resaved.weights.h5"
     model.save_weights(resaved)
