@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,23 @@ def check_preprocessing_channels(channels: int | None) -> None:
             f"deviation, so it needs 3 input channels; received {channels}. Normalise other inputs yourself "
             "and pass include_preprocessing=False."
         )
+
+
+def _free_name(name: str, taken: Collection[str]) -> str:
+    """`name`, or the first of `name_1`, `name_2`, ... not in `taken` (Keras' own way of deduplicating)."""
+    candidate, index = name, 0
+    while candidate in taken:
+        index += 1
+        candidate = f"{name}_{index}"
+    return candidate
+
+
+def _upstream_layer_names(keras_module, tensor) -> set[str]:
+    """The names of the layers that compute a Keras tensor from its source inputs."""
+    sources = keras_module.utils.get_source_inputs(tensor)
+    # A throwaway functional model lists them through public API, in Keras 3 and tf_keras alike.
+    upstream = keras_module.Model(sources, tensor, name="keras_mnas_input_graph")
+    return {layer.name for layer in upstream.layers}
 
 
 def _framework(name: str):
@@ -146,11 +163,17 @@ class LayerRecipes:
         s = layers.Conv2D(channels, 1, activation="sigmoid", name=name + "_se_expand")(s)
         return layers.Multiply(name=name + "_se_excite")([x, s])
 
-    def preprocessing(self, x):
-        """Rescales [0, 255] RGB inputs and normalises them with ImageNet's per-channel statistics."""
-        x = self.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+    def preprocessing(self, x, taken: Collection[str] = ()):
+        """Rescales [0, 255] RGB inputs and normalises them with ImageNet's per-channel statistics.
+
+        The layers are named `rescaling` and `normalization`, or `rescaling_1`, ... when a name is in
+        `taken` (the layers already upstream of `x`, whose names a model may not repeat).
+        """
+        x = self.layers.Rescaling(1.0 / 255.0, name=_free_name("rescaling", taken))(x)
         return self.layers.Normalization(
-            mean=list(IMAGENET_MEAN), variance=[s**2 for s in IMAGENET_STD], name="normalization"
+            mean=list(IMAGENET_MEAN),
+            variance=[s**2 for s in IMAGENET_STD],
+            name=_free_name("normalization", taken),
         )(x)
 
     def stem(self, x, filters: int, kernel_size: int = 3, strides: tuple[int, int] = (2, 2)):
@@ -286,7 +309,12 @@ def build_model(
     check_include_preprocessing(include_preprocessing, inputs.shape[-1])
 
     # Build stem
-    x = recipes.preprocessing(inputs) if include_preprocessing else inputs
+    x = inputs
+    if include_preprocessing:
+        # The layers of a given input_tensor's graph are part of the model: the preprocessing layers must
+        # not repeat their names (an unnamed keras.layers.Rescaling is called "rescaling" too).
+        taken = _upstream_layer_names(keras_module, inputs) if inputs is input_tensor else ()
+        x = recipes.preprocessing(inputs, taken)
     x = recipes.stem(x, stem_filters)
     # Build blocks
     for plan in plans:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -46,6 +47,12 @@ DEFAULT_CALIBRATION_SAMPLES = 100
 
 # The converter and the stderr redirection below are process-wide: one conversion at a time.
 CONVERSION_LOCK = threading.Lock()
+
+# TensorFlow's rules for graph name scopes (tensorflow/python/framework/ops.py): Keras opens one per layer
+# while tracing, and a root scope (the model's) may not start with "_", "-", "\\" or "/".
+_ROOT_SCOPE_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+_SCOPE_NAME = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
+_SCOPE_NAME_CHARACTER = re.compile(r"[^A-Za-z0-9_.\\/>-]")
 
 
 def model_input_specs(
@@ -214,7 +221,8 @@ def convert_to_tflite(
     `"int8"` is full-integer post-training quantization: `tf.lite.Optimize.DEFAULT`, only
     `TFLITE_BUILTINS_INT8` kernels, and int8 model input and output, with the ranges calibrated on
     `representative_data`. Every op must be a TFLite builtin (no Flex/Select TF ops), so that the
-    model runs in a plain LiteRT runtime.
+    model runs in a plain LiteRT runtime. Any name Keras accepts works: a model or layer name that
+    TensorFlow refuses as a graph scope (`"my model"`) is replaced by a valid one while tracing, and put back.
 
     Args:
         model: A Keras model with a fully defined input shape (batch size aside).
@@ -284,7 +292,8 @@ def convert_to_tflite(
             converter.inference_output_type = tf.int8
         return converter
 
-    with CONVERSION_LOCK, quiet_conversion(verbose) as log:
+    model_name = getattr(model, "name", model)  # read now: names are lent for the tracing below
+    with CONVERSION_LOCK, quiet_conversion(verbose) as log, _scope_safe_names(model):
         try:
             if method == "concrete_function":
                 return _convert_concrete_function(tf, model, tensor_specs, configure)
@@ -293,9 +302,42 @@ def convert_to_tflite(
             details = log.text()[-4000:].strip()
             raise RuntimeError(
                 f"TFLite conversion ({quantization}, method={method!r}) of model "
-                f"{getattr(model, 'name', model)!r} with input specs {specs} failed: {e}"
+                f"{model_name!r} with input specs {specs} failed: {e}"
                 + (f"\nConverter output:\n{details}" if details else "")
             ) from e
+
+
+def _scope_safe_name(name: str, root: bool) -> str:
+    if (_ROOT_SCOPE_NAME if root else _SCOPE_NAME).match(name):
+        return name
+    safe = _SCOPE_NAME_CHARACTER.sub("_", name)
+    return safe if not root or _ROOT_SCOPE_NAME.match(safe) else "model" + safe
+
+
+@contextlib.contextmanager
+def _scope_safe_names(model):
+    """Lends a valid TensorFlow scope name to each layer whose name TensorFlow would refuse, while tracing.
+
+    Keras accepts any layer name without a "/" (`"my model"`), but tracing opens a TensorFlow name scope
+    per layer, and TensorFlow refuses spaces and most punctuation there. The original names are put back
+    on exit, so the caller's model ends up unchanged.
+    """
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = list(flatten(include_self=True, recursive=True)) if callable(flatten) else [model]
+    renamed = []
+    try:
+        for layer in layers:
+            name = getattr(layer, "name", None)
+            if not isinstance(name, str):
+                continue
+            safe = _scope_safe_name(name, root=layer is model)
+            if safe != name:
+                layer.name = safe
+                renamed.append((layer, name))
+        yield
+    finally:
+        for layer, name in reversed(renamed):
+            layer.name = name
 
 
 def _call_model(model, inputs):

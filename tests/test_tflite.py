@@ -165,6 +165,47 @@ def test_conversion_failure_is_a_clear_error():
         convert_to_tflite(bad)
 
 
+@pytest.mark.parametrize(
+    "method, layer_names",
+    [
+        ("concrete_function", ("first conv (3x3)", "last conv")),
+        # A SavedModel names variables after their layers, so only model names may have spaces there.
+        ("saved_model", ("first_conv", "last_conv")),
+    ],
+)
+def test_names_tensorflow_refuses_as_scopes_convert_and_stay(method, layer_names):
+    # Keras takes any name without a "/"; TensorFlow's graph scopes refuse spaces and a leading "_".
+    inputs = keras.Input((8, 8, 3))
+    inner_inputs = keras.Input((8, 8, 4))
+    last = keras.layers.Conv2D(2, 1, name=layer_names[1])(inner_inputs)
+    inner = keras.Model(inner_inputs, last, name="sub model")
+    outputs = inner(keras.layers.Conv2D(4, 3, padding="same", name=layer_names[0])(inputs))
+    model = keras.Model(inputs, outputs, name="my model")
+    names = [layer.name for layer in model._flatten_layers(include_self=True, recursive=True)]
+    tflite_bytes = convert_to_tflite(model, method=method)
+    x = np.random.default_rng(4).random((1, 8, 8, 3), dtype=np.float32)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(run_tflite(tflite_bytes, x), expected, rtol=1e-5, atol=1e-5)
+    assert [layer.name for layer in model._flatten_layers(include_self=True, recursive=True)] == names
+    underscored = keras.Model(inputs, keras.layers.Flatten()(inputs), name="_private")
+    assert tflite_op_summary(convert_to_tflite(underscored, method=method))["outputs"][0]["shape"] == [1, 192]
+    assert underscored.name == "_private"
+
+
+def test_a_failed_conversion_names_the_model_as_given():
+    class Unconvertible(keras.layers.Layer):
+        def call(self, x):
+            import tensorflow as tf
+
+            return tf.strings.to_number(tf.strings.as_string(x))
+
+    inputs = keras.Input((4,))
+    bad = keras.Model(inputs, Unconvertible()(inputs), name="my bad model")
+    with pytest.raises(RuntimeError, match=r"of model 'my bad model'"):
+        convert_to_tflite(bad)
+    assert bad.name == "my bad model"
+
+
 @pytest.mark.parametrize("garbage", [b"not a tflite model" * 10, b""])
 def test_op_summary_refuses_garbage(garbage):
     with pytest.raises(ValueError, match="TFLite"):

@@ -8,7 +8,9 @@ No pretrained weights are downloaded: `weights` is `None` (random initialisation
 weights file (`.weights.h5`, `.keras`) or to a PyTorch checkpoint of the same architecture from timm or
 torchvision (`.safetensors`, `.pth`, `.pt`, `.bin`), converted on the fly. A model loaded from a PyTorch
 checkpoint is built with PyTorch's conventions (symmetric padding, BN epsilon 1e-5) so that it reproduces the
-PyTorch model's outputs.
+PyTorch model's outputs. A Keras file is loaded into a model built with the padding and BatchNorm settings
+it was saved with (recorded by `keras_mnas.weights.convert_torch_checkpoint`, or in a `.keras` file's
+layers); a file that does not say them, though it needs PyTorch's, is refused.
 """
 
 from __future__ import annotations
@@ -30,13 +32,30 @@ MIN_INPUT_SIZE = 32
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 
 
+def _input_tensor_shape(input_tensor) -> tuple | None:
+    """The `(height, width, channels)` of an `input_tensor`, or None without one."""
+    if input_tensor is None:
+        return None
+    shape = getattr(input_tensor, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            "input_tensor must be a 4D tensor (batch, height, width, channels), such as keras.Input((224, "
+            f"224, 3)); received a {type(input_tensor).__name__} of shape {shape}."
+        )
+    return tuple(None if d is None else int(d) for d in shape[1:])
+
+
 def _validate_input_shape(input_shape, input_tensor) -> tuple:
+    tensor_shape = _input_tensor_shape(input_tensor)
     if input_shape is None:
-        if input_tensor is not None and getattr(input_tensor, "shape", None) is not None:
-            shape = tuple(input_tensor.shape)
-            return shape[1:] if len(shape) == 4 else shape
-        # A concrete default keeps the model measurable: TFLite needs a defined input size.
-        return DEFAULT_INPUT_SHAPE
+        if tensor_shape is None:
+            # A concrete default keeps the model measurable: TFLite needs a defined input size.
+            return DEFAULT_INPUT_SHAPE
+        subject, received = "input_tensor", f"an input_tensor of shape {tensor_shape!r}"
+        input_shape = tensor_shape
+    else:
+        subject = "input_shape"
+        received = f"input_shape={tuple(input_shape)!r}" if isinstance(input_shape, (tuple, list)) else ""
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
         raise ValueError(
             f"input_shape must be a tuple (height, width, channels); received input_shape={input_shape!r}."
@@ -47,12 +66,21 @@ def _validate_input_shape(input_shape, input_tensor) -> tuple:
             isinstance(value, bool) or not isinstance(value, int) or value < MIN_INPUT_SIZE
         ):
             raise ValueError(
-                f"input_shape {name} must be None or an integer >= {MIN_INPUT_SIZE}; "
-                f"received input_shape={tuple(input_shape)!r}."
+                f"{subject} {name} must be None or an integer >= {MIN_INPUT_SIZE}; "
+                f"received {received}."
             )
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"{subject} channels must be a positive integer; received {received}.")
+    # As in keras.applications: the model is built on input_tensor, so an input_shape saying otherwise
+    # is a mistake, not a request. A None in input_shape accepts any size.
+    if tensor_shape is not None and any(
+        wanted is not None and wanted != given
+        for wanted, given in zip(input_shape, tensor_shape, strict=True)
+    ):
         raise ValueError(
-            f"input_shape channels must be a positive integer; received input_shape={tuple(input_shape)!r}."
+            f"input_shape must match the shape of input_tensor, which the model is built on; received "
+            f"input_shape={tuple(input_shape)!r} and an input_tensor of shape (height, width, channels) "
+            f"{tensor_shape!r}. Pass only input_tensor, or an input_shape equal to its shape."
         )
     return tuple(input_shape)
 
@@ -86,6 +114,53 @@ def _weights_kind(weights) -> str | None:
     )
 
 
+def _saved_conventions(
+    weights, arch: ArchSpec, depth_multiplier: float, include_top: bool, classes: int
+) -> dict[str, Any]:
+    """The padding and BatchNorm settings a Keras weights file was saved with, to build the model with.
+
+    The same weights in a model with another padding or BatchNorm epsilon load without an error and
+    compute something else, so a file that does not say enough is refused.
+    """
+    from keras_mnas.weights.saved import CONVENTION_KEYS, saved_build_settings
+
+    path = os.fspath(weights)
+    settings = saved_build_settings(path)
+    if settings is None:
+        return {}
+    if settings.get("bn_epsilon") is None:
+        raise ValueError(
+            f"The weights file {path!r} was saved from a model with PyTorch's symmetric padding but does "
+            "not record its BatchNorm epsilon, so the model that computes what it computed cannot be "
+            "rebuilt from it. Save the model as a .keras file, or write the file with "
+            "keras_mnas.weights.convert_torch_checkpoint (which records its build settings), or build the "
+            "model with keras_mnas.build_model(..., padding='symmetric', bn_epsilon=<its epsilon>) and call "
+            "model.load_weights."
+        )
+    if "arch" in settings:
+        saved_arch = get_architecture(settings["arch"])
+        saved_multiplier = float(settings.get("depth_multiplier", 1.0))
+        same_arch = (saved_arch.block_strings, saved_arch.stem_filters, saved_arch.head_filters) == (
+            arch.block_strings,
+            arch.stem_filters,
+            arch.head_filters,
+        )
+        if not same_arch or saved_multiplier != depth_multiplier:
+            raise ValueError(
+                f"The weights file {path!r} holds a {saved_arch.name!r} model at "
+                f"depth_multiplier={saved_multiplier} (blocks {', '.join(saved_arch.block_strings)}); "
+                f"received a request for {arch.name!r} at depth_multiplier={depth_multiplier}"
+                + ("" if same_arch else f" (blocks {', '.join(arch.block_strings)})")
+                + ". Build the architecture and depth_multiplier the file was saved with."
+            )
+    if settings.get("include_top") and include_top and settings.get("classes") not in (None, classes):
+        raise ValueError(
+            f"The weights file {path!r} holds a classifier of {settings['classes']} classes; received "
+            f"classes={classes}. Pass classes={settings['classes']}, or include_top=False for the features."
+        )
+    return {key: settings[key] for key in CONVENTION_KEYS if settings.get(key) is not None}
+
+
 def MnasNet(
     arch: ArchSpec | str | Sequence[str] | dict = "a1",
     include_top: bool = True,
@@ -107,7 +182,8 @@ def MnasNet(
             `"d1_320"`), block strings, or the dict of `ArchSpec.to_dict()` (what a search reports).
         include_top: Whether to include the classifier (global pooling, dropout, dense) at the top.
         weights: `None` (random initialisation) or a path to a Keras weights file or a timm/torchvision
-            PyTorch checkpoint of this architecture.
+            PyTorch checkpoint of this architecture. The model takes the padding and BatchNorm settings
+            the file was saved with (see `keras_mnas.weights.saved_build_settings`).
         input_tensor: Optional Keras tensor (output of `keras.Input()`) to use as the model input.
         input_shape: Optional `(height, width, channels)`; defaults to `(224, 224, 3)`. Height and width
             may be `None` for a fully convolutional model, but such a model cannot be timed as TFLite.
@@ -124,6 +200,12 @@ def MnasNet(
 
     Returns:
         A `keras.Model`.
+
+    Raises:
+        ValueError: for a bad argument; an `input_shape` other than `input_tensor`'s shape; a weights file
+            of another architecture or `depth_multiplier`, or one saved with PyTorch's padding that does
+            not record its BatchNorm epsilon; a PyTorch checkpoint whose layers differ from the model's
+            (only the classifier is left out, with `include_top=False`).
 
     Example:
 
@@ -152,6 +234,8 @@ def MnasNet(
         from keras_mnas.weights import TORCH_CONVENTIONS
 
         conventions = dict(TORCH_CONVENTIONS)
+    elif weights_kind == "keras":
+        conventions = _saved_conventions(weights, arch, float(depth_multiplier), include_top, classes)
     model = build_model(
         arch,
         input_shape=input_shape,
@@ -171,7 +255,8 @@ def MnasNet(
     elif weights_kind == "torch":
         from keras_mnas.weights import load_torch_weights
 
-        load_torch_weights(model, weights, strict=include_top)
+        # Without the top only the checkpoint's classifier is left out: every other layer must match.
+        load_torch_weights(model, weights, skip_classifier=not include_top)
     return model
 
 

@@ -11,6 +11,7 @@ load_torch_weights(model, "mnasnet_100.safetensors")
 ```
 """
 
+from keras_mnas.weights.saved import record_build_config, saved_build_settings
 from keras_mnas.weights.torch_import import (
     TORCH_CONVENTIONS,
     TorchConventionWarning,
@@ -30,5 +31,7 @@ __all__ = [
     "convert_torch_checkpoint",
     "load_torch_weights",
     "read_torch_state_dict",
+    "record_build_config",
+    "saved_build_settings",
     "torch_build_kwargs",
 ]

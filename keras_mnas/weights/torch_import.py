@@ -9,7 +9,8 @@ Three layers of functionality:
 * `load_torch_weights(model, source)` copies a timm (`conv_stem`, `blocks.S.L.*`, `conv_head`, ...) or
   torchvision (`layers.N.*`, `classifier.1`) MnasNet state dict into a model built by
   `keras_mnas.build_model`, layer by layer, checking every shape.
-* `convert_torch_checkpoint(source, output_path, arch)` does both and saves a `.weights.h5` or `.keras` file.
+* `convert_torch_checkpoint(source, output_path, arch)` does both and saves a `.weights.h5` file (with its
+  build settings recorded) or a `.keras` file.
 
 PyTorch MnasNets pad `k // 2` on every side of a strided convolution and use a BatchNorm epsilon of 1e-5,
 so the Keras model must be built with `**TORCH_CONVENTIONS` to reproduce their outputs.
@@ -695,7 +696,11 @@ def _mapping(model, state: Mapping[str, np.ndarray], flavour: str):
 
 
 def load_torch_weights(
-    model, source: str | os.PathLike | Mapping[str, Any], *, strict: bool = True
+    model,
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    strict: bool = True,
+    skip_classifier: bool = False,
 ) -> TorchLoadResult:
     """Copies a timm or torchvision MnasNet state dict into a model built by `keras_mnas.build_model`.
 
@@ -718,6 +723,9 @@ def load_torch_weights(
         strict: If True, Keras layers without checkpoint weights and checkpoint tensors that no layer uses
             (`num_batches_tracked` aside) are an error. If False they are reported in the result, e.g. to
             load a checkpoint's features into a model built with `include_top=False`.
+        skip_classifier: If True, the checkpoint's classifier (`classifier.*` in timm, `classifier.1.*` in
+            torchvision) is set aside and never reported as unused: the way to load the features into a
+            model built with `include_top=False` while `strict` still checks every other layer and tensor.
 
     Returns:
         A `TorchLoadResult` naming the loaded and missing layers and the unexpected keys.
@@ -746,6 +754,8 @@ def load_torch_weights(
         label = str(source)
         state = read_torch_state_dict(source)
     flavour = _detect_flavour(state)
+    if skip_classifier:
+        state = _without_classifier(state, flavour)
     _check_conventions(model)
 
     assignments: list[tuple[Any, np.ndarray]] = []
@@ -795,6 +805,15 @@ def load_torch_weights(
     return TorchLoadResult(flavour, tuple(loaded), tuple(missing), tuple(unexpected))
 
 
+def _classifier_prefix(flavour: str) -> str:
+    return "classifier." if flavour == "timm" else "classifier.1."
+
+
+def _without_classifier(state: Mapping[str, np.ndarray], flavour: str) -> dict[str, np.ndarray]:
+    prefix = _classifier_prefix(flavour)
+    return {key: value for key, value in state.items() if not key.startswith(prefix)}
+
+
 def _variable_dtype(variable) -> str:
     dtype = variable.dtype
     return getattr(dtype, "name", None) or str(dtype)
@@ -820,7 +839,9 @@ def convert_torch_checkpoint(
     """Converts a timm or torchvision MnasNet checkpoint to a Keras `.weights.h5` or `.keras` file.
 
     The Keras model is built with `**TORCH_CONVENTIONS` so that it computes what the PyTorch model
-    computes, loaded strictly with `load_torch_weights`, and saved.
+    computes, loaded strictly with `load_torch_weights`, and saved. A `.weights.h5` file records the
+    `build_model` arguments (`record_build_config`), so that `keras_mnas.applications` builds the model
+    the weights need when given the file: `MnasNetA1(weights="a1.weights.h5")`.
 
     Args:
         source: A checkpoint path or a state dict (see `load_torch_weights`).
@@ -861,13 +882,13 @@ def convert_torch_checkpoint(
     else:
         state = read_torch_state_dict(source)
     flavour = _detect_flavour(state)
-    classifier = "classifier" if flavour == "timm" else "classifier.1"
-    has_classifier = f"{classifier}.weight" in state
+    classifier = _classifier_prefix(flavour)
+    has_classifier = f"{classifier}weight" in state
     include_top = build_kwargs.pop("include_top", has_classifier)
     if not include_top:  # drop the classifier, and load the rest strictly
-        state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
+        state = _without_classifier(state, flavour)
     if classes is None:
-        classes = int(state[f"{classifier}.weight"].shape[0]) if has_classifier and include_top else 1000
+        classes = int(state[f"{classifier}weight"].shape[0]) if has_classifier and include_top else 1000
     model = build_model(
         arch,
         input_shape=input_shape,
@@ -881,7 +902,12 @@ def convert_torch_checkpoint(
     load_torch_weights(model, state, strict=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".keras":
-        model.save(output)
+        model.save(output)  # the layers' configs carry the padding and epsilon
     else:
+        from keras_mnas.weights.saved import record_build_config
+
         model.save_weights(output)
+        # Weights alone do not say they need PyTorch's padding and epsilon: record the build settings, which
+        # keras_mnas.applications reads back from the file.
+        record_build_config(output, model)
     return model

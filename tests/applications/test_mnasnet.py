@@ -1,9 +1,14 @@
+import json
+import pathlib
+
 import keras
 import numpy as np
 import pytest
 
 from keras_mnas import applications
 from keras_mnas.architecture import ARCHITECTURES
+from keras_mnas.builder import IMAGENET_MEAN, IMAGENET_STD
+from keras_mnas.weights import convert_torch_checkpoint
 
 
 def _trainable(model):
@@ -144,3 +149,152 @@ def test_pytorch_checkpoint_through_the_weights_argument():
     assert model.get_layer("stem_conv_pad") is not None  # symmetric padding, as PyTorch pads
     logits = model.predict(reference["inputs"].transpose(0, 2, 3, 1), verbose=0)
     np.testing.assert_allclose(logits, reference["logits"], atol=1e-4)
+
+
+def test_input_tensor_from_unnamed_preprocessing_layers():
+    # keras.applications.MobileNetV3Small takes this: unnamed layers are called "rescaling" and
+    # "normalization", the names of the model's own preprocessing layers.
+    inputs = keras.Input((64, 64, 3))
+    tensor = keras.layers.Normalization(mean=0.0, variance=1.0)(keras.layers.Rescaling(1.0)(inputs))
+    model = applications.MnasNetSmall(input_tensor=tensor, classes=3)
+    assert model.input is inputs
+    reference = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3)
+    reference.set_weights(model.get_weights())
+    x = np.random.RandomState(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "input_shape, allowed",
+    [((224, 224, 3), False), ((160, 160, 1), False), ((160, 160, 3), True), ((None, None, 3), True)],
+)
+def test_input_shape_must_agree_with_input_tensor(input_shape, allowed):
+    # As keras.applications: the model is built on input_tensor, so a different input_shape is an error.
+    tensor = keras.Input((160, 160, 3))
+    if allowed:
+        model = applications.MnasNetSmall(input_tensor=tensor, input_shape=input_shape)
+        assert model.input.shape == (None, 160, 160, 3)
+    else:
+        match = r"input_shape must match the shape of input_tensor.*\(160, 160, 3\)"
+        with pytest.raises(ValueError, match=match):
+            applications.MnasNetSmall(input_tensor=tensor, input_shape=input_shape)
+
+
+@pytest.mark.parametrize(
+    "tensor, match",
+    [
+        (lambda: keras.Input((16, 16, 3)), r"input_tensor height must be None or an integer >= 32"),
+        (lambda: keras.Input((64, 64)), r"input_tensor must be a 4D tensor.*\(None, 64, 64\)"),
+    ],
+)
+def test_bad_input_tensor_gets_a_clear_error(tensor, match):
+    with pytest.raises(ValueError, match=match):
+        applications.MnasNetSmall(input_tensor=tensor())
+
+
+def _b1_with_block6_repeats(repeats):
+    blocks = list(ARCHITECTURES["b1"].block_strings)
+    assert blocks[5].startswith("r4_")
+    blocks[5] = f"r{repeats}_" + blocks[5].split("_", 1)[1]
+    return blocks
+
+
+@pytest.mark.parametrize("repeats, match", [(5, r"have no weights in the checkpoint"), (3, r"are unused")])
+def test_include_top_false_skips_only_the_classifier(repeats, match):
+    # A torchvision B1 checkpoint (width 0.5): 4 layers in block 6. With 5, one layer would stay random;
+    # with 3, one layer's weights would be dropped. Both are refused, with or without the top.
+    import pathlib
+
+    checkpoint = pathlib.Path(__file__).parents[1] / "fixtures" / "torch" / "torchvision_mnasnet0_5.pth"
+    for include_top in (False, True):
+        with pytest.raises(ValueError, match=match):
+            applications.MnasNet(
+                _b1_with_block6_repeats(repeats),
+                include_top=include_top,
+                weights=str(checkpoint),
+                input_shape=(64, 64, 3),
+                classes=10,
+                depth_multiplier=0.5,
+            )
+    features = applications.MnasNetB1(
+        include_top=False, weights=str(checkpoint), input_shape=(64, 64, 3), depth_multiplier=0.5
+    )
+    full = applications.MnasNetB1(
+        weights=str(checkpoint), input_shape=(64, 64, 3), classes=10, depth_multiplier=0.5
+    )
+    x = np.random.RandomState(4).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    full_features = keras.Model(full.input, full.get_layer("top_activation").output)
+    np.testing.assert_allclose(features.predict(x, verbose=0), full_features.predict(x, verbose=0), atol=1e-5)
+
+
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "torch"
+
+
+def _fixture(name):
+    case = json.loads((FIXTURES / "versions.json").read_text())["models"][name]
+    reference = np.load(FIXTURES / case["io"])
+    return case, reference["inputs"].transpose(0, 2, 3, 1), reference["logits"]
+
+
+@pytest.mark.parametrize(
+    "name, suffix",
+    [
+        ("timm_semnasnet_050", ".weights.h5"),
+        ("torchvision_mnasnet0_5", ".keras"),
+        ("timm_mnasnet_small", ".weights.h5"),
+    ],
+)
+def test_a_converted_checkpoint_loads_through_the_weights_argument(tmp_path, name, suffix):
+    # convert_torch_checkpoint builds with PyTorch's padding and BatchNorm epsilon; the constructor reads
+    # them back from the file, so the logits are PyTorch's and not off by several units.
+    case, inputs, expected = _fixture(name)
+    path = tmp_path / f"{name}{suffix}"
+    convert_torch_checkpoint(
+        FIXTURES / case["checkpoint"],
+        path,
+        case["arch"],
+        depth_multiplier=case["depth_multiplier"],
+        input_shape=(64, 64, 3),
+    )
+    model = applications.MnasNet(
+        case["arch"],
+        weights=str(path),
+        input_shape=(64, 64, 3),
+        classes=10,
+        depth_multiplier=case["depth_multiplier"],
+        classifier_activation=None,
+        include_preprocessing=False,
+    )
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), expected, atol=1e-4)
+    # With its own preprocessing, the model takes the same images in [0, 255].
+    raw = (inputs * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
+    with_preprocessing = applications.MnasNet(
+        case["arch"],
+        weights=str(path),
+        input_shape=(64, 64, 3),
+        classes=10,
+        depth_multiplier=case["depth_multiplier"],
+        classifier_activation=None,
+    )
+    np.testing.assert_allclose(with_preprocessing.predict(raw, verbose=0), expected, atol=1e-4)
+
+
+def test_weights_files_that_cannot_rebuild_their_model_are_refused(tmp_path):
+    case, _, _ = _fixture("timm_semnasnet_050")
+    converted = tmp_path / "a1.weights.h5"
+    model = convert_torch_checkpoint(
+        FIXTURES / case["checkpoint"], converted, "a1", depth_multiplier=0.5, input_shape=(64, 64, 3)
+    )
+    small = {"input_shape": (64, 64, 3), "classes": 10}
+    # Another architecture or width than the file's: named, with what the file holds.
+    with pytest.raises(ValueError, match=r"'mnasnet_a1' model at depth_multiplier=0\.5.*'mnasnet_b1'"):
+        applications.MnasNetB1(weights=str(converted), depth_multiplier=0.5, **small)
+    with pytest.raises(ValueError, match=r"depth_multiplier=0\.5.*depth_multiplier=1\.0"):
+        applications.MnasNetA1(weights=str(converted), **small)
+    with pytest.raises(ValueError, match=r"classifier of 10 classes; received classes=1000"):
+        applications.MnasNetA1(weights=str(converted), depth_multiplier=0.5)
+    # Keras' save_weights of a model with PyTorch's padding does not say its BatchNorm epsilon.
+    resaved = tmp_path / "resaved.weights.h5"
+    model.save_weights(resaved)
+    with pytest.raises(ValueError, match=r"symmetric padding but does not record its BatchNorm epsilon"):
+        applications.MnasNetA1(weights=str(resaved), depth_multiplier=0.5, **small)

@@ -445,3 +445,20 @@ def test_convert_torch_checkpoint_to_keras_file(tmp_path):
         convert_torch_checkpoint(source, tmp_path / "small.h5", case["arch"])
     with pytest.raises(ValueError, match="padding"):
         convert_torch_checkpoint(source, tmp_path / "x.keras", case["arch"], padding="same")
+
+
+def test_skip_classifier_sets_aside_the_classifier_only():
+    case, _, _ = _case("timm_mnasnet_small")
+    state = _state(case["checkpoint"])
+    features = _build(case["arch"], 1.0, include_top=False)
+    result = load_torch_weights(features, state, skip_classifier=True)
+    assert result.missing == () and result.unexpected == ()
+    # Still strict everywhere else: a feature layer without weights is refused.
+    partial = {k: v for k, v in state.items() if not k.startswith("conv_head.")}
+    with pytest.raises(ValueError, match=r"'top_conv'.*'conv_head\.weight'"):
+        load_torch_weights(_build(case["arch"], 1.0, include_top=False), partial, skip_classifier=True)
+    # torchvision's classifier is classifier.1.
+    tv_case, _, _ = _case("torchvision_mnasnet0_5")
+    tv_features = _build(tv_case["arch"], tv_case["depth_multiplier"], include_top=False)
+    tv_result = load_torch_weights(tv_features, _state(tv_case["checkpoint"]), skip_classifier=True)
+    assert tv_result.unexpected == () and tv_result.missing == ()
