@@ -23,7 +23,6 @@ from keras_mnas.latency import (
 from keras_mnas.search import MnasHyperModel, MnasReward, MnasSearchSpace, MnasTuner
 from keras_mnas.search.latency_table import predict_candidate
 from keras_mnas.search.project import SearchProject
-from keras_mnas.search.tuner import chance_threshold
 from keras_mnas.testing import ScriptedLatency
 from keras_mnas.utils.tf_memory import custom_gradient_names
 
@@ -205,6 +204,8 @@ def test_diverging_training_fails_the_trial_with_its_reason(tmp_path, digits):
 def test_a_trial_at_chance_level_is_warned_about(tmp_path, digits, capsys):
     # A candidate that cannot learn (a learning rate of 1e-12) against labels it cannot predict (shuffled):
     # its accuracy is chance, 1/10, and the progress says so.
+    from keras_mnas.search.tuner import chance_threshold
+
     (x, y), (x_val, y_val) = digits
     y_val = np.random.default_rng(0).permutation(y_val)
     tuner = MnasTuner(
@@ -225,6 +226,8 @@ def test_a_trial_at_chance_level_is_warned_about(tmp_path, digits, capsys):
 
 @pytest.mark.parametrize("classes, threshold", [(2, 0.55), (10, 0.15), (20, 0.1), (1000, 0.002)])
 def test_chance_level_is_one_over_the_classes_plus_a_margin(classes, threshold):
+    from keras_mnas.search.tuner import chance_threshold
+
     assert chance_threshold(classes) == pytest.approx(threshold)
     with pytest.raises(ValueError, match="classes"):
         chance_threshold(1)
