@@ -7,22 +7,17 @@ measures it for the search.
 """
 
 import argparse
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from keras_mnas import applications
-from keras_mnas.counting import count_cost
-from keras_mnas.latency import HostLatency
+from keras_mnas.utils.quiet import quiet_tensorflow_startup
 
 CONSTRUCTORS = {
-    "a1": applications.MnasNetA1,
-    "b1": applications.MnasNetB1,
-    "small": applications.MnasNetSmall,
-    "d1": applications.MnasNetD1,
-    "d1_320": applications.MnasNetD1_320,
+    "a1": "MnasNetA1",
+    "b1": "MnasNetB1",
+    "small": "MnasNetSmall",
+    "d1": "MnasNetD1",
+    "d1_320": "MnasNetD1_320",
 }
 
 
@@ -35,8 +30,14 @@ def main():
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
 
+    quiet_tensorflow_startup()  # before Keras imports TensorFlow: no oneDNN, CUDA or cuInit lines
+    from keras_mnas import applications
+    from keras_mnas.counting import count_cost
+    from keras_mnas.latency import HostLatency
+
     shape = (args.resolution, args.resolution, 3)
-    model = CONSTRUCTORS[args.arch](input_shape=shape, depth_multiplier=args.depth_multiplier)
+    constructor = getattr(applications, CONSTRUCTORS[args.arch])
+    model = constructor(input_shape=shape, depth_multiplier=args.depth_multiplier)
     model.summary(line_length=110, expand_nested=False, show_trainable=False)
     cost = count_cost(args.arch, input_shape=shape, depth_multiplier=args.depth_multiplier)
     print(f"\n{model.name}: {cost.trainable_params:,} trainable parameters, {cost.macs / 1e6:.1f}M mult-adds")
@@ -50,8 +51,9 @@ def main():
         print(
             f"TFLite {quantization:7s} on this CPU ({result.threads} thread): "
             f"median {result.median_ms:.2f} ms, "
-            f"p90 {result.p90_ms:.2f} ms, CV {100 * result.cv:.1f}% over {result.runs} runs, "
-            f"{result.tflite_bytes / 2**20:.1f} MiB" + ("  [unstable: CV > 5%]" if result.unstable else "")
+            f"p90 {result.p90_ms:.2f} ms, spread {100 * result.spread:.1f}% over {result.runs} runs, "
+            f"{result.tflite_bytes / 2**20:.1f} MiB"
+            + ("  [unstable: spread above 5%]" if result.unstable else "")
         )
 
 

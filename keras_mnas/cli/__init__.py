@@ -32,17 +32,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from keras_mnas.cli import bench, devices, export, lut, results
 from keras_mnas.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, say
+from keras_mnas.utils.quiet import quiet_tensorflow_startup
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CliError", "build_parser", "main"]
 
 # One module per command; each adds its own subparser and options (`register`) and handles it (`run`).
 _COMMANDS = (devices, bench, lut, results, export)
+# The commands that import TensorFlow (the others start without it, and stay quick).
+_TENSORFLOW_COMMANDS = ("bench", "lut", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,13 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.exit(main(["devices", "--json"]))
     ```
     """
-    # Before anything imports TensorFlow: its C++ start-up chatter is not for the command's users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
         return int(exit_.code or 0)
+    if args.command in _TENSORFLOW_COMMANDS:
+        # Before anything imports TensorFlow: its C++ start-up lines are not for the command's users.
+        quiet_tensorflow_startup()
     if not logging.getLogger().handlers:
         logging.basicConfig(
             stream=sys.stderr,

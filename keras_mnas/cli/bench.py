@@ -169,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
             f"{result.p90_ms:.4g} ms"
             + (" (upper bound)" if result.provenance.get("p90_is_upper_bound") else ""),
         ),
-        ("cv", f"{100 * result.cv:.2f}%"),
         (
             "spread",
             f"{100 * result.spread:.2f}% "

@@ -67,7 +67,7 @@ class HostLatency(TFLiteLatencySource):
     ```python
     source = HostLatency(cache_dir="~/.cache/keras_mnas/latency")
     result = source.measure(keras.applications.MobileNetV2(weights=None))
-    print(f"{result.median_ms:.2f} ms (cv {result.cv:.1%})")
+    print(f"{result.median_ms:.2f} ms (spread {result.spread:.1%})")
     ```
     """
 
@@ -209,13 +209,11 @@ class HostLatency(TFLiteLatencySource):
         # cent even when idle, tiny models most): the figure is still returned, flagged.
         self._log_if_unstable(
             result,
-            "Unstable latency measurement: median %.4f ms, the middle 90%% of %d runs spreading like a "
-            "coefficient of variation of %.1f%% (plain cv %.1f%%); is the host busy, or its timing noisy "
-            "(tiny models, virtual machines)? See docs/latency.md.",
+            "Unstable latency measurement: median %.4f ms, spread %.1f%% over %d runs (above 5%%); is the "
+            "host busy, or its timing noisy (tiny models, virtual machines)? See docs/latency.md.",
             result.median_ms,
-            result.runs,
             100 * result.spread,
-            100 * result.cv,
+            result.runs,
         )
         return result
 

@@ -133,24 +133,34 @@ def trial_record(
 def export_model(
     model: Any, path: str | os.PathLike, *, tflite_bytes: bytes, arch: Any = None
 ) -> dict[str, str]:
-    """Writes a model as `<path>.keras`, its TFLite conversion as `<path>.tflite`, its architecture as JSON.
+    """Writes a model as `<path>.keras`, its TFLite conversion as `<path>.tflite`, its build as JSON.
 
     A `.keras` or `.tflite` suffix on `path` is dropped. Every file is written to a temporary name first and
     then renamed, so an interrupted export leaves no half-written file under the final name.
 
+    `<path>.arch.json` holds the `keras_mnas.build_model` arguments that rebuild the model exactly: the
+    architecture under `"arch"`, and the width multiplier, input shape, classes, dropout, preprocessing and
+    BatchNormalization settings beside it (`keras_mnas.builder.get_build_config`). Rebuild it with
+    `build_model(**json.load(file))`, then load the exported weights into it.
+
     Args:
-        model: The Keras model to save.
+        model: The Keras model to save, made by `keras_mnas.build_model` (as every search candidate is).
         path: The output path, without suffix (e.g. `"exports/best"`); missing directories are created.
         tflite_bytes: The converted model.
-        arch: The model's `ArchSpec`, written as `<path>.arch.json`; None writes no architecture file.
+        arch: The model's `ArchSpec`; None writes no `.arch.json` file.
 
     Returns:
         `{"keras": ..., "tflite": ...}` paths, and `"architecture"` when `arch` is given.
 
+    Raises:
+        ValueError: when `arch` is given and the model was not made by `keras_mnas.build_model`.
+
     Example:
 
     ```python
-    export_model(model, "exports/best", tflite_bytes=convert_to_tflite(model), arch=arch)
+    paths = export_model(model, "exports/best", tflite_bytes=convert_to_tflite(model), arch=arch)
+    with open(paths["architecture"]) as f:
+        twin = keras_mnas.build_model(**json.load(f))  # the same layers, ready for the exported weights
     ```
     """
     base = os.fspath(path)
@@ -158,6 +168,13 @@ def export_model(
         if base.endswith(suffix):
             base = base[: -len(suffix)]
     paths = {"keras": base + ".keras", "tflite": base + ".tflite"}
+    build = None
+    if arch is not None:
+        # Read before anything is written: a model that cannot be described must not leave half an export.
+        from keras_mnas.builder import get_build_config
+
+        build = {**get_build_config(model), "arch": arch.to_dict()}
+        build["input_shape"] = list(build["input_shape"])
     directory = os.path.dirname(os.path.abspath(base))
     os.makedirs(directory, exist_ok=True)
     # Keras picks the format from the suffix, so the temporary file keeps `.keras`.
@@ -165,9 +182,9 @@ def export_model(
     model.save(tmp)
     os.replace(tmp, paths["keras"])
     atomic_write_bytes(paths["tflite"], tflite_bytes)
-    if arch is not None:
+    if build is not None:
         paths["architecture"] = base + ".arch.json"
-        atomic_write_json(paths["architecture"], arch.to_dict())
+        atomic_write_json(paths["architecture"], build)
     return paths
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -163,6 +164,35 @@ def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.normcase(os.path.abspath(os.fspath(a))) == os.path.normcase(os.path.abspath(os.fspath(b)))
 
 
+def _format_duration(seconds: float) -> str:
+    """Seconds for the progress lines: "42 s", "3 min 05 s", "1 h 02 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def chance_threshold(classes: int) -> float:
+    """The accuracy at or below which a trial counts as at chance level: `1/classes` plus a margin.
+
+    The margin is 0.05, or `1/classes` when that is smaller (with 1000 classes the threshold is 0.2%: 5% would
+    be fifty times chance).
+    A candidate that learned something after a proxy training is well above it; one at or below it learned
+    nothing, and its reward says nothing about its architecture.
+
+    Example:
+
+    >>> chance_threshold(10), chance_threshold(2), chance_threshold(1000)
+    (0.15, 0.55, 0.002)
+    """
+    classes = check_int("classes", classes, minimum=2)
+    return round(1 / classes + min(0.05, 1 / classes), 10)
+
+
 def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
     if isinstance(reward, MnasReward):
         if target_latency_ms is not None or alpha is not None or beta is not None:
@@ -189,6 +219,12 @@ def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
 
 class MnasTuner(keras_tuner.Tuner):
     """MnasNet's platform-aware architecture search, driven from an ordinary Keras script.
+
+    Every trial that ends prints its progress: `Trial 3 COMPLETED (trial 4 of 12) in 14 s; 1 min 02 s
+    elapsed, about 2 min 10 s left`, then its architecture, its latency (with its spread when that is above
+    5%), accuracy and reward, and the best trial so far. A trial whose accuracy stays at chance level
+    (`chance_threshold`: 1/classes plus a margin) gets a warning line: it learned nothing, and its reward
+    says nothing about its architecture.
 
     Args:
         hypermodel: A `MnasHyperModel` (default: one over `space`), or any KerasTuner HyperModel of discrete
@@ -336,6 +372,10 @@ class MnasTuner(keras_tuner.Tuner):
         self.pareto_every = pareto_every
         self._search_logger: SearchLogger | None = None
         self._overwrite = bool(kwargs.get("overwrite", False))
+        # Progress: when this process's search began, when each running trial began, trials ended here.
+        self._search_started: float | None = None
+        self._trial_started: dict[str, float] = {}
+        self._trials_ended_here = 0
         oracle_kwargs = {
             key: kwargs.pop(key)
             for key in ("max_retries_per_trial", "max_consecutive_failed_trials")
@@ -457,6 +497,8 @@ class MnasTuner(keras_tuner.Tuner):
         # Write the tuner file now: its presence is what makes a rerun reload the project, so a first trial
         # that crashes the process is counted (and given up) like any other, not rerun from scratch forever.
         self.save()
+        self._search_started = time.monotonic()
+        self._trials_ended_here = 0
         self._start_search_logger(callbacks)
         self._custom_gradients_before_search = custom_gradient_names()
         try:
@@ -567,22 +609,70 @@ class MnasTuner(keras_tuner.Tuner):
         if self._mnas_oracle is not None:  # workers write it too: the project directory is shared
             self._mnas_oracle.set_trial_phase(trial.trial_id, phase)
 
+    def on_trial_begin(self, trial) -> None:
+        super().on_trial_begin(trial)
+        self._trial_started[trial.trial_id] = time.monotonic()
+
     def on_trial_end(self, trial) -> None:
         super().on_trial_end(trial)
         self._log_trial(trial)
         self._print_progress(trial)
 
+    def _progress_header(self, trial) -> str:
+        """ "Trial 3 COMPLETED (trial 4 of 12) in 14 s; 1 min 02 s elapsed, about 2 min 10 s left"."""
+        now = time.monotonic()
+        started = self._trial_started.pop(trial.trial_id, None)
+        self._trials_ended_here += 1
+        try:
+            ended = len(self.oracle.end_order)  # this search's trials so far, those of earlier runs too
+        except (AttributeError, TypeError):  # an oracle without the record: count this process's trials
+            ended = self._trials_ended_here
+        total = getattr(self.oracle, "max_trials", None)
+        header = f"Trial {trial.trial_id} {trial.status} (trial {ended}" + (f" of {total})" if total else ")")
+        if started is not None:
+            header += f" in {_format_duration(now - started)}"
+        if self._search_started is None:
+            return header
+        elapsed = now - self._search_started
+        header += f"; {_format_duration(elapsed)} elapsed"
+        if total:
+            left = max(0, total - ended)
+            # This run's mean time per trial, overheads between trials included.
+            header += (
+                f", about {_format_duration(left * elapsed / self._trials_ended_here)} left"
+                if left
+                else ", the last trial"
+            )
+        return header
+
+    def _chance_warning(self, accuracy: float) -> str | None:
+        """A warning line when the accuracy the reward read is at chance level, else None."""
+        classes = getattr(getattr(self.hypermodel, "space", None), "classes", None)
+        if "accuracy" not in self.reward.metric or not isinstance(classes, int) or classes < 2:
+            return None
+        threshold = chance_threshold(classes)
+        if accuracy > threshold:
+            return None
+        return (
+            f"  WARNING: {self.reward.metric} {accuracy:.4f} is at chance level (1/{classes} = "
+            f"{1 / classes:.3f}, warned at or below {threshold:.3f}): this candidate learned nothing, so its "
+            "reward says nothing about its architecture. Train longer (epochs=...), or check the data and "
+            "MnasHyperModel's learning_rate and bn_momentum."
+        )
+
     def _print_progress(self, trial) -> None:
         trial = self.oracle.get_trial(trial.trial_id)
         metrics = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
         arch = self._architecture_or_none(trial.hyperparameters)
-        lines = [f"Trial {trial.trial_id} {trial.status}"]
+        lines = [self._progress_header(trial)]
+        warning = None
         if arch is not None:
             lines.append("  architecture: " + str(arch))
         if trial.status == "COMPLETED":
             accuracy = metrics.get(self.reward.metric)
             prefiltered = bool(metrics.get("prefiltered"))
             if accuracy is not None:
+                warning = self._chance_warning(accuracy)
                 outcome = f"{self.reward.metric} {accuracy:.4f}, "
                 # The float accuracy too when the reward reads another metric (int8_val_accuracy), once.
                 if self.reward.metric != "val_accuracy" and "val_accuracy" in metrics:
@@ -597,6 +687,8 @@ class MnasTuner(keras_tuner.Tuner):
                 f"{_format_ms(metrics.get('latency_ms', float('nan')))} ms{flag}, {outcome}"
                 f"reward {trial.score:.4f}"
             )
+            if warning is not None:
+                lines.append(warning)
         elif trial.message:
             lines.append("  reason: " + trial.message.strip().splitlines()[-1])
         best = self.oracle.get_best_trials(1)

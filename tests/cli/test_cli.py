@@ -625,8 +625,8 @@ def test_export_a_trained_trial(capsys, search, tmp_path):
     interpreter.invoke()
     output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(output, expected[:1], rtol=1e-4, atol=1e-5)
-    arch = json.loads((tmp_path / "exports" / "best.arch.json").read_text())
-    assert arch == tuner.best_architectures(1)[0].to_dict()
+    build = json.loads((tmp_path / "exports" / "best.arch.json").read_text())
+    assert build["arch"] == tuner.best_architectures(1)[0].to_dict()
 
     status, out, err = run(capsys, "export", search["directory"], "--trial", int(best.trial_id), "--int8",
                            "--out", tmp_path / "int8", "--json")  # fmt: skip
@@ -658,7 +658,7 @@ def test_export_untrained_and_unknown_trials(capsys, search, tmp_path, monkeypat
     assert "UNTRAINED" in err and "UNTRAINED" in out and "skipped before training" in out
     base = f"tiny_trial_{skipped['trial_id']}"
     assert os.path.isfile(f"{base}.keras") and os.path.isfile(f"{base}.tflite")
-    assert json.loads(pathlib.Path(f"{base}.arch.json").read_text()) == skipped["architecture"]
+    assert json.loads(pathlib.Path(f"{base}.arch.json").read_text())["arch"] == skipped["architecture"]
 
     status, _, err = run(capsys, "export", search["directory"], "--trial", "99")
     assert_clean_failure(status, err, "No trial '99'", "trials: ")

@@ -269,12 +269,16 @@ def test_a_few_preempted_runs_do_not_flag_a_steady_figure(monkeypatch, caplog):
 
 
 def test_a_machine_busy_for_much_of_the_measurement_is_flagged(monkeypatch, caplog):
-    # A third of the runs shared the core with another process and took twice as long.
-    _scripted_times(monkeypatch, [50] * 200 + [100] * 100)
+    # A third of the runs shared the core with another process and took twice as long; two were pre-empted.
+    _scripted_times(monkeypatch, [50] * 200 + [100] * 100 + [5000] * 2)
     with caplog.at_level("WARNING", logger="keras_mnas.latency"):
         result = HostLatency(**FAST).measure_tflite(convert_to_tflite(small_model()))
     assert result.robust_cv > 0.05 and result.unstable
     assert "Unstable latency measurement" in caplog.text and "is the host busy" in caplog.text
+    # The warning names the statistic the flag judged, and no other: not the plain cv the outliers inflate.
+    assert result.cv > 3 * result.spread
+    assert f"spread {100 * result.spread:.1f}% over 302 runs" in caplog.text
+    assert f"{100 * result.cv:.1f}%" not in caplog.text and "cv" not in caplog.text
 
 
 def test_a_source_warns_once_then_logs_later_unstable_figures_at_info(monkeypatch, caplog):

@@ -1,3 +1,4 @@
+import json
 import math
 import pathlib
 import re
@@ -10,6 +11,7 @@ from sklearn.datasets import load_digits
 from tensorboard.backend.event_processing import event_accumulator
 
 from keras_mnas import applications
+from keras_mnas.builder import build_model
 from keras_mnas.counting import count_model_macs
 from keras_mnas.latency import (
     HostLatency,
@@ -70,6 +72,12 @@ def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, c
     assert sorted(r["latency_ms"] for r in records) == [1.0, 2.0, 4.0]
     out = capsys.readouterr().out
     assert "architecture: r1_k3_s11_e1_i32_o16_noskip" in out and "best so far" in out
+    # Each trial says where the search is: its place among max_trials, its time, the time spent and left.
+    header = r"^Trial \d+ COMPLETED \(trial (\d) of 3\) in [\d a-z]+ s; [\d a-z]+ s elapsed, (.*)$"
+    headers = re.findall(header, out, re.M)
+    assert [ordinal for ordinal, _ in headers] == ["1", "2", "3"]
+    assert all(re.fullmatch(r"about [\d a-z]+ s left", left) for _, left in headers[:2])
+    assert headers[2][1] == "the last trial"
     # One figures line per trial, naming the reward's metric once.
     figures = [line for line in out.splitlines() if line.startswith("  latency ")]
     assert len(figures) == 3
@@ -82,7 +90,7 @@ def test_search_reports_metrics_and_keeps_keras_tuner_habits(tmp_path, digits, c
     assert best_model.predict(x_val[:2], verbose=0).shape == (2, 10)
     # The project alone (no script) rebuilds the same model: the hypermodel's build settings are recorded.
     best_trial = tuner.oracle.get_best_trials(1)[0]
-    assert tuner.oracle.search_config["build"] == {"include_preprocessing": False, "bn_momentum": 0.9}
+    assert tuner.oracle.search_config["build"] == {"include_preprocessing": False, "bn_momentum": 0.5}
     rebuilt, trained = SearchProject(tmp_path / "habits").build_model(best_trial.trial_id)
     assert trained
     expected = best_model.predict(x_val[:2], verbose=0)
@@ -194,14 +202,48 @@ def test_diverging_training_fails_the_trial_with_its_reason(tmp_path, digits):
     assert tuner.oracle.controller.num_observed == 0  # failures never reach the controller
 
 
+def test_a_trial_at_chance_level_is_warned_about(tmp_path, digits, capsys):
+    # A candidate that cannot learn (a learning rate of 1e-12) against labels it cannot predict (shuffled):
+    # its accuracy is chance, 1/10, and the progress says so.
+    from keras_mnas.search.tuner import chance_threshold
+
+    (x, y), (x_val, y_val) = digits
+    y_val = np.random.default_rng(0).permutation(y_val)
+    tuner = MnasTuner(
+        MnasHyperModel(tiny_space(), learning_rate=1e-12),
+        latency=ScriptedLatency([2.0]),
+        target_latency_ms=2.0,
+        max_trials=1,
+        seed=1,
+        directory=str(tmp_path),
+        project_name="chance",
+    )
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
+    out = capsys.readouterr().out
+    assert tuner.trial_records()[0]["accuracy"] <= chance_threshold(10)
+    assert "WARNING: val_accuracy" in out
+    assert "is at chance level (1/10 = 0.100, warned at or below 0.150)" in out
+
+
+@pytest.mark.parametrize("classes, threshold", [(2, 0.55), (10, 0.15), (20, 0.1), (1000, 0.002)])
+def test_chance_level_is_one_over_the_classes_plus_a_margin(classes, threshold):
+    from keras_mnas.search.tuner import chance_threshold
+
+    assert chance_threshold(classes) == pytest.approx(threshold)
+    with pytest.raises(ValueError, match="classes"):
+        chance_threshold(1)
+
+
 def test_export_best_with_host_latency(tmp_path, digits):
     from ai_edge_litert.interpreter import Interpreter
 
     from keras_mnas.latency import HostLatency
 
     (x, y), (x_val, y_val) = digits
+    # RGB in [0, 255], for a hypermodel whose candidates normalise their inputs themselves.
+    x, x_val = (np.repeat(a, 3, axis=-1) * 255.0 for a in (x, x_val))
     tuner = MnasTuner(
-        space=tiny_space(),
+        MnasHyperModel(tiny_space(channels=3), include_preprocessing=True),
         latency=HostLatency(runs=5, warmup_runs=1),
         target_latency_ms=0.05,
         max_trials=1,
@@ -221,8 +263,18 @@ def test_export_best_with_host_latency(tmp_path, digits):
     )
     interpreter = Interpreter(model_path=paths["tflite"])
     interpreter.allocate_tensors()
-    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 16, 16, 1)
-    assert "blocks" in pathlib.Path(paths["architecture"]).read_text()
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 16, 16, 3)
+    # The architecture file rebuilds the searched model exactly: width multiplier, input shape, classes,
+    # preprocessing, head and BatchNormalization settings included.
+    config = json.loads(pathlib.Path(paths["architecture"]).read_text())
+    assert config["arch"] == tuner.best_architectures(1)[0].to_dict()
+    assert config["depth_multiplier"] == 0.5 and config["include_preprocessing"] is True
+    rebuilt = build_model(**config)
+    assert rebuilt.count_params() == reloaded.count_params()
+    rebuilt.set_weights(reloaded.get_weights())
+    np.testing.assert_allclose(
+        rebuilt.predict(x_val[:4], verbose=0), reloaded.predict(x_val[:4], verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
