@@ -70,7 +70,7 @@ def test_layers_never_drop_below_one():
         ({"fixed_blocks": {i: "r1_k3_s11_e1_i32_o16" for i in range(7)}}, "nothing is left to search"),
         ({"input_shape": (None, None, 3)}, "concrete"),
         ({"skeleton": [(6, 24, 2)]}, r"\(t, c, n, s\)"),
-        ({"classes": 0}, "classes must be a positive integer"),
+        ({"classes": 0}, "`classes` must be an integer >= 1"),
     ],
 )
 def test_invalid_configurations_raise_clear_errors(kwargs, match):
