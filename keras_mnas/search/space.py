@@ -157,7 +157,10 @@ class MnasSearchSpace:
                     raise ValueError(
                         f"`skeleton[{index}]` must be (t, c, n, s) with positive integers; received {row!r}."
                     )
-                row = SkeletonBlock(*row)
+                try:
+                    row = SkeletonBlock(*row)
+                except ValueError as error:
+                    raise ValueError(f"`skeleton[{index}]`: {error}") from None
             rows.append(row)
         self.skeleton = tuple(rows)
         self.conv_ops = check_choices(
@@ -216,7 +219,10 @@ class MnasSearchSpace:
                 raise ValueError(
                     f"`fixed_blocks[{index}]` must be a block string or a BlockSpec; received {block!r}."
                 )
-            self.fixed_blocks[int(index)] = decode_block(block) if isinstance(block, str) else block
+            try:
+                self.fixed_blocks[int(index)] = decode_block(block) if isinstance(block, str) else block
+            except ValueError as error:
+                raise ValueError(f"`fixed_blocks[{index}]`: {error}") from None
         if not self.searched_blocks:
             raise ValueError("Every block is fixed: nothing is left to search. Fix fewer blocks.")
         self.filter_divisor = check_int("filter_divisor", filter_divisor, minimum=1, maximum=MAX_FILTERS)
