@@ -17,7 +17,9 @@ can be written down:
 | `conv` / `dconv` | the operation: regular conv / depthwise-separable conv (default: MBConv) | `conv` |
 | `noskip` / `poolskip` | the skip op: none / pooling (default: identity residual) | `noskip` |
 
-Decoding accepts tokens in any order; encoding writes the canonical order above, so
+Decoding accepts tokens in any order, but nothing else: no whitespace, ASCII digits only, and sizes within
+`MAX_REPEATS`, `MAX_KERNEL`, `MAX_STRIDE`, `MAX_EXPANSION` and `MAX_FILTERS`. Encoding writes the canonical
+order above, so
 `encode_block(decode_block(s)) == s` for every canonical string, and `decode_block(encode_block(b)) == b`
 for every block.
 
