@@ -211,7 +211,8 @@ class MnasTuner(keras_tuner.Tuner):
         reward: `"soft"` (default, alpha = beta = -0.07), `"hard"` (alpha = 0, beta = -1) or a `MnasReward`.
         alpha: Override the under-target exponent of a `"soft"`/`"hard"` reward.
         beta: Override the over-target exponent of a `"soft"`/`"hard"` reward.
-        metric: The accuracy metric the reward reads (default `"val_accuracy"`).
+        metric: The accuracy metric the reward reads (default `"val_accuracy"`). With a `MnasHyperModel`,
+            one its candidates log: a name of its `metrics`, or that name with `val_`.
         quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured (int8:
             full-integer post-training quantization, int8 input and output).
         representative_data: Inputs to calibrate int8 quantization. By default, with
