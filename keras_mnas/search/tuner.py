@@ -321,7 +321,8 @@ class MnasTuner(keras_tuner.Tuner):
                 f"quantization={quantization!r}."
             )
         self.reward = _make_reward(reward, target_latency_ms, alpha, beta, metric)
-        _check_metric(self.reward.metric, hypermodel)
+        if not evaluate_int8:  # with evaluate_int8 the reward reads the int8 accuracy, checked below
+            _check_metric(self.reward.metric, hypermodel)
         if evaluate_int8:
             if self.reward.metric != "val_accuracy":
                 raise ValueError(
