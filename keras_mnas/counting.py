@@ -75,7 +75,7 @@ def count_cost(
         or not all(is_integer(d) and d > 0 for d in input_shape)
     ):
         raise ValueError(
-            "count_cost needs a concrete `input_shape` (height, width, channels) of positive integers; "
+            "count_cost needs a concrete input_shape (height, width, channels) of positive integers; "
             f"received {input_shape!r}."
         )
     classes = check_int("classes", classes, minimum=1)
