@@ -17,7 +17,9 @@ can be written down:
 | `conv` / `dconv` | the operation: regular conv / depthwise-separable conv (default: MBConv) | `conv` |
 | `noskip` / `poolskip` | the skip op: none / pooling (default: identity residual) | `noskip` |
 
-Decoding accepts tokens in any order; encoding writes the canonical order above, so
+Decoding accepts tokens in any order, but nothing else: no whitespace, ASCII digits only, and sizes within
+`MAX_REPEATS`, `MAX_KERNEL`, `MAX_STRIDE`, `MAX_EXPANSION` and `MAX_FILTERS`. Encoding writes the canonical
+order above, so
 `encode_block(decode_block(s)) == s` for every canonical string, and `decode_block(encode_block(b)) == b`
 for every block.
 
@@ -33,17 +35,33 @@ encode_block(block)  # 'r3_k5_s22_e3_i24_o40_se0.25'
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from keras_mnas.utils import checks
 
 OPS = ("mbconv", "dconv", "conv")
 SKIPS = ("identity", "none", "pool")
 
+# Sane upper bounds on every size. Far above any mobile network (MnasNet-A1 has 4 layers in a block, kernels
+# of 5, strides of 2, expansion 6 and 320 filters), low enough that planning, counting and building stay fast.
+MAX_REPEATS = 64
+MAX_KERNEL = 31
+MAX_STRIDE = 9  # one digit per axis: the `s<HW>` token must decode to what it encodes
+MAX_EXPANSION = 64
+MAX_FILTERS = 16384
+MAX_MULTIPLIER = 16.0
+MAX_BLOCKS = 64
+
 _OP_WORDS = {"conv": "conv", "dconv": "dconv"}
 _SKIP_WORDS = {"noskip": "none", "poolskip": "pool"}
-_NUMBER_TOKEN = re.compile(r"^(se|r|k|s|e|i|o)(.+)$")
+_NUMBER_TOKEN = re.compile(r"(se|r|k|s|e|i|o)(.+)", re.ASCII | re.DOTALL)
+# ASCII digits only (Python's int() and float() also read full-width digits, spaces and underscores).
+_POSITIVE_INT = re.compile(r"[1-9][0-9]*", re.ASCII)
+_RATIO = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e-?[0-9]{1,3})?", re.ASCII)
+_ALLOWED = re.compile(r"[a-z0-9._-]+", re.ASCII)
+_MAX_BLOCK_STRING = 200  # far longer than any valid block string, short enough to keep decoding instant
 _FORMAT = (
     "r<repeats>_k<kernel>_s<HW>[_e<expansion>]_i<in>_o<out>[_se<ratio>][_conv|_dconv][_noskip|_poolskip]"
 )
@@ -78,47 +96,40 @@ class BlockSpec:
     skip: str = "identity"
 
     def __post_init__(self):
-        def check_int(name, value, minimum=1):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"BlockSpec.{name} must be an integer >= {minimum}; received {value!r}.")
+        # Stored in canonical types (a NumPy integer becomes an int), so specs compare, hash and encode alike.
+        def size(name, maximum):
+            value = checks.check_int(f"BlockSpec.{name}", getattr(self, name), minimum=1, maximum=maximum)
+            object.__setattr__(self, name, value)
 
-        check_int("repeats", self.repeats)
-        check_int("kernel_size", self.kernel_size)
+        size("repeats", MAX_REPEATS)
+        size("kernel_size", MAX_KERNEL)
         if self.kernel_size % 2 == 0:
-            raise ValueError(f"BlockSpec.kernel_size must be odd; received {self.kernel_size}.")
+            raise ValueError(f"`BlockSpec.kernel_size` must be odd; received {self.kernel_size}.")
         strides = tuple(self.strides) if isinstance(self.strides, (list, tuple)) else self.strides
-        if (
-            not isinstance(strides, tuple)
-            or len(strides) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in strides)
+        if not (
+            isinstance(strides, tuple)
+            and len(strides) == 2
+            and all(checks.is_integer(s) and 1 <= s <= MAX_STRIDE for s in strides)
         ):
             raise ValueError(
-                f"BlockSpec.strides must be two integers >= 1, e.g. (2, 2); received {self.strides!r}."
+                f"`BlockSpec.strides` must be two integers in [1, {MAX_STRIDE}], e.g. (2, 2); "
+                f"received {self.strides!r}."
             )
-        object.__setattr__(self, "strides", strides)
-        check_int("input_filters", self.input_filters)
-        check_int("output_filters", self.output_filters)
-        check_int("expand_ratio", self.expand_ratio)
-        if self.op not in OPS:
-            raise ValueError(f"BlockSpec.op must be one of {OPS}; received {self.op!r}.")
-        if self.skip not in SKIPS:
-            raise ValueError(f"BlockSpec.skip must be one of {SKIPS}; received {self.skip!r}.")
+        object.__setattr__(self, "strides", tuple(int(s) for s in strides))
+        size("input_filters", MAX_FILTERS)
+        size("output_filters", MAX_FILTERS)
+        size("expand_ratio", MAX_EXPANSION)
+        checks.check_choice("BlockSpec.op", self.op, OPS)
+        checks.check_choice("BlockSpec.skip", self.skip, SKIPS)
         if self.op != "mbconv" and self.expand_ratio != 1:
             raise ValueError(
-                f"BlockSpec.expand_ratio applies to op='mbconv' only; received op={self.op!r} with "
+                f"`BlockSpec.expand_ratio` applies to op='mbconv' only; received op={self.op!r} with "
                 f"expand_ratio={self.expand_ratio}."
             )
-        if self.se_ratio is not None:
-            if (
-                isinstance(self.se_ratio, bool)
-                or not isinstance(self.se_ratio, (int, float))
-                or not 0 < self.se_ratio <= 1
-            ):
-                raise ValueError(
-                    "BlockSpec.se_ratio must be None (no squeeze-and-excitation) or a number in (0, 1]; "
-                    f"received {self.se_ratio!r}."
-                )
-            object.__setattr__(self, "se_ratio", float(self.se_ratio))
+        ratio = checks.check_number(
+            "BlockSpec.se_ratio", self.se_ratio, low=0, high=1, low_open=True, allow_none=True
+        )
+        object.__setattr__(self, "se_ratio", ratio)
 
     def replace(self, **changes: Any) -> BlockSpec:
         """Returns a copy with some fields changed (validated like a new spec)."""
@@ -126,6 +137,12 @@ class BlockSpec:
 
     def __str__(self) -> str:
         return encode_block(self)
+
+
+def _shown(value: Any) -> str:
+    # A repr short enough for an error message, whatever was received.
+    shown = repr(value)
+    return shown if len(shown) <= 120 else f"{shown[:60]}...{shown[-30:]} ({len(shown)} characters)"
 
 
 def _format_number(value: float) -> str:
@@ -152,47 +169,54 @@ def decode_block(block_string: str) -> BlockSpec:
     """
     if not isinstance(block_string, str):
         raise ValueError(
-            f"A block string must be a str like 'r2_k3_s22_e6_i16_o24'; received {block_string!r}."
+            f"`block_string` must be a str like 'r2_k3_s22_e6_i16_o24'; received {_shown(block_string)}."
         )
 
     def fail(reason):
         raise ValueError(
-            f"Malformed block string {block_string!r}: {reason}. Expected the form {_FORMAT}, "
+            f"Malformed block string {_shown(block_string)}: {reason}. Expected the form {_FORMAT}, "
             "e.g. 'r2_k3_s22_e6_i16_o24_se0.25'."
         )
 
-    text = block_string.strip()
-    if not text:
+    if not block_string:
         fail("it is empty")
+    if len(block_string) > _MAX_BLOCK_STRING:
+        fail(f"it is longer than {_MAX_BLOCK_STRING} characters")
+    if any(ch.isspace() for ch in block_string):
+        fail("it contains whitespace")
+    if not _ALLOWED.fullmatch(block_string):
+        fail("it may only contain lowercase ASCII letters, ASCII digits, '.', '-' and '_'")
     fields: dict[str, Any] = {}
-    for token in text.split("_"):
+    for token in block_string.split("_"):
         if token in _OP_WORDS or token in _SKIP_WORDS:
             key = "op" if token in _OP_WORDS else "skip"
             if key in fields:
                 fail(f"more than one {'operation' if key == 'op' else 'skip'} word")
             fields[key] = _OP_WORDS.get(token) or _SKIP_WORDS[token]
             continue
-        match = _NUMBER_TOKEN.match(token)
+        match = _NUMBER_TOKEN.fullmatch(token)
         if not match:
             fail(f"unknown token {token!r}")
         key, value = match.groups()
         if key in fields:
             fail(f"token {key!r} appears twice")
         if key == "s":
-            if not re.fullmatch(r"[1-9][1-9]", value):
+            if not re.fullmatch(r"[1-9][1-9]", value, re.ASCII):
                 fail(f"strides must be two digits such as 's11' or 's22', got {token!r}")
             fields[key] = (int(value[0]), int(value[1]))
         elif key == "se":
-            try:
-                ratio = float(value)
-            except ValueError:
+            if not _RATIO.fullmatch(value):
                 fail(f"the SE ratio must be a number, got {token!r}")
-            if not math.isfinite(ratio) or not 0 < ratio <= 1:
+            ratio = float(value)
+            if not 0 < ratio <= 1:
                 fail(f"the SE ratio must be in (0, 1], got {token!r}")
             fields[key] = ratio
         else:
-            if not re.fullmatch(r"[0-9]+", value) or value.startswith("0"):
+            if not _POSITIVE_INT.fullmatch(value):
                 fail(f"{token!r} must be {key!r} followed by a positive integer")
+            if len(value) > len(str(MAX_FILTERS)):
+                # Refused before int(): no size of a block has this many digits.
+                fail(f"{key!r} is followed by a number too large ({len(value)} digits)")
             fields[key] = int(value)
     for required in ("r", "k", "s", "i", "o"):
         if required not in fields:
@@ -212,7 +236,7 @@ def decode_block(block_string: str) -> BlockSpec:
             op=op,
             skip=fields.get("skip", "identity"),
         )
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         fail(str(error))
 
 
@@ -225,7 +249,7 @@ def encode_block(block: BlockSpec) -> str:
     'r2_k3_s22_e6_i16_o24'
     """
     if not isinstance(block, BlockSpec):
-        raise ValueError(f"encode_block expects a BlockSpec; received {type(block).__name__}.")
+        raise ValueError(f"`block` must be a BlockSpec; received {type(block).__name__}.")
     tokens = [
         f"r{block.repeats}",
         f"k{block.kernel_size}",
@@ -271,33 +295,49 @@ class ArchSpec:
     name: str = "mnasnet"
 
     def __post_init__(self):
-        if isinstance(self.blocks, (str, bytes)) or not isinstance(self.blocks, Iterable):
+        if isinstance(self.blocks, (str, bytes, Mapping)) or not isinstance(self.blocks, Iterable):
             raise ValueError(
-                f"ArchSpec.blocks must be a sequence of BlockSpec or block strings; received {self.blocks!r}."
+                "`ArchSpec.blocks` must be a sequence of BlockSpec or block strings; "
+                f"received {_shown(self.blocks)}."
             )
-        blocks = tuple(decode_block(b) if isinstance(b, str) else b for b in self.blocks)
+        blocks = tuple(self.blocks)
         if not blocks:
-            raise ValueError("ArchSpec.blocks must contain at least one block; received none.")
+            raise ValueError("`ArchSpec.blocks` must contain at least one block; received none.")
+        if len(blocks) > MAX_BLOCKS:
+            raise ValueError(
+                f"`ArchSpec.blocks` must hold at most {MAX_BLOCKS} blocks; received {len(blocks)}."
+            )
         for block in blocks:
-            if not isinstance(block, BlockSpec):
-                raise ValueError(f"ArchSpec.blocks must hold BlockSpec or block strings; received {block!r}.")
+            if not isinstance(block, (str, BlockSpec)):
+                raise ValueError(
+                    f"`ArchSpec.blocks` must hold BlockSpec or block strings; received {_shown(block)}."
+                )
+        blocks = tuple(decode_block(b) if isinstance(b, str) else b for b in blocks)
         object.__setattr__(self, "blocks", blocks)
         for name in ("stem_filters", "head_filters"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ArchSpec.{name} must be an integer >= 1; received {value!r}.")
-        if not isinstance(self.dropout_rate, (int, float)) or not 0 <= self.dropout_rate < 1:
-            raise ValueError(f"ArchSpec.dropout_rate must be in [0, 1); received {self.dropout_rate!r}.")
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            value = checks.check_int(f"ArchSpec.{name}", getattr(self, name), minimum=1, maximum=MAX_FILTERS)
+            object.__setattr__(self, name, value)
+        rate = checks.check_number("ArchSpec.dropout_rate", self.dropout_rate, low=0, high=1, high_open=True)
+        object.__setattr__(self, "dropout_rate", rate)
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", self.name, re.ASCII):
             raise ValueError(
-                f"ArchSpec.name must be a non-empty identifier-like string; received {self.name!r}."
+                "`ArchSpec.name` must be 1 to 100 ASCII letters, digits, '_', '.' or '-'; "
+                f"received {_shown(self.name)}."
             )
 
     @classmethod
     def from_strings(cls, block_strings: Sequence[str], **kwargs: Any) -> ArchSpec:
-        """Builds a spec from block strings (a single comma-separated string works too)."""
+        """Builds a spec from block strings (a single comma-separated string works too).
+
+        In a comma-separated string, whitespace around the commas is ignored; each block string itself
+        must have none.
+        """
         if isinstance(block_strings, str):
             block_strings = [s for s in (part.strip() for part in block_strings.split(",")) if s]
+        if not isinstance(block_strings, Sequence):
+            raise ValueError(
+                f"`block_strings` must be a list of block strings; received {_shown(block_strings)}."
+            )
         return cls(blocks=tuple(decode_block(s) for s in block_strings), **kwargs)
 
     @property
@@ -316,14 +356,22 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
-        if not isinstance(data, dict) or "blocks" not in data:
+        if not isinstance(data, Mapping) or "blocks" not in data:
             raise ValueError(
-                f"An architecture dict needs at least a 'blocks' list of block strings; received {data!r}."
+                "An architecture dict needs at least a 'blocks' list of block strings; "
+                f"received {_shown(data)}."
             )
         known = {"name", "blocks", "stem_filters", "head_filters", "dropout_rate"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"Unknown architecture fields {sorted(unknown)}; expected {sorted(known)}.")
+            raise ValueError(
+                f"Unknown architecture fields {sorted(map(str, unknown))}; expected {sorted(known)}."
+            )
+        if not isinstance(data["blocks"], (list, tuple)):
+            raise ValueError(
+                f"The architecture dict's 'blocks' must be a list of block strings; received "
+                f"{_shown(data['blocks'])}."
+            )
         return cls(**{k: (tuple(v) if k == "blocks" else v) for k, v in data.items()})
 
     def replace(self, **changes: Any) -> ArchSpec:
@@ -345,8 +393,13 @@ def round_filters(filters: int, multiplier: float, divisor: int = 8) -> int:
     >>> round_filters(32, 0.35)
     16
     """
-    if not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier <= 0:
-        raise ValueError(f"The width multiplier must be a positive number; received {multiplier!r}.")
+    if not checks.is_number(multiplier) or not 0 < multiplier <= MAX_MULTIPLIER:
+        raise ValueError(
+            f"`multiplier` (the width multiplier) must be a positive number <= {MAX_MULTIPLIER:g}; "
+            f"received {_shown(multiplier)}."
+        )
+    filters = checks.check_int("filters", filters, minimum=1, maximum=MAX_FILTERS)
+    divisor = checks.check_int("divisor", divisor, minimum=1, maximum=MAX_FILTERS)
     if multiplier == 1.0:
         return int(filters)
     scaled = filters * multiplier
@@ -390,7 +443,8 @@ def plan_layers(arch: ArchSpec, depth_multiplier: float = 1.0) -> tuple[int, lis
         `(stem_filters, layers)`: the scaled stem width and one `LayerPlan` per layer, in order.
     """
     if not isinstance(arch, ArchSpec):
-        raise ValueError(f"Expected an ArchSpec; received {type(arch).__name__}.")
+        raise ValueError(f"`arch` must be an ArchSpec; received {type(arch).__name__}.")
+    checks.check_number("depth_multiplier", depth_multiplier, low=0, high=MAX_MULTIPLIER, low_open=True)
     stem = round_filters(arch.stem_filters, depth_multiplier)
     width = stem
     plans = []

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 from keras_mnas.architecture import ArchSpec, get_architecture, plan_layers
+from keras_mnas.utils.checks import check_bool, check_int, is_integer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +72,15 @@ def count_cost(
     if (
         not isinstance(input_shape, (tuple, list))
         or len(input_shape) != 3
-        or not all(isinstance(d, int) and d > 0 for d in input_shape)
+        or not all(is_integer(d) and d > 0 for d in input_shape)
     ):
         raise ValueError(
             "count_cost needs a concrete input_shape (height, width, channels) of positive integers; "
             f"received {input_shape!r}."
         )
-    height, width, channels = input_shape
+    classes = check_int("classes", classes, minimum=1)
+    check_bool("include_top", include_top)
+    height, width, channels = (int(d) for d in input_shape)
     trainable = non_trainable = macs = 0
 
     def conv(cin, cout, kernel, stride, depthwise=False):

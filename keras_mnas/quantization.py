@@ -47,7 +47,9 @@ print(quantization.evaluate_tflite(qat_bytes, x_val, y_val))
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,6 +62,7 @@ from keras_mnas.builder import build_model, get_build_config
 from keras_mnas.tflite import evaluate_tflite as evaluate_tflite
 from keras_mnas.tflite import float_ops as float_ops
 from keras_mnas.tflite import predict_tflite as predict_tflite
+from keras_mnas.utils.checks import check_bool
 from keras_mnas.utils.io import atomic_write_bytes
 
 #: Input/output types of an exported int8 model.
@@ -279,24 +282,68 @@ def prepare_qat(model):
         return quantize.quantize_apply(annotated)
 
 
-def load_qat_model(path: str | os.PathLike):
+def _lambda_layers(config: Any) -> list[str]:
+    """Names of the `Lambda` layers holding Python bytecode, anywhere in a saved model's config."""
+    found = []
+    if isinstance(config, dict):
+        inner = config.get("config")
+        lambda_code = isinstance(inner, dict) and inner.get("function_type", "lambda") == "lambda"
+        if config.get("class_name") == "Lambda" and lambda_code:
+            found.append(str(inner.get("name", "?")))
+        for value in config.values():
+            found += _lambda_layers(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _lambda_layers(value)
+    return found
+
+
+def _saved_code(path: str) -> list[str]:
+    """What in the saved model at `path` would run Python code when loaded (empty when nothing would)."""
+    if os.path.isdir(path):
+        # A SavedModel keeps its Keras configs as JSON inside keras_metadata.pb.
+        metadata = os.path.join(path, "keras_metadata.pb")
+        if os.path.exists(metadata):
+            with open(metadata, "rb") as file:
+                if re.search(rb'"class_name":\s*"Lambda"', file.read()):
+                    return ["a Lambda layer"]
+        return []
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        config = file.attrs.get("model_config")
+    if config is None:
+        return []
+    if isinstance(config, bytes):
+        config = config.decode("utf-8")
+    return [f"Lambda layer {name!r}" for name in _lambda_layers(json.loads(config))]
+
+
+def load_qat_model(path: str | os.PathLike, *, safe_mode: bool = True):
     """Loads a quantization-aware model saved with `qat_model.save("....h5")`, to train or export it.
 
     A QAT model holds tfmot's fake-quant wrappers and keras-mnas's `QuantizeConfig` for the SE `Multiply`;
     `tf_keras.models.load_model` alone does not know them. This loads inside a scope that does.
+
+    A `Lambda` layer saves its Python function as bytecode, which loading would run: anyone who can hand you
+    a model file could run any code on your machine. As Keras's `load_model` does, loading refuses such a
+    file unless you trust it and pass `safe_mode=False`. keras-mnas models have no `Lambda` layers.
 
     Save QAT models as `.h5` (or a SavedModel directory): tfmot 0.8's input `QuantizeLayer` writes only 3 of
     its 5 variables to a `.keras` file, which then never loads again.
 
     Args:
         path: The `.h5` file (or SavedModel directory) written by `qat_model.save(path)`.
+        safe_mode: Refuse a model whose loading would run code stored in the file (a `Lambda` layer's
+            bytecode). Pass `False` only for a file from a source you trust.
 
     Returns:
         The `tf_keras.Model`, compiled as it was saved.
 
     Raises:
         FileNotFoundError: when `path` does not exist.
-        ValueError: for a `.keras` file.
+        ValueError: for a `.keras` file, or, with `safe_mode=True`, a model holding a `Lambda` layer.
+        TypeError: when `safe_mode` is not a bool.
 
     Example:
 
@@ -306,6 +353,7 @@ def load_qat_model(path: str | os.PathLike):
     tflite_bytes = quantization.export_int8(quantization.load_qat_model("qat.h5"))
     ```
     """
+    check_bool("safe_mode", safe_mode)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No quantization-aware model at {os.fspath(path)!r}.")
     if os.fspath(path).endswith(".keras"):
@@ -317,8 +365,21 @@ def load_qat_model(path: str | os.PathLike):
     tfmot = _import_tfmot()
     import tf_keras
 
+    if safe_mode:
+        code = _saved_code(os.fspath(path))
+        if code:
+            raise ValueError(
+                f"Refusing to load {os.fspath(path)!r}: it holds {', '.join(code)}, whose Python code would "
+                "run while loading. If you trust the file's source, pass safe_mode=False."
+            )
+    # tf_keras checks safe mode only inside this scope (its .keras loader opens it; the .h5 and SavedModel
+    # loaders do not): a second guard for anything the scan above does not see.
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     config_class = _output_quantize_config_class()
-    with tfmot.quantization.keras.quantize_scope({config_class.__name__: config_class}):
+    with SafeModeScope(safe_mode), tfmot.quantization.keras.quantize_scope(
+        {config_class.__name__: config_class}
+    ):
         return tf_keras.models.load_model(path)
 
 

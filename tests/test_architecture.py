@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -163,3 +164,57 @@ def test_plan_layers_uses_the_real_input_width():
     # The reference "small" declares i16 for its first block, but the stem gives 8 filters.
     stem, plans = plan_layers(ARCHITECTURES["small"])
     assert stem == 8 and plans[0].input_filters == 8
+
+
+@pytest.mark.parametrize(
+    "bad, hint",
+    [
+        ("r1000000000_k3_s11_e1_i8_o8", "too large (10 digits)"),  # plan_layers never returned
+        ("r65_k3_s11_e1_i8_o8", "`BlockSpec.repeats` must be an integer >= 1 and <= 64"),
+        ("r1_k33_s11_e1_i8_o8", "`BlockSpec.kernel_size` must be an integer >= 1 and <= 31"),
+        ("r1_k3_s11_e65_i8_o8", "`BlockSpec.expand_ratio` must be an integer >= 1 and <= 64"),
+        ("r1_k3_s11_e1_i8_o16385", "`BlockSpec.output_filters` must be an integer >= 1 and <= 16384"),
+        ("r1\n_k3_s11_e1_i8_o8", "whitespace"),
+        ("r1_k3_s11_e1_i8_o8_se 0.25", "whitespace"),
+        (" r1_k3_s11_e1_i8_o8", "whitespace"),
+        ("r1_k3_s11_e1_i8_o8\n", "whitespace"),
+        ("r\uff11_k3_s11_e1_i8_o8", "ASCII digits"),
+        ("r1_k3_s11_e1_i8_o8_se0.2_5", "unknown token"),
+        ("r1_k3_s11_e1_i8_o8_se1_000", "unknown token"),
+        ("r" + "1" * 4300 + "_k3_s11_i8_o8", "longer than 200 characters"),
+    ],
+)
+def test_block_strings_follow_a_strict_grammar_with_bounded_sizes(bad, hint):
+    with pytest.raises(ValueError) as info:
+        decode_block(bad)
+    assert hint in str(info.value)
+    assert "Malformed block string" in str(info.value)
+    assert len(str(info.value)) < 600  # a huge input is shortened, not echoed whole
+
+
+def test_every_block_that_encodes_decodes():
+    # Strides (10, 10) encoded as 's1010', which decoding refused: a saved architecture could not be loaded.
+    with pytest.raises(ValueError, match=r"`BlockSpec.strides` must be two integers in \[1, 9\]"):
+        BlockSpec(1, 3, (10, 10), 8, 8)
+    block = BlockSpec(64, 31, (9, 9), 16384, 16384, expand_ratio=64, se_ratio=1e-05)
+    assert decode_block(encode_block(block)) == block
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: ArchSpec.from_dict({"blocks": None}),
+            "'blocks' must be a list of block strings; received None",
+        ),
+        (lambda: ArchSpec.from_dict({"blocks": "r1_k3_s11_i8_o8"}), "'blocks' must be a list"),
+        (lambda: ArchSpec(blocks=("r1_k3_s11_i8_o8",) * 65), "`ArchSpec.blocks` must hold at most 64 blocks"),
+        (lambda: ArchSpec(blocks=("r1_k3_s11_i8_o8",), stem_filters=True), "`ArchSpec.stem_filters` must be"),
+        (lambda: ArchSpec(blocks=("r1_k3_s11_i8_o8",), dropout_rate=math.nan), "`ArchSpec.dropout_rate`"),
+        (lambda: plan_layers(ARCHITECTURES["a1"], 1e308), r"`depth_multiplier` must be a finite number > 0"),
+        (lambda: round_filters(32, 17.0), "`multiplier` .* <= 16"),
+    ],
+)
+def test_architecture_arguments_are_refused_by_name(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -255,3 +255,28 @@ def test_a_qat_model_saved_as_h5_loads_back_and_computes_the_same(qat_model, dig
     qat_model.save(tmp_path / "qat.keras")
     with pytest.raises(ValueError, match=r"Save QAT models with qat_model.save\('qat.h5'\)"):
         quant.load_qat_model(tmp_path / "qat.keras")
+
+
+def _model_with_code(marker):
+    """A tf_keras model whose Lambda layer writes `marker` when it runs: what a hostile .h5 file holds."""
+    # The lambda is saved as bytecode; its default argument keeps the path inside it.
+    writes = tf_keras.layers.Lambda(
+        lambda x, path=str(marker): (open(path, "w").close(), x)[1], name="payload"
+    )
+    inputs = tf_keras.Input((4,))
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(2)(writes(inputs)))
+
+
+def test_loading_never_runs_code_from_the_file_unless_asked(tmp_path):
+    marker = tmp_path / "marker"
+    _model_with_code(marker).save(tmp_path / "hostile.h5")
+    marker.unlink(missing_ok=True)  # building the model ran the lambda once, here, on purpose
+    with pytest.raises(ValueError, match=r"Lambda layer 'payload'.*safe_mode=False"):
+        quant.load_qat_model(tmp_path / "hostile.h5")
+    assert not marker.exists()
+    with pytest.raises(TypeError, match="`safe_mode` must be True or False; received 'no'"):
+        quant.load_qat_model(tmp_path / "hostile.h5", safe_mode="no")
+    assert not marker.exists()
+    loaded = quant.load_qat_model(tmp_path / "hostile.h5", safe_mode=False)  # the user trusts this file
+    assert marker.exists()
+    assert [layer.name for layer in loaded.layers][1] == "payload"

@@ -98,25 +98,29 @@ class ControllerConfig:
     def __post_init__(self):
         # Stored in canonical types (an int learning rate becomes a float), so configs compare and save alike.
         checked = {
-            "units": check_int("units", self.units, minimum=1),
-            "num_layers": check_int("num_layers", self.num_layers, minimum=1),
-            "embedding_dim": check_int("embedding_dim", self.embedding_dim, minimum=1, allow_none=True),
-            "learning_rate": check_number("learning_rate", self.learning_rate, low=0, low_open=True),
-            "entropy_weight": check_number("entropy_weight", self.entropy_weight, low=0),
+            # Upper bounds keep a typo (units=10**9, temperature=1e-300) from failing only when the search
+            # starts, out of memory or with NaN probabilities; each is far beyond any useful setting.
+            "units": check_int("units", self.units, minimum=1, maximum=4096),
+            "num_layers": check_int("num_layers", self.num_layers, minimum=1, maximum=16),
+            "embedding_dim": check_int(
+                "embedding_dim", self.embedding_dim, minimum=1, maximum=4096, allow_none=True
+            ),
+            "learning_rate": check_number("learning_rate", self.learning_rate, low=0, high=10, low_open=True),
+            "entropy_weight": check_number("entropy_weight", self.entropy_weight, low=0, high=100),
             "baseline_decay": check_number(
                 "baseline_decay", self.baseline_decay, low=0, high=1, high_open=True
             ),
             "clip_ratio": check_number(
                 "clip_ratio", self.clip_ratio, low=0, high=1, low_open=True, high_open=True
             ),
-            "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1),
-            "minibatch_size": check_int("minibatch_size", self.minibatch_size, minimum=1),
-            "init_range": check_number("init_range", self.init_range, low=0, low_open=True),
+            "ppo_epochs": check_int("ppo_epochs", self.ppo_epochs, minimum=1, maximum=1000),
+            "minibatch_size": check_int("minibatch_size", self.minibatch_size, minimum=1, maximum=100_000),
+            "init_range": check_number("init_range", self.init_range, low=0, high=10, low_open=True),
             "temperature": check_number(
-                "temperature", self.temperature, low=0, low_open=True, allow_none=True
+                "temperature", self.temperature, low=0.01, high=100, allow_none=True
             ),
             "tanh_constant": check_number(
-                "tanh_constant", self.tanh_constant, low=0, low_open=True, allow_none=True
+                "tanh_constant", self.tanh_constant, low=0, high=100, low_open=True, allow_none=True
             ),
             "advantage_normalization": check_choice(
                 "advantage_normalization", self.advantage_normalization, ADVANTAGE_NORMALIZATIONS

@@ -15,15 +15,32 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from keras_mnas.utils.checks import is_number
+
 SOFT_EXPONENT = -0.07
+#: The largest target latency accepted, in milliseconds (over 16 minutes per inference).
+MAX_TARGET_MS = 1e6
+#: The largest exponent magnitude accepted: beyond it, a latency a few times off the target already makes the
+#: reward vanish or overflow (the paper's soft constraint is 0.07, the hard one 1).
+MAX_EXPONENT = 10.0
 
 
-def _finite(name, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; received {value!r}.")
+def _finite(name, value, positive=False, bound=None):
+    # `is_number` refuses booleans, and integers too large to be floats, without an OverflowError.
+    if not is_number(value):
+        raise ValueError(f"{name} must be a finite number; received {_shown(value)}.")
+    value = float(value)
     if positive and value <= 0:
         raise ValueError(f"{name} must be positive; received {value!r}.")
-    return float(value)
+    if bound is not None and abs(value) > bound:
+        limits = f"<= {bound:g}" if positive else f"in [-{bound:g}, {bound:g}]"
+        raise ValueError(f"{name} must be {limits}; received {value!r}.")
+    return value
+
+
+def _shown(value):
+    shown = repr(value)
+    return shown if len(shown) <= 120 else f"{shown[:60]}...{shown[-30:]} ({len(shown)} characters)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +69,22 @@ class MnasReward:
 
     def __post_init__(self):
         object.__setattr__(
-            self, "target_latency_ms", _finite("target_latency_ms", self.target_latency_ms, positive=True)
+            self,
+            "target_latency_ms",
+            _finite("target_latency_ms", self.target_latency_ms, positive=True, bound=MAX_TARGET_MS),
         )
-        object.__setattr__(self, "alpha", _finite("alpha", self.alpha))
-        object.__setattr__(self, "beta", _finite("beta", self.beta))
-        if not isinstance(self.metric, str) or not self.metric:
+        object.__setattr__(self, "alpha", _finite("alpha", self.alpha, bound=MAX_EXPONENT))
+        object.__setattr__(self, "beta", _finite("beta", self.beta, bound=MAX_EXPONENT))
+        if (
+            not isinstance(self.metric, str)
+            or not self.metric.isascii()
+            or not self.metric.isprintable()
+            or not 0 < len(self.metric) <= 100
+            or self.metric != self.metric.strip()
+        ):
             raise ValueError(
-                f"metric must be a metric name such as 'val_accuracy'; received {self.metric!r}."
+                "metric must be a metric name such as 'val_accuracy' (1 to 100 printable ASCII characters, "
+                f"no surrounding spaces); received {_shown(self.metric)}."
             )
 
     @classmethod
@@ -79,7 +105,17 @@ class MnasReward:
         accuracy = _finite("accuracy", accuracy)
         latency_ms = _finite("latency_ms", latency_ms, positive=True)
         exponent = self.alpha if latency_ms <= self.target_latency_ms else self.beta
-        return accuracy * (latency_ms / self.target_latency_ms) ** exponent
+        try:
+            reward = accuracy * (latency_ms / self.target_latency_ms) ** exponent
+        except OverflowError:
+            reward = math.inf
+        if not math.isfinite(reward):
+            # A latency many orders of magnitude off the target: no reward can be computed from it.
+            raise ValueError(
+                f"latency_ms={latency_ms!r} is too far from the target ({self.target_latency_ms:g} ms) for a "
+                f"finite reward with exponent {exponent:g} and accuracy {accuracy!r}."
+            )
+        return reward
 
     def score_arrays(self, accuracy: ArrayLike, latency_ms: ArrayLike) -> np.ndarray:
         """The reward of many candidates at once, e.g. a whole benchmark table, in one numpy expression.
@@ -111,6 +147,13 @@ class MnasReward:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MnasReward:
+        """Rebuilds a reward from `get_config()`; refuses anything else by name."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        if not isinstance(config, dict) or not set(config) <= known:
+            raise ValueError(
+                f"config must be a dict of {sorted(known)} from MnasReward.get_config(); received "
+                f"{_shown(config)}."
+            )
         return cls(**config)
 
     def describe(self) -> str:

@@ -18,6 +18,7 @@ That is 4 x 2 x 2 x 3 x 3 x 3 = 432 choices per block. Fixed blocks keep the blo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 import re
@@ -25,6 +26,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from keras_mnas.architecture import (
+    MAX_BLOCKS,
+    MAX_EXPANSION,
+    MAX_FILTERS,
+    MAX_KERNEL,
+    MAX_MULTIPLIER,
+    MAX_REPEATS,
+    MAX_STRIDE,
     ArchSpec,
     BlockSpec,
     decode_block,
@@ -35,7 +43,7 @@ from keras_mnas.architecture import (
 from keras_mnas.builder import build_model
 from keras_mnas.counting import count_cost
 from keras_mnas.latency.lut.configs import LayerConfig, network_configs
-from keras_mnas.utils.checks import check_choices, is_integer, is_number
+from keras_mnas.utils.checks import check_choices, check_int, check_number, is_integer, is_number
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -49,6 +57,18 @@ class SkeletonBlock:
     filters: int
     repeats: int
     stride: int
+
+    def __post_init__(self):
+        # Checked here, not when a candidate is decoded: a negative width would otherwise round up to the
+        # filter divisor without a word.
+        for name, maximum in (
+            ("expand_ratio", MAX_EXPANSION),
+            ("filters", MAX_FILTERS),
+            ("repeats", MAX_REPEATS),
+            ("stride", MAX_STRIDE),
+        ):
+            value = check_int(f"SkeletonBlock.{name}", getattr(self, name), minimum=1, maximum=maximum)
+            object.__setattr__(self, name, value)
 
 
 #: MobileNetV2's skeleton as (expansion t, channels c, repeats n, stride s).
@@ -69,7 +89,9 @@ MOBILENET_V2_SKELETON: tuple[SkeletonBlock, ...] = tuple(
 #: (the paper's S^5 search space).
 DEFAULT_FIXED_BLOCKS = {0: "r1_k3_s11_e1_i32_o16_noskip", 6: "r1_k3_s11_e6_i160_o320"}
 
-_CONV_OP = re.compile(r"^(conv|dconv|mbconv([1-9][0-9]*))$")
+_CONV_OP = re.compile(r"conv|dconv|mbconv([1-9][0-9]?)", re.ASCII)
+MAX_INPUT_SIZE = 8192  # pixels per side, and channels
+MAX_CLASSES = 1_000_000
 DECISIONS = ("conv_op", "kernel", "se", "skip", "filters", "layers")
 
 
@@ -124,90 +146,121 @@ class MnasSearchSpace:
     ):
         if isinstance(skeleton, (str, bytes)) or not isinstance(skeleton, Sequence) or not skeleton:
             raise ValueError(
-                f"skeleton must be a non-empty list of (t, c, n, s) rows; received {skeleton!r}."
+                f"`skeleton` must be a non-empty list of (t, c, n, s) rows; received {skeleton!r}."
             )
+        if len(skeleton) > MAX_BLOCKS:
+            raise ValueError(f"`skeleton` must have at most {MAX_BLOCKS} rows; received {len(skeleton)}.")
         rows = []
-        for row in skeleton:
+        for index, row in enumerate(skeleton):
             if not isinstance(row, SkeletonBlock):
-                if not (
-                    isinstance(row, (tuple, list))
-                    and len(row) == 4
-                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in row)
-                ):
+                if not (isinstance(row, (tuple, list)) and len(row) == 4):
                     raise ValueError(
-                        f"Each skeleton row must be (t, c, n, s) with positive integers; received {row!r}."
+                        f"`skeleton[{index}]` must be (t, c, n, s) with positive integers; received {row!r}."
                     )
-                row = SkeletonBlock(*row)
+                try:
+                    row = SkeletonBlock(*row)
+                except ValueError as error:
+                    raise ValueError(f"`skeleton[{index}]`: {error}") from None
             rows.append(row)
         self.skeleton = tuple(rows)
         self.conv_ops = check_choices(
             "conv_ops",
             conv_ops,
-            lambda v: isinstance(v, str) and _CONV_OP.match(v) is not None,
-            "'conv', 'dconv' or 'mbconv<E>'",
+            lambda v: isinstance(v, str) and _CONV_OP.fullmatch(v) is not None,
+            f"'conv', 'dconv' or 'mbconv<E>' with 1 <= E <= {MAX_EXPANSION}",
         )
+        for op in self.conv_ops:
+            if op.startswith("mbconv") and int(op[len("mbconv") :]) > MAX_EXPANSION:
+                raise ValueError(
+                    f"`conv_ops` must be 'conv', 'dconv' or 'mbconv<E>' with 1 <= E <= {MAX_EXPANSION}; "
+                    f"received {op!r}."
+                )
         self.kernel_sizes = check_choices(
             "kernel_sizes",
             kernel_sizes,
-            lambda v: is_integer(v) and v >= 1 and v % 2 == 1,
-            "odd positive integers",
+            lambda v: is_integer(v) and 1 <= v <= MAX_KERNEL and v % 2 == 1,
+            f"odd positive integers <= {MAX_KERNEL}",
         )
         self.se_ratios = check_choices(
             "se_ratios", se_ratios, lambda v: is_number(v) and 0 <= v <= 1, "numbers in [0, 1]"
         )
         self.skip_ops = check_choices(
-            "skip_ops", skip_ops, lambda v: v in ("pool", "identity", "none"), "'pool', 'identity', 'none'"
+            "skip_ops",
+            skip_ops,
+            lambda v: isinstance(v, str) and v in ("pool", "identity", "none"),
+            "'pool', 'identity', 'none'",
         )
         self.filter_multipliers = check_choices(
-            "filter_multipliers", filter_multipliers, lambda v: is_number(v) and v > 0, "positive numbers"
+            "filter_multipliers",
+            filter_multipliers,
+            lambda v: is_number(v) and 0 < v <= MAX_MULTIPLIER,
+            f"positive numbers <= {MAX_MULTIPLIER:g}",
         )
         self.layer_deltas = check_choices(
             "layer_deltas",
             layer_deltas,
-            is_integer,
-            "integers",
+            lambda v: is_integer(v) and -MAX_REPEATS <= v <= MAX_REPEATS,
+            f"integers in [-{MAX_REPEATS}, {MAX_REPEATS}]",
         )
         if fixed_blocks is None:
             fixed_blocks = {i: s for i, s in DEFAULT_FIXED_BLOCKS.items() if i < len(self.skeleton)}
         if not isinstance(fixed_blocks, Mapping):
             raise ValueError(
-                f"fixed_blocks must be a dict {{index: block string}}; received {fixed_blocks!r}."
+                f"`fixed_blocks` must be a dict {{index: block string}}; received {fixed_blocks!r}."
             )
         self.fixed_blocks: dict[int, BlockSpec] = {}
         for index, block in fixed_blocks.items():
-            if not isinstance(index, int) or not 0 <= index < len(self.skeleton):
+            if not is_integer(index) or not 0 <= index < len(self.skeleton):
                 raise ValueError(
-                    f"fixed_blocks keys must be block indices in [0, {len(self.skeleton) - 1}]; "
+                    f"`fixed_blocks` keys must be block indices in [0, {len(self.skeleton) - 1}]; "
                     f"received {index!r}."
                 )
-            self.fixed_blocks[index] = decode_block(block) if isinstance(block, str) else block
-            if not isinstance(self.fixed_blocks[index], BlockSpec):
-                raise ValueError(f"fixed_blocks[{index}] must be a block string; received {block!r}.")
+            if not isinstance(block, (str, BlockSpec)):
+                raise ValueError(
+                    f"`fixed_blocks[{index}]` must be a block string or a BlockSpec; received {block!r}."
+                )
+            try:
+                self.fixed_blocks[int(index)] = decode_block(block) if isinstance(block, str) else block
+            except ValueError as error:
+                raise ValueError(f"`fixed_blocks[{index}]`: {error}") from None
         if not self.searched_blocks:
             raise ValueError("Every block is fixed: nothing is left to search. Fix fewer blocks.")
-        if not isinstance(filter_divisor, int) or filter_divisor < 1:
-            raise ValueError(f"filter_divisor must be a positive integer; received {filter_divisor!r}.")
-        self.filter_divisor = filter_divisor
-        if (
-            not isinstance(input_shape, (tuple, list))
-            or len(input_shape) != 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape)
+        self.filter_divisor = check_int("filter_divisor", filter_divisor, minimum=1, maximum=MAX_FILTERS)
+        # Every candidate must fit the architecture's bounds: checked here, against the largest choices,
+        # rather than when a trial decodes its values.
+        for index in self.searched_blocks:
+            row = self.skeleton[index]
+            if row.repeats + max(self.layer_deltas) > MAX_REPEATS:
+                raise ValueError(
+                    f"`layer_deltas` must keep every block at most {MAX_REPEATS} layers deep; received "
+                    f"{list(self.layer_deltas)}, which gives skeleton[{index}] (n={row.repeats}) "
+                    f"{row.repeats + max(self.layer_deltas)} layers."
+                )
+            widest = self._width(row.filters, max(self.filter_multipliers))
+            if widest > MAX_FILTERS:
+                raise ValueError(
+                    f"`filter_multipliers` must keep every width at most {MAX_FILTERS} filters; received "
+                    f"{list(self.filter_multipliers)}, which gives skeleton[{index}] (c={row.filters}) "
+                    f"{widest} filters."
+                )
+        if not (
+            isinstance(input_shape, (tuple, list))
+            and len(input_shape) == 3
+            and all(is_integer(d) and 0 < d <= MAX_INPUT_SIZE for d in input_shape)
         ):
             raise ValueError(
-                "input_shape must be a concrete (height, width, channels) of positive integers, since every "
-                f"candidate's latency is measured; received {input_shape!r}."
+                f"`input_shape` must be a concrete (height, width, channels) of positive integers <= "
+                f"{MAX_INPUT_SIZE}, since every candidate's latency is measured; received {input_shape!r}."
             )
-        self.input_shape = tuple(input_shape)
-        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
-            raise ValueError(f"classes must be a positive integer; received {classes!r}.")
-        self.classes = classes
-        if not is_number(depth_multiplier) or depth_multiplier <= 0:
-            raise ValueError(f"depth_multiplier must be a positive number; received {depth_multiplier!r}.")
-        self.depth_multiplier = float(depth_multiplier)
-        self.stem_filters = stem_filters
-        self.head_filters = head_filters
-        self.dropout_rate = dropout_rate
-        # Validates stem/head/dropout once, with ArchSpec's messages.
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.classes = check_int("classes", classes, minimum=1, maximum=MAX_CLASSES)
+        self.depth_multiplier = check_number(
+            "depth_multiplier", depth_multiplier, low=0, high=MAX_MULTIPLIER, low_open=True
+        )
+        self.stem_filters = check_int("stem_filters", stem_filters, minimum=1, maximum=MAX_FILTERS)
+        self.head_filters = check_int("head_filters", head_filters, minimum=1, maximum=MAX_FILTERS)
+        self.dropout_rate = check_number("dropout_rate", dropout_rate, low=0, high=1, high_open=True)
+        # Decoding the defaults checks the fixed blocks against the rest, with ArchSpec's messages.
         self.decode(self.default_values())
 
     @property
@@ -366,7 +419,8 @@ class MnasSearchSpace:
                     name = self.hp_name(index, decision)
                     if name not in values:
                         raise ValueError(f"Missing hyperparameter {name!r}; expected one of {list(choices)}.")
-                    if values[name] not in choices:
+                    # `True in (0, 1)` holds in Python: a boolean is never a choice here.
+                    if isinstance(values[name], bool) or values[name] not in choices:
                         raise ValueError(
                             f"Hyperparameter {name!r} must be one of {list(choices)}; "
                             f"received {values[name]!r}."
@@ -534,10 +588,27 @@ class MnasSearchSpace:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MnasSearchSpace:
+        """Rebuilds a space from `get_config()` (the inverse); refuses a config of another shape by name."""
+        if not isinstance(config, Mapping):
+            raise ValueError(
+                f"`config` must be a dict from MnasSearchSpace.get_config(); received {config!r}."
+            )
         config = dict(config)
-        config["skeleton"] = [tuple(row) for row in config["skeleton"]]
-        config["fixed_blocks"] = {int(i): s for i, s in config["fixed_blocks"].items()}
-        config["input_shape"] = tuple(config["input_shape"])
+        fixed = config.get("fixed_blocks")
+        if isinstance(fixed, Mapping):
+            # Saved as JSON, whose keys are strings: "0", not 0. Anything else stays as it is, to be refused.
+            config["fixed_blocks"] = {
+                int(i) if isinstance(i, str) and re.fullmatch(r"[0-9]{1,3}", i, re.ASCII) else i: b
+                for i, b in fixed.items()
+            }
+        if isinstance(config.get("skeleton"), list):
+            config["skeleton"] = [tuple(row) if isinstance(row, list) else row for row in config["skeleton"]]
+        if isinstance(config.get("input_shape"), list):
+            config["input_shape"] = tuple(config["input_shape"])
+        known = set(inspect.signature(cls).parameters)
+        unknown = sorted(map(str, set(config) - known))
+        if unknown:
+            raise ValueError(f"Unknown MnasSearchSpace settings {unknown}; expected some of {sorted(known)}.")
         return cls(**config)
 
     def __repr__(self) -> str:

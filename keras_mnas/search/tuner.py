@@ -59,7 +59,7 @@ from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasSearchSpace
 from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
 from keras_mnas.tflite import convert_to_tflite
-from keras_mnas.utils.checks import check_bool, check_choice, check_int, check_type
+from keras_mnas.utils.checks import check_bool, check_choice, check_int, check_seconds, check_type
 from keras_mnas.utils.io import atomic_write_json
 from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_gradients
 
@@ -217,6 +217,48 @@ def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
     )
 
 
+def _check_tuner_arguments(kwargs, **named) -> None:
+    # Every setting is checked before KerasTuner sees it: it would accept `executions_per_trial=0` (each trial
+    # then fails with a StatisticsError), `max_consecutive_failed_trials=0` (never stops) and `"no"` as True.
+    check_seconds("chief_timeout", named["chief_timeout"], allow_zero=True)
+    check_bool("skip_ruled_out", named["skip_ruled_out"])
+    check_bool("allow_config_change", named["allow_config_change"])
+    if named["tensorboard_dir"] is not None:
+        check_type("tensorboard_dir", named["tensorboard_dir"], (str, os.PathLike), "None, a str or a path")
+    minimums = {"executions_per_trial": 1, "max_consecutive_failed_trials": 1, "max_retries_per_trial": 0}
+    for name, minimum in minimums.items():
+        if name in kwargs:
+            check_int(name, kwargs[name], minimum=minimum, maximum=10_000)
+    if "overwrite" in kwargs:
+        check_bool("overwrite", kwargs["overwrite"])
+    for name in ("directory", "project_name"):
+        if kwargs.get(name) is not None:
+            check_type(name, kwargs[name], (str, os.PathLike), "None, a str or a path")
+
+
+def _known_metrics(hypermodel) -> list[str] | None:
+    """The metric names a `MnasHyperModel`'s training logs, or None when they cannot be told in advance."""
+    if not isinstance(hypermodel, MnasHyperModel):
+        return None
+    names = []
+    for metric in hypermodel.metrics:
+        name = metric if isinstance(metric, str) else getattr(metric, "name", None)
+        if not isinstance(name, str):
+            return None  # a metric function or object whose logged name only Keras knows
+        names += [name, f"val_{name}"]
+    return names
+
+
+def _check_metric(metric: str, hypermodel) -> None:
+    known = _known_metrics(hypermodel)
+    if known is not None and metric not in known:
+        raise ValueError(
+            f"`metric` must be one the candidates log: one of {known} (the hypermodel's `metrics`, on the "
+            f"training and validation data); received {metric!r}. To read another metric, pass it to "
+            "MnasHyperModel(metrics=...)."
+        )
+
+
 class MnasTuner(keras_tuner.Tuner):
     """MnasNet's platform-aware architecture search, driven from an ordinary Keras script.
 
@@ -235,7 +277,8 @@ class MnasTuner(keras_tuner.Tuner):
         reward: `"soft"` (default, alpha = beta = -0.07), `"hard"` (alpha = 0, beta = -1) or a `MnasReward`.
         alpha: Override the under-target exponent of a `"soft"`/`"hard"` reward.
         beta: Override the over-target exponent of a `"soft"`/`"hard"` reward.
-        metric: The accuracy metric the reward reads (default `"val_accuracy"`).
+        metric: The accuracy metric the reward reads (default `"val_accuracy"`). With a `MnasHyperModel`,
+            one its candidates log: a name of its `metrics`, or that name with `val_`.
         quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured (int8:
             full-integer post-training quantization, int8 input and output).
         representative_data: Inputs to calibrate int8 quantization. By default, with
@@ -328,6 +371,13 @@ class MnasTuner(keras_tuner.Tuner):
             )
         if latency is None:
             latency = HostLatency()
+        _check_tuner_arguments(
+            kwargs,
+            chief_timeout=chief_timeout,
+            skip_ruled_out=skip_ruled_out,
+            allow_config_change=allow_config_change,
+            tensorboard_dir=tensorboard_dir,
+        )
         check_type("latency", latency, LatencySource, "a keras_mnas.latency.LatencySource")
         check_choice("quantization", quantization, ("float32", "int8"))
         check_bool("evaluate_int8", evaluate_int8)
@@ -337,6 +387,8 @@ class MnasTuner(keras_tuner.Tuner):
                 f"quantization={quantization!r}."
             )
         self.reward = _make_reward(reward, target_latency_ms, alpha, beta, metric)
+        if not evaluate_int8:  # with evaluate_int8 the reward reads the int8 accuracy, checked below
+            _check_metric(self.reward.metric, hypermodel)
         if evaluate_int8:
             if self.reward.metric != "val_accuracy":
                 raise ValueError(

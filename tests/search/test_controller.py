@@ -224,9 +224,9 @@ def test_presets():
         ([[3, 0]], {}, "ints >= 1; received 0 at position 1"),
         ([[3, 2.0]], {}, "ints >= 1; received 2.0"),
         (["abc"], {}, "sequence of ints"),
-        ([[3]], {"learning_rate": 0.0}, "learning_rate` must be a finite number > 0; received 0.0"),
+        ([[3]], {"learning_rate": 0.0}, "learning_rate` must be a finite number > 0 and <= 10; received 0.0"),
         ([[3]], {"baseline_decay": 1.0}, "baseline_decay` must be a finite number >= 0 and < 1; received 1"),
-        ([[3]], {"minibatch_size": 0}, "minibatch_size` must be an integer >= 1; received 0"),
+        ([[3]], {"minibatch_size": 0}, "minibatch_size` must be an integer >= 1 and <= 100000; received 0"),
         ([[3]], {"units": 2.5}, "units` must be an integer >= 1"),
         ([[3]], {"clip_ratio": 1.5}, "clip_ratio"),
         ([[3]], {"entropy_weight": -1e-3}, "entropy_weight"),
@@ -250,9 +250,9 @@ def test_argument_validation(args, kwargs, message):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"units": 0}, "units` must be an integer >= 1; received 0"),
+        ({"units": 0}, "units` must be an integer >= 1 and <= 4096; received 0"),
         ({"embedding_dim": 0}, "embedding_dim` must be None or an integer >= 1"),
-        ({"learning_rate": True}, "learning_rate` must be a finite number > 0; received True"),
+        ({"learning_rate": True}, "learning_rate` must be a finite number > 0 and <= 10; received True"),
         ({"clip_ratio": 0.0}, "clip_ratio` must be a finite number > 0 and < 1; received 0.0"),
         ({"tanh_constant": float("inf")}, "tanh_constant` must be None or a finite number > 0"),
         ({"advantage_normalization": "zscore"}, "advantage_normalization` must be one of"),

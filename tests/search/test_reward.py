@@ -60,3 +60,22 @@ def test_score_arrays_scores_a_whole_table_like_the_scalar_reward():
     for bad in ([0.0], [-1.0], [np.nan], [np.inf]):
         with pytest.raises(ValueError, match="latency_ms must hold finite, positive numbers"):
             MnasReward.soft(10.0).score_arrays([0.9], bad)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: MnasReward(2**1100), "target_latency_ms must be a finite number; received 1358"),
+        (lambda: MnasReward(1e7), "target_latency_ms must be <= 1e"),
+        (lambda: MnasReward(0.2, alpha=-200), r"alpha must be in \[-10, 10\]; received -200.0"),
+        (lambda: MnasReward(0.2, beta=True), "beta must be a finite number; received True"),
+        (lambda: MnasReward(0.2, metric=" val_accuracy"), "metric must be a metric name"),
+        (lambda: MnasReward(0.2, alpha=-10)(0.9, 1e-300), "latency_ms=1e-300 is too far from the target"),
+        (lambda: MnasReward(0.2)(2**1100, 0.1), "accuracy must be a finite number"),
+        (lambda: MnasReward.from_config({"target": 1.0}), "config must be a dict of"),
+    ],
+)
+def test_rewards_never_overflow_and_name_what_is_wrong(call, match):
+    # Each of these raised OverflowError, or returned an infinite reward.
+    with pytest.raises(ValueError, match=match):
+        call()

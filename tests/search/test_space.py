@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_mnas import applications
-from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace
+from keras_mnas.search.space import MnasHyperModel, MnasSearchSpace, SkeletonBlock
 
 
 def test_default_space_is_the_papers():
@@ -70,7 +70,7 @@ def test_layers_never_drop_below_one():
         ({"fixed_blocks": {i: "r1_k3_s11_e1_i32_o16" for i in range(7)}}, "nothing is left to search"),
         ({"input_shape": (None, None, 3)}, "concrete"),
         ({"skeleton": [(6, 24, 2)]}, r"\(t, c, n, s\)"),
-        ({"classes": 0}, "classes must be a positive integer"),
+        ({"classes": 0}, "`classes` must be an integer >= 1"),
     ],
 )
 def test_invalid_configurations_raise_clear_errors(kwargs, match):
@@ -182,3 +182,62 @@ def test_the_hypermodel_keeps_its_import_path_from_the_space_module():
     assert space.MnasHyperModel is hypermodel.MnasHyperModel is MnasHyperModel
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         space.Nothing  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"filter_multipliers": [1e308]},
+            r"`filter_multipliers` must be a non-empty list of positive numbers <= 16",
+        ),
+        (
+            {
+                "skeleton": [(1, 16, 1, 1), (6, 2048, 1, 2)],
+                "fixed_blocks": {},
+                "filter_multipliers": [1.0, 16.0],
+            },
+            "`filter_multipliers` must keep every width at most 16384 filters",
+        ),
+        ({"depth_multiplier": 1e308}, r"`depth_multiplier` must be a finite number > 0 and <= 16"),
+        (
+            {"layer_deltas": [0, 10**12]},
+            r"`layer_deltas` must be a non-empty list of integers in \[-64, 64\]",
+        ),
+        ({"layer_deltas": [0, 63]}, "`layer_deltas` must keep every block at most 64 layers deep"),
+        ({"conv_ops": ["mbconv6\n"]}, "`conv_ops` must be"),
+        ({"conv_ops": ["mbconv65"]}, "`conv_ops` must be"),
+        ({"kernel_sizes": [33]}, "odd positive integers <= 31"),
+        ({"stem_filters": 0}, "`stem_filters` must be an integer >= 1"),
+        ({"head_filters": 2.5}, "`head_filters` must be an integer >= 1"),
+        ({"dropout_rate": 1.0}, "`dropout_rate` must be a finite number >= 0 and < 1"),
+        ({"skeleton": [(1, -16, 1, 1), (6, 24, 2, 2)]}, r"`skeleton\[0\]`: `SkeletonBlock.filters` must be"),
+        ({"fixed_blocks": {True: "r1_k3_s11_e1_i32_o16_noskip"}}, r"`fixed_blocks` keys .*; received True"),
+        ({"fixed_blocks": {0: "r1_k3 _s11_e1_i32_o16"}}, r"`fixed_blocks\[0\]`: Malformed block string"),
+        ({"input_shape": (8, 8, 10**5)}, "`input_shape` must be a concrete"),
+        ({"classes": 10**7}, "`classes` must be an integer >= 1 and <= 1000000"),
+    ],
+)
+def test_every_bad_space_argument_is_refused_up_front_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MnasSearchSpace(**kwargs)
+
+
+def test_skeleton_blocks_refuse_negative_sizes():
+    # Negative filters silently became the filter divisor (4) once decoded.
+    with pytest.raises(
+        ValueError, match=r"`SkeletonBlock.filters` must be an integer >= 1 and <= 16384; received -5"
+    ):
+        SkeletonBlock(1, -5, 1, 1)
+
+
+def test_a_saved_space_config_loads_and_a_bad_one_is_refused_by_name():
+    space = MnasSearchSpace(fixed_blocks={0: "r1_k3_s11_e1_i32_o16_noskip"}, input_shape=(32, 32, 3))
+    assert MnasSearchSpace.from_config(space.get_config()).get_config() == space.get_config()
+    with pytest.raises(ValueError, match=r"Unknown MnasSearchSpace settings \['size'\]"):
+        MnasSearchSpace.from_config({**space.get_config(), "size": 3})
+    with pytest.raises(ValueError, match="`fixed_blocks` keys must be block indices"):
+        MnasSearchSpace.from_config({**space.get_config(), "fixed_blocks": {"first": "r1_k3_s11_i8_o8"}})
+    values = {**space.default_values(), "block2_layers": True}  # True == 1, but not a choice
+    with pytest.raises(ValueError, match="'block2_layers' must be one of"):
+        space.decode(values)
