@@ -261,9 +261,12 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         limit = self.max_consecutive_failed_trials
         if not limit or limit < 1:
             return
-        streak = []
+        streak: list[str] = []  # the failed trials that ended last, in a row
         for trial_id in self.end_order[self._failures_counted_from :]:
-            streak = [*streak, trial_id] if self.trials[trial_id].status == FAILED else []
+            if self.trials[trial_id].status == FAILED:
+                streak.append(trial_id)
+            else:
+                streak.clear()
         if len(streak) < limit:
             return
         # A resumed search (with a higher limit, or its cause fixed) counts failures afresh from here.
