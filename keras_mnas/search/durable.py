@@ -7,7 +7,10 @@ its own keys to the state) and gets:
 - on reload, reconciliation of what a kill may have left half-recorded (a trial created but never handed
   out, a trial ended that `oracle.json` still lists as running) and removal of stale temporary files;
 - crash accounting: a trial that was running when the process died runs again, unless it has now crashed the
-  process `max_crashes_per_trial` times: then it is recorded as failed, with the phase it was in;
+  process `max_crashes_per_trial` times: then it is recorded as failed, with the phase it was in. A trial
+  interrupted on purpose (Ctrl-C, recorded with `record_interruption`) is no crash: it just runs again;
+- a stop at `max_consecutive_failed_trials` that leaves everything saved: the search raises once the last
+  failure is recorded, and a resumed search counts failures afresh;
 - in distributed tuning, liveness: a worker silent for `trial_timeout` has its trial handed out again, idle
   workers wait while a trial may still come back, and late reports are ignored;
 - a refusal to resume a search whose settings (`search_config`) differ from the saved ones.
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import glob
 import os
 import time
 from collections.abc import Mapping
@@ -33,7 +35,7 @@ from typing import Any
 import keras_tuner
 
 from keras_mnas.utils.checks import check_int, check_seconds
-from keras_mnas.utils.io import atomic_write_json, read_json
+from keras_mnas.utils.io import atomic_write_json, read_json, remove_temp_files
 
 RUNNING = "RUNNING"
 IDLE = "IDLE"
@@ -43,6 +45,10 @@ FAILED = "FAILED"
 STOPPED = "STOPPED"
 
 PHASE_FILE = "mnas_phase.json"
+#: Written in a trial's directory when the trial is interrupted on purpose: on reload it is no crash.
+INTERRUPTED_FILE = "mnas_interrupted.json"
+#: A distributed chief reloading removes only temporary files older than this: workers may be writing.
+LIVE_WRITE_SECONDS = 60.0
 #: The section of `oracle.json` that keras-mnas oracles write (`SearchProject` reads `search_config` there).
 STATE_SECTION = "mnas"
 #: Trial id of the IDLE answer that tells a distributed worker to stop without ending the chief's search.
@@ -89,7 +95,9 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             (distributed tuning; `MnasTuner` workers send heartbeats while a trial runs). With it, workers
             wait for the last running trials instead of stopping, in case one comes back. `None` disables it.
         seed: As in `keras_tuner.Oracle`, except that 0 is a seed like any other.
-        **kwargs: The other arguments of `keras_tuner.Oracle`.
+        **kwargs: The other arguments of `keras_tuner.Oracle`. `max_consecutive_failed_trials` stops the
+            search as KerasTuner's does (a `RuntimeError`), but only once the last failed trial and the
+            oracle are saved; a resumed search counts consecutive failures from zero again.
 
     Raises:
         ValueError: for a bad `max_crashes_per_trial`, `trial_timeout` or `seed`.
@@ -123,6 +131,11 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         self._tuner_seen: dict[str, float] = {}
         self._crashed_on_load: list[str] = []
         self._defer_saves = False
+        # Consecutive failures count from this position of end_order: a resume after the limit starts afresh.
+        self._failures_counted_from = 0
+        self._failure_limit_message: str | None = None
+        # Interrupted trials whose marker file goes when they are handed out again.
+        self._interrupted: set[str] = set()
 
     # ------------------------------------------------------------------------------------------------------
     # KerasTuner internals (keras-tuner < 1.5): the only place that touches them.
@@ -191,8 +204,18 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
     # ------------------------------------------------------------------------------------------------------
     # Trials: liveness and late reports
 
-    @keras_tuner.synchronized
     def create_trial(self, tuner_id: str):
+        trial = self._create_trial(tuner_id)
+        if trial.status == STOPPED and self._failure_limit_message is not None and not _is_chief():
+            # Raised here, outside the oracle's lock (KerasTuner's decorator does not release it on an
+            # exception), and only now: the trial that reached the limit was fully ended and saved. Once:
+            # calling search() again goes on, with failures counted afresh.
+            message, self._failure_limit_message = self._failure_limit_message, None
+            raise RuntimeError(message)
+        return trial
+
+    @keras_tuner.synchronized
+    def _create_trial(self, tuner_id: str):
         now = time.monotonic()
         self._tuner_seen[tuner_id] = now
         self._requeue_silent_trials()
@@ -202,7 +225,10 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             self._tuner_ids.add(tuner_id)
             return keras_tuner.engine.trial.Trial(self.get_space(), status=IDLE)
         retried = set(self._retry_ids())
-        trial = super().create_trial(tuner_id)
+        if self._failure_limit_message is not None and tuner_id not in self.ongoing_trials:
+            trial = self._stop_at_failure_limit(tuner_id)
+        else:
+            trial = super().create_trial(tuner_id)
         if trial.status == STOPPED and self.trial_timeout is not None and self.tuner_ids:
             # KerasTuner's chief checks whether to exit a second after the first STOPPED, then every 20 s:
             # only the last worker gets a real STOPPED; the others a "stop" that the chief does not see
@@ -214,7 +240,45 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
                 # KerasTuner does not rewrite trial.json for a retry: on reload it must read RUNNING, or a
                 # crash during the retry would look like the earlier INVALID end.
                 self._save_trial(trial)
+            if trial.trial_id in self._interrupted:
+                # Its interruption is over: should it die during this run, that is a crash.
+                self._clear_interruption(trial.trial_id)
         return trial
+
+    def _stop_at_failure_limit(self, tuner_id: str):
+        """The answer to a trial request once `max_consecutive_failed_trials` is reached: the search is over.
+
+        In a single process, `create_trial` then raises. A distributed chief answers STOPPED to every worker
+        instead: an exception would reach the worker as an opaque gRPC error.
+        """
+        self._tuner_ids.discard(tuner_id)
+        return keras_tuner.engine.trial.Trial(self.get_space(), status=STOPPED)
+
+    def _check_consecutive_failures(self) -> None:
+        # KerasTuner raises at the limit from inside end_trial, before the trial's end and the oracle are
+        # saved: the failed trial would stay RUNNING on disk and count as a crash on every resume. Here the
+        # limit is only noted; end_trial finishes and saves, and the next create_trial stops the search.
+        limit = self.max_consecutive_failed_trials
+        if not limit or limit < 1:
+            return
+        streak: list[str] = []  # the failed trials that ended last, in a row
+        for trial_id in self.end_order[self._failures_counted_from :]:
+            if self.trials[trial_id].status == FAILED:
+                streak.append(trial_id)
+            else:
+                streak.clear()
+        if len(streak) < limit:
+            return
+        # A resumed search (with a higher limit, or its cause fixed) counts failures afresh from here.
+        self._failures_counted_from = len(self.end_order)
+        last = self.trials[streak[-1]].message or ""
+        self._failure_limit_message = (
+            f"Number of consecutive failures exceeded the limit of {limit}: trials {', '.join(streak)} "
+            "failed. The search stopped with every trial saved; run it again with overwrite=False to go on "
+            "(failures are counted from zero again).\n" + last
+        )
+        if _is_chief():
+            print(self._failure_limit_message)  # the chief raises nothing: its workers are told to stop
 
     def _should_wait(self, tuner_id: str) -> bool:
         return (
@@ -247,7 +311,8 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         """Hands out again the trials of workers that stopped reporting (distributed tuning).
 
         A worker that went silent counts as a crash of its trial: a candidate that kills every worker it
-        runs on is recorded as failed after `max_crashes_per_trial` attempts, as on restarts.
+        runs on is recorded as failed after `max_crashes_per_trial` attempts, as on restarts. A worker that
+        recorded an interruption of its trial (`record_interruption`) did not crash.
         """
         if self.trial_timeout is None:
             return
@@ -265,8 +330,12 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             self.ongoing_trials.pop(tuner_id)
             self._tuner_ids.discard(tuner_id)  # presumed dead; it is added back if it asks again
             self._last_seen.pop(trial_id, None)
-            self._crashes[trial_id] += 1
-            if self._crashes[trial_id] >= self.max_crashes_per_trial:
+            if self._was_interrupted(trial_id):
+                # Its worker was stopped on purpose (Ctrl-C) and said so before exiting: no crash.
+                self._interrupted.add(trial_id)
+            else:
+                self._crashes[trial_id] += 1
+            if self._crashes.get(trial_id, 0) >= self.max_crashes_per_trial:
                 self._fail_crashing_trial(
                     trial_id, cause=f"its worker {tuner_id} went silent for over {self.trial_timeout:g} s"
                 )
@@ -305,7 +374,11 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        state[STATE_SECTION] = {"crashes": dict(self._crashes), "search_config": self.search_config}
+        state[STATE_SECTION] = {
+            "crashes": dict(self._crashes),
+            "search_config": self.search_config,
+            "failures_counted_from": self._failures_counted_from,
+        }
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -319,6 +392,8 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         self._check_search_config(section.get("search_config", {}))
         super().set_state(state)
         self._crashes = collections.defaultdict(int, section["crashes"])
+        # Absent from projects saved before the failure limit could be resumed: count from the start.
+        self._failures_counted_from = int(section.get("failures_counted_from", 0))
         self._crashed_on_load = list(state["ongoing_trials"].values())
 
     def _check_search_config(self, saved: Mapping[str, Any]) -> None:
@@ -342,7 +417,9 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
 
         oracle.json is written after each trial.json, so it may lag one step behind: a trial created but
         never handed out (its trial.json written, oracle.json not), or a trial ended (trial.json says so)
-        that oracle.json still lists as running. Only a trial that was really running counts as a crash.
+        that oracle.json still lists as running. Only a trial that was really running counts as a crash, and
+        not when its process recorded an interruption (Ctrl-C) before exiting: that trial runs again as if
+        it had never started.
         """
         super().reload()
         self._remove_stale_temp_files()
@@ -361,6 +438,13 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
                 self._dequeue_retry(trial_id)
                 if trial_id not in self.end_order:
                     self.end_order.append(trial_id)
+                self._clear_interruption(trial_id)
+                changed = True
+            elif trial_id in self._crashed_on_load and self._was_interrupted(trial_id):
+                # Stopped on purpose, not by the candidate: it runs again from scratch, uncounted. The marker
+                # stays until it is handed out, in case this process dies before that.
+                self._interrupted.add(trial_id)
+                self._reset_metrics(trial)
                 changed = True
             elif trial_id in self._crashed_on_load and trial.status != INVALID and not _is_chief():
                 # INVALID: it ended with an error and waits for KerasTuner's retry; not a crash either. Nor is
@@ -379,12 +463,18 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             self.save()
 
     def _remove_stale_temp_files(self) -> None:
-        # Left by a kill during an atomic write; only this process writes these files, and it is reloading.
-        patterns = (".oracle.json.*.tmp", os.path.join("trial_*", ".trial.json.*.tmp"))
-        for pattern in patterns:
-            for path in glob.glob(os.path.join(glob.escape(self._project_path()), pattern)):
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+        """Removes the temporary files that kills mid-write left in the project and its trial folders."""
+        # In a single process nothing else writes here while it reloads. A distributed chief may restart
+        # while workers write their trials' files: it leaves the files young enough to be in use.
+        min_age = LIVE_WRITE_SECONDS if _is_chief() else 0.0
+        project = self._project_path()
+        trial_dirs = [
+            os.path.join(project, name)
+            for name in sorted(os.listdir(project))
+            if name.startswith("trial_") and os.path.isdir(os.path.join(project, name))
+        ]
+        for directory in [project, *trial_dirs]:
+            remove_temp_files(directory, min_age_seconds=min_age)
 
     @staticmethod
     def _reset_metrics(trial) -> None:
@@ -408,6 +498,48 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         self._save_trial(trial)
         self._learn_from(trial)
         print(trial.message)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Interruptions: a trial stopped on purpose is no crash
+
+    def record_interruption(self, trial_id: str) -> None:
+        """Records that a running trial was interrupted on purpose (Ctrl-C): it does not count as a crash.
+
+        Call it in the process that ran the trial, as the interruption unwinds: it writes a marker in the
+        trial's directory, which the next process reads on reload (or a distributed chief when the worker
+        goes silent). The trial then runs again as if it had never started, and its crash count is left as
+        it was. A process that dies without calling it (an abort, the OOM killer, a SIGKILL) crashed.
+
+        Args:
+            trial_id: The trial that was running.
+
+        Example:
+
+        ```python
+        try:
+            run(trial)
+        except KeyboardInterrupt:
+            oracle.record_interruption(trial.trial_id)
+            raise
+        ```
+        """
+        atomic_write_json(
+            self._project_path(f"trial_{trial_id}", INTERRUPTED_FILE),
+            {"phase": self.trial_phase(trial_id), "time": time.time()},
+        )
+        # This process may run the search again (a notebook's next cell): the trial starts afresh then too.
+        self._interrupted.add(trial_id)
+        trial = self.trials.get(trial_id)
+        if trial is not None and not self._has_ended(trial_id):
+            self._reset_metrics(trial)
+
+    def _was_interrupted(self, trial_id: str) -> bool:
+        return os.path.exists(self._project_path(f"trial_{trial_id}", INTERRUPTED_FILE))
+
+    def _clear_interruption(self, trial_id: str) -> None:
+        self._interrupted.discard(trial_id)
+        with contextlib.suppress(OSError):
+            os.remove(self._project_path(f"trial_{trial_id}", INTERRUPTED_FILE))
 
     # ------------------------------------------------------------------------------------------------------
     # Progress of a trial, for crash reports

@@ -59,7 +59,14 @@ from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasSearchSpace
 from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
 from keras_mnas.tflite import convert_to_tflite
-from keras_mnas.utils.checks import check_bool, check_choice, check_int, check_seconds, check_type
+from keras_mnas.utils.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_seconds,
+    check_type,
+    is_number,
+)
 from keras_mnas.utils.io import atomic_write_json
 from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_gradients
 
@@ -149,6 +156,20 @@ class FiguresCallback(keras.callbacks.Callback):
 def _measured_spread(result: LatencyResult) -> float | None:
     """The spread the unstable flag judges, or None for a prediction (no runs were timed)."""
     return float(result.spread) if result.runs > 0 else None
+
+
+def _checked_latency(source: LatencySource, result: Any) -> float:
+    """The median latency of a source's result, or a failed trial naming the source and what it returned."""
+    median = getattr(result, "median_ms", None)
+    if isinstance(result, LatencyResult) and is_number(median) and median > 0:
+        return float(median)
+    shown = f"median_ms={median!r}" if isinstance(result, LatencyResult) else repr(result)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    raise keras_tuner.errors.FailedTrialError(
+        f"The latency source {getattr(source, 'name', type(source).__name__)!r} returned {shown}; expected a "
+        "LatencyResult whose median_ms is a finite number of milliseconds > 0. The candidate was not trained."
+    )
 
 
 def _format_ms(ms: float) -> str:
@@ -575,10 +596,11 @@ class MnasTuner(keras_tuner.Tuner):
         result = self.latency.measure(
             model, quantization=self.quantization, representative_data=self.representative_data
         )
+        # Checked now, not by the reward after a whole epoch of training.
+        latency_ms = _checked_latency(self.latency, result)
         params = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
         macs = count_model_macs(model)
         del model
-        latency_ms = float(result.median_ms)
         spread = _measured_spread(result)
         if self._ruled_out(latency_ms):
             bound = self.reward.upper_bound(latency_ms)
@@ -612,6 +634,15 @@ class MnasTuner(keras_tuner.Tuner):
             reward_callback.figures(),  # after the user's TensorBoard: no flat latency/params curves
         ]
         return super().run_trial(trial, *fit_args, callbacks=callbacks, **fit_kwargs)
+
+    def _try_run_and_update_trial(self, trial, *fit_args: Any, **fit_kwargs: Any) -> None:
+        try:
+            super()._try_run_and_update_trial(trial, *fit_args, **fit_kwargs)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the search, not the candidate: recorded, the trial is no crash on resume.
+            if self._mnas_oracle is not None:
+                self._mnas_oracle.record_interruption(trial.trial_id)
+            raise
 
     def _prefiltered(self, trial) -> dict[str, float] | None:
         """The skipped trial's metrics when the prefilter predicts it far over the budget, else None."""
