@@ -172,7 +172,7 @@ def MnasNet(
     classifier_activation: str | None = "softmax",
     depth_multiplier: float = 1.0,
     dropout_rate: float | None = None,
-    include_preprocessing: bool = True,
+    include_preprocessing: bool | None = None,
     name: str | None = None,
 ):
     """Instantiates a MnasNet-style model of any architecture, a searched one included.
@@ -195,7 +195,9 @@ def MnasNet(
             MobileNet). The head stays at 1280 filters.
         dropout_rate: Dropout before the classifier; `None` uses the architecture's default.
         include_preprocessing: Whether the model takes [0, 255] RGB inputs and normalises them itself
-            (ImageNet mean and standard deviation). With `False` it takes normalised inputs.
+            (ImageNet mean and standard deviation). With `False` it takes normalised inputs. `None` (the
+            default) means `True` for 3-channel inputs and `False` for any other number of channels,
+            which ImageNet's per-channel statistics do not fit (normalise such inputs yourself).
         name: Model name; defaults to the architecture's name.
 
     Returns:
@@ -229,6 +231,9 @@ def MnasNet(
             f"depth_multiplier must be a positive number; received depth_multiplier={depth_multiplier!r}."
         )
     input_shape = _validate_input_shape(input_shape, input_tensor)
+    if include_preprocessing is None:
+        # ImageNet's statistics are per RGB channel: normalise by default only where they apply.
+        include_preprocessing = input_shape[-1] == 3
     conventions = {}
     if weights_kind == "torch":
         from keras_mnas.weights import TORCH_CONVENTIONS
@@ -271,7 +276,7 @@ def _reference_constructor(arch_name: str, title: str, published: str):
         classifier_activation: str | None = "softmax",
         depth_multiplier: float = 1.0,
         dropout_rate: float | None = None,
-        include_preprocessing: bool = True,
+        include_preprocessing: bool | None = None,
         name: str | None = None,
     ):
         return MnasNet(
@@ -322,9 +327,9 @@ MnasNetD1_320 = _reference_constructor("d1_320", "MnasNetD1_320", "6,932,240 tra
 def preprocess_input(x, data_format=None):
     """A placeholder kept for compatibility with the `keras.applications` API: returns `x` unchanged.
 
-    keras-mnas models normalise their inputs themselves (`include_preprocessing=True`, the default), so
-    they take float RGB images in [0, 255]. For a model built with `include_preprocessing=False`, use
-    `normalize_input`.
+    keras-mnas models of RGB inputs normalise them themselves (`include_preprocessing`, on by default for
+    3 channels), so they take float RGB images in [0, 255]. For a model built with
+    `include_preprocessing=False`, use `normalize_input`.
 
     Args:
         x: A floating point `numpy.array` or tensor.

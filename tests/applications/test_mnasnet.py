@@ -80,6 +80,20 @@ def test_preprocessing_is_inside_the_model():
     )
 
 
+def test_preprocessing_defaults_on_for_rgb_only():
+    # ImageNet's per-channel statistics fit RGB inputs only: grey images build without them by default.
+    grey = applications.MnasNet("small", input_shape=(32, 32, 1), classes=10)
+    assert "rescaling" not in [layer.name for layer in grey.layers]
+    assert grey.input.shape == (None, 32, 32, 1)
+    rgb = applications.MnasNetSmall(input_shape=(32, 32, 3), classes=10)
+    assert "rescaling" in [layer.name for layer in rgb.layers]
+    tensor_rgb = applications.MnasNetSmall(input_tensor=keras.Input((32, 32, 3)), classes=10)
+    assert "rescaling" in [layer.name for layer in tensor_rgb.layers]
+    # Asking for it explicitly on grey inputs is still an error that says why.
+    with pytest.raises(ValueError, match="needs 3 input channels; received 1"):
+        applications.MnasNetSmall(input_shape=(32, 32, 1), include_preprocessing=True)
+
+
 def test_keras_weights_round_trip(tmp_path):
     model = applications.MnasNetSmall(input_shape=(64, 64, 3), classes=3)
     path = tmp_path / "small.weights.h5"
