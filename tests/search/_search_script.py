@@ -142,7 +142,7 @@ def tiny_space() -> MnasSearchSpace:
     )
 
 
-def tiny_data(samples: int = 192) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def tiny_data(samples: int = 128) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A learnable 10-class set of 16x16 images (one noisy prototype per class), the same in every process."""
     rng = np.random.default_rng(0)
     prototypes = rng.random((10, 16, 16, 1), dtype=np.float32)
@@ -286,7 +286,7 @@ def run_search(config: dict[str, Any]) -> None:
     tuner = make_tuner(config)
     if config.get("real"):
         (x, y), validation = tiny_data()
-        tuner.search(x, y, validation_data=validation, epochs=2, batch_size=32, verbose=0)
+        tuner.search(x, y, validation_data=validation, epochs=1, batch_size=32, verbose=0)
     else:
         tuner.search(verbose=0)
     print("SEARCH DONE", flush=True)
