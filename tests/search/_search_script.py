@@ -131,7 +131,7 @@ class ParamsLatency(LatencySource):
 
 
 def tiny_space() -> MnasSearchSpace:
-    """Candidates of 10-40k parameters on 16x16 grey images: a few training steps take under a second."""
+    """Candidates of about ten thousand parameters on 16x16 grey images: each builds and trains in seconds."""
     return MnasSearchSpace(
         [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)],
         input_shape=(16, 16, 1),
