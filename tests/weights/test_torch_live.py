@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +26,10 @@ def _require(name):
     return pytest.importorskip(name, reason=f"live PyTorch comparisons need {name}")
 
 
+# torch's CUDA builds bring triton, whose import crashes the process (segmentation fault) once TensorFlow is
+# loaded, as it is when this file runs in the whole suite. These comparisons run on the CPU, without triton:
+# torch treats a triton that fails to import as absent.
+sys.modules.setdefault("triton", None)
 torch = _require("torch")
 timm = _require("timm")
 torchvision = _require("torchvision")
