@@ -3,7 +3,8 @@
 A benchmark harness, not part of the `keras_mnas` API: `benchmarks/controller.py` and
 `benchmarks/controller_nb201_tuning.py` import it from this directory.
 
-The table (`shared/benchmarks/nasbench201/nb201_cifar10_pixel3.csv`) holds all 15,625 cells of the
+The table (`shared/benchmarks/nasbench201/nb201_cifar10_pixel3.csv`, or its gzipped copy in the repository's
+`tests/fixtures/nasbench201/`) holds all 15,625 cells of the
 NAS-Bench-201 space (6 edges, 5 operations each) with CIFAR-10 accuracy and Pixel 3 latency. A cell is 6
 tokens, one per edge in the order of the cell string, each an index into `OPS`. A search "evaluates" an
 architecture by looking up its reward, so a whole search takes seconds and its result can be ranked against
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -36,6 +38,10 @@ CHOICE_COUNTS = (len(OPS),) * len(EDGES)
 NUM_ARCHS = len(OPS) ** len(EDGES)
 ENV_VAR = "KERAS_MNAS_NB201"
 _RELATIVE_PATH = pathlib.Path("shared", "benchmarks", "nasbench201", "nb201_cifar10_pixel3.csv")
+# The same table, gzipped, shipped with the repository for its tests (see its README for the source).
+FIXTURE_PATH = pathlib.Path(__file__).resolve().parents[1].joinpath(
+    "tests", "fixtures", "nasbench201", "nb201_cifar10_pixel3.csv.gz"
+)
 
 
 def tokens_to_arch_str(tokens: Sequence[int]) -> str:
@@ -97,7 +103,7 @@ def index_to_tokens(index: int) -> list[int]:
 
 def default_table_path() -> pathlib.Path:
     """Finds the NB201 table: `$KERAS_MNAS_NB201`, else `shared/benchmarks/nasbench201/...` in a parent of
-    this package or of the working directory."""
+    this package or of the working directory, else the gzipped copy in the repository's `tests/fixtures/`."""
     if os.environ.get(ENV_VAR):
         path = pathlib.Path(os.environ[ENV_VAR])
         if not path.is_file():
@@ -110,6 +116,8 @@ def default_table_path() -> pathlib.Path:
             if candidate.is_file():
                 return candidate
             searched.append(str(candidate))
+    if FIXTURE_PATH.is_file():
+        return FIXTURE_PATH
     raise FileNotFoundError(
         f"Could not find the NAS-Bench-201 table {str(_RELATIVE_PATH)!r} in any parent of this package or of "
         f"the working directory; set ${ENV_VAR} to its path. Searched: {searched[:3]} ..."
@@ -122,7 +130,7 @@ class NB201Table:
     Rows are reordered so that row `tokens_to_index(tokens)` holds the architecture with those tokens.
 
     Args:
-        path: The CSV file; `None` finds it with `default_table_path()`.
+        path: The CSV file (gzipped if its name ends in `.gz`); `None` finds it with `default_table_path()`.
 
     Attributes:
         arch_strs: Cell strings, shape (15625,).
@@ -148,7 +156,8 @@ class NB201Table:
         accuracy = np.full(NUM_ARCHS, np.nan)
         latency = np.full(NUM_ARCHS, np.nan)
         arch_idx = np.full(NUM_ARCHS, -1, dtype=np.int64)
-        with open(self.path, newline="") as handle:
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        with opener(self.path, "rt", newline="") as handle:
             reader = csv.DictReader(handle)
             expected = {"arch_idx", "arch_str", "acc_cifar10", "lat_pixel3_ms"}
             if not expected <= set(reader.fieldnames or ()):

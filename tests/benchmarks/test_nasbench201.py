@@ -1,21 +1,16 @@
 """Tests of the NAS-Bench-201 table, the reward, ranking and the distinct-budget search harness."""
 
+import pathlib
+
 import nasbench201 as nb  # benchmarks/nasbench201.py, put on sys.path by this folder's conftest
 import numpy as np
 import pytest
 
-try:
-    _PATH = nb.default_table_path()
-except FileNotFoundError:  # the table lives in the shared folder beside the repository
-    _PATH = None
-needs_table = pytest.mark.skipif(
-    _PATH is None, reason="NAS-Bench-201 table not found (set $KERAS_MNAS_NB201)"
-)
-
 
 @pytest.fixture(scope="module")
 def table():
-    return nb.NB201Table(_PATH)
+    # The repository's gzipped copy of the whole table: these tests run from any clone.
+    return nb.NB201Table(nb.FIXTURE_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,6 @@ def test_bad_arch_strings(bad, message):
         nb.tokens_to_arch_str([0, 0, 0, 0, 0, 5])
 
 
-@needs_table
 def test_table(table, rewards):
     assert len(table) == len(table.arch_strs) == 15_625
     assert len(set(table.arch_strs.tolist())) == 15_625
@@ -68,6 +62,17 @@ def test_table(table, rewards):
     hard = table.rewards(alpha=0.0, beta=-1.0)
     fast = table.latency_ms <= table.median_latency_ms
     np.testing.assert_allclose(hard[fast], table.accuracy[fast] / 100)
+
+
+def test_table_found_in_the_repository_without_the_shared_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(nb.ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    # As in a clone on a machine without the shared folder: no parent holds it.
+    monkeypatch.setattr(nb, "_RELATIVE_PATH", pathlib.Path("no-such-folder", "table.csv"))
+    assert nb.default_table_path() == nb.FIXTURE_PATH
+    monkeypatch.setattr(nb, "FIXTURE_PATH", tmp_path / "absent.csv.gz")
+    with pytest.raises(FileNotFoundError, match="KERAS_MNAS_NB201"):
+        nb.default_table_path()
 
 
 def test_table_path_from_environment(tmp_path, monkeypatch):
@@ -137,7 +142,6 @@ def test_random_search_is_distinct_and_seeded():
     assert nb.NB201Table.rank(a.best_at(300), rewards) < 300
 
 
-@needs_table
 def test_controller_strategy_runs(rewards):
     from keras_mnas.search import ControllerConfig
 

@@ -316,7 +316,8 @@ def test_invalid_settings_are_refused(kwargs):
 
 def test_concurrent_measures_of_one_model_agree(count_conversions):
     model = small_model()
-    source = HostLatency(**FAST)
+    # A median of 50 runs of microseconds each: steady enough to compare, and still instant.
+    source = HostLatency(runs=50, warmup_runs=5, min_seconds=0)
     results = []
     errors = []
 
@@ -333,5 +334,15 @@ def test_concurrent_measures_of_one_model_agree(count_conversions):
         t.join()
     assert not errors
     assert len(results) == 2
+    first, second = results
+    # Both timed the same flatbuffer of the same model, with the same settings...
+    assert first.sha256 and first.sha256 == second.sha256
+    assert first.provenance["cache_key"] == second.provenance["cache_key"]
+    settings = ("source", "quantization", "tflite_bytes", "runs", "warmup_runs", "threads")
+    assert [getattr(first, name) for name in settings] == [getattr(second, name) for name in settings]
+    # ...and found the same latency. Two threads timing at once share two cores with the other thread's
+    # conversion and whatever else runs, so allow a wide margin: a mixed-up model or unit misses it by far.
+    low, high = sorted([first.median_ms, second.median_ms])
+    assert low > 0 and high / low < 4, (first.median_ms, second.median_ms)
     assert source.measure(model) in results  # Later calls hit the cache.
     assert len(count_conversions) <= 2

@@ -1,12 +1,17 @@
-"""A fast search for the kill/resume and distributed tests: MnasTuner with MnasOracle, no model trained.
+"""Searches for the kill/resume and distributed tests: MnasTuner with MnasOracle.
 
 `run_search(config)` is what a user's script does: build the tuner with `overwrite=False` and search. The
 tests run it in child processes (through a multiprocessing fork server that has imported TensorFlow once,
 because a fresh interpreter takes 10-15 s to import it on the test machine) and SIGKILL them at random.
 `run_plain_search(config)` is the same with unpatched `keras_tuner.RandomSearch`, for the benchmark.
 
+By default no model is built: `FastTuner` computes a trial's metrics from its hyperparameters, so a search of
+dozens of trials takes seconds. With `"real": True` in the config, `RealTuner` builds and trains tiny real
+candidates of an `MnasSearchSpace` on a small synthetic image set, as a user's search does.
+
 Every evaluation a child really runs is appended to `<directory>/evaluations.log` as
-`<tuner id> <trial id> <values as JSON>`, so a test can tell who ran what, and how often.
+`<tuner id> <trial id> <values as JSON>`, so a test can tell who ran what, and how often. A real candidate
+also appends `<tuner id> <trial id>` to `<directory>/training.log` once its first training batch is done.
 
 Also runnable as `python _search_script.py '<config as JSON>'`.
 """
@@ -21,13 +26,17 @@ import sys
 import time
 from typing import Any
 
+import keras
 import keras_tuner
+import numpy as np
 
-from keras_mnas.latency import LatencySource
+from keras_mnas.latency import LatencyResult, LatencySource
+from keras_mnas.search.space import MnasSearchSpace
 from keras_mnas.search.tuner import MnasTuner
 
 PROJECT = "search"
 EVALUATIONS = "evaluations.log"
+TRAINING = "training.log"
 
 
 def build_space(hp) -> None:
@@ -104,6 +113,91 @@ class FastTuner(MnasTuner):
         return {"reward": self.reward(accuracy, latency), "accuracy": accuracy, "latency_ms": latency}
 
 
+class ParamsLatency(LatencySource):
+    """A latency proportional to the parameter count: the same figure for a candidate in every process.
+
+    The tests of real training are about training being killed and resumed, not about timing: a measured
+    figure would differ between a killed attempt and its rerun, and converting every candidate costs seconds.
+    """
+
+    name = "params"
+
+    def measure(self, model, *, quantization="float32", representative_data=None):
+        ms = model.count_params() / 1e4
+        return LatencyResult(
+            median_ms=ms, mean_ms=ms, p90_ms=ms, std_ms=0.0, cv=0.0, runs=0, warmup_runs=0, threads=1,
+            source=self.name, quantization=quantization, provenance={"prediction": True},
+        )
+
+
+def tiny_space() -> MnasSearchSpace:
+    """Candidates of about ten thousand parameters on 16x16 grey images: each builds and trains in seconds."""
+    return MnasSearchSpace(
+        [(1, 16, 1, 1), (6, 24, 1, 2), (6, 32, 2, 2)],
+        input_shape=(16, 16, 1),
+        classes=10,
+        depth_multiplier=0.5,
+        head_filters=32,
+        fixed_blocks={0: "r1_k3_s11_e1_i32_o16_noskip"},
+    )
+
+
+def tiny_data(samples: int = 128) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A learnable 10-class set of 16x16 images (one noisy prototype per class), the same in every process."""
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((10, 16, 16, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, size=2 * samples)
+    images = prototypes[labels] + 0.3 * rng.standard_normal((2 * samples, 16, 16, 1), dtype=np.float32)
+    return (images[:samples], labels[:samples]), (images[samples:], labels[samples:])
+
+
+class TrainingMarker(keras.callbacks.Callback):
+    """Logs that a candidate's training has begun, after its first batch; can then pause inside `fit`.
+
+    Args:
+        directory: The search directory, where `training.log` is.
+        tuner_id: Who trains.
+        trial_id: What is trained.
+        pause_seconds: Sleep this long after the first batch (a test kills the process there, mid-`fit`).
+    """
+
+    def __init__(self, directory: str, tuner_id: str, trial_id: str, pause_seconds: float = 0.0):
+        super().__init__()
+        self.directory, self.tuner_id, self.trial_id = directory, tuner_id, trial_id
+        self.pause_seconds = pause_seconds
+        self.logged = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.logged:
+            return
+        self.logged = True
+        append_line(os.path.join(self.directory, TRAINING), f"{self.tuner_id} {self.trial_id}\n")
+        time.sleep(self.pause_seconds)
+
+
+class RealTuner(MnasTuner):
+    """MnasTuner on `tiny_space()`, training each candidate for real; logs every training and evaluation.
+
+    Args:
+        pause_in_training: `[trial id, seconds]`: that trial's training pauses this long after its first
+            batch.
+    """
+
+    def __init__(self, *, pause_in_training: tuple[str, float] | None = None, **kwargs: Any):
+        super().__init__(space=tiny_space(), latency=ParamsLatency(), target_latency_ms=2.0, **kwargs)
+        self.pause_in_training = tuple(pause_in_training) if pause_in_training else None
+
+    def run_trial(self, trial, *args: Any, **kwargs: Any):
+        pause = 0.0
+        if self.pause_in_training and self.pause_in_training[0] == trial.trial_id:
+            pause = float(self.pause_in_training[1])
+        marker = TrainingMarker(self.directory, self.tuner_id, trial.trial_id, pause)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), marker]
+        result = super().run_trial(trial, *args, **kwargs)
+        log_evaluation(self.directory, self.tuner_id, trial.trial_id, dict(trial.hyperparameters.values))
+        return result
+
+
 class PlainRandomSearch(keras_tuner.RandomSearch):
     """Unpatched KerasTuner (truncate-then-write saves), same fake evaluation."""
 
@@ -119,13 +213,27 @@ class PlainRandomSearch(keras_tuner.RandomSearch):
 
 
 def log_evaluation(directory: str, tuner_id: str, trial_id: str, values: dict[str, Any]) -> None:
-    line = f"{tuner_id} {trial_id} {json.dumps(values, sort_keys=True)}\n"
+    append_line(
+        os.path.join(directory, EVALUATIONS), f"{tuner_id} {trial_id} {json.dumps(values, sort_keys=True)}\n"
+    )
+
+
+def append_line(path: str, line: str) -> None:
     # One small O_APPEND write: lines of concurrent workers never interleave.
-    fd = os.open(os.path.join(directory, EVALUATIONS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def read_trainings(directory: str) -> list[tuple[str, str]]:
+    """`(tuner id, trial id)` of every real training that got past its first batch, in order."""
+    path = os.path.join(directory, TRAINING)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [tuple(line.split()) for line in f if line.strip()]
 
 
 def read_evaluations(directory: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -140,7 +248,21 @@ def read_evaluations(directory: str) -> list[tuple[str, str, dict[str, Any]]]:
     return rows
 
 
-def make_tuner(config: dict[str, Any]) -> FastTuner:
+def make_tuner(config: dict[str, Any]) -> MnasTuner:
+    """The config's tuner: a `RealTuner` with `"real": True`, else a `FastTuner`."""
+    if config.get("real"):
+        return RealTuner(
+            max_trials=config["max_trials"],
+            seed=config.get("seed", 7),
+            controller={"minibatch_size": 4, "units": 16},
+            max_crashes_per_trial=config.get("max_crashes_per_trial", 2),
+            trial_timeout=config.get("trial_timeout", "auto"),
+            chief_timeout=config.get("chief_timeout", 300.0),
+            pause_in_training=config.get("pause_in_training"),
+            directory=config["directory"],
+            project_name=PROJECT,
+            overwrite=False,
+        )
     return FastTuner(
         max_trials=config["max_trials"],
         seed=config.get("seed", 7),
@@ -162,7 +284,11 @@ def run_search(config: dict[str, Any]) -> None:
     """Child process entry: environment, output to a log file, then the search (resuming if saved)."""
     _prepare(config)
     tuner = make_tuner(config)
-    tuner.search(verbose=0)
+    if config.get("real"):
+        (x, y), validation = tiny_data()
+        tuner.search(x, y, validation_data=validation, epochs=1, batch_size=32, verbose=0)
+    else:
+        tuner.search(verbose=0)
     print("SEARCH DONE", flush=True)
 
 

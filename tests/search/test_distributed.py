@@ -14,7 +14,16 @@ import socket
 import time
 
 import pytest
-from _search_script import fork_context, log_tail, make_tuner, read_evaluations, run_search, start, stop
+from _search_script import (
+    fork_context,
+    log_tail,
+    make_tuner,
+    read_evaluations,
+    read_trainings,
+    run_search,
+    start,
+    stop,
+)
 
 WORKERS = ("tuner0", "tuner1")
 
@@ -119,6 +128,34 @@ def test_chief_and_two_workers_account_for_every_trial_once(context, tmp_path):
     # last worker, so the chief ends with it.
     lag = ended["chief"] - max(ended["tuner0"], ended["tuner1"])
     assert lag < 8, f"the chief ended {lag:.1f} s after the last worker"
+
+
+def test_chief_and_two_workers_train_real_candidates_each_once(context, tmp_path):
+    # Tiny real candidates, built and trained by two workers at once; the chief only proposes and learns.
+    max_trials = 4
+    configs = cluster_configs(tmp_path, free_port(), real=True, max_trials=max_trials, chief_timeout=60)
+    processes = start_cluster(context, configs)
+    try:
+        codes, _ = join_all(processes, configs, timeout=300)
+    finally:
+        stop(*processes.values())
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, "\n".join(
+        f"--- {role}:\n{log_tail(configs[role]['log'])}" for role in processes
+    )
+    trainings = read_trainings(str(tmp_path))
+    runs = read_evaluations(str(tmp_path))
+    trained, scored = sorted(t for _, t in trainings), sorted(t for _, t, _ in runs)
+    assert trained == scored == [str(i) for i in range(max_trials)], (trainings, runs)
+    # Both workers train (each asks for a trial as soon as it is up, and a trial takes seconds); the chief
+    # never does.
+    assert {role for role, _ in trainings} == set(WORKERS), f"both workers, and only they, train: {trainings}"
+    oracle = load(configs)
+    assert_every_trial_once(oracle, max_trials)
+    assert oracle.get_state()["mnas"]["crashes"] == {}
+    for trial in oracle.trials.values():
+        # Scored from the real training: the reward's accuracy is the trial's own validation accuracy.
+        assert 0 < trial.metrics.get_last_value("val_accuracy") <= 1
+        assert trial.score == trial.metrics.get_last_value("reward")
 
 
 def test_a_worker_killed_mid_trial_has_its_trial_run_by_the_other(context, tmp_path):

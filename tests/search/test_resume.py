@@ -21,6 +21,7 @@ from _search_script import (
     log_tail,
     make_tuner,
     read_evaluations,
+    read_trainings,
     run_search,
     start,
     stop,
@@ -208,6 +209,46 @@ def test_a_trial_that_crashes_the_process_is_failed_after_max_crashes(context, t
     assert oracle.controller.num_observed == len(completed) + oracle.reused_proposals
     runs = sorted(trial_id for _, trial_id, _ in read_evaluations(config["directory"]))
     assert runs == ["1", "2", "4", "5"], f"each good trial runs once, the crashing ones never end: {runs}"
+
+
+def test_sigkill_while_a_real_candidate_trains_then_resume(context, tmp_path):
+    # Tiny real candidates, built and trained: the kill lands inside model.fit of trial 1, after its first
+    # batch, with trial 0 trained, scored and saved.
+    config = config_for(tmp_path, real=True, max_trials=3)
+    process = start(context, run_search, {**config, "pause_in_training": ["1", 600]})
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.exitcode is None:
+            if ("tuner0", "1") in read_trainings(str(tmp_path)):
+                break
+            time.sleep(0.05)
+        started = ("tuner0", "1") in read_trainings(str(tmp_path))
+        assert started, "trial 1 never started training:\n" + log_tail(config["log"])
+        process.kill()
+        process.join(10)
+        assert process.exitcode == -9
+    finally:
+        stop(process)
+    assert [t for _, t, _ in read_evaluations(str(tmp_path))] == ["0"]
+    trial_files = {t: tmp_path / PROJECT / f"trial_{t}" / "trial.json" for t in ("0", "1")}
+    before = {t: json.loads(path.read_text()) for t, path in trial_files.items()}
+    assert before["0"]["status"] == "COMPLETED" and before["1"]["status"] == "RUNNING"
+
+    assert run_once(context, config, timeout=240) == 0, log_tail(config["log"])
+    assert "SEARCH DONE" in log_tail(config["log"], 3)
+    oracle = make_tuner(config).oracle
+    assert {t.trial_id: t.status for t in oracle.trials.values()} == dict.fromkeys("012", "COMPLETED")
+    # Nothing lost: trial 0 kept its score and was not trained again; the killed trial 1 ran again, with
+    # the same architecture, and is the only one trained twice.
+    assert oracle.trials["0"].score == before["0"]["score"]
+    assert oracle.trials["1"].hyperparameters.values == before["1"]["hyperparameters"]["values"]
+    assert sorted(t for _, t in read_trainings(str(tmp_path))) == ["0", "1", "1", "2"]
+    # Nothing counted twice: each trial was scored once, and the controller learnt from each once.
+    assert sorted(t for _, t, _ in read_evaluations(str(tmp_path))) == ["0", "1", "2"]
+    state = oracle.get_state()["mnas"]
+    assert sorted(state["observed"]) == ["0", "1", "2"]
+    assert oracle.controller.num_observed == 3 + oracle.reused_proposals
+    assert state["crashes"] == {"1": 1}, "the kill counts as one crash of the trial it interrupted"
 
 
 def wait_for_evaluations(process, config, count: int, timeout: float) -> None:

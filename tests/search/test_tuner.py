@@ -399,6 +399,7 @@ class RecordingHostLatency(HostLatency):
 
 def test_int8_search_scores_the_int8_model_and_exports_it(tmp_path, digits):
     pytest.importorskip("tensorflow_model_optimization")
+    tf_keras = pytest.importorskip("tf_keras")
     from keras_mnas.latency import tflite_op_summary
     from keras_mnas.quantization import evaluate_tflite, float_ops
 
@@ -440,14 +441,28 @@ def test_int8_search_scores_the_int8_model_and_exports_it(tmp_path, digits):
     paths = tuner.export_best(tmp_path / "best")
     int8_file = pathlib.Path(paths["tflite"]).read_bytes()
     assert float_ops(int8_file) == [] and tflite_op_summary(int8_file)["inputs"][0]["dtype"] == "int8"
+    qat_val_accuracy = []  # the fine-tuned quantization-aware model's own validation accuracy, per epoch
+    recorder = tf_keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: qat_val_accuracy.append(logs["val_accuracy"])
+    )
     paths = tuner.export_best(
-        tmp_path / "best_qat", quantization="qat", x=x[:256], y=y[:256], epochs=1, batch_size=64, verbose=0
+        tmp_path / "best_qat",
+        quantization="qat",
+        x=x[:256],
+        y=y[:256],
+        epochs=1,
+        batch_size=64,
+        validation_data=(x_val, y_val),
+        callbacks=[recorder],
+        verbose=0,
     )
     qat_file = pathlib.Path(paths["tflite"]).read_bytes()
     assert float_ops(qat_file) == [] and tflite_op_summary(qat_file)["inputs"][0]["dtype"] == "int8"
-    assert (
-        0 <= evaluate_tflite(qat_file, x_val, y_val) <= 1
-    )  # accuracy kept by QAT: tests/test_quantization.py
+    # The exported file is the fine-tuned model: its int8 accuracy is the one the quantization-aware model
+    # reached (it simulated the int8 rounding). The simulation and the int8 kernels round a little apart,
+    # which flips a few of this barely trained model's close calls; another model's file misses by far more.
+    assert len(qat_val_accuracy) == 1
+    assert evaluate_tflite(qat_file, x_val, y_val) == pytest.approx(qat_val_accuracy[0], abs=0.05)
     reloaded = keras.saving.load_model(paths["keras"])
     np.testing.assert_allclose(
         reloaded.predict(x_val[:4], verbose=0), best.predict(x_val[:4], verbose=0), atol=1e-5
