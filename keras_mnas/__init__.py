@@ -6,8 +6,7 @@ without importing more than they use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from keras_mnas.utils.lazy import lazy_attributes
 
 __version__ = "0.1.0.dev0"
 
@@ -35,13 +34,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

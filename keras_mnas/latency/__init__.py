@@ -17,9 +17,6 @@ print(result.median_ms)
 ```
 """
 
-import importlib
-from typing import Any
-
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource, TFLiteLatencySource
 
 # The finer error kinds stay importable from here (aliased: not in `__all__`); their home is `.errors`.
@@ -38,6 +35,7 @@ from keras_mnas.latency.lut import (
     model_configs,
     network_configs,
 )
+from keras_mnas.utils.lazy import lazy_attributes
 
 __all__ = [
     "QUANTIZATIONS",
@@ -77,14 +75,4 @@ _LAZY = {
     "search_space_configs": "keras_mnas.latency.lut",
 }
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later accesses skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -12,8 +12,7 @@ not import TensorFlow, Keras or KerasTuner.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from keras_mnas.utils.lazy import lazy_attributes
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -47,13 +46,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
