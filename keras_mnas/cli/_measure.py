@@ -106,7 +106,7 @@ def make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
         raise CliError(
             "Measuring on a phone needs --binary PATH: TensorFlow Lite's benchmark_model built for the "
             "phone's ABI (`adb shell getprop ro.product.cpu.abi`; e.g. android_aarch64_benchmark_model for "
-            "arm64-v8a). See docs/phones.md."
+            "arm64-v8a). See 'Measuring on your phone' in the keras-mnas documentation."
         )
     core_mask = args.core_mask
     if core_mask is not None and core_mask.lower() == "none":

@@ -210,7 +210,8 @@ class HostLatency(TFLiteLatencySource):
         self._log_if_unstable(
             result,
             "Unstable latency measurement: median %.4f ms, spread %.1f%% over %d runs (above 5%%); is the "
-            "host busy, or its timing noisy (tiny models, virtual machines)? See docs/latency.md.",
+            "host busy, or its timing noisy (tiny models, virtual machines)? The keras-mnas documentation's "
+            "Latency page says how far a host figure repeats.",
             result.median_ms,
             100 * result.spread,
             result.runs,

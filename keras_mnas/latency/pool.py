@@ -256,7 +256,7 @@ class AndroidDevicePool(TFLiteLatencySource):
         if binary is None and (devices is None or self._specs):
             raise SetupError(
                 "AndroidDevicePool needs `binary=`: the benchmark_model executable built for the phones' ABI "
-                "(see docs/phones.md)."
+                "(see 'Measuring on your phone' in the keras-mnas documentation)."
             )
         # Validates the shared settings and the binary now rather than at the first measurement.
         self._template = (

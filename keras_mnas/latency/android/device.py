@@ -67,7 +67,8 @@ def elf_abi(data: bytes) -> str:
         )
         raise SetupError(
             f"Expected benchmark_model to be an Android ELF executable; its first bytes are {head!r}{hint}. "
-            "Download the prebuilt binary for the phone's ABI or build it with bazel (see docs/phones.md)."
+            "Download the prebuilt binary for the phone's ABI or build it with bazel (see 'Measuring on your "
+            "phone' in the keras-mnas documentation)."
         )
     byteorder = "little" if data[5] == 1 else "big"
     machine = int.from_bytes(data[18:20], byteorder)

@@ -244,7 +244,8 @@ class AndroidLatency(TFLiteLatencySource):
             raise SetupError(
                 f"benchmark_model binary not found at {self.binary_path}. Download the prebuilt binary for "
                 "your phone's ABI (`adb shell getprop ro.product.cpu.abi`), e.g. "
-                "android_aarch64_benchmark_model for arm64-v8a, or build it with bazel; see docs/phones.md."
+                "android_aarch64_benchmark_model for arm64-v8a, or build it with bazel (see 'Measuring on "
+                "your phone' in the keras-mnas documentation)."
             ) from None
         except OSError as e:
             raise SetupError(f"Cannot read the benchmark_model binary at {self.binary_path}: {e}.") from e
