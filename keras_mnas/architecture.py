@@ -53,6 +53,7 @@ MAX_EXPANSION = 64
 MAX_FILTERS = 16384
 MAX_MULTIPLIER = 16.0
 MAX_BLOCKS = 64
+MAX_CLASSES = 1_000_000  # a classifier far wider than any dataset's labels is a typo, not a model
 
 _OP_WORDS = {"conv": "conv", "dconv": "dconv"}
 _SKIP_WORDS = {"noskip": "none", "poolskip": "pool"}

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from keras_mnas.architecture import ArchSpec, BlockSpec, LayerPlan, get_architecture, plan_layers
+from keras_mnas.architecture import (
+    MAX_CLASSES,
+    ArchSpec,
+    BlockSpec,
+    LayerPlan,
+    get_architecture,
+    plan_layers,
+)
 from keras_mnas.utils.checks import check_choice, check_int, check_number
 
 # ImageNet statistics used by the reference implementation and by timm/torchvision, in [0, 1] units.
@@ -292,7 +299,7 @@ def build_model(
     arch = get_architecture(arch)
     check_choice("padding", padding, PADDINGS)
     check_choice("pooling", pooling, POOLINGS)
-    classes = check_int("classes", classes, minimum=1)
+    classes = check_int("classes", classes, minimum=1, maximum=MAX_CLASSES)
     if dropout_rate is None:
         dropout_rate = arch.dropout_rate
     check_number("dropout_rate", dropout_rate, low=0, high=1, high_open=True)

@@ -94,6 +94,7 @@ def test_bn_conventions_and_preprocessing():
         ({"padding": "valid"}, "`padding` must be one of"),
         ({"pooling": "sum"}, "`pooling` must be one of"),
         ({"classes": 0}, "`classes` must be an integer >= 1"),
+        ({"classes": 10**9}, "`classes` must be an integer >= 1 and <= 1000000; received 1000000000"),
         ({"dropout_rate": 1.0}, "`dropout_rate` must be a finite number >= 0 and < 1"),
         ({"framework": "jax"}, "`framework` must be one of"),
         # "False" is truthy: taken as given it would silently add the preprocessing layers.

@@ -365,8 +365,8 @@ class SearchProject:
         """Rebuilds a trial's model, with the weights of its best epoch when the search saved them.
 
         The model is built as `MnasHyperModel` built the candidates, from the recorded space (input shape,
-        classes, width multiplier) and the recorded hypermodel settings (`build_settings`); settings the
-        project lacks take `MnasHyperModel`'s defaults (`include_preprocessing=False`, `bn_momentum=0.9`).
+        classes, width multiplier) and the recorded hypermodel settings (`build_settings`); a project that
+        records none gets `include_preprocessing=False` and the builder's `bn_momentum=0.9`.
         A wrong `include_preprocessing` changes what the model computes without changing its weights.
 
         Args:

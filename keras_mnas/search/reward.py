@@ -136,7 +136,15 @@ class MnasReward:
         if not np.all(np.isfinite(latency) & (latency > 0)):
             raise ValueError(f"latency_ms must hold finite, positive numbers; received {latency_ms!r}.")
         exponent = np.where(latency <= self.target_latency_ms, self.alpha, self.beta)
-        return np.asarray(accuracy, dtype=np.float64) * (latency / self.target_latency_ms) ** exponent
+        with np.errstate(over="ignore"):  # an overflow is reported below, by value
+            rewards = np.asarray(accuracy, dtype=np.float64) * (latency / self.target_latency_ms) ** exponent
+        if not np.all(np.isfinite(rewards)):
+            # Same rule as one candidate: a latency too far from the target has no finite reward.
+            raise ValueError(
+                f"latency_ms holds values too far from the target ({self.target_latency_ms:g} ms) for a "
+                f"finite reward; received {latency_ms!r}."
+            )
+        return rewards
 
     def upper_bound(self, latency_ms: float, best_accuracy: float = 1.0) -> float:
         """The largest reward a model of this latency can reach: what pre-training filters compare."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from keras_mnas.architecture import (
     MAX_BLOCKS,
+    MAX_CLASSES,
     MAX_EXPANSION,
     MAX_FILTERS,
     MAX_KERNEL,
@@ -91,7 +92,6 @@ DEFAULT_FIXED_BLOCKS = {0: "r1_k3_s11_e1_i32_o16_noskip", 6: "r1_k3_s11_e6_i160_
 
 _CONV_OP = re.compile(r"conv|dconv|mbconv([1-9][0-9]?)", re.ASCII)
 MAX_INPUT_SIZE = 8192  # pixels per side, and channels
-MAX_CLASSES = 1_000_000
 DECISIONS = ("conv_op", "kernel", "se", "skip", "filters", "layers")
 
 

@@ -79,3 +79,12 @@ def test_rewards_never_overflow_and_name_what_is_wrong(call, match):
     # Each of these raised OverflowError, or returned an infinite reward.
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_score_arrays_refuses_an_overflowing_reward_like_a_single_candidate():
+    reward = MnasReward(0.2, alpha=-10.0, beta=-10.0)
+    with pytest.raises(ValueError, match="too far from the target"):
+        reward(0.9, 1e-40)
+    with pytest.raises(ValueError, match="too far from the target"):
+        reward.score_arrays([0.9, 0.9], [1e-40, 0.2])
+    assert reward.score_arrays([0.9], [0.2]).tolist() == [0.9]
