@@ -25,7 +25,7 @@ from keras_mnas.testing.adb_double import (
 from keras_mnas.testing.adbd import AdbdDevice
 from keras_mnas.testing.latency import ScriptedLatency
 from keras_mnas.testing.phone_profiles import PROFILES, PhoneProfile, ProfilePhone
-from keras_mnas.testing.real_adb import RealAdbServer, adb_program
+from keras_mnas.testing.real_adb import RealAdbServer, adb_missing_reason, adb_program
 
 __all__ = [
     "ADB_SERVER_VERSION",
@@ -41,6 +41,7 @@ __all__ = [
     "ProfilePhone",
     "RealAdbServer",
     "ScriptedLatency",
+    "adb_missing_reason",
     "adb_program",
     "fake_benchmark_binary",
     "fake_benchmark_output",

@@ -40,6 +40,20 @@ def adb_program() -> str | None:
     return shutil.which("adb")
 
 
+def adb_missing_reason() -> str | None:
+    """Why tests of the real adb server cannot run here, or `None` when they can.
+
+    Returns:
+        A sentence naming what is missing and how to install it, or `None` when `adb` is installed.
+    """
+    if adb_program() is not None:
+        return None
+    return (
+        "the real adb server is not installed: these tests need Debian's `adb` program on PATH "
+        "(`apt-get install adb`)"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -232,11 +246,19 @@ class RealAdbServer:
         phone.serial = device.serial
         with self._lock:
             self._devices[device.serial] = device
-        result = self.adb("connect", device.serial)
-        if "connected to" not in result.stdout:
-            output = f"{result.stdout}{result.stderr}".strip()
-            raise RuntimeError(f"`adb connect {device.serial}` failed: {output}")
-        self.wait_for_state(device.serial, phone.state)
+        try:
+            result = self.adb("connect", device.serial)
+            # A phone that refuses the server's key is still listed, as unauthorized.
+            expected = "failed to authenticate" if phone.state == "unauthorized" else "connected to"
+            if expected not in result.stdout:
+                output = f"{result.stdout}{result.stderr}".strip()
+                raise RuntimeError(f"`adb connect {device.serial}` failed: {output}")
+            self.wait_for_state(device.serial, phone.state)
+        except BaseException:
+            with self._lock:
+                self._devices.pop(device.serial, None)
+            device.stop()
+            raise
         return phone
 
     def remove_phone(self, serial: str) -> None:
