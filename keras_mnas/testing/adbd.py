@@ -18,10 +18,11 @@ arg0, arg1, payload length, payload checksum, command ^ 0xffffffff) and its payl
   status), and `sync:` (`STAT`, `LIST`, `SEND`, `RECV`, `QUIT`; `STA2`/`LST2` with `stat_v2`, `LIS2` with
   `ls_v2`). An unknown service is refused with `CLSE`, as adbd refuses it.
 
-The phone's `Fault`s act as they do on a phone: `"drop"` ends the stream mid-output, `"offline"`,
-`"unauthorized"` and `"disappear"` cut the transport (the server sees the phone go), `"hang"` and `"trickle"`
-go on until the client gives up. Setting `phone.state` to `"offline"` or `"unauthorized"` cuts the transport
-too; back to `"device"`, the next connection succeeds.
+The phone's `Fault`s act as they do on a phone: `"drop"` ends the stream mid-output, `"offline"` and
+`"unauthorized"` cut the transport (the server reconnects, and lists the phone in that state), `"disappear"`
+cuts it and stops answering (the server lists the phone as offline while it retries, as for a phone that
+left the Wi-Fi), `"hang"` and `"trickle"` go on until the client gives up. Setting `phone.state` to
+`"offline"` or `"unauthorized"` cuts the transport too; back to `"device"`, a waiting handshake completes.
 
 Example:
 

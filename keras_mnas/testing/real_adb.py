@@ -247,6 +247,9 @@ class RealAdbServer:
         with self._lock:
             self._devices[device.serial] = device
         try:
+            if phone.state == "offline":
+                self._connect_offline(device.serial)
+                return phone
             result = self.adb("connect", device.serial)
             # A phone that refuses the server's key is still listed, as unauthorized.
             expected = "failed to authenticate" if phone.state == "unauthorized" else "connected to"
@@ -260,6 +263,22 @@ class RealAdbServer:
             device.stop()
             raise
         return phone
+
+    def _connect_offline(self, serial: str) -> None:
+        # `adb connect` waits for the handshake an offline phone never completes: the server lists the phone
+        # as offline meanwhile, and keeps it after the waiting client is stopped.
+        client = subprocess.Popen(
+            [self.adb_path, "-P", str(self.port), "connect", serial],
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            self.wait_for_state(serial, "offline")
+        finally:
+            client.kill()
+            client.wait(timeout=5)
 
     def remove_phone(self, serial: str) -> None:
         """Disconnects a phone and stops its device: the server no longer lists it."""

@@ -16,7 +16,13 @@ import pytest
 
 from keras_mnas.cli import main
 from keras_mnas.latency.android import AndroidLatency
-from keras_mnas.latency.errors import DeviceError, DeviceTooHotError, LatencyMeasurementError
+from keras_mnas.latency.errors import (
+    DeadlineExceededError,
+    DeviceError,
+    DeviceTooHotError,
+    DeviceUnavailableError,
+    LatencyMeasurementError,
+)
 from keras_mnas.latency.pool import AndroidDevicePool
 from keras_mnas.testing import (
     PROFILES,
@@ -147,6 +153,21 @@ def test_a_connection_dropped_mid_benchmark_gives_no_number_then_recovers(server
     phone.state = "device"  # back on Wi-Fi: the server reconnects by itself
     server.wait_for_state(phone.serial, "device")
     assert latency.measure_tflite(TINY).median_ms == pytest.approx(12.0, rel=0.03)
+
+
+@pytest.mark.parametrize(("profile", "action"), [("android14", "hang"), ("android6", "trickle")])
+def test_a_benchmark_that_never_ends_hits_its_deadline(server, connect, binary, profile, action):
+    phone = connect(profile)
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", action, interval_s=0.05))
+    with pytest.raises(DeadlineExceededError):
+        source(server, phone, binary, repeats=1, run_timeout_s=1.0).measure_tflite(TINY)
+
+
+def test_an_offline_phone_is_reported_not_measured(server, connect, binary):
+    phone = connect("android14", state="offline")
+    with pytest.raises(DeviceUnavailableError, match="offline"):
+        source(server, phone, binary).measure_tflite(TINY)
+    assert phone.benchmark_runs == []
 
 
 @pytest.mark.parametrize("profile", ["android6", "android14"])

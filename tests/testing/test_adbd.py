@@ -121,6 +121,14 @@ def test_an_unauthorized_phone_becomes_usable_once_allowed(server, connect):
     assert server.adb("-s", phone.serial, "shell", "echo", "hi").stdout == "hi\n"
 
 
+def test_a_phone_offline_from_the_start_comes_online(server, connect):
+    phone = connect(FakePhone("SLOW", state="offline"))
+    assert server.states()[phone.serial] == "offline"
+    phone.state = "device"
+    server.wait_for_state(phone.serial, "device")
+    assert server.adb("-s", phone.serial, "shell", "echo", "up").stdout == "up\n"
+
+
 def test_a_lost_connection_is_seen_and_the_phone_comes_back(server, connect):
     phone = connect(PROFILES["android14"].phone("WIFI"))
     phone.add_fault(Fault("getprop", "offline"))
