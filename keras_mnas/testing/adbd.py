@@ -71,7 +71,8 @@ _SYNC_CHUNK = 64 * 1024
 # How often the device looks at its phone's state, so that a test setting `phone.state` is seen at once.
 _STATE_POLL_S = 0.05
 
-#: The features of an Android 10 phone's adbd, the ones this device implements.
+#: The features an Android 10 phone's adbd advertises. The device speaks `shell_v2` and `stat_v2`; the
+#: services the others name (`abb`, `abb_exec`: package installs) are refused, as keras-mnas never uses them.
 ANDROID_10_FEATURES = (
     "shell_v2",
     "cmd",

@@ -193,7 +193,16 @@ class RealAdbServer:
     # -- the adb program --------------------------------------------------------------------------------
 
     def adb(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-        """Runs `adb -P PORT ARGS...` against this server; returns the completed process (text)."""
+        """Runs `adb -P PORT ARGS...` against this server; returns the completed process (text).
+
+        Raises:
+            RuntimeError: When the server is not running (the `adb` command would start a daemon of its own,
+                which nobody would stop).
+        """
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(
+                f"The adb server on port {self.port} is not running; its log: {self.server_log()[-500:]!r}"
+            )
         return subprocess.run(
             [self.adb_path, "-P", str(self.port), *args],
             env=self._env(),
