@@ -266,3 +266,23 @@ def test_devices_command_reads_an_android6_phone(server, connect, capsys):
     assert main(["devices", "--adb-port", str(server.port), "--json"]) == 0
     info = {i["serial"]: i for i in json.loads(capsys.readouterr().out)}[phone.serial]
     assert info["big_cores"] == [4, 5] and info["thermal"]["cpu_max_c"] == pytest.approx(41.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Output and messages of issue 21, end to end.
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 21 item 5: run statistics without an average (count=1) are refused"
+)
+def test_a_single_run_slower_than_min_secs_is_measured(server, connect, binary):
+    phone = connect("android14", latency_ms=150.0)  # one run already exceeds --min_secs
+    result = source(server, phone, binary, runs=1, repeats=1).measure_tflite(TINY)
+    assert result.median_ms == pytest.approx(150.0, rel=0.03)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21 item 6: a full disk loses adbd's reason (AdbError: FAIL)")
+def test_a_full_disk_is_reported_with_adbds_reason(server, connect, binary):
+    phone = connect("android10", free_bytes=1000)
+    with pytest.raises(DeviceError, match="No space left on device"):
+        source(server, phone, binary).measure_tflite(TINY)
