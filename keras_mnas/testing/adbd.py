@@ -158,6 +158,10 @@ class _Stream:
                 self._acked = False
             self.transport.send(A_WRTE, self.local_id, self.remote_id, data[start : start + size])
 
+    def flush(self, seconds: float = 2.0) -> None:
+        """Waits until the server acknowledged the last WRTE: it has read it."""
+        self._wait(lambda: self._acked, timeout=seconds)
+
     def wait_closed(self, seconds: float) -> bool:
         """Waits up to `seconds`; True once the server closed the stream or the transport died."""
         return not self._wait(lambda: False, timeout=seconds) and (self.closed or self.transport.dead)
@@ -506,6 +510,8 @@ class AdbdDevice:
         partial = output[: int(len(output) * fault.keep_fraction)]
         if partial:
             stream.send(_shell_packet(1, partial) if v2 else partial)
+            # Closing a socket with unread input resets it, and the server may lose what it had not read.
+            stream.flush()
         if fault.action == "drop":
             return  # the stream ends without an exit status; the phone stays
         self.phone.state = "offline" if fault.action == "disappear" else fault.action

@@ -134,7 +134,7 @@ def test_a_lost_connection_is_seen_and_the_phone_comes_back(server, connect):
     phone.add_fault(Fault("getprop", "offline"))
     full = phone.run_shell("getprop").stdout.decode()
     cut = server.adb("-s", phone.serial, "shell", "getprop")
-    assert 0 < len(cut.stdout) < len(full)  # half of it, then the transport died
+    assert 0 < len(cut.stdout) < len(full), (cut, server.states())  # half of it, then the transport died
     server.wait_for_state(phone.serial, "offline")
     phone.state = "device"
     server.wait_for_state(phone.serial, "device")  # the server reconnects by itself
