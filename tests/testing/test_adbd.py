@@ -147,6 +147,14 @@ def test_a_lost_connection_is_seen_and_the_phone_comes_back(server, connect):
         time.sleep(0.1)
 
 
+def test_a_disconnected_phone_is_connected_again(server, connect):
+    phone = connect(PROFILES["android10"].phone("P4"))
+    server.adb("disconnect", phone.serial)
+    server.wait_for_state(phone.serial, None)
+    server.reconnect(phone.serial)
+    assert server.adb("-s", phone.serial, "shell", "echo", "again").stdout == "again\n"
+
+
 def test_a_removed_phone_leaves_the_device_list(server):
     phone = server.add_phone(FakePhone("GONE"))
     assert server.phone(phone.serial) is phone and phone in server.phones
