@@ -75,7 +75,8 @@ class FastTuner(MnasTuner):
             TFLite converter.
         stall_at: The evaluation of this process (0-based count) that writes `stalled_<trial id>` in the
             directory, then sleeps an hour (to be killed there).
-        slow_at: `[n, seconds]`: this process's evaluation number n (0-based) sleeps that long instead.
+        slow_at: `[n, seconds]`: this process's evaluation number n (0-based) works that long instead,
+            reporting progress every 0.1 s.
     """
 
     def __init__(
@@ -107,7 +108,14 @@ class FastTuner(MnasTuner):
                 f.write(self.tuner_id)
             time.sleep(3600)
         slow = self.slow_at is not None and self.runs - 1 == self.slow_at[0]
-        time.sleep(self.slow_at[1] if slow else self.work_seconds)
+        if slow:
+            # A long trial whose work goes on: it reports progress, as training does at every batch.
+            end = time.monotonic() + self.slow_at[1]
+            while time.monotonic() < end:
+                time.sleep(0.1)
+                self.report_progress()
+        else:
+            time.sleep(self.work_seconds)
         accuracy, latency = accuracy_of(values), latency_of(values)
         log_evaluation(self.directory, self.tuner_id, trial.trial_id, values)
         return {"reward": self.reward(accuracy, latency), "accuracy": accuracy, "latency_ms": latency}

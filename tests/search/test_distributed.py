@@ -104,8 +104,8 @@ def test_chief_and_two_workers_account_for_every_trial_once(context, tmp_path):
         trial_timeout=trial_timeout,
         chief_timeout=30,
     )
-    # KerasTuner reports nothing while a trial trains: without heartbeats (every trial_timeout / 4 s),
-    # this trial, longer than trial_timeout, would be taken from its live worker and run twice.
+    # KerasTuner reports nothing while a trial trains: without heartbeats (every trial_timeout / 4 s) that
+    # carry its progress, this trial, longer than trial_timeout, would be taken from its live worker.
     configs["tuner1"]["slow_at"] = [1, 2 * trial_timeout]
     processes = start_cluster(context, configs)
     try:
