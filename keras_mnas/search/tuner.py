@@ -13,10 +13,12 @@ reads it, so the search scores the model that ships.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -74,6 +76,36 @@ from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_grad
 REPORTED_METRICS = ("latency_ms", "reward", "params", "macs", "latency_spread")
 EXPORT_QUANTIZATIONS = ("float32", "int8", "qat")
 DISTRIBUTED_TRIAL_TIMEOUT = 600.0
+
+
+class SearchTerminated(KeyboardInterrupt):
+    """The search process got SIGTERM (a `kill`, a job scheduler's stop): an interruption, like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within it, SIGTERM raises `SearchTerminated` in the main thread, so it unwinds as Ctrl-C does.
+
+    Its trial is then recorded as interrupted, not crashed. Only where SIGTERM would otherwise kill the
+    process outright: a handler the program installed itself is left alone, and so is any thread but the
+    main one (which cannot receive signals).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise SearchTerminated("The search process received SIGTERM; the running trial runs again on resume.")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class TrialTimeoutError(keras_tuner.errors.FailedTrialError, TimeoutError):
@@ -614,6 +646,9 @@ class MnasTuner(keras_tuner.Tuner):
         Raises:
             ValueError: before any trial runs, when the reward's metric needs validation data that is not
                 given, or `epochs` is not a positive integer.
+            SearchTerminated: when the process gets SIGTERM during the search (unless the program handles
+                SIGTERM itself). A `KeyboardInterrupt`, like Ctrl-C: the running trial is recorded as
+                interrupted, not crashed, and runs again when the search resumes.
         """
         if self.reward.metric.startswith("val_") and not (
             fit_kwargs.get("validation_data") is not None or fit_kwargs.get("validation_split")
@@ -646,7 +681,8 @@ class MnasTuner(keras_tuner.Tuner):
         self._start_search_logger(callbacks)
         self._custom_gradients_before_search = custom_gradient_names()
         try:
-            super().search(*fit_args, **fit_kwargs)
+            with _sigterm_interrupts():
+                super().search(*fit_args, **fit_kwargs)
         finally:
             self._log_search_state(final=True)
 
