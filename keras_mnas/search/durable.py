@@ -265,8 +265,8 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             return keras_tuner.engine.trial.Trial(self.get_space(), trial_id=STOP_WORKER, status=IDLE)
         if trial.status == RUNNING and self._handed_out_at.get(trial.trial_id) is None:
             # Handed out now (create_trial answers a worker's repeated request with its running trial: its
-            # clocks go on). A restarted chief starts the clocks of the trials it reloads as running when it
-            # first checks them, in _take_back_stuck_trials.
+            # clocks go on). A restarted chief hands out afresh the trials it found running (KerasTuner's
+            # reload queues them), so neither the time before the restart nor the restart counts.
             self._last_seen[trial.trial_id] = now
             self._handed_out_at[trial.trial_id] = now
             self._progress[trial.trial_id] = (None, now)
@@ -360,12 +360,17 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         return None
 
     def _is_late(self, trial_id: str, reporter: str | None) -> bool:
-        """Whether a report comes from a worker the trial was taken from (and not handed back to)."""
-        return (
-            reporter is not None
-            and reporter in self._taken_from.get(trial_id, ())
-            and self._owner_of(trial_id) != reporter
-        )
+        """Whether a worker's report is about a trial it no longer holds: it must not count.
+
+        Another worker runs the trial now, or the trial was taken from this one and waits to run again.
+        (A report that names no worker, from a client that does not stamp its reports, always counts.)
+        """
+        if reporter is None:
+            return False
+        owner = self._owner_of(trial_id)
+        if owner is not None:
+            return owner != reporter
+        return reporter in self._taken_from.get(trial_id, ())
 
     def _has_ended(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)
@@ -415,7 +420,7 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
 
     def _stuck_reason(self, trial_id: str, tuner_id: str, now: float) -> tuple[bool, str] | None:
         """`(silent, cause)` when a running trial must be taken from its worker, else None."""
-        # A trial not yet on this process's clocks (a restarted chief's) starts them now.
+        # A trial not yet on this process's clocks starts them now.
         seen = self._last_seen.setdefault(trial_id, now)
         started = self._handed_out_at.setdefault(trial_id, now)
         moved = self._progress.setdefault(trial_id, (None, now))[1]

@@ -728,9 +728,11 @@ class MnasTuner(keras_tuner.Tuner):
             x_val, y_val = fit_kwargs["validation_data"]
 
             def int8_accuracy(model):
+                self.report_progress()
                 tflite = convert_to_tflite(
                     model, quantization="int8", representative_data=self.representative_data
                 )
+                self.report_progress()
                 return evaluate_tflite(tflite, x_val, y_val)
 
         reward_callback = RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy, spread)
@@ -831,8 +833,8 @@ class MnasTuner(keras_tuner.Tuner):
         deadline_at = self._deadline_at(trial)
         if deadline_at is not None and time.monotonic() > deadline_at:
             raise TrialTimeoutError(
-                f"Trial {trial.trial_id} timed out: {work} did not finish within the "
-                f"{self.trial_deadline:g} s trial_deadline."
+                f"Trial {trial.trial_id} timed out: {work} took longer than the {self.trial_deadline:g} s "
+                "trial_deadline."
             )
 
     def _measure_latency(self, model, trial) -> Any:

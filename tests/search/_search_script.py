@@ -77,6 +77,7 @@ class FastTuner(MnasTuner):
             directory, then sleeps an hour (to be killed there).
         slow_at: `[n, seconds]`: this process's evaluation number n (0-based) works that long instead,
             reporting progress every 0.1 s.
+        fail_all: Every evaluation fails with a `FailedTrialError` (after it is logged).
     """
 
     def __init__(
@@ -86,11 +87,13 @@ class FastTuner(MnasTuner):
         crash_trials: tuple[str, ...] = (),
         stall_at: int | None = None,
         slow_at: tuple[int, float] | None = None,
+        fail_all: bool = False,
         **kwargs: Any,
     ):
         super().__init__(
             hypermodel=build_space, latency=NoLatency(), target_latency_ms=2.0, metric="accuracy", **kwargs
         )
+        self.fail_all = fail_all
         self.work_seconds = work_seconds
         self.crash_trials = set(crash_trials)
         self.stall_at = stall_at
@@ -118,6 +121,8 @@ class FastTuner(MnasTuner):
             time.sleep(self.work_seconds)
         accuracy, latency = accuracy_of(values), latency_of(values)
         log_evaluation(self.directory, self.tuner_id, trial.trial_id, values)
+        if self.fail_all:
+            raise keras_tuner.errors.FailedTrialError(f"trial {trial.trial_id} fails, as scripted")
         return {"reward": self.reward(accuracy, latency), "accuracy": accuracy, "latency_ms": latency}
 
 
@@ -282,6 +287,8 @@ def make_tuner(config: dict[str, Any]) -> MnasTuner:
         crash_trials=tuple(config.get("crash_trials", ())),
         stall_at=config.get("stall_at"),
         slow_at=config.get("slow_at"),
+        fail_all=config.get("fail_all", False),
+        **({"max_consecutive_failed_trials": config["failure_limit"]} if "failure_limit" in config else {}),
         directory=config["directory"],
         project_name=PROJECT,
         overwrite=False,
