@@ -247,6 +247,12 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
     def _create_trial(self, tuner_id: str):
         now = time.monotonic()
         self._tuner_seen[tuner_id] = now
+        held = self.ongoing_trials.get(tuner_id)
+        if held is not None and held.trial_id in self._interrupted:
+            # search() again in the process that was interrupted (a notebook's next cell): its trial starts
+            # afresh, clocks included; the pause was no stall and does not count towards the deadline.
+            for clock in (self._last_seen, self._handed_out_at, self._progress):
+                clock.pop(held.trial_id, None)
         self._take_back_stuck_trials()
         if self._should_wait(tuner_id):
             # All trials are handed out but some still run elsewhere: with a trial_timeout or trial_deadline,

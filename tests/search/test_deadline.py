@@ -280,11 +280,15 @@ class Killed(BaseException):
 
 
 class DyingTuner(FastTuner):
-    def __init__(self, *, die=(), **kwargs):
+    def __init__(self, *, die=(), interrupt=(), **kwargs):
         super().__init__(**kwargs)
         self.die = list(die)
+        self.interrupt = list(interrupt)
 
     def run_trial(self, trial, *args, **kwargs):
+        if trial.trial_id in self.interrupt:
+            self.interrupt.remove(trial.trial_id)
+            raise KeyboardInterrupt
         if trial.trial_id in self.die:
             self._set_phase(trial, "training")
             time.sleep(0.4)  # past its deadline when the process dies
@@ -378,3 +382,24 @@ def test_sigterm_interrupts_a_search_like_ctrl_c_and_is_no_crash(context, tmp_pa
     resumed.search(verbose=0)
     assert saved_state(tmp_path)["crashes"] == {}, "an interruption, not a crash"
     assert [resumed.oracle.get_trial(t).status for t in resumed.oracle.start_order] == ["COMPLETED"] * 3
+
+
+def test_a_pause_after_ctrl_c_counts_neither_as_a_stall_nor_towards_the_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(durable, "DEADLINE_GRACE_SECONDS", 0.0)
+    tuner = DyingTuner(
+        interrupt=["1"],
+        max_trials=3,
+        seed=5,
+        controller={"minibatch_size": 2, "units": 8},
+        trial_timeout=None,
+        trial_deadline=0.3,
+        directory=str(tmp_path),
+        project_name=PROJECT,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        tuner.search(verbose=0)
+    time.sleep(0.5)  # a notebook's user reads the traceback, then runs the cell again
+    tuner.search(verbose=0)
+    assert [tuner.oracle.get_trial(t).status for t in tuner.oracle.start_order] == ["COMPLETED"] * 3
+    state = saved_state(tmp_path)
+    assert state["crashes"] == {} and state["timeouts"] == {}
