@@ -13,7 +13,8 @@ client (only through its public `stub` attribute and methods) to:
   count moved: a worker whose trial hangs while this thread goes on beating loses the trial after
   `trial_timeout` all the same;
 - stamp every report (`update_trial`, `end_trial`) with the same tuner id, so that the chief ignores the
-  reports of a worker its trial was taken from;
+  reports of a worker its trial was taken from (the chief answers such a heartbeat STOPPED: the heartbeat
+  thread then says so on stderr and stops);
 - wait quietly (polling every `idle_poll` seconds) while the chief answers "IDLE" (all trials handed out,
   some still running elsewhere and maybe to be handed out again), instead of KerasTuner's busy loop;
 - stop on `DurableOracle`'s quiet "stop" (an IDLE answer with trial id `STOP_WORKER`), which lets the chief
@@ -34,7 +35,7 @@ from typing import Any
 
 import keras_tuner
 
-from keras_mnas.search.durable import IDLE, RUNNING, STOP_WORKER, worker_stamp
+from keras_mnas.search.durable import IDLE, RUNNING, STOP_WORKER, STOPPED, worker_stamp
 
 _RETRY_PAUSE = 0.5
 
@@ -193,7 +194,18 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
-                self._client.update_trial(self._trial_id, self._stamp())
+                answer = self._client.update_trial(self._trial_id, self._stamp())
+                if getattr(answer, "status", None) == STOPPED:
+                    # The chief took the trial away (no progress for trial_timeout, or past trial_deadline):
+                    # the main thread is stuck in its work, so this is the one place to say so.
+                    print(
+                        f"MnasTuner: the chief took trial {self._trial_id} from this worker (no progress for "
+                        "trial_timeout, or past trial_deadline) and hands it to another; what this worker "
+                        "reports for it is ignored. The worker asks for a new trial once its work returns.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return
             except Exception as error:  # the main thread meets the same error at its next call
                 if not self._stopped.is_set():
                     print(

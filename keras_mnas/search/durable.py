@@ -341,7 +341,8 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         reporter, progress = _pop_worker_stamp(metrics)
         trial = self.trials[trial_id]
         if self._is_late(trial_id, reporter):
-            return trial  # the trial was taken from this worker: its reports no longer count
+            # Not this worker's trial any more: its report does not count, and the answer tells it so.
+            return keras_tuner.engine.trial.Trial(self.get_space(), trial_id=trial_id, status=STOPPED)
         now = time.monotonic()
         self._last_seen[trial_id] = now
         owner = self._owner_of(trial_id)

@@ -214,8 +214,9 @@ def test_heartbeats_without_progress_lose_the_trial_and_with_progress_keep_it(tm
     assert state["timeouts"] == {stuck.trial_id: 1}
     assert state["crashes"] == {kept.trial_id: 1, stuck.trial_id: 1, "1": 1}
 
-    # The first worker's late reports are ignored: neither its metrics nor its end count.
-    oracle.update_trial(stuck.trial_id, {"reward": 0.99, **worker_stamp("tuner2", 7)})
+    # The first worker's late reports are ignored: neither its metrics nor its end count; the answer says so.
+    answer = oracle.update_trial(stuck.trial_id, {"reward": 0.99, **worker_stamp("tuner2", 7)})
+    assert answer.status == "STOPPED"
     late = stamped(keras_tuner.engine.trial.Trial(oracle.get_space(), trial_id=stuck.trial_id), "tuner2")
     late.status = "COMPLETED"
     oracle.end_trial(late)
@@ -353,6 +354,7 @@ def test_a_worker_hung_in_a_trial_loses_it_and_the_search_finishes(context, tmp_
     assert f"trial {stalled} on tuner0 timed out: training made no progress" in log_tail(
         configs["chief"]["log"], 400
     )
+    assert f"the chief took trial {stalled} from this worker" in log_tail(configs["tuner0"]["log"], 60)
     oracle = load(configs)
     assert_every_trial_once(oracle, max_trials)
     assert oracle.get_state()["mnas"]["timeouts"] == {stalled: 1}
