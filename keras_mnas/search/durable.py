@@ -437,18 +437,14 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
                 f"no news of trial {trial_id} from {tuner_id} for {now - seen:.0f} s (trial_timeout "
                 f"{timeout:g} s): its worker went silent"
             )
-        work = _PHASE_WORK.get(self.trial_phase(trial_id) or "", "its work")
         if timeout is not None and now - moved > timeout:
-            return False, (
-                f"trial {trial_id} on {tuner_id} timed out: {work} made no progress for {now - moved:.0f} s "
-                f"(trial_timeout {timeout:g} s)"
-            )
-        if deadline is not None and now - started > deadline + DEADLINE_GRACE_SECONDS:
-            return False, (
-                f"trial {trial_id} on {tuner_id} timed out: {work} did not finish within the {deadline:g} s "
-                "trial_deadline"
-            )
-        return None
+            what = f"made no progress for {now - moved:.0f} s (trial_timeout {timeout:g} s)"
+        elif deadline is not None and now - started > deadline + DEADLINE_GRACE_SECONDS:
+            what = f"did not finish within the {deadline:g} s trial_deadline"
+        else:
+            return None
+        work = _PHASE_WORK.get(self.trial_phase(trial_id) or "", "its work")
+        return False, f"trial {trial_id} on {tuner_id} timed out: {work} {what}"
 
     @keras_tuner.synchronized
     def end_trial(self, trial) -> None:
