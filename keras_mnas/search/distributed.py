@@ -7,9 +7,14 @@ client (only through its public `stub` attribute and methods) to:
 
 - bound every call by `chief_timeout` seconds and fail with a clear `keras_tuner.errors.FatalRuntimeError`
   naming the chief's address when it does not answer;
-- send a heartbeat (an `update_trial` with no metrics, which `DurableOracle` records as a sign of life) every
-  `heartbeat_interval` seconds while a trial runs, so the chief's `trial_timeout` only fires for a worker
-  that is really gone;
+- send a heartbeat every `heartbeat_interval` seconds while a trial runs: an `update_trial` whose only metric
+  is the worker's stamp (`durable.worker_stamp`: its tuner id, and the count of a `WorkProgress` that only
+  the trial's work advances). `DurableOracle` records it as a sign of life, and as progress only when the
+  count moved: a worker whose trial hangs while this thread goes on beating loses the trial after
+  `trial_timeout` all the same;
+- stamp every report (`update_trial`, `end_trial`) with the same tuner id, so that the chief ignores the
+  reports of a worker its trial was taken from (the chief answers such a heartbeat STOPPED: the heartbeat
+  thread then says so on stderr and stops);
 - wait quietly (polling every `idle_poll` seconds) while the chief answers "IDLE" (all trials handed out,
   some still running elsewhere and maybe to be handed out again), instead of KerasTuner's busy loop;
 - stop on `DurableOracle`'s quiet "stop" (an IDLE answer with trial id `STOP_WORKER`), which lets the chief
@@ -21,6 +26,7 @@ call as the first one.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
@@ -29,7 +35,7 @@ from typing import Any
 
 import keras_tuner
 
-from keras_mnas.search.durable import IDLE, RUNNING, STOP_WORKER
+from keras_mnas.search.durable import IDLE, RUNNING, STOP_WORKER, STOPPED, worker_stamp
 
 _RETRY_PAUSE = 0.5
 
@@ -72,14 +78,49 @@ class _DeadlineStub:
         return call
 
 
+class WorkProgress:
+    """A count that only the work of a trial advances: phases, training and validation batches, epochs.
+
+    A worker's heartbeats carry it, so the chief tells a trial that hangs from one that runs slowly. Keras
+    callbacks that hold it are deep-copied by KerasTuner for every execution: a copy is this same counter.
+
+    Example:
+
+    ```python
+    progress = WorkProgress()
+    progress.advance()
+    progress.count  # 1
+    ```
+    """
+
+    def __init__(self):
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """How many steps of work were done so far."""
+        return self._count
+
+    def advance(self) -> None:
+        """Records one more step of work."""
+        with self._lock:
+            self._count += 1
+
+    def __deepcopy__(self, memo) -> WorkProgress:
+        return self  # one counter per worker, however often the callbacks that hold it are copied
+
+
 class ChiefOracleClient:
-    """Wraps KerasTuner's `OracleClient` on a worker: bounded calls, heartbeats, quiet waiting.
+    """Wraps KerasTuner's `OracleClient` on a worker: bounded calls, stamps, heartbeats, quiet waiting.
 
     Args:
         client: The `OracleClient` `keras_tuner.Tuner` put in `tuner.oracle` on a worker.
         chief_timeout: Seconds to wait for any answer of the chief before failing.
         heartbeat_interval: Seconds between heartbeats while a trial runs; `None` sends none.
         idle_poll: Seconds between two requests for a trial while the chief answers "IDLE".
+        progress: The worker's `WorkProgress`, which its heartbeats carry (a new one by default: then the
+            count never moves, and only the trial's own reports show progress).
     """
 
     def __init__(
@@ -89,6 +130,7 @@ class ChiefOracleClient:
         chief_timeout: float,
         heartbeat_interval: float | None,
         idle_poll: float = 0.25,
+        progress: WorkProgress | None = None,
     ):
         address = f"{os.environ.get('KERASTUNER_ORACLE_IP')}:{os.environ.get('KERASTUNER_ORACLE_PORT')}"
         client.stub = _DeadlineStub(client.stub, chief_timeout, address)
@@ -96,13 +138,19 @@ class ChiefOracleClient:
         self.chief_timeout = chief_timeout
         self.heartbeat_interval = heartbeat_interval
         self.idle_poll = idle_poll
+        self.progress = progress if progress is not None else WorkProgress()
+        self._tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
         self._heartbeat: _Heartbeat | None = None
 
     def __getattr__(self, name: str):
         return getattr(self._client, name)
 
+    def _stamp(self) -> dict[str, float]:
+        return worker_stamp(self._tuner_id, self.progress.count)
+
     def create_trial(self, tuner_id: str):
         self._stop_heartbeat()
+        self._tuner_id = tuner_id
         while True:
             trial = self._client.create_trial(tuner_id)
             if trial.status == IDLE and trial.trial_id == STOP_WORKER:
@@ -111,13 +159,20 @@ class ChiefOracleClient:
                 break
             time.sleep(self.idle_poll)
         if trial.status == RUNNING and self.heartbeat_interval:
-            self._heartbeat = _Heartbeat(self._client, trial.trial_id, self.heartbeat_interval)
+            self._heartbeat = _Heartbeat(self._client, trial.trial_id, self.heartbeat_interval, self._stamp)
             self._heartbeat.start()
         return trial
 
+    def update_trial(self, trial_id: str, metrics, step: int = 0):
+        return self._client.update_trial(trial_id, {**metrics, **self._stamp()}, step=step)
+
     def end_trial(self, trial) -> None:
         self._stop_heartbeat()  # a heartbeat after the end would be ignored, but costs a call
-        self._client.end_trial(trial)
+        stamped = copy.deepcopy(trial)  # the stamp travels in the trial's metrics, which the chief strips
+        for name, value in self._stamp().items():
+            stamped.metrics.register(name)
+            stamped.metrics.update(name, value)
+        self._client.end_trial(stamped)
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:
@@ -126,19 +181,31 @@ class ChiefOracleClient:
 
 
 class _Heartbeat(threading.Thread):
-    """Tells the chief every `interval` seconds that this worker is still running `trial_id`."""
+    """Tells the chief every `interval` seconds that this worker runs `trial_id`, and how far its work is."""
 
-    def __init__(self, client: Any, trial_id: str, interval: float):
+    def __init__(self, client: Any, trial_id: str, interval: float, stamp):
         super().__init__(name=f"mnas-heartbeat-{trial_id}", daemon=True)
         self._client = client
         self._trial_id = trial_id
         self._interval = interval
+        self._stamp = stamp
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
-                self._client.update_trial(self._trial_id, {})
+                answer = self._client.update_trial(self._trial_id, self._stamp())
+                if getattr(answer, "status", None) == STOPPED:
+                    # The chief took the trial away (no progress for trial_timeout, or past trial_deadline):
+                    # the main thread is stuck in its work, so this is the one place to say so.
+                    print(
+                        f"MnasTuner: the chief took trial {self._trial_id} from this worker (no progress for "
+                        "trial_timeout, or past trial_deadline) and hands it to another; what this worker "
+                        "reports for it is ignored. The worker asks for a new trial once its work returns.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return
             except Exception as error:  # the main thread meets the same error at its next call
                 if not self._stopped.is_set():
                     print(

@@ -11,8 +11,11 @@ its own keys to the state) and gets:
   interrupted on purpose (Ctrl-C, recorded with `record_interruption`) is no crash: it just runs again;
 - a stop at `max_consecutive_failed_trials` that leaves everything saved: the search raises once the last
   failure is recorded, and a resumed search counts failures afresh;
-- in distributed tuning, liveness: a worker silent for `trial_timeout` has its trial handed out again, idle
-  workers wait while a trial may still come back, and late reports are ignored;
+- in distributed tuning, liveness judged from progress: a trial whose worker is silent, or whose work has not
+  advanced, for `trial_timeout`, or that runs past `trial_deadline`, is taken from its worker and handed out
+  again (up to `max_crashes_per_trial` times, then recorded as failed); idle workers wait while a trial may
+  still come back, and late reports (from a worker whose trial was taken away, or of a trial already ended)
+  are ignored;
 - a refusal to resume a search whose settings (`search_config`) differ from the saved ones.
 
 The algorithm learns from ended trials through one hook, `_learn_from(trial)`, called exactly once per trial
@@ -53,6 +56,14 @@ LIVE_WRITE_SECONDS = 60.0
 STATE_SECTION = "mnas"
 #: Trial id of the IDLE answer that tells a distributed worker to stop without ending the chief's search.
 STOP_WORKER = "mnas-stop-worker"
+#: Prefix of the reserved metric a distributed worker adds to its reports: `<prefix><tuner id>`, valued with
+#: the worker's progress count. The chief strips it: it never reaches a trial's metrics.
+WORKER_STAMP = "mnas-worker:"
+#: Seconds past `trial_deadline` before a distributed chief takes a trial away: the worker enforces the
+#: deadline itself when it can, and its report of the timed-out trial must have time to arrive.
+DEADLINE_GRACE_SECONDS = 10.0
+# What each recorded phase is called in a timeout's reason.
+_PHASE_WORK = {"building": "building", "measuring latency": "latency measurement", "training": "training"}
 
 
 class AtomicSaves:
@@ -90,17 +101,25 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         max_crashes_per_trial: How many times a trial may crash the whole search process before it is recorded
             as failed instead of being run again on restart. Any death of the process while the trial runs
             counts (an abort, the OOM killer, a SIGKILL), and so does, in distributed tuning, its worker
-            going silent for `trial_timeout`.
-        trial_timeout: Seconds without news from a worker after which its running trial is handed out again
-            (distributed tuning; `MnasTuner` workers send heartbeats while a trial runs). With it, workers
-            wait for the last running trials instead of stopping, in case one comes back. `None` disables it.
+            going silent for `trial_timeout`, or the chief taking the trial away as timed out (stalled, or
+            past `trial_deadline`).
+        trial_timeout: Distributed tuning: seconds without news from a worker, or without progress of its
+            trial's work, after which its running trial is taken away and handed out again. `MnasTuner`
+            workers send heartbeats carrying a progress count that only the work advances (phases, training
+            and validation batches), so a worker whose trial hangs while its heartbeats go on loses the
+            trial too. With it, workers wait for the last running trials instead of stopping, in case one
+            comes back. `None` disables it.
+        trial_deadline: Distributed tuning: seconds of wall time a trial may run on a worker (measurement
+            and training). A trial still running `DEADLINE_GRACE_SECONDS` (10 s) past it is taken away as
+            timed out, like a stalled one. `None` (default) sets no limit. (`MnasTuner` also enforces it
+            inside each process.)
         seed: As in `keras_tuner.Oracle`, except that 0 is a seed like any other.
         **kwargs: The other arguments of `keras_tuner.Oracle`. `max_consecutive_failed_trials` stops the
             search as KerasTuner's does (a `RuntimeError`), but only once the last failed trial and the
             oracle are saved; a resumed search counts consecutive failures from zero again.
 
     Raises:
-        ValueError: for a bad `max_crashes_per_trial`, `trial_timeout` or `seed`.
+        ValueError: for a bad `max_crashes_per_trial`, `trial_timeout`, `trial_deadline` or `seed`.
 
     Attributes:
         search_config: Settings the saved search must match on resume (`MnasTuner` sets the space, reward
@@ -112,11 +131,13 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         *,
         max_crashes_per_trial: int = 2,
         trial_timeout: float | None = None,
+        trial_deadline: float | None = None,
         seed: int | None = None,
         **kwargs: Any,
     ):
         max_crashes_per_trial = check_int("max_crashes_per_trial", max_crashes_per_trial, minimum=1)
         trial_timeout = check_seconds("trial_timeout", trial_timeout, allow_none=True)
+        trial_deadline = check_seconds("trial_deadline", trial_deadline, allow_none=True)
         seed = check_int("seed", seed, allow_none=True)
         super().__init__(seed=seed, **kwargs)
         if seed == 0:
@@ -124,10 +145,18 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             self.seed = self._seed_state = 0
         self.max_crashes_per_trial = max_crashes_per_trial
         self.trial_timeout = trial_timeout
+        self.trial_deadline = trial_deadline
         self.search_config: dict[str, Any] = {}
         self.allow_config_change = False
         self._crashes: dict[str, int] = collections.defaultdict(int)
+        # How many of a trial's crashes were timeouts (stalled, or past its deadline), for its message.
+        self._timeouts: dict[str, int] = collections.defaultdict(int)
+        # Liveness of running trials, on this process's monotonic clock: never saved, so that a restarted
+        # chief counts every running trial's silence, stall and deadline from its own start.
         self._last_seen: dict[str, float] = {}
+        self._handed_out_at: dict[str, float] = {}
+        self._progress: dict[str, tuple[float | None, float]] = {}  # (progress count, when it last moved)
+        self._taken_from: dict[str, set[str]] = collections.defaultdict(set)
         self._tuner_seen: dict[str, float] = {}
         self._crashed_on_load: list[str] = []
         self._defer_saves = False
@@ -218,10 +247,16 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
     def _create_trial(self, tuner_id: str):
         now = time.monotonic()
         self._tuner_seen[tuner_id] = now
-        self._requeue_silent_trials()
+        held = self.ongoing_trials.get(tuner_id)
+        if held is not None and held.trial_id in self._interrupted:
+            # search() again in the process that was interrupted (a notebook's next cell): its trial starts
+            # afresh, clocks included; the pause was no stall and does not count towards the deadline.
+            for clock in (self._last_seen, self._handed_out_at, self._progress):
+                clock.pop(held.trial_id, None)
+        self._take_back_stuck_trials()
         if self._should_wait(tuner_id):
-            # All trials are handed out but some still run elsewhere: with a trial_timeout, one of them may
-            # come back to the queue, so this worker waits (IDLE) instead of stopping (KerasTuner stops it).
+            # All trials are handed out but some still run elsewhere: with a trial_timeout or trial_deadline,
+            # one of them may come back to the queue, so this worker waits (IDLE) instead of stopping.
             self._tuner_ids.add(tuner_id)
             return keras_tuner.engine.trial.Trial(self.get_space(), status=IDLE)
         retried = set(self._retry_ids())
@@ -229,13 +264,19 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             trial = self._stop_at_failure_limit(tuner_id)
         else:
             trial = super().create_trial(tuner_id)
-        if trial.status == STOPPED and self.trial_timeout is not None and self.tuner_ids:
+        if trial.status == STOPPED and self._takes_trials_back() and self.tuner_ids:
             # KerasTuner's chief checks whether to exit a second after the first STOPPED, then every 20 s:
             # only the last worker gets a real STOPPED; the others a "stop" that the chief does not see
             # (MnasTuner workers read it as STOPPED; others just ask again and get STOPPED when last).
             return keras_tuner.engine.trial.Trial(self.get_space(), trial_id=STOP_WORKER, status=IDLE)
-        if trial.status == RUNNING:
+        if trial.status == RUNNING and self._handed_out_at.get(trial.trial_id) is None:
+            # Handed out now (create_trial answers a worker's repeated request with its running trial: its
+            # clocks go on). A restarted chief hands out afresh the trials it found running (KerasTuner's
+            # reload queues them), so neither the time before the restart nor the restart counts.
             self._last_seen[trial.trial_id] = now
+            self._handed_out_at[trial.trial_id] = now
+            self._progress[trial.trial_id] = (None, now)
+        if trial.status == RUNNING:
             if trial.trial_id in retried:
                 # KerasTuner does not rewrite trial.json for a retry: on reload it must read RUNNING, or a
                 # crash during the retry would look like the earlier INVALID end.
@@ -280,9 +321,13 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         if _is_chief():
             print(self._failure_limit_message)  # the chief raises nothing: its workers are told to stop
 
+    def _takes_trials_back(self) -> bool:
+        """Whether a running trial may be taken from its worker and handed out again."""
+        return self.trial_timeout is not None or self.trial_deadline is not None
+
     def _should_wait(self, tuner_id: str) -> bool:
         return (
-            self.trial_timeout is not None
+            self._takes_trials_back()
             and tuner_id not in self.ongoing_trials
             and not self._retry_ids()
             and bool(self.max_trials)
@@ -292,53 +337,87 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def update_trial(self, trial_id: str, metrics: Mapping[str, float], step: int = 0):
-        self._last_seen[trial_id] = time.monotonic()
-        for tuner_id, ongoing in self.ongoing_trials.items():
-            if ongoing.trial_id == trial_id:
-                self._tuner_seen[tuner_id] = self._last_seen[trial_id]
+        metrics = dict(metrics)
+        reporter, progress = _pop_worker_stamp(metrics)
         trial = self.trials[trial_id]
+        if self._is_late(trial_id, reporter):
+            # Not this worker's trial any more: its report does not count, and the answer tells it so.
+            return keras_tuner.engine.trial.Trial(self.get_space(), trial_id=trial_id, status=STOPPED)
+        now = time.monotonic()
+        self._last_seen[trial_id] = now
+        owner = self._owner_of(trial_id)
+        if owner is not None:
+            self._tuner_seen[owner] = now
+        last_progress = self._progress.get(trial_id, (None, now))[0]
+        if metrics or (progress is not None and progress != last_progress):
+            # Only the work moves this: a heartbeat repeating the same count while its trial hangs does not.
+            self._progress[trial_id] = (progress, now)
         if not metrics or self._has_ended(trial_id):
             # No metrics: a worker's heartbeat (KerasTuner itself never reports an empty dict). An ended
             # trial keeps the result it ended with, whatever a late worker reports.
+            self._take_back_stuck_trials()  # a lone hung worker's own heartbeats are then all the chief hears
             return trial
         return super().update_trial(trial_id, metrics, step=step)
+
+    def _owner_of(self, trial_id: str) -> str | None:
+        """The worker running a trial now, or None."""
+        for tuner_id, ongoing in self.ongoing_trials.items():
+            if ongoing.trial_id == trial_id:
+                return tuner_id
+        return None
+
+    def _is_late(self, trial_id: str, reporter: str | None) -> bool:
+        """Whether a worker's report is about a trial it no longer holds: it must not count.
+
+        Another worker runs the trial now, or the trial was taken from this one and waits to run again.
+        (A report that names no worker, from a client that does not stamp its reports, always counts.)
+        """
+        if reporter is None:
+            return False
+        owner = self._owner_of(trial_id)
+        if owner is not None:
+            return owner != reporter
+        return reporter in self._taken_from.get(trial_id, ())
 
     def _has_ended(self, trial_id: str) -> bool:
         trial = self.trials.get(trial_id)
         return trial is not None and trial_id in self.end_order and trial.status in (COMPLETED, FAILED)
 
-    def _requeue_silent_trials(self) -> None:
-        """Hands out again the trials of workers that stopped reporting (distributed tuning).
+    def _take_back_stuck_trials(self) -> None:
+        """Takes running trials from workers that are gone or stuck, and hands them out again.
 
-        A worker that went silent counts as a crash of its trial: a candidate that kills every worker it
-        runs on is recorded as failed after `max_crashes_per_trial` attempts, as on restarts. A worker that
-        recorded an interruption of its trial (`record_interruption`) did not crash.
+        Judged on this process's clock, from the worker's reports: silent for `trial_timeout` (the worker
+        died: a crash), no progress for `trial_timeout` while heartbeats go on (the work hangs: a timeout),
+        or running for over `trial_deadline` plus `DEADLINE_GRACE_SECONDS` (a timeout). Crashes and timeouts
+        count alike towards `max_crashes_per_trial`: a candidate that keeps hanging or killing its worker is
+        recorded as failed, with the reason. A worker that recorded an interruption of its trial
+        (`record_interruption`) did not crash. Reports the trial's first worker sends later are ignored.
         """
-        if self.trial_timeout is None:
+        if not self._takes_trials_back():
             return
         now = time.monotonic()
         changed = False
         for tuner_id, trial in list(self.ongoing_trials.items()):
-            last = self._last_seen.get(trial.trial_id, now)
-            if now - last <= self.trial_timeout:
-                continue
             trial_id = trial.trial_id
-            print(
-                f"{type(self).__name__}: no news of trial {trial_id} from {tuner_id} for {now - last:.0f} s "
-                f"(trial_timeout {self.trial_timeout:g} s); it will run again on another worker."
-            )
+            reason = self._stuck_reason(trial_id, tuner_id, now)
+            if reason is None:
+                continue
+            silent, cause = reason
+            print(f"{type(self).__name__}: {cause}; it will run again on another worker.")
             self.ongoing_trials.pop(tuner_id)
-            self._tuner_ids.discard(tuner_id)  # presumed dead; it is added back if it asks again
-            self._last_seen.pop(trial_id, None)
-            if self._was_interrupted(trial_id):
+            self._tuner_ids.discard(tuner_id)  # presumed dead or stuck; it is added back if it asks again
+            self._taken_from[trial_id].add(tuner_id)
+            for clock in (self._last_seen, self._handed_out_at, self._progress):
+                clock.pop(trial_id, None)
+            if silent and self._was_interrupted(trial_id):
                 # Its worker was stopped on purpose (Ctrl-C) and said so before exiting: no crash.
                 self._interrupted.add(trial_id)
             else:
                 self._crashes[trial_id] += 1
+                if not silent:
+                    self._timeouts[trial_id] += 1
             if self._crashes.get(trial_id, 0) >= self.max_crashes_per_trial:
-                self._fail_crashing_trial(
-                    trial_id, cause=f"its worker {tuner_id} went silent for over {self.trial_timeout:g} s"
-                )
+                self._fail_crashing_trial(trial_id, cause=cause)
             else:
                 self._reset_metrics(trial)
                 self._requeue(trial_id)
@@ -346,17 +425,45 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         if changed:
             self.save()
 
+    def _stuck_reason(self, trial_id: str, tuner_id: str, now: float) -> tuple[bool, str] | None:
+        """`(silent, cause)` when a running trial must be taken from its worker, else None."""
+        # A trial not yet on this process's clocks starts them now.
+        seen = self._last_seen.setdefault(trial_id, now)
+        started = self._handed_out_at.setdefault(trial_id, now)
+        moved = self._progress.setdefault(trial_id, (None, now))[1]
+        timeout, deadline = self.trial_timeout, self.trial_deadline
+        if timeout is not None and now - seen > timeout:
+            return True, (
+                f"no news of trial {trial_id} from {tuner_id} for {now - seen:.0f} s (trial_timeout "
+                f"{timeout:g} s): its worker went silent"
+            )
+        if timeout is not None and now - moved > timeout:
+            what = f"made no progress for {now - moved:.0f} s (trial_timeout {timeout:g} s)"
+        elif deadline is not None and now - started > deadline + DEADLINE_GRACE_SECONDS:
+            what = f"did not finish within the {deadline:g} s trial_deadline"
+        else:
+            return None
+        work = _PHASE_WORK.get(self.trial_phase(trial_id) or "", "its work")
+        return False, f"trial {trial_id} on {tuner_id} timed out: {work} {what}"
+
     @keras_tuner.synchronized
     def end_trial(self, trial) -> None:
         trial_id = trial.trial_id
+        reporter = _pop_worker_stamp(trial.metrics)[0]
         if self._has_ended(trial_id):
             # A late report for a trial already ended elsewhere (e.g. a worker presumed dead came back):
             # every trial is accounted for exactly once.
             return
-        for tuner_id, ongoing in self.ongoing_trials.items():
-            if ongoing.trial_id == trial_id:
-                self._tuner_seen[tuner_id] = time.monotonic()
-        # Handed out again after a timeout, but its first worker reported after all: do not run it twice.
+        if self._is_late(trial_id, reporter):
+            # Taken from this worker (silent, stuck or past its deadline): the trial runs, or waits to run,
+            # elsewhere, and counts once, from there. A result that missed the deadline is no result.
+            print(f"{type(self).__name__}: ignoring the late end of trial {trial_id} from {reporter}.")
+            return
+        owner = self._owner_of(trial_id)
+        if owner is not None:
+            self._tuner_seen[owner] = time.monotonic()
+        # Handed out again after a timeout, but its first worker (one that does not stamp its reports)
+        # reported after all: do not run it twice.
         self._dequeue_retry(trial_id)
         # One oracle.json write per end, after the algorithm has learnt: KerasTuner's own save in between
         # would only add an on-disk state (ended, not yet learnt from) for reload to reconcile.
@@ -365,7 +472,8 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             super().end_trial(trial)
         finally:
             self._defer_saves = False
-        self._last_seen.pop(trial_id, None)
+        for clock in (self._last_seen, self._handed_out_at, self._progress):
+            clock.pop(trial_id, None)
         self._learn_from(self.trials[trial_id])
         self.save()
 
@@ -376,6 +484,7 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         state = super().get_state()
         state[STATE_SECTION] = {
             "crashes": dict(self._crashes),
+            "timeouts": dict(self._timeouts),
             "search_config": self.search_config,
             "failures_counted_from": self._failures_counted_from,
         }
@@ -392,6 +501,8 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
         self._check_search_config(section.get("search_config", {}))
         super().set_state(state)
         self._crashes = collections.defaultdict(int, section["crashes"])
+        # Absent from projects saved before trials could time out: none did.
+        self._timeouts = collections.defaultdict(int, section.get("timeouts", {}))
         # Absent from projects saved before the failure limit could be resumed: count from the start.
         self._failures_counted_from = int(section.get("failures_counted_from", 0))
         self._crashed_on_load = list(state["ongoing_trials"].values())
@@ -485,10 +596,12 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
     def _fail_crashing_trial(self, trial_id: str, cause: str = "the search process died") -> None:
         trial = self.trials[trial_id]
         phase = self.trial_phase(trial_id)
+        count, timeouts = self._crashes[trial_id], self._timeouts.get(trial_id, 0)
+        what = "timed out" if timeouts == count else "crashed or timed out" if timeouts else "crashed"
         trial.status = FAILED
         trial.message = (
-            f"Trial {trial_id} crashed {self._crashes[trial_id]} times (last: {cause}"
-            + (f" while {phase}" if phase else "")
+            f"Trial {trial_id} {what} {count} times (last: {cause}"
+            + (f" while {phase}" if phase and not timeouts else "")
             + f"); max_crashes_per_trial={self.max_crashes_per_trial}, so it is recorded as failed and not "
             "run again."
         )
@@ -556,6 +669,25 @@ class DurableOracle(AtomicSaves, keras_tuner.Oracle):
             return read_json(self._project_path(f"trial_{trial_id}", PHASE_FILE))["phase"]
         except (OSError, ValueError, KeyError):
             return None
+
+
+def worker_stamp(tuner_id: str, progress: float) -> dict[str, float]:
+    """The reserved metric a distributed worker adds to its reports: who sends them, how far its work is."""
+    return {WORKER_STAMP + tuner_id: float(progress)}
+
+
+def _pop_worker_stamp(metrics: Any) -> tuple[str | None, float | None]:
+    """Removes a worker's stamp from reported metrics (a dict or a MetricsTracker); `(tuner id, progress)`."""
+    store = metrics if isinstance(metrics, Mapping) else metrics.metrics  # a trial's MetricsTracker
+    names = [name for name in store if isinstance(name, str) and name.startswith(WORKER_STAMP)]
+    if not names:
+        return None, None
+    value = store.pop(names[0])
+    for name in names[1:]:
+        store.pop(name)
+    if hasattr(value, "get_last_value"):  # a MetricsTracker's entry: the metric's history
+        value = value.get_last_value()
+    return names[0][len(WORKER_STAMP) :], None if value is None else float(value)
 
 
 def _is_chief() -> bool:

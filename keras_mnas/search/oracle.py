@@ -97,8 +97,10 @@ class MnasOracle(DurableOracle):
             policy from the known reward) before a never-tried one is drawn at random.
         max_crashes_per_trial: As in `DurableOracle`: crashes of the search process a trial may cause before
             it is recorded as failed.
-        trial_timeout: As in `DurableOracle`: seconds without news from a distributed worker before its
-            trial is handed out again; `None` disables it.
+        trial_timeout: As in `DurableOracle`: seconds without news, or without progress, from a distributed
+            worker's trial before it is taken away and handed out again; `None` disables it.
+        trial_deadline: As in `DurableOracle`: seconds of wall time a trial may run on a distributed worker
+            before it is taken away as timed out; `None` (default) sets no limit.
         hyperparameters: Optional `keras_tuner.HyperParameters` to start from, as in `keras_tuner.Oracle`.
         allow_new_entries: As in `keras_tuner.Oracle`.
         tune_new_entries: As in `keras_tuner.Oracle`.
@@ -126,6 +128,7 @@ class MnasOracle(DurableOracle):
         max_resamples: int = 100,
         max_crashes_per_trial: int = 2,
         trial_timeout: float | None = None,
+        trial_deadline: float | None = None,
         hyperparameters: keras_tuner.HyperParameters | None = None,
         allow_new_entries: bool = True,
         tune_new_entries: bool = True,
@@ -157,6 +160,7 @@ class MnasOracle(DurableOracle):
             max_consecutive_failed_trials=max_consecutive_failed_trials,
             max_crashes_per_trial=max_crashes_per_trial,
             trial_timeout=trial_timeout,
+            trial_deadline=trial_deadline,
         )
         direction = getattr(self.objective, "direction", None)
         if direction not in ("max", "min"):

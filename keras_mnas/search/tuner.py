@@ -13,10 +13,13 @@ reads it, so the search scores the model that ships.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -41,7 +44,7 @@ from keras_mnas.quantization import (
     quantize_aware_train,
     representative_sample,
 )
-from keras_mnas.search.distributed import ChiefOracleClient
+from keras_mnas.search.distributed import ChiefOracleClient, WorkProgress
 from keras_mnas.search.hypermodel import MnasHyperModel
 from keras_mnas.search.latency_table import Prefilter
 from keras_mnas.search.oracle import MnasOracle
@@ -73,6 +76,91 @@ from keras_mnas.utils.tf_memory import custom_gradient_names, forget_custom_grad
 REPORTED_METRICS = ("latency_ms", "reward", "params", "macs", "latency_spread")
 EXPORT_QUANTIZATIONS = ("float32", "int8", "qat")
 DISTRIBUTED_TRIAL_TIMEOUT = 600.0
+
+
+class SearchTerminated(KeyboardInterrupt):
+    """The search process got SIGTERM (a `kill`, a job scheduler's stop): an interruption, like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within it, SIGTERM raises `SearchTerminated` in the main thread, so it unwinds as Ctrl-C does.
+
+    Its trial is then recorded as interrupted, not crashed. Only where SIGTERM would otherwise kill the
+    process outright: a handler the program installed itself is left alone, and so is any thread but the
+    main one (which cannot receive signals).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise SearchTerminated("The search process received SIGTERM; the running trial runs again on resume.")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class TrialTimeoutError(keras_tuner.errors.FailedTrialError, TimeoutError):
+    """A trial ran past its `trial_deadline`: it fails (a `FailedTrialError`) and the search goes on."""
+
+
+class TrialWatch(keras.callbacks.Callback):
+    """Counts a trial's training work for its worker's heartbeats, and stops the trial at its deadline.
+
+    Every training, validation and prediction batch, and every epoch, advances `progress`. Past `deadline_at`
+    (on `time.monotonic()`'s clock) the next batch end raises `TrialTimeoutError`: the trial fails as timed
+    out rather than being scored as if a partly trained candidate were complete.
+
+    Args:
+        progress: The worker's `WorkProgress` (deep copies of this callback share it).
+        trial_id: The trial, for the error message.
+        deadline_at: When the trial's time is up, or None for no limit.
+        deadline: The `trial_deadline` in seconds, for the error message.
+    """
+
+    def __init__(
+        self, progress: WorkProgress, trial_id: str, deadline_at: float | None, deadline: float | None
+    ):
+        super().__init__()
+        self.progress = progress
+        self.trial_id = trial_id
+        self.deadline_at = deadline_at
+        self.deadline = deadline
+        self._epoch = 0
+        self._batches = 0
+
+    def _tick(self) -> None:
+        self.progress.advance()
+        if self.deadline_at is not None and time.monotonic() > self.deadline_at:
+            raise TrialTimeoutError(
+                f"Trial {self.trial_id} timed out: training did not finish within the {self.deadline:g} s "
+                f"trial_deadline (stopped in epoch {self._epoch + 1}, after {self._batches} training "
+                "batches); a partly trained candidate is not scored."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        self._tick()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._tick()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._tick()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._tick()
 
 
 class RewardCallback(keras.callbacks.Callback):
@@ -330,7 +418,14 @@ class MnasTuner(keras_tuner.Tuner):
         max_crashes_per_trial: As in `MnasOracle`.
         trial_timeout: As in `MnasOracle`; by default 600 s in distributed tuning (`KERASTUNER_ORACLE_IP`
             set), where workers send a heartbeat every `trial_timeout / 4` s (at most 60 s) while a trial
-            runs, and disabled otherwise.
+            runs, and disabled otherwise. The chief takes a trial away when its worker is silent, or its
+            work makes no progress (no phase change, no training or validation batch), for this long.
+        trial_deadline: Seconds of wall time one trial may take, building, latency measurement and
+            training together; `None` (default) sets no limit. In this process, a measurement still
+            running at the deadline, or training past it (checked at every batch), fails the trial as timed
+            out (`TrialTimeoutError`) and the search goes on. A single operation that never returns (one
+            TFLite conversion or op) cannot be interrupted inside a process; in distributed tuning the chief
+            also takes away a trial running past the deadline, and hands it to another worker.
         chief_timeout: Distributed tuning: seconds a worker waits for any answer of the chief oracle before
             it stops with an error (KerasTuner waits an hour per call).
         allow_config_change: Resume a saved search even when its space, reward or latency settings differ.
@@ -377,6 +472,7 @@ class MnasTuner(keras_tuner.Tuner):
         prefilter_tolerance: float = 0.25,
         max_crashes_per_trial: int = 2,
         trial_timeout: float | str | None = "auto",
+        trial_deadline: float | None = None,
         chief_timeout: float = 300.0,
         allow_config_change: bool = False,
         tensorboard_dir: str | os.PathLike | None = None,
@@ -456,6 +552,7 @@ class MnasTuner(keras_tuner.Tuner):
         }
         if trial_timeout == "auto":
             trial_timeout = DISTRIBUTED_TRIAL_TIMEOUT if "KERASTUNER_ORACLE_IP" in os.environ else None
+        trial_deadline = check_seconds("trial_deadline", trial_deadline, allow_none=True)
         if oracle is None:
             oracle = MnasOracle(
                 max_trials=max_trials,
@@ -463,10 +560,15 @@ class MnasTuner(keras_tuner.Tuner):
                 seed=seed,
                 max_crashes_per_trial=max_crashes_per_trial,
                 trial_timeout=trial_timeout,
+                trial_deadline=trial_deadline,
                 **oracle_kwargs,
             )
-        elif oracle_kwargs or controller is not None:
+        elif oracle_kwargs or controller is not None or trial_deadline is not None:
             raise ValueError("Pass oracle settings to the oracle you give, not to MnasTuner.")
+        #: Seconds one trial may take, in this process too (the oracle's, when it has one); None: no limit.
+        self.trial_deadline = getattr(oracle, "trial_deadline", None)
+        # Advanced by the work of each trial only; a distributed worker's heartbeats carry it to the chief.
+        self._work_progress = WorkProgress()
         if isinstance(oracle, MnasOracle):
             # Checked against the saved search before anything is reloaded (reload happens in __init__).
             oracle.search_config = self._search_config(hypermodel, oracle.policy_factory.get_config())
@@ -480,6 +582,7 @@ class MnasTuner(keras_tuner.Tuner):
                 self.oracle,
                 chief_timeout=chief_timeout,
                 heartbeat_interval=min(timeout / 4, 60.0) if timeout else None,
+                progress=self._work_progress,
             )
 
     def _check_prefilter(self, prefilter, tolerance, hypermodel) -> tuple[LatencyLookupTable | None, float]:
@@ -543,6 +646,9 @@ class MnasTuner(keras_tuner.Tuner):
         Raises:
             ValueError: before any trial runs, when the reward's metric needs validation data that is not
                 given, or `epochs` is not a positive integer.
+            SearchTerminated: when the process gets SIGTERM during the search (unless the program handles
+                SIGTERM itself). A `KeyboardInterrupt`, like Ctrl-C: the running trial is recorded as
+                interrupted, not crashed, and runs again when the search resumes.
         """
         if self.reward.metric.startswith("val_") and not (
             fit_kwargs.get("validation_data") is not None or fit_kwargs.get("validation_split")
@@ -575,7 +681,8 @@ class MnasTuner(keras_tuner.Tuner):
         self._start_search_logger(callbacks)
         self._custom_gradients_before_search = custom_gradient_names()
         try:
-            super().search(*fit_args, **fit_kwargs)
+            with _sigterm_interrupts():
+                super().search(*fit_args, **fit_kwargs)
         finally:
             self._log_search_state(final=True)
 
@@ -592,10 +699,9 @@ class MnasTuner(keras_tuner.Tuner):
         if before is not None:
             forget_custom_gradients(keep=before)
         model = self.hypermodel.build(hp)
+        self._check_deadline(trial, "building")
         self._set_phase(trial, "measuring latency")
-        result = self.latency.measure(
-            model, quantization=self.quantization, representative_data=self.representative_data
-        )
+        result = self._measure_latency(model, trial)
         # Checked now, not by the reward after a whole epoch of training.
         latency_ms = _checked_latency(self.latency, result)
         params = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
@@ -622,13 +728,17 @@ class MnasTuner(keras_tuner.Tuner):
             x_val, y_val = fit_kwargs["validation_data"]
 
             def int8_accuracy(model):
+                self.report_progress()
                 tflite = convert_to_tflite(
                     model, quantization="int8", representative_data=self.representative_data
                 )
+                self.report_progress()
                 return evaluate_tflite(tflite, x_val, y_val)
 
         reward_callback = RewardCallback(self.reward, latency_ms, params, macs, int8_accuracy, spread)
+        watch = TrialWatch(self._work_progress, trial.trial_id, self._deadline_at(trial), self.trial_deadline)
         callbacks = [
+            watch,  # first: a trial past its deadline stops before anything else reads the epoch
             reward_callback,
             *(fit_kwargs.pop("callbacks", None) or []),
             reward_callback.figures(),  # after the user's TensorBoard: no flat latency/params curves
@@ -689,8 +799,78 @@ class MnasTuner(keras_tuner.Tuner):
         return bool(best) and self.reward.upper_bound(latency_ms) < best[0].score
 
     def _set_phase(self, trial, phase: str) -> None:
+        self.report_progress()
         if self._mnas_oracle is not None:  # workers write it too: the project directory is shared
             self._mnas_oracle.set_trial_phase(trial.trial_id, phase)
+
+    def report_progress(self) -> None:
+        """Tells a distributed chief that the running trial's work goes on.
+
+        The trial's phases and its training and validation batches report progress already. A `run_trial`
+        override that works for longer than `trial_timeout` outside `fit` calls this now and then: without
+        progress, the chief takes the trial away as stalled even though the worker's heartbeats go on.
+
+        Example:
+
+        ```python
+        def run_trial(self, trial, *args, **kwargs):
+            for step in range(1000):
+                do_some_work(step)
+                self.report_progress()
+            return {"reward": 0.5}
+        ```
+        """
+        self._work_progress.advance()
+
+    def _deadline_at(self, trial) -> float | None:
+        """When `trial` runs out of time on `time.monotonic()`'s clock, or None without a deadline."""
+        if self.trial_deadline is None:
+            return None
+        started = self._trial_started.setdefault(trial.trial_id, time.monotonic())
+        return started + self.trial_deadline
+
+    def _check_deadline(self, trial, work: str) -> None:
+        deadline_at = self._deadline_at(trial)
+        if deadline_at is not None and time.monotonic() > deadline_at:
+            raise TrialTimeoutError(
+                f"Trial {trial.trial_id} timed out: {work} took longer than the {self.trial_deadline:g} s "
+                "trial_deadline."
+            )
+
+    def _measure_latency(self, model, trial) -> Any:
+        """The latency source's result for `model`, within what is left of the trial's deadline."""
+
+        def measure():
+            return self.latency.measure(
+                model, quantization=self.quantization, representative_data=self.representative_data
+            )
+
+        deadline_at = self._deadline_at(trial)
+        if deadline_at is None:
+            return measure()
+        # In a thread this process can stop waiting for: a source that hangs (a phone that never answers)
+        # fails its trial instead of the whole search.
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = measure()
+            except BaseException as error:  # handed to the trial's thread, which raises it
+                outcome["error"] = error
+
+        thread = threading.Thread(target=run, name=f"mnas-latency-trial-{trial.trial_id}", daemon=True)
+        thread.start()
+        thread.join(max(deadline_at - time.monotonic(), 0.0))
+        if thread.is_alive():
+            raise TrialTimeoutError(
+                f"Trial {trial.trial_id} timed out: the latency measurement (source "
+                f"{getattr(self.latency, 'name', type(self.latency).__name__)!r}) did not finish within the "
+                f"{self.trial_deadline:g} s trial_deadline; the candidate was not trained. (The measurement "
+                "cannot be stopped inside this process: it goes on in the background until it returns.)"
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
 
     def on_trial_begin(self, trial) -> None:
         super().on_trial_begin(trial)

@@ -387,6 +387,7 @@ _TUNER_ARGUMENTS = {
     "seed": [None, 0, 7, -1, "1", 1.5],
     "max_crashes_per_trial": [1, 2, 0, True],
     "trial_timeout": [None, "auto", 30.0, 0, -5, "soon"],
+    "trial_deadline": [None, 0.5, 600, 0, -1, math.inf, "600", True],
     "pareto_every": [1, 10, 0, False],
     "prefilter_tolerance": [0.0, 0.25, -0.1, math.nan, True],
     "quantization": ["float32", "int8", "float16", None],

@@ -75,7 +75,9 @@ class FastTuner(MnasTuner):
             TFLite converter.
         stall_at: The evaluation of this process (0-based count) that writes `stalled_<trial id>` in the
             directory, then sleeps an hour (to be killed there).
-        slow_at: `[n, seconds]`: this process's evaluation number n (0-based) sleeps that long instead.
+        slow_at: `[n, seconds]`: this process's evaluation number n (0-based) works that long instead,
+            reporting progress every 0.1 s.
+        fail_all: Every evaluation fails with a `FailedTrialError` (after it is logged).
     """
 
     def __init__(
@@ -85,11 +87,13 @@ class FastTuner(MnasTuner):
         crash_trials: tuple[str, ...] = (),
         stall_at: int | None = None,
         slow_at: tuple[int, float] | None = None,
+        fail_all: bool = False,
         **kwargs: Any,
     ):
         super().__init__(
             hypermodel=build_space, latency=NoLatency(), target_latency_ms=2.0, metric="accuracy", **kwargs
         )
+        self.fail_all = fail_all
         self.work_seconds = work_seconds
         self.crash_trials = set(crash_trials)
         self.stall_at = stall_at
@@ -107,9 +111,18 @@ class FastTuner(MnasTuner):
                 f.write(self.tuner_id)
             time.sleep(3600)
         slow = self.slow_at is not None and self.runs - 1 == self.slow_at[0]
-        time.sleep(self.slow_at[1] if slow else self.work_seconds)
+        if slow:
+            # A long trial whose work goes on: it reports progress, as training does at every batch.
+            end = time.monotonic() + self.slow_at[1]
+            while time.monotonic() < end:
+                time.sleep(0.1)
+                self.report_progress()
+        else:
+            time.sleep(self.work_seconds)
         accuracy, latency = accuracy_of(values), latency_of(values)
         log_evaluation(self.directory, self.tuner_id, trial.trial_id, values)
+        if self.fail_all:
+            raise keras_tuner.errors.FailedTrialError(f"trial {trial.trial_id} fails, as scripted")
         return {"reward": self.reward(accuracy, latency), "accuracy": accuracy, "latency_ms": latency}
 
 
@@ -274,6 +287,8 @@ def make_tuner(config: dict[str, Any]) -> MnasTuner:
         crash_trials=tuple(config.get("crash_trials", ())),
         stall_at=config.get("stall_at"),
         slow_at=config.get("slow_at"),
+        fail_all=config.get("fail_all", False),
+        **({"max_consecutive_failed_trials": config["failure_limit"]} if "failure_limit" in config else {}),
         directory=config["directory"],
         project_name=PROJECT,
         overwrite=False,

@@ -104,8 +104,8 @@ def test_chief_and_two_workers_account_for_every_trial_once(context, tmp_path):
         trial_timeout=trial_timeout,
         chief_timeout=30,
     )
-    # KerasTuner reports nothing while a trial trains: without heartbeats (every trial_timeout / 4 s),
-    # this trial, longer than trial_timeout, would be taken from its live worker and run twice.
+    # KerasTuner reports nothing while a trial trains: without heartbeats (every trial_timeout / 4 s) that
+    # carry its progress, this trial, longer than trial_timeout, would be taken from its live worker.
     configs["tuner1"]["slow_at"] = [1, 2 * trial_timeout]
     processes = start_cluster(context, configs)
     try:
@@ -227,3 +227,36 @@ def test_workers_stop_with_a_clear_error_when_the_chief_dies(context, tmp_path):
         assert "is the chief process still running?" in log, log
     # They retry a lost connection until chief_timeout (the chief may be restarting), then give up.
     assert chief_timeout - 1 < elapsed < chief_timeout + 30, f"workers took {elapsed:.1f} s to give up"
+
+
+def test_the_chief_stops_every_worker_at_the_failure_limit_with_everything_saved(context, tmp_path):
+    max_trials, limit = 10, 3
+    configs = cluster_configs(
+        tmp_path,
+        free_port(),
+        max_trials=max_trials,
+        work_seconds=0.1,
+        trial_timeout=5.0,
+        chief_timeout=30,
+        fail_all=True,
+        failure_limit=limit,
+    )
+    processes = start_cluster(context, configs)
+    try:
+        codes, _ = join_all(processes, configs, timeout=60)
+    finally:
+        stop(*processes.values())
+    logs = "\n".join(f"--- {role}:\n{log_tail(configs[role]['log'])}" for role in processes)
+    assert codes == {"chief": 0, "tuner0": 0, "tuner1": 0}, logs
+    assert f"Number of consecutive failures exceeded the limit of {limit}" in log_tail(
+        configs["chief"]["log"], 400
+    ), logs
+    oracle = load(configs)
+    failed = [t for t in oracle.trials.values() if t.status == "FAILED"]
+    assert len(failed) == len(oracle.trials) and limit <= len(failed) < max_trials, logs
+    assert oracle.ongoing_trials == {} and sorted(oracle.end_order) == sorted(oracle.trials)
+    # The cause fixed, the same search resumed (here in one process) goes on to max_trials.
+    resumed = make_tuner({**{k: v for k, v in configs["chief"].items() if k != "env"}, "fail_all": False})
+    resumed.search(verbose=0)
+    statuses = [resumed.oracle.trials[t].status for t in resumed.oracle.start_order]
+    assert statuses == ["FAILED"] * len(failed) + ["COMPLETED"] * (max_trials - len(failed)), statuses
