@@ -12,8 +12,8 @@ requests: a 4-hex-digit length and a payload, answered `OKAY` or `FAIL` + length
   id 1 stdout / 2 stderr / 3 exit, 4-byte little-endian length, data) and `sync:` with `STAT`, `LIST`,
   `SEND` (`DATA` chunks, `DONE` + mtime, answered `OKAY` or `FAIL` + message), `RECV` and `QUIT`.
 
-Each `FakePhone` has properties (`getprop`), a small file system (`/data/local/tmp`, cpufreq and thermal-zone
-files under `/sys`), `dumpsys thermalservice`, a handful of toybox commands (`cat`, `grep`, `ls`, `sha256sum`,
+Each `FakePhone` has properties (`getprop`), a small file system (`/data/local/tmp`, `/sdcard`, which refuses
+symbolic links as shared storage does, cpufreq and thermal-zone files under `/sys`), `dumpsys thermalservice`, a handful of toybox commands (`cat`, `grep`, `ls`, `sha256sum`,
 `chmod`, `date`, `ln -s`, `readlink`, `mv`, `rm`, `pidof`, `df`, `taskset`, `echo`) and runs any executable
 pushed to it as a fake `benchmark_model` that prints real-format output of a chosen generation with a
 configurable latency (`FakeBenchmark`). Shell commands are parsed the way `sh` would split them (quotes,
@@ -84,6 +84,10 @@ _DEFAULT_ZONES = (("cpu-0-0-usr", 36500), ("cpu-1-0-usr", 37800), ("cpu-2-0-usr"
 _DEFAULT_HAL_TEMPERATURES = (("CPU0", 0, 36.5), ("CPU7", 0, 39.2), ("battery", 2, 29.8), ("skin", 3, 31.0))
 
 _SYNC_CHUNK = 64 * 1024
+# ext4 and f2fs keep a symbolic link's target of fewer bytes than this in its inode; a longer one takes a
+# block of the file system.
+_INLINE_SYMLINK_BYTES = 60
+_BLOCK_BYTES = 4096
 # The fake benchmark's runs per process at most, however short its latency and long its --min_secs.
 _MAX_FAKE_RUNS = 100_000
 
@@ -374,7 +378,8 @@ class FakePhone:
         soc_model: `ro.soc.model` (Android 12+; `None` leaves it unset, like older phones).
         soc_manufacturer: `ro.soc.manufacturer` (Android 12+; `None` leaves it unset).
         board: `ro.board.platform`.
-        sdk: `ro.build.version.sdk`.
+        sdk: `ro.build.version.sdk`. Below 24 (Android 7), shell v1 output comes through a pty, with "\r\n"
+            line ends, like such a phone's.
         release: `ro.build.version.release`.
         abi: `ro.product.cpu.abi`.
         abilist: `ro.product.cpu.abilist` (default: what phones of that ABI report).
@@ -386,7 +391,7 @@ class FakePhone:
             2: battery, 3: skin).
         state: `"device"`, `"offline"` or `"unauthorized"`.
         shell_v2: Whether the phone advertises the `shell_v2` feature.
-        free_bytes: Free space for pushes to `/data/local/tmp`.
+        free_bytes: Free space on `/data`: for pushes, and for symbolic links whose target needs a block.
         allowed_cpus: CPUs `taskset` may use (default: all); a mask outside them is refused like a cpuset
             refusing it.
         benchmark: How executables pushed to the phone behave (a `FakeBenchmark`).
@@ -420,6 +425,7 @@ class FakePhone:
         clock_offset_s: float = 0.0,
     ):
         self.serial = serial
+        self.sdk = sdk
         self.state = state
         self.shell_v2 = shell_v2
         self.free_bytes = free_bytes
@@ -464,7 +470,10 @@ class FakePhone:
         self._fs: dict[str, _Node] = {}
         self._server: AdbDouble | None = None
         self.transport_id = 0
-        for path in ("/data", "/data/local", "/data/local/tmp", "/sys", "/sys/class", "/sys/class/thermal"):
+        for path in (
+            *("/data", "/data/local", "/data/local/tmp", "/sdcard"),
+            *("/sys", "/sys/class", "/sys/class/thermal"),
+        ):
             self._fs[path] = _Node("dir", mode=0o771)
         n = len(self.cpu_max_khz)
         self._put("/sys/devices/system/cpu/possible", f"0-{n - 1}\n".encode())
@@ -551,6 +560,11 @@ class FakePhone:
                         fault.times -= 1
                     return fault
         return None
+
+    def _v1_bytes(self, data: bytes) -> bytes:
+        # Before Android 7, adbd ran every shell v1 command on a pty, whose line discipline turns "\n" into
+        # "\r\n"; newer adbd runs non-interactive v1 commands without one.
+        return data.replace(b"\n", b"\r\n") if self.sdk < 24 else data
 
     def _next_thermal_status(self) -> int | None:
         with self._lock:
@@ -753,11 +767,26 @@ class FakePhone:
         if len(args) != 3 or args[0] != "-s":
             return _Outcome(stderr=b"fake ln: only `ln -s TARGET LINK` is supported\n", exit_code=1)
         target, link = args[1], args[2]
+        parent = link.rsplit("/", 1)[0] or "/"
         with self._lock:
             if link in self._fs:
-                return _Outcome(stderr=f"ln: {link}: File exists\n".encode(), exit_code=1)
-            self.put_symlink(link, target)
-        return _Outcome()
+                reason = "File exists"
+            elif parent not in self._fs or self._fs[parent].kind != "dir":
+                reason = "No such file or directory"
+            elif parent == "/sdcard" or parent.startswith("/sdcard/"):
+                # Shared storage (sdcardfs, FUSE) has no symbolic links.
+                reason = "Operation not permitted"
+            elif parent.startswith("/data") and len(target) >= _INLINE_SYMLINK_BYTES and (
+                self.free_bytes < _BLOCK_BYTES
+            ):
+                # A target this long needs a data block of its own.
+                reason = "No space left on device"
+            else:
+                self.put_symlink(link, target)
+                return _Outcome()
+        # toybox's message, on stderr, exit status 1.
+        message = f"ln: cannot create symbolic link from '{target}' to '{link}': {reason}\n"
+        return _Outcome(stderr=message.encode(), exit_code=1)
 
     def _cmd_mv(self, args):
         paths = [a for a in args if not a.startswith("-")]
@@ -1243,7 +1272,7 @@ class AdbDouble:
                 self.remove_phone(phone.serial)
             elif action in ("offline", "unauthorized"):
                 phone.state = action
-            full = outcome.stdout if v2 else outcome.merged
+            full = outcome.stdout if v2 else phone._v1_bytes(outcome.merged)
             partial = full[: int(len(full) * fault.keep_fraction)]
             if partial:
                 conn.sendall(_v2_packet(1, partial) if v2 else partial)
@@ -1258,7 +1287,7 @@ class AdbDouble:
                 conn.sendall(_v2_packet(2, outcome.stderr))
             conn.sendall(_v2_packet(3, bytes([outcome.exit_code & 0xFF])))
         else:
-            conn.sendall(outcome.merged)
+            conn.sendall(phone._v1_bytes(outcome.merged))
 
     def _client_closed(self, conn: socket.socket, seconds: float) -> bool:
         """Waits up to `seconds`; True as soon as the client closes the connection or the server stops."""

@@ -230,6 +230,7 @@ def test_every_argument_is_quoted(binary):
     phone = FakePhone("Q")
     with AdbDouble([phone]) as double:
         remote = "/data/local/tmp/it's a $dir"
+        phone.run_shell(shlex.join(["mkdir", "-p", remote]))  # the lease needs the directory to exist
         result = make_source(double, binary, serial="Q", remote_dir=remote, repeats=1).measure_tflite(TINY)
     assert result.median_ms > 0
     assert phone.file(f"{remote}/keras_mnas_model.tflite") == TINY
