@@ -12,12 +12,14 @@ requests: a 4-hex-digit length and a payload, answered `OKAY` or `FAIL` + length
   id 1 stdout / 2 stderr / 3 exit, 4-byte little-endian length, data) and `sync:` with `STAT`, `LIST`,
   `SEND` (`DATA` chunks, `DONE` + mtime, answered `OKAY` or `FAIL` + message), `RECV` and `QUIT`.
 
-Each `FakePhone` has properties (`getprop`), a small file system (`/data/local/tmp`, `/sdcard`, which refuses
-symbolic links as shared storage does, cpufreq and thermal-zone files under `/sys`), `dumpsys thermalservice`, a handful of toybox commands (`cat`, `grep`, `ls`, `sha256sum`,
-`chmod`, `date`, `ln -s`, `readlink`, `mv`, `rm`, `pidof`, `df`, `taskset`, `echo`) and runs any executable
-pushed to it as a fake `benchmark_model` that prints real-format output of a chosen generation with a
-configurable latency (`FakeBenchmark`). Shell commands are parsed the way `sh` would split them (quotes,
-`;`, `&&`), so a command whose arguments were not quoted properly fails here as it would on a phone.
+Each `FakePhone` has properties (`getprop`), a small file system (`/data/local/tmp`; `/sdcard`, which
+refuses symbolic links as shared storage does; cpufreq and thermal-zone files under `/sys`), `dumpsys
+thermalservice`, a handful of toybox commands (`cat`, `grep`, `ls`, `sha256sum`, `chmod`, `date`, `ln -s`,
+`readlink`, `mv`, `rm`, `pidof`, `df`, `taskset`, `echo`, with toybox's error messages) and runs any
+executable pushed to it as a fake `benchmark_model` that prints real-format output of a chosen generation
+with a configurable latency (`FakeBenchmark`), and per-operator tables under `--enable_op_profiling=true`.
+Shell commands are parsed the way `sh` would split them (quotes, `;`, `&&`), so a command whose arguments
+were not quoted properly fails here as it would on a phone.
 
 Faults (`Fault`) hit the next shell commands that contain a given text: a connection dropped mid-output, a
 command that hangs (silent, or trickling one byte at a time so that only a wall-clock deadline stops it), a
@@ -56,7 +58,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 #: The adb server protocol version the double reports by default (adb 1.0.41).
 ADB_SERVER_VERSION = 41
@@ -163,6 +165,8 @@ class FakeBenchmark:
         model_error: Make every run fail like a model the runtime cannot run: `"op-version"`,
             `"delegate"` or `"xnnpack-reshape"`.
         seed: Seed of the per-run jitter.
+        ops: The model's nodes as `(name, type, share of the latency)`, printed in run order under
+            `--enable_op_profiling=true`.
     """
 
     generation: str = "litert"
@@ -173,6 +177,13 @@ class FakeBenchmark:
     duration_s: float = 0.0
     model_error: str | None = None
     seed: int = 0
+    ops: tuple[tuple[str, str, float], ...] = (
+        ("conv_stem", "CONV_2D", 0.3),
+        ("block1_dw", "DEPTHWISE_CONV_2D", 0.2),
+        ("block1_project", "CONV_2D", 0.35),
+        ("pool", "MEAN", 0.05),
+        ("logits", "FULLY_CONNECTED", 0.1),
+    )
 
 
 def _fmt(value: float) -> str:
@@ -212,6 +223,7 @@ def fake_benchmark_output(
     init_us: int,
     threads: int = 1,
     use_xnnpack: bool = True,
+    op_profile: Sequence[tuple[str, str, float]] | None = None,
 ) -> str:
     """benchmark_model's output for given per-run times, in the format of one generation.
 
@@ -223,6 +235,8 @@ def fake_benchmark_output(
         init_us: Initialisation time in microseconds.
         threads: Threads printed in the parameter list.
         use_xnnpack: Whether the output mentions the XNNPACK delegate.
+        op_profile: With `--enable_op_profiling=true`: the nodes as `(name, type, average microseconds)`, in
+            run order; their tables (TensorFlow's `StatsCalculator` format) follow the summary.
 
     Returns:
         The text, newline-terminated.
@@ -239,8 +253,9 @@ def fake_benchmark_output(
 
     def stats(times: list[int]) -> str:
         count = len(times)
-        if count == 1:
-            line = f"count=1 curr={times[0]}"
+        if min(times) == max(times):
+            # TensorFlow's `Stat` prints no average when every value is the same.
+            line = f"count={count} curr={times[-1]}" + ("(all same)" if count > 1 else "")
         else:
             mean = sum(times) / count
             std = int(math.sqrt(sum((t - mean) ** 2 for t in times) / count))
@@ -313,7 +328,80 @@ def fake_benchmark_output(
     prefix = "INFO: " if generation == "litert" else ""
     # Blank lines carry no prefix in the real tool either.
     out = [(prefix + line) if line and not line.startswith("INFO: ") else line for line in lines]
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    if op_profile is not None:
+        text += _op_profile_text(op_profile, runs=len(runs_us), init_us=init_us, prefix=prefix)
+    return text
+
+
+def _field(value, width: int) -> str:
+    # TensorFlow's `InitField`: a tab, then right-aligned in `width`, floats with 3 decimals.
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return "\t" + text.rjust(width)
+
+
+def _op_profile_text(nodes: Sequence[tuple[str, str, float]], *, runs: int, init_us: int, prefix: str) -> str:
+    """The tables `--enable_op_profiling=true` prints after the summary, as the profiling listener does.
+
+    Each section is one log message: only its first line carries the log prefix.
+    """
+    total_us = sum(us for _, _, us in nodes) or 1.0
+
+    def node_table(title: str, ordered) -> list[str]:
+        header = "".join(
+            _field(name, width)
+            for name, width in (
+                ("[node type]", 24), ("[first]", 9), ("[avg ms]", 9), ("[%]", 8), ("[cdf%]", 8),
+                ("[mem KB]", 10), ("[times called]", 9),
+            )
+        )
+        lines, cumulative = [f"============================== {title} ==============================",
+                             header + "\t[Name]"], 0.0
+        for name, kind, us in ordered:
+            cumulative += us
+            lines.append(
+                _field(kind, 24) + _field(us / 1000.0, 9) + _field(us / 1000.0, 9)
+                + _field(100.0 * us / total_us, 7) + "%" + _field(100.0 * cumulative / total_us, 7) + "%"
+                + _field(0.0, 10) + _field(1, 9) + "\t" + name
+            )
+        return [*lines, ""]
+
+    by_type: dict[str, list[float]] = {}
+    for _, kind, us in nodes:
+        by_type.setdefault(kind, []).append(us)
+    summary = [
+        f"Number of nodes executed: {len(nodes)}",
+        "============================== Summary by node type ==============================",
+        "".join(
+            _field(name, width)
+            for name, width in (
+                ("[Node type]", 24), ("[count]", 9), ("[avg ms]", 10), ("[avg %]", 11), ("[cdf %]", 11),
+                ("[mem KB]", 10), ("[times called]", 10),
+            )
+        ),
+    ]
+    cdf = 0.0
+    for kind, times in sorted(by_type.items(), key=lambda item: -sum(item[1])):
+        share = 100.0 * sum(times) / total_us
+        cdf += share
+        summary.append(
+            _field(kind, 24) + _field(len(times), 9) + _field(sum(times) / 1000.0, 10)
+            + _field(share, 10) + "%" + _field(cdf, 10) + "%" + _field(0.0, 10) + _field(len(times), 9)
+        )
+    run_total = int(total_us)
+    init = node_table("Run Order", [("AllocateTensors", "AllocateTensors", float(init_us))])
+    init += [f"Timings (microseconds): count=1 curr={init_us}", "Memory (bytes): count=0"]
+    init += ["1 nodes observed", ""]
+    same = "(all same)" if runs > 1 else ""
+    regular = node_table("Run Order", nodes)
+    regular += node_table("Top by Computation Time", sorted(nodes, key=lambda node: -node[2]))
+    regular += [*summary, "", f"Timings (microseconds): count={runs} curr={run_total}{same}"]
+    regular += ["Memory (bytes): count=0", f"{len(nodes)} nodes observed", ""]
+    sections = [
+        ("Profiling Info for Benchmark Initialization:", init),
+        ("Operator-wise Profiling Info for Regular Benchmark Runs:", regular),
+    ]
+    return "".join(prefix + header + "\n" + "\n".join(body) + "\n" for header, body in sections)
 
 
 _MODEL_ERROR_OUTPUTS = {
@@ -928,6 +1016,11 @@ class FakePhone:
                 init_us=int(bench.init_ms * 1000),
                 threads=int(flags.get("num_threads", "1")),
                 use_xnnpack=flags.get("use_xnnpack", "true") == "true",
+                op_profile=(
+                    [(name, kind, share * latency * 1000) for name, kind, share in bench.ops]
+                    if flags.get("enable_op_profiling") == "true"
+                    else None
+                ),
             )
             return _Outcome(stdout=text.encode())
         finally:
