@@ -86,9 +86,7 @@ _DEFAULT_ZONES = (("cpu-0-0-usr", 36500), ("cpu-1-0-usr", 37800), ("cpu-2-0-usr"
 _DEFAULT_HAL_TEMPERATURES = (("CPU0", 0, 36.5), ("CPU7", 0, 39.2), ("battery", 2, 29.8), ("skin", 3, 31.0))
 
 _SYNC_CHUNK = 64 * 1024
-# ext4 and f2fs keep a symbolic link's target of fewer bytes than this in its inode; a longer one takes a
-# block of the file system.
-_INLINE_SYMLINK_BYTES = 60
+# The file system's block: the least a new symbolic link may need on a full /data.
 _BLOCK_BYTES = 4096
 # The fake benchmark's runs per process at most, however short its latency and long its --min_secs.
 _MAX_FAKE_RUNS = 100_000
@@ -479,7 +477,7 @@ class FakePhone:
             2: battery, 3: skin).
         state: `"device"`, `"offline"` or `"unauthorized"`.
         shell_v2: Whether the phone advertises the `shell_v2` feature.
-        free_bytes: Free space on `/data`: for pushes, and for symbolic links whose target needs a block.
+        free_bytes: Free space on `/data`: for pushes, and a block for each new symbolic link.
         allowed_cpus: CPUs `taskset` may use (default: all); a mask outside them is refused like a cpuset
             refusing it.
         benchmark: How executables pushed to the phone behave (a `FakeBenchmark`).
@@ -864,10 +862,9 @@ class FakePhone:
             elif parent == "/sdcard" or parent.startswith("/sdcard/"):
                 # Shared storage (sdcardfs, FUSE) has no symbolic links.
                 reason = "Operation not permitted"
-            elif parent.startswith("/data") and len(target) >= _INLINE_SYMLINK_BYTES and (
-                self.free_bytes < _BLOCK_BYTES
-            ):
-                # A target this long needs a data block of its own.
+            elif parent.startswith("/data") and self.free_bytes < _BLOCK_BYTES:
+                # A new link may need a block (for its directory entry, or a target too long for the inode):
+                # the double assumes it always does.
                 reason = "No space left on device"
             else:
                 self.put_symlink(link, target)
