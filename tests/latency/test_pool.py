@@ -464,3 +464,14 @@ def test_return_exceptions(binary):
         outcomes = pool.measure_many_tflite([TINY, b"not a model"], return_exceptions=True)
     assert outcomes[0].median_ms > 0
     assert isinstance(outcomes[1], ValueError)
+
+
+def test_a_phone_failing_its_identity_check_records_a_job_and_a_failure(binary):
+    fleet = [FakePhone("GONE", state="offline"), *phones("A")]
+    with AdbDouble(fleet) as double:
+        pool = make_pool(double, binary, ["GONE", "A"])
+        result = pool.measure_tflite(TINY)
+        stats = pool.stats()
+    assert result.source == "android:A" and result.provenance["pool"]["failed_on"] == ["GONE"]
+    assert (stats["GONE"].jobs, stats["GONE"].failures) == (1, 1)
+    assert (stats["A"].jobs, stats["A"].successes, stats["A"].failures) == (1, 1, 0)
