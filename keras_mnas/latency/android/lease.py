@@ -37,7 +37,10 @@ _LEASE_TAG = "keras_mnas-lease"
 # The shortest time between two attempts to create a lease after losing a race, so that a phone whose lease
 # links keep existing is polled at a bounded rate rather than in a busy loop.
 _MIN_ATTEMPT_S = 0.1
-_DATA_DIR = "/data/local/tmp"
+
+#: Where files and the lease go on a phone by default: app-independent, writable by adb's shell user, and on a
+#: file system with symbolic links.
+DEFAULT_REMOTE_DIR = "/data/local/tmp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +166,10 @@ class Lease:
             report = self.phone.storage_report(self.directory)
             text += f" Free some space on the phone (storage full).{report}"
         elif "not permitted" in lowered or "read-only" in lowered:
-            text += f" {self.directory} does not allow symbolic links: pass a remote_dir such as {_DATA_DIR}."
+            text += (
+                f" {self.directory} does not allow symbolic links: pass a remote_dir such as "
+                f"{DEFAULT_REMOTE_DIR}."
+            )
         elif "no such file" in lowered:
             text += f" {self.directory} does not exist on the phone: create it or pass another remote_dir."
         return DeviceError(text, serial=self.phone.serial)

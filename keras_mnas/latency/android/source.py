@@ -40,7 +40,7 @@ from keras_mnas.latency.android.device import (
     int_or_none,
     soc_name,
 )
-from keras_mnas.latency.android.lease import Lease
+from keras_mnas.latency.android.lease import DEFAULT_REMOTE_DIR, Lease
 from keras_mnas.latency.base import (
     QUANTIZATIONS,
     LatencyResult,
@@ -64,8 +64,6 @@ logger = logging.getLogger(__name__)
 #: How the model may be accelerated: `"xnnpack"` (the CPU with XNNPACK, TFLite's default), `"none"` (the
 #: plain CPU kernels), `"gpu"` (the GPU delegate) or `"nnapi"` (Android's NNAPI).
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi")
-
-DEFAULT_REMOTE_DIR = "/data/local/tmp"
 
 _REMOTE_BINARY = "keras_mnas_benchmark_model"
 _REMOTE_MODEL = "keras_mnas_model.tflite"
