@@ -119,8 +119,9 @@ def _cut(sock: socket.socket) -> None:
 # adbutils private API. Written against adbutils 2.12 (pyproject pins >=2.12,<3); every use of its internals
 # is in this block: `AdbConnection._safe_connect` and `_create_socket` (overridden so that no adb server is
 # ever started and every socket obeys the deadline), `AdbConnection.conn` (its socket, for the silence
-# timeout), and `AdbClient.make_connection` / `server_version` (overridden to hand out those connections
-# and to ask the server's version once). Check them when moving to another adbutils release.
+# timeout and for pushing files in `_sync_send`), and `AdbClient.make_connection` / `server_version`
+# (overridden to hand out those connections and to ask the server's version once). Check them when moving
+# to another adbutils release.
 
 
 class _DeadlineConnection(adbutils.AdbConnection):
@@ -171,6 +172,32 @@ class _AdbClient(adbutils.AdbClient):
             silence = max(0.01, min(silence, deadline.remaining()))
         connection.conn.settimeout(silence)
         return connection
+
+
+def _sync_send(device: adbutils.AdbDevice, data: bytes, path: str, mode: int, refused: list[str]) -> None:
+    """Pushes `data` with adb's sync protocol, keeping adbd's message when it refuses the file.
+
+    adbutils' `sync.push` reports a refusal as a bare "FAIL"; adbd sends its reason after it (a 4-byte
+    little-endian length, then the text), which is read here and appended to `refused`.
+    """
+    with device.open_transport() as connection:
+        connection.send_command("sync:")
+        connection.check_okay()
+        target = f"{path},{stat.S_IFREG | mode}".encode()
+        sock = connection.conn
+        sock.sendall(b"SEND" + struct.pack("<I", len(target)) + target)
+        for start in range(0, len(data), _SYNC_CHUNK):
+            chunk = data[start : start + _SYNC_CHUNK]
+            sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
+        sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
+        status = connection.read_exact(4)
+        if status == b"OKAY":
+            return
+        if status != b"FAIL":
+            raise adbutils.AdbError(f"unexpected answer {status!r} to a push")
+        length = struct.unpack("<I", connection.read_exact(4))[0]
+        refused.append(connection.read_exact(length).decode("utf-8", errors="replace").strip())
+        raise adbutils.AdbError(f"adbd refused the file: {refused[-1]}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -458,32 +485,6 @@ class Phone:
         except DeviceError:
             return ""
         return f" `df` on the phone says:\n{df.output.strip()}" if df.output.strip() else ""
-
-
-def _sync_send(device: adbutils.AdbDevice, data: bytes, path: str, mode: int, refused: list[str]) -> None:
-    """Pushes `data` with adb's sync protocol, keeping adbd's message when it refuses the file.
-
-    adbutils' `sync.push` reports a refusal as a bare "FAIL"; adbd sends its reason after it (a 4-byte
-    little-endian length, then the text), which is read here and appended to `refused`.
-    """
-    with device.open_transport() as connection:
-        connection.send_command("sync:")
-        connection.check_okay()
-        target = f"{path},{stat.S_IFREG | mode}".encode()
-        sock = connection.conn
-        sock.sendall(b"SEND" + struct.pack("<I", len(target)) + target)
-        for start in range(0, len(data), _SYNC_CHUNK):
-            chunk = data[start : start + _SYNC_CHUNK]
-            sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
-        sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
-        status = connection.read_exact(4)
-        if status == b"OKAY":
-            return
-        if status != b"FAIL":
-            raise adbutils.AdbError(f"unexpected answer {status!r} to a push")
-        length = struct.unpack("<I", connection.read_exact(4))[0]
-        refused.append(connection.read_exact(length).decode("utf-8", errors="replace").strip())
-        raise adbutils.AdbError(f"adbd refused the file: {refused[-1]}")
 
 
 # ----------------------------------------------------------------------------------------------------
