@@ -11,13 +11,19 @@ version number (users build it themselves), so the parser detects it:
 | `"litert"` | the same, every line prefixed `INFO: ` (TF 2.12+ and LiteRT)                            |
 
 Statistics lines `count=N first=F curr=C min=m max=M avg=A std=S` (LiteRT adds `p5=.. median=.. p95=..`)
-precede the summary: the first describes the warm-up runs, the last the measured runs. Numbers may be
-printed in exponent notation (`1.04176e+06`). All times are microseconds.
+precede the summary: the first describes the warm-up runs, the last the measured runs. When every run took
+the same time the line is short: `count=1 curr=C` for one run, `count=N curr=C(all same)` for several.
+Numbers may be printed in exponent notation (`1.04176e+06`). All times are microseconds.
+
+With `--enable_op_profiling=true` the tool also prints per-operator tables; they are read into
+`BenchmarkOutput.op_profile` (`OpProfile`), and the profiler's own `Timings (microseconds): count=...` lines
+are not taken for run statistics.
 
 Anything short of a complete, consistent summary is an exception, never a number: `ERROR:` lines, a
-non-zero exit status, a crash, a missing summary, a cut-off summary line. Failures the *model* causes (an op
-version the runtime does not know, an op the delegate rejects) raise `ModelError`, which callers should not
-retry; everything else raises `BenchmarkError`, a `DeviceError`.
+non-zero exit status, a crash, a missing summary, a cut-off summary line, a statistics line that lacks a
+field or breaks `min <= p5 <= median <= p95 <= max`, an average that disagrees with its statistics line.
+Failures the *model* causes (an op version the runtime does not know, an op the delegate rejects) raise
+`ModelError`, which callers should not retry; everything else raises `BenchmarkError`, a `DeviceError`.
 
 Example:
 
@@ -30,6 +36,7 @@ print(output.figure_ms, output.generation, output.runs.count)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import signal
@@ -55,8 +62,26 @@ _SUMMARY_TF2 = re.compile(
     rf"Warmup \(avg\): (?P<warmup>{_NUMBER}), Inference \(avg\): (?P<avg>{_NUMBER})\s*$"
 )
 _SUMMARY_START = re.compile(r"(?:Average )?[Ii]nference timings in us")
-_STAT_FIELD = re.compile(rf"\b(count|first|curr|min|max|avg|std|p5|median|p95)=({_NUMBER})(?=\s|$)")
+# "curr=X(all same)": every run took X (TensorFlow's `Stat` prints no other field then).
+_ALL_SAME = "(all same)"
+_STAT_FIELD = re.compile(
+    rf"\b(count|first|curr|min|max|avg|std|p5|median|p95)=({_NUMBER})(?=\s|$|{re.escape(_ALL_SAME)})"
+)
 _STAT_LINE = re.compile(r"(?:^|\s)count=")
+_FULL_STATS = ("first", "curr", "min", "max", "avg", "std")
+_PERCENTILES = ("p5", "median", "p95")
+
+# --enable_op_profiling: the profiler's own summary lines, which are not run statistics.
+_PROFILE_SECTION = re.compile(
+    r"^(?P<section>Profiling Info for Benchmark Initialization|"
+    r"Operator-wise Profiling Info for Regular Benchmark Runs):"
+)
+_PROFILE_NOISE = re.compile(
+    r"^(?:Subgraph \(index: \d+\) )?(?:Timings \(microseconds\)|Memory \(bytes\)):"
+    r"|^\d+ nodes observed$|^Number of nodes executed: \d+$"
+)
+_PROFILE_GRAPH = re.compile(r"^(?:Primary graph|Subgraph \(index: (?P<index>\d+)\)) (?:profile|summary):$")
+_PROFILE_TABLE = re.compile(r"^={5,} (?P<title>.+?) ={5,}$")
 _MEMORY = re.compile(
     rf"(?P<kind>Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): "
     rf"init=(?P<init>{_NUMBER}) overall=(?P<overall>{_NUMBER})"
@@ -98,6 +123,7 @@ class RunStats:
             e.g. a single warm-up run prints only `count=1 curr=...`).
         avg_us, std_us: Mean and standard deviation (`None` when not printed).
         p5_us, median_us, p95_us: Percentiles (LiteRT prints them; older tools do not).
+        all_same: Whether the line is `count=N curr=X(all same)`: every run took `curr`.
     """
 
     count: int
@@ -110,6 +136,59 @@ class RunStats:
     p5_us: float | None = None
     median_us: float | None = None
     p95_us: float | None = None
+    all_same: bool = False
+
+    @property
+    def mean_us(self) -> float | None:
+        """The runs' mean: `avg`, or `curr` for a line that prints no average (one run, or all alike)."""
+        if self.avg_us is not None:
+            return self.avg_us
+        return self.curr_us if self.count == 1 or self.all_same else None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpTiming:
+    """One operator (node) of the model in `--enable_op_profiling` output.
+
+    Attributes:
+        node_type: Its type, e.g. `"CONV_2D"`, or `"TfLiteXNNPackDelegate"` for a delegated partition.
+        avg_ms: Its average time per run, in milliseconds.
+        times_called: How often it ran per run, when printed.
+    """
+
+    node_type: str
+    avg_ms: float
+    times_called: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpProfile:
+    """The per-operator times benchmark_model prints with `--enable_op_profiling=true`.
+
+    Only the measured runs of the primary graph count (not the initialisation, not other subgraphs).
+
+    Attributes:
+        by_type: Average milliseconds per run spent in each node type (`"Summary by node type"`).
+        by_node: Each node by name (`"Run Order"` or `"Top by Computation Time"`), when printed.
+        delegate_by_type, delegate_by_node: The same for the operators inside a delegate, for delegates
+            that report them (`"Delegate internal:"`).
+
+    Example:
+
+    ```python
+    profile = parse_benchmark_output(text).op_profile
+    print(sorted(profile.by_type.items(), key=lambda item: -item[1])[:3])  # the three costliest types
+    ```
+    """
+
+    by_type: dict[str, float]
+    by_node: dict[str, OpTiming]
+    delegate_by_type: dict[str, float] = dataclasses.field(default_factory=dict)
+    delegate_by_node: dict[str, OpTiming] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The profile as JSON data: `by_type` and `by_node` (name -> type, avg_ms, times_called)."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +208,8 @@ class BenchmarkOutput:
             `Peak memory footprint`), or `None`.
         peak_memory_mb: `Overall peak memory footprint (MB) via periodic monitoring`, when printed.
         session_init_ms: `Initialized session in X ms`, when printed.
+        op_profile: The per-operator times (`OpProfile`) when the tool ran with `--enable_op_profiling=true`,
+            else `None`.
     """
 
     generation: str
@@ -143,6 +224,7 @@ class BenchmarkOutput:
     memory_kind: str | None = None
     peak_memory_mb: float | None = None
     session_init_ms: float | None = None
+    op_profile: OpProfile | None = None
 
     @property
     def figure_us(self) -> float:
@@ -188,8 +270,46 @@ def _parse_stats(line: str, output: str, exit_code) -> RunStats | None:
     if "count" not in fields:
         return None
     values = {key: _number(value, f"`{key}` statistic", output, exit_code) for key, value in fields.items()}
-    count = values.pop("count")
-    return RunStats(count=int(count), **{f"{key}_us": value for key, value in values.items()})
+    count = int(values.pop("count"))
+    all_same = _ALL_SAME in line
+
+    def refuse(problem: str, reason: str) -> BenchmarkError:
+        return BenchmarkError(
+            f"benchmark_model printed a statistics line that {problem}: {line!r}. The output is corrupt or "
+            "was cut off, so it gives no number.",
+            reason=reason,
+            output=output,
+            exit_code=exit_code,
+        )
+
+    if count <= 0:
+        # "count=0" describes no runs; it has nothing to check.
+        return RunStats(count=count, **{f"{key}_us": value for key, value in values.items()})
+    full = [key for key in _FULL_STATS if key in values]
+    if "first" in values or len(full) > 1:
+        missing = [key for key in _FULL_STATS if key not in values]
+        if missing:
+            raise refuse(f"lacks {', '.join(missing)}", "truncated")
+    elif "curr" not in values or (count > 1 and not all_same):
+        # The short form, "count=1 curr=X" or "count=N curr=X(all same)", and nothing else.
+        raise refuse("is incomplete", "truncated")
+    percentiles = [key for key in _PERCENTILES if key in values]
+    if percentiles and len(percentiles) != len(_PERCENTILES):
+        missing = [key for key in _PERCENTILES if key not in values]
+        raise refuse(f"lacks {', '.join(missing)}", "truncated")
+    low = values.get("min", values.get("curr"))
+    high = values.get("max", values.get("curr"))
+    chain = [values[key] for key in ("min", "p5", "median", "p95", "max") if key in values]
+    if not all(a <= b for a, b in itertools.pairwise(chain)) or any(
+        not low <= values[key] <= high for key in ("first", "curr", "p5", "median", "p95") if key in values
+    ):
+        raise refuse("breaks min <= p5 <= median <= p95 <= max", "inconsistent")
+    # The mean is printed to 6 significant digits: allow for that rounding.
+    if "avg" in values and not (low * (1 - 1e-5) <= values["avg"] <= high * (1 + 1e-5)):
+        raise refuse("has its average outside min..max", "inconsistent")
+    return RunStats(
+        count=count, all_same=all_same, **{f"{key}_us": value for key, value in values.items()}
+    )
 
 
 def _signal_name(exit_code: int) -> str:
@@ -221,7 +341,8 @@ def classify_failure(text: str) -> bool:
 
 
 def _failure_excerpt(lines: list[str], limit: int = 6) -> str:
-    shown = lines[:limit]
+    # The excerpt ends inside a sentence of ours, which adds its own period.
+    shown = [line.rstrip(".") for line in lines[:limit]]
     more = f" (+{len(lines) - limit} more)" if len(lines) > limit else ""
     return "; ".join(shown) + more
 
@@ -264,15 +385,19 @@ def parse_benchmark_output(text: str, *, exit_code: int | None = None) -> Benchm
     summaries: list[tuple[re.Match, str, bool, bool]] = []
     cut_summary: str | None = None
     memory = periodic = session = None
+    profile = _ProfileReader()
     for raw in raw_lines:
         level, line = _strip_level(raw)
         if not line:
+            profile.end_table()
             continue
         if level == "ERROR":
             errors.append(line)
             continue
         if _FAILED_LINE.match(line):
             failed_lines.append(line)
+            continue
+        if profile.read(line):
             continue
         if _STAT_LINE.search(line):
             parsed = _parse_stats(line, text, exit_code)
@@ -336,17 +461,17 @@ def parse_benchmark_output(text: str, *, exit_code: int | None = None) -> Benchm
     runs = stats[-1] if stats else None
     warmup = stats[0] if len(stats) >= 2 else None
     if runs is not None:
-        if runs.count <= 0 or runs.avg_us is None:
+        if runs.count <= 0 or runs.mean_us is None:
             raise BenchmarkError(
                 f"benchmark_model's last statistics line describes no measured runs (count={runs.count}).",
                 reason="inconsistent",
                 output=text,
                 exit_code=exit_code,
             )
-        if not math.isclose(runs.avg_us, avg, rel_tol=1e-3, abs_tol=1e-9):
+        if not math.isclose(runs.mean_us, avg, rel_tol=1e-3, abs_tol=1e-9):
             raise BenchmarkError(
                 f"benchmark_model's summary average ({groups['avg']} us) disagrees with its last statistics "
-                f"line (avg={runs.avg_us:g} us): the output is corrupt or truncated.",
+                f"line (mean {runs.mean_us:g} us): the output is corrupt or truncated.",
                 reason="inconsistent",
                 output=text,
                 exit_code=exit_code,
@@ -382,7 +507,85 @@ def parse_benchmark_output(text: str, *, exit_code: int | None = None) -> Benchm
         ),
         peak_memory_mb=float(periodic.group(1)) if periodic else None,
         session_init_ms=float(session.group(1)) if session else None,
+        op_profile=profile.result(),
     )
+
+
+class _ProfileReader:
+    """Reads the tables `--enable_op_profiling` prints, line by line (TensorFlow's `StatsCalculator` format).
+
+    Each table is a `===== TITLE =====` line, a header of tab-separated `[column]` names, then one
+    tab-separated row per node until a blank line. The initialisation's tables and other subgraphs' are
+    skipped; the profiler's `Timings (microseconds): count=...` lines are consumed so that they are never
+    taken for run statistics.
+    """
+
+    def __init__(self):
+        self.section: str | None = None  # None before any section header: old tools print only the runs'
+        self.graph = "primary"
+        self.title: str | None = None
+        self.columns: list[str] | None = None
+        self.by_type: dict[str, dict[str, float]] = {"primary": {}, "delegate": {}}
+        self.by_node: dict[str, dict[str, OpTiming]] = {"primary": {}, "delegate": {}}
+        self.seen = False
+
+    def end_table(self) -> None:
+        self.title = self.columns = None
+
+    def read(self, line: str) -> bool:
+        """Consumes `line` if it belongs to the profile; returns whether it did."""
+        if match := _PROFILE_SECTION.match(line):
+            self.seen = True
+            self.section = "init" if "Initialization" in match.group("section") else "runs"
+            self.graph = "primary"
+            self.end_table()
+            return True
+        if _PROFILE_NOISE.match(line):
+            self.seen = True
+            return True
+        if match := _PROFILE_GRAPH.match(line):
+            self.graph = "primary" if match.group("index") in (None, "0") else "other"
+            return True
+        if line == "Delegate internal:":
+            self.graph = "delegate"
+            return True
+        if match := _PROFILE_TABLE.match(line):
+            self.seen = True
+            self.title, self.columns = match.group("title"), None
+            return True
+        if self.title is None:
+            return False
+        fields = [field.strip() for field in line.split("\t")]
+        if self.columns is None:
+            self.columns = [field.strip("[]").lower() for field in fields]
+            return True
+        if len(fields) != len(self.columns):
+            self.end_table()
+            return False
+        if self.section != "init" and self.graph in self.by_type:
+            self._row(dict(zip(self.columns, fields, strict=True)))
+        return True
+
+    def _row(self, row: dict[str, str]) -> None:
+        try:
+            avg_ms = float(row["avg ms"])
+            called = int(row["times called"]) if row.get("times called", "").isdigit() else None
+        except (KeyError, ValueError):
+            return  # a table of another kind (memory only): nothing to record
+        if self.title == "Summary by node type":
+            self.by_type[self.graph][row.get("node type", "")] = avg_ms
+        elif "name" in row and "node type" in row:
+            self.by_node[self.graph].setdefault(row["name"], OpTiming(row["node type"], avg_ms, called))
+
+    def result(self) -> OpProfile | None:
+        if not self.seen:
+            return None
+        return OpProfile(
+            by_type=self.by_type["primary"],
+            by_node=self.by_node["primary"],
+            delegate_by_type=self.by_type["delegate"],
+            delegate_by_node=self.by_node["delegate"],
+        )
 
 
 def _raise_failure(text: str, exit_code: int | None, errors: list[str], failed_lines: list[str]):

@@ -530,11 +530,13 @@ class AndroidDevicePool(TFLiteLatencySource):
             start = time.monotonic()
             counted = False
             try:
-                if not slot.checked_identity:
-                    self._check_identity(slot)
+                # The job counts from here: a phone that fails its identity check failed a job, so its
+                # failures never outnumber its jobs.
                 with self._cond:
                     slot.stats.jobs += 1
                     counted = True
+                if not slot.checked_identity:
+                    self._check_identity(slot)
                 result = slot.source.measure_tflite(
                     tflite_bytes,
                     quantization=quantization,

@@ -12,12 +12,14 @@ requests: a 4-hex-digit length and a payload, answered `OKAY` or `FAIL` + length
   id 1 stdout / 2 stderr / 3 exit, 4-byte little-endian length, data) and `sync:` with `STAT`, `LIST`,
   `SEND` (`DATA` chunks, `DONE` + mtime, answered `OKAY` or `FAIL` + message), `RECV` and `QUIT`.
 
-Each `FakePhone` has properties (`getprop`), a small file system (`/data/local/tmp`, cpufreq and thermal-zone
-files under `/sys`), `dumpsys thermalservice`, a handful of toybox commands (`cat`, `grep`, `ls`, `sha256sum`,
-`chmod`, `date`, `ln -s`, `readlink`, `mv`, `rm`, `pidof`, `df`, `taskset`, `echo`) and runs any executable
-pushed to it as a fake `benchmark_model` that prints real-format output of a chosen generation with a
-configurable latency (`FakeBenchmark`). Shell commands are parsed the way `sh` would split them (quotes,
-`;`, `&&`), so a command whose arguments were not quoted properly fails here as it would on a phone.
+Each `FakePhone` has properties (`getprop`), a small file system (`/data/local/tmp`; `/sdcard`, which
+refuses symbolic links as shared storage does; cpufreq and thermal-zone files under `/sys`), `dumpsys
+thermalservice`, a handful of toybox commands (`cat`, `grep`, `ls`, `sha256sum`, `chmod`, `date`, `ln -s`,
+`readlink`, `mv`, `rm`, `pidof`, `df`, `taskset`, `echo`, with toybox's error messages) and runs any
+executable pushed to it as a fake `benchmark_model` that prints real-format output of a chosen generation
+with a configurable latency (`FakeBenchmark`), and per-operator tables under `--enable_op_profiling=true`.
+Shell commands are parsed the way `sh` would split them (quotes, `;`, `&&`), so a command whose arguments
+were not quoted properly fails here as it would on a phone.
 
 Faults (`Fault`) hit the next shell commands that contain a given text: a connection dropped mid-output, a
 command that hangs (silent, or trickling one byte at a time so that only a wall-clock deadline stops it), a
@@ -56,7 +58,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 #: The adb server protocol version the double reports by default (adb 1.0.41).
 ADB_SERVER_VERSION = 41
@@ -84,6 +86,8 @@ _DEFAULT_ZONES = (("cpu-0-0-usr", 36500), ("cpu-1-0-usr", 37800), ("cpu-2-0-usr"
 _DEFAULT_HAL_TEMPERATURES = (("CPU0", 0, 36.5), ("CPU7", 0, 39.2), ("battery", 2, 29.8), ("skin", 3, 31.0))
 
 _SYNC_CHUNK = 64 * 1024
+# The file system's block: the least a new symbolic link may need on a full /data.
+_BLOCK_BYTES = 4096
 # The fake benchmark's runs per process at most, however short its latency and long its --min_secs.
 _MAX_FAKE_RUNS = 100_000
 
@@ -159,6 +163,8 @@ class FakeBenchmark:
         model_error: Make every run fail like a model the runtime cannot run: `"op-version"`,
             `"delegate"` or `"xnnpack-reshape"`.
         seed: Seed of the per-run jitter.
+        ops: The model's nodes as `(name, type, share of the latency)`, printed in run order under
+            `--enable_op_profiling=true`.
     """
 
     generation: str = "litert"
@@ -169,6 +175,13 @@ class FakeBenchmark:
     duration_s: float = 0.0
     model_error: str | None = None
     seed: int = 0
+    ops: tuple[tuple[str, str, float], ...] = (
+        ("conv_stem", "CONV_2D", 0.3),
+        ("block1_dw", "DEPTHWISE_CONV_2D", 0.2),
+        ("block1_project", "CONV_2D", 0.35),
+        ("pool", "MEAN", 0.05),
+        ("logits", "FULLY_CONNECTED", 0.1),
+    )
 
 
 def _fmt(value: float) -> str:
@@ -208,6 +221,7 @@ def fake_benchmark_output(
     init_us: int,
     threads: int = 1,
     use_xnnpack: bool = True,
+    op_profile: Sequence[tuple[str, str, float]] | None = None,
 ) -> str:
     """benchmark_model's output for given per-run times, in the format of one generation.
 
@@ -219,6 +233,8 @@ def fake_benchmark_output(
         init_us: Initialisation time in microseconds.
         threads: Threads printed in the parameter list.
         use_xnnpack: Whether the output mentions the XNNPACK delegate.
+        op_profile: With `--enable_op_profiling=true`: the nodes as `(name, type, average microseconds)`, in
+            run order; their tables (TensorFlow's `StatsCalculator` format) follow the summary.
 
     Returns:
         The text, newline-terminated.
@@ -235,8 +251,9 @@ def fake_benchmark_output(
 
     def stats(times: list[int]) -> str:
         count = len(times)
-        if count == 1:
-            line = f"count=1 curr={times[0]}"
+        if min(times) == max(times):
+            # TensorFlow's `Stat` prints no average when every value is the same.
+            line = f"count={count} curr={times[-1]}" + ("(all same)" if count > 1 else "")
         else:
             mean = sum(times) / count
             std = int(math.sqrt(sum((t - mean) ** 2 for t in times) / count))
@@ -309,7 +326,80 @@ def fake_benchmark_output(
     prefix = "INFO: " if generation == "litert" else ""
     # Blank lines carry no prefix in the real tool either.
     out = [(prefix + line) if line and not line.startswith("INFO: ") else line for line in lines]
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    if op_profile is not None:
+        text += _op_profile_text(op_profile, runs=len(runs_us), init_us=init_us, prefix=prefix)
+    return text
+
+
+def _field(value, width: int) -> str:
+    # TensorFlow's `InitField`: a tab, then right-aligned in `width`, floats with 3 decimals.
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return "\t" + text.rjust(width)
+
+
+def _op_profile_text(nodes: Sequence[tuple[str, str, float]], *, runs: int, init_us: int, prefix: str) -> str:
+    """The tables `--enable_op_profiling=true` prints after the summary, as the profiling listener does.
+
+    Each section is one log message: only its first line carries the log prefix.
+    """
+    total_us = sum(us for _, _, us in nodes) or 1.0
+
+    def node_table(title: str, ordered) -> list[str]:
+        header = "".join(
+            _field(name, width)
+            for name, width in (
+                ("[node type]", 24), ("[first]", 9), ("[avg ms]", 9), ("[%]", 8), ("[cdf%]", 8),
+                ("[mem KB]", 10), ("[times called]", 9),
+            )
+        )
+        lines, cumulative = [f"============================== {title} ==============================",
+                             header + "\t[Name]"], 0.0
+        for name, kind, us in ordered:
+            cumulative += us
+            lines.append(
+                _field(kind, 24) + _field(us / 1000.0, 9) + _field(us / 1000.0, 9)
+                + _field(100.0 * us / total_us, 7) + "%" + _field(100.0 * cumulative / total_us, 7) + "%"
+                + _field(0.0, 10) + _field(1, 9) + "\t" + name
+            )
+        return [*lines, ""]
+
+    by_type: dict[str, list[float]] = {}
+    for _, kind, us in nodes:
+        by_type.setdefault(kind, []).append(us)
+    summary = [
+        f"Number of nodes executed: {len(nodes)}",
+        "============================== Summary by node type ==============================",
+        "".join(
+            _field(name, width)
+            for name, width in (
+                ("[Node type]", 24), ("[count]", 9), ("[avg ms]", 10), ("[avg %]", 11), ("[cdf %]", 11),
+                ("[mem KB]", 10), ("[times called]", 10),
+            )
+        ),
+    ]
+    cdf = 0.0
+    for kind, times in sorted(by_type.items(), key=lambda item: -sum(item[1])):
+        share = 100.0 * sum(times) / total_us
+        cdf += share
+        summary.append(
+            _field(kind, 24) + _field(len(times), 9) + _field(sum(times) / 1000.0, 10)
+            + _field(share, 10) + "%" + _field(cdf, 10) + "%" + _field(0.0, 10) + _field(len(times), 9)
+        )
+    run_total = int(total_us)
+    init = node_table("Run Order", [("AllocateTensors", "AllocateTensors", float(init_us))])
+    init += [f"Timings (microseconds): count=1 curr={init_us}", "Memory (bytes): count=0"]
+    init += ["1 nodes observed", ""]
+    same = "(all same)" if runs > 1 else ""
+    regular = node_table("Run Order", nodes)
+    regular += node_table("Top by Computation Time", sorted(nodes, key=lambda node: -node[2]))
+    regular += [*summary, "", f"Timings (microseconds): count={runs} curr={run_total}{same}"]
+    regular += ["Memory (bytes): count=0", f"{len(nodes)} nodes observed", ""]
+    sections = [
+        ("Profiling Info for Benchmark Initialization:", init),
+        ("Operator-wise Profiling Info for Regular Benchmark Runs:", regular),
+    ]
+    return "".join(prefix + header + "\n" + "\n".join(body) + "\n" for header, body in sections)
 
 
 _MODEL_ERROR_OUTPUTS = {
@@ -374,7 +464,8 @@ class FakePhone:
         soc_model: `ro.soc.model` (Android 12+; `None` leaves it unset, like older phones).
         soc_manufacturer: `ro.soc.manufacturer` (Android 12+; `None` leaves it unset).
         board: `ro.board.platform`.
-        sdk: `ro.build.version.sdk`.
+        sdk: `ro.build.version.sdk`. Below 24 (Android 7), shell v1 output comes through a pty, with "\r\n"
+            line ends, like such a phone's.
         release: `ro.build.version.release`.
         abi: `ro.product.cpu.abi`.
         abilist: `ro.product.cpu.abilist` (default: what phones of that ABI report).
@@ -386,7 +477,7 @@ class FakePhone:
             2: battery, 3: skin).
         state: `"device"`, `"offline"` or `"unauthorized"`.
         shell_v2: Whether the phone advertises the `shell_v2` feature.
-        free_bytes: Free space for pushes to `/data/local/tmp`.
+        free_bytes: Free space on `/data`: for pushes, and a block for each new symbolic link.
         allowed_cpus: CPUs `taskset` may use (default: all); a mask outside them is refused like a cpuset
             refusing it.
         benchmark: How executables pushed to the phone behave (a `FakeBenchmark`).
@@ -420,6 +511,7 @@ class FakePhone:
         clock_offset_s: float = 0.0,
     ):
         self.serial = serial
+        self.sdk = sdk
         self.state = state
         self.shell_v2 = shell_v2
         self.free_bytes = free_bytes
@@ -464,7 +556,10 @@ class FakePhone:
         self._fs: dict[str, _Node] = {}
         self._server: AdbDouble | None = None
         self.transport_id = 0
-        for path in ("/data", "/data/local", "/data/local/tmp", "/sys", "/sys/class", "/sys/class/thermal"):
+        for path in (
+            *("/data", "/data/local", "/data/local/tmp", "/sdcard"),
+            *("/sys", "/sys/class", "/sys/class/thermal"),
+        ):
             self._fs[path] = _Node("dir", mode=0o771)
         n = len(self.cpu_max_khz)
         self._put("/sys/devices/system/cpu/possible", f"0-{n - 1}\n".encode())
@@ -551,6 +646,11 @@ class FakePhone:
                         fault.times -= 1
                     return fault
         return None
+
+    def _v1_bytes(self, data: bytes) -> bytes:
+        # Before Android 7, adbd ran every shell v1 command on a pty, whose line discipline turns "\n" into
+        # "\r\n"; newer adbd runs non-interactive v1 commands without one.
+        return data.replace(b"\n", b"\r\n") if self.sdk < 24 else data
 
     def _next_thermal_status(self) -> int | None:
         with self._lock:
@@ -753,11 +853,25 @@ class FakePhone:
         if len(args) != 3 or args[0] != "-s":
             return _Outcome(stderr=b"fake ln: only `ln -s TARGET LINK` is supported\n", exit_code=1)
         target, link = args[1], args[2]
+        parent = link.rsplit("/", 1)[0] or "/"
         with self._lock:
             if link in self._fs:
-                return _Outcome(stderr=f"ln: {link}: File exists\n".encode(), exit_code=1)
-            self.put_symlink(link, target)
-        return _Outcome()
+                reason = "File exists"
+            elif parent not in self._fs or self._fs[parent].kind != "dir":
+                reason = "No such file or directory"
+            elif parent == "/sdcard" or parent.startswith("/sdcard/"):
+                # Shared storage (sdcardfs, FUSE) has no symbolic links.
+                reason = "Operation not permitted"
+            elif parent.startswith("/data") and self.free_bytes < _BLOCK_BYTES:
+                # A new link may need a block (for its directory entry, or a target too long for the inode):
+                # the double assumes it always does.
+                reason = "No space left on device"
+            else:
+                self.put_symlink(link, target)
+                return _Outcome()
+        # toybox's message, on stderr, exit status 1.
+        message = f"ln: cannot create symbolic link from '{target}' to '{link}': {reason}\n"
+        return _Outcome(stderr=message.encode(), exit_code=1)
 
     def _cmd_mv(self, args):
         paths = [a for a in args if not a.startswith("-")]
@@ -899,6 +1013,11 @@ class FakePhone:
                 init_us=int(bench.init_ms * 1000),
                 threads=int(flags.get("num_threads", "1")),
                 use_xnnpack=flags.get("use_xnnpack", "true") == "true",
+                op_profile=(
+                    [(name, kind, share * latency * 1000) for name, kind, share in bench.ops]
+                    if flags.get("enable_op_profiling") == "true"
+                    else None
+                ),
             )
             return _Outcome(stdout=text.encode())
         finally:
@@ -1243,7 +1362,7 @@ class AdbDouble:
                 self.remove_phone(phone.serial)
             elif action in ("offline", "unauthorized"):
                 phone.state = action
-            full = outcome.stdout if v2 else outcome.merged
+            full = outcome.stdout if v2 else phone._v1_bytes(outcome.merged)
             partial = full[: int(len(full) * fault.keep_fraction)]
             if partial:
                 conn.sendall(_v2_packet(1, partial) if v2 else partial)
@@ -1258,7 +1377,7 @@ class AdbDouble:
                 conn.sendall(_v2_packet(2, outcome.stderr))
             conn.sendall(_v2_packet(3, bytes([outcome.exit_code & 0xFF])))
         else:
-            conn.sendall(outcome.merged)
+            conn.sendall(phone._v1_bytes(outcome.merged))
 
     def _client_closed(self, conn: socket.socket, seconds: float) -> bool:
         """Waits up to `seconds`; True as soon as the client closes the connection or the server stops."""

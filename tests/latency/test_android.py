@@ -1,11 +1,13 @@
 """AndroidLatency against the loopback adb double: results, quality, and every fault yielding no number."""
 
+import contextlib
 import hashlib
 import json
 import os
 import pathlib
 import shlex
 import shutil
+import socket
 import stat
 import threading
 import time
@@ -230,6 +232,7 @@ def test_every_argument_is_quoted(binary):
     phone = FakePhone("Q")
     with AdbDouble([phone]) as double:
         remote = "/data/local/tmp/it's a $dir"
+        phone.run_shell(shlex.join(["mkdir", "-p", remote]))  # the lease needs the directory to exist
         result = make_source(double, binary, serial="Q", remote_dir=remote, repeats=1).measure_tflite(TINY)
     assert result.median_ms > 0
     assert phone.file(f"{remote}/keras_mnas_model.tflite") == TINY
@@ -777,3 +780,221 @@ def test_env_keeps_adbutils_from_real_adb():
     assert os.environ["ADBUTILS_ADB_PATH"].endswith("fake-adb")
     assert shutil.which("true")
     assert stat.S_IMODE(os.stat(os.environ["ADBUTILS_ADB_PATH"]).st_mode) & 0o100
+
+
+# --------------------------------------------------------------------------------------------------
+# Tests that take the server as a fixture, so that the same test runs against any server with
+# AdbDouble's interface (`port`, phones given when it starts).
+
+
+@pytest.fixture
+def serve():
+    """Starts a server for the given phones (`serve(*phones)`); every one started is stopped at the end."""
+    with contextlib.ExitStack() as stack:
+        yield lambda *phones, **kwargs: stack.enter_context(AdbDouble(list(phones), **kwargs))
+
+
+def old_phone(serial="OLD", **kwargs):
+    """An Android 6 phone: no shell v2 (adbd answers v1 through a pty), no thermal service."""
+    options = dict(sdk=23, release="6.0.1", shell_v2=False, soc_model=None, soc_manufacturer=None)
+    return FakePhone(serial, **{**options, "thermal_status": None, **kwargs})
+
+
+def finishes(fn, seconds=10.0):
+    """Runs `fn` in a thread; returns what it raised, failing the test if it is still running."""
+    outcome = {}
+
+    def run():
+        try:
+            fn()
+        except BaseException as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds:g} s"
+    return outcome.get("error")
+
+
+def ln_commands(phone):
+    return [c for c in phone.commands if c.startswith("ln -s ") and "lease-tmp" not in c]
+
+
+@pytest.mark.parametrize(
+    "phone_options, remote_dir, adbd_says, hint",
+    [
+        ({}, "/data/local/tmp/missing", "No such file or directory", "does not exist"),
+        ({}, "/sdcard", "Operation not permitted", "does not allow symbolic links"),
+        ({"free_bytes": 1000}, TMP, "No space left on device", "storage full"),
+    ],
+)
+def test_a_lease_the_phone_refuses_is_an_error_at_once(
+    serve, binary, phone_options, remote_dir, adbd_says, hint
+):
+    phone = FakePhone("L", **phone_options)
+    server = serve(phone)
+    source = make_source(server, binary, serial="L", remote_dir=remote_dir, lease_wait_s=600.0)
+    error = finishes(lambda: source.measure_tflite(TINY))
+    assert isinstance(error, DeviceError) and not isinstance(error, DeviceBusyError), error
+    message = str(error)
+    # The phone, the path and adbd's own message.
+    assert "phone L" in message and f"{remote_dir}/keras_mnas.lease.0" in message and adbd_says in message
+    assert hint in message
+    assert len(ln_commands(phone)) == 1
+    assert phone.benchmark_runs == []
+
+
+def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, binary):
+    phone = FakePhone("R")
+    server = serve(phone)
+    # Every attempt finds the link already made (as when another worker keeps winning the race).
+    exists = f"ln: cannot create symbolic link from 'x' to '{TMP}/keras_mnas.lease.0': File exists\n"
+    phone.add_fault(Fault(f"{TMP}/keras_mnas.lease.0", "exit", times=-1, exit_code=1, output=exists))
+    start = time.monotonic()
+    error = finishes(lambda: make_source(server, binary, serial="R", lease_wait_s=0.5).measure_tflite(TINY))
+    assert isinstance(error, DeviceBusyError), error
+    assert 0.5 <= time.monotonic() - start < 3.0
+    # At most one attempt per 0.1 s, and more than one: losing a race is retried.
+    assert 2 <= len(ln_commands(phone)) <= 8
+    assert phone.benchmark_runs == []
+
+
+# Shell v1: every call site that reads shell output.
+
+
+def test_a_v1_phone_is_pinned_to_its_fastest_core(serve, binary):
+    phone = old_phone()
+    server = serve(phone, server_version=40)
+    result = make_source(server, binary, serial="OLD", repeats=1).measure_tflite(TINY)
+    assert {run.core_mask for run in phone.benchmark_runs} == {"80"}
+    assert result.provenance["cores"] == [7] and result.provenance["cores_max_khz"] == [2850000]
+    assert result.provenance["thermal_before"]["source"] == "thermal_zones"
+
+
+def test_thermal_gating_holds_a_hot_v1_phone(serve, binary):
+    phone = old_phone(thermal_zones=[("cpu-big", 71500), ("battery", 30000)])
+    server = serve(phone)
+    with pytest.raises(DeviceTooHotError, match=r"CPU 71\.5 C"):
+        make_source(server, binary, serial="OLD", max_temperature_c=45.0, max_cool_wait_s=0.2).measure_tflite(
+            TINY
+        )
+    assert phone.benchmark_runs == []
+
+
+def test_the_lease_blocks_a_second_worker_on_a_v1_phone(serve, binary):
+    phone = old_phone()
+    server = serve(phone)
+    expires = int(time.time()) + 3600
+    phone.put_symlink(f"{TMP}/keras_mnas.lease.4", f"keras_mnas-lease|v1|held|{expires}|otherhost:77:abc")
+    with pytest.raises(DeviceBusyError, match="otherhost:77:abc"):
+        make_source(server, binary, serial="OLD", lease_wait_s=0.2).measure_tflite(TINY)
+    assert phone.benchmark_runs == []
+
+
+def test_a_leftover_benchmark_process_is_seen_on_a_v1_phone(serve, binary):
+    phone = old_phone(benchmark=FakeBenchmark(latency_ms=5.0, duration_s=0.4))
+    server = serve(phone)
+    source = make_source(server, binary, serial="OLD", repeats=1)
+    source.measure_tflite(TINY)  # installs the binary and the model
+    device = adbutils.AdbClient(port=server.port).device("OLD")
+    stray = threading.Thread(
+        target=device.shell, args=(shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=2"]),)
+    )
+    stray.start()
+    time.sleep(0.1)
+    source.measure_tflite(TINY)
+    stray.join()
+    assert phone.max_concurrent_benchmarks == 1
+
+
+def test_devices_shows_the_cores_and_temperature_of_a_v1_phone(serve, capsys):
+    from keras_mnas.cli import main
+
+    server = serve(old_phone(thermal_zones=[("cpu-big", 38500), ("battery", 30000)]))
+    [info] = list_devices(adb_port=server.port)
+    assert info.big_cores == (6, 7) and info.thermal.cpu_max_c == pytest.approx(38.5)
+    assert info.health == "ok"
+    assert main(["devices", "--adb-port", str(server.port)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("OLD"))
+    assert "6,7" in row and "38.5 C" in row
+
+
+# benchmark_model's output, end to end.
+
+
+def test_runs_1_on_a_model_slower_than_min_secs(serve, binary):
+    phone = FakePhone("SLOW", benchmark=FakeBenchmark(latency_ms=150.0, relative_std=0.0))
+    server = serve(phone)
+    result = make_source(server, binary, serial="SLOW", runs=1, repeats=1).measure_tflite(TINY)
+    assert result.median_ms == pytest.approx(150.0) and result.runs == 1
+
+
+def test_op_profile_of_a_measurement(serve, binary):
+    phone = FakePhone("P", benchmark=FakeBenchmark(latency_ms=10.0, relative_std=0.0))
+    server = serve(phone)
+    source = make_source(server, binary, serial="P", op_profile=True)
+    result = source.measure_tflite(TINY)
+    assert all(run.flags["enable_op_profiling"] == "true" for run in phone.benchmark_runs)
+    assert result.median_ms == pytest.approx(10.0)
+    profile = result.provenance["op_profile"]
+    assert profile["by_type"] == pytest.approx(
+        {"CONV_2D": 6.5, "DEPTHWISE_CONV_2D": 2.0, "FULLY_CONNECTED": 1.0, "MEAN": 0.5}
+    )
+    dw = {"node_type": "DEPTHWISE_CONV_2D", "avg_ms": 2.0, "times_called": 1}
+    assert profile["by_node"]["block1_dw"] == dw
+    assert source.config()["op_profile"] is True
+    assert "op_profile" not in make_source(server, binary, serial="P").config()
+    json.dumps(result.provenance)
+
+
+# Messages.
+
+
+def test_no_adb_server_names_its_address_once(binary):
+    # A port nothing listens on.
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    for call in (
+        lambda: AndroidLatency("S", binary=binary, adb_port=port, **FAST).measure_tflite(TINY),
+        lambda: list_devices(adb_port=port),
+    ):
+        with pytest.raises(DeviceUnavailableError) as info:
+            call()
+        assert str(info.value).count(address) == 1, str(info.value)
+
+
+def test_a_port_that_is_not_adb_says_so(binary):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer():
+            with contextlib.suppress(OSError):
+                for _ in range(4):
+                    conn, _ = listener.accept()
+                    with conn:
+                        conn.recv(64)
+                        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        for call in (
+            lambda: list_devices(adb_port=port, timeout_s=2.0),
+            lambda: AndroidLatency("S", binary=binary, adb_port=port, **FAST).measure_tflite(TINY),
+        ):
+            with pytest.raises(DeviceUnavailableError, match="is not an adb server") as info:
+                call()
+            assert "phone -" not in str(info.value) and "b'HTTP'" in str(info.value)
+
+
+def test_a_full_disk_keeps_adbds_reason(serve, binary):
+    # Room for the lease, not for the files.
+    phone = FakePhone("F", free_bytes=len(binary.read_bytes()) + 100)
+    server = serve(phone)
+    with pytest.raises(DeviceError, match="storage full") as info:
+        make_source(server, binary, serial="F").measure_tflite(TINY)
+    message = str(info.value)
+    assert "No space left on device" in message and "AdbError: FAIL" not in message
+    assert ".." not in message.replace("...", "")
+    assert phone.benchmark_runs == []

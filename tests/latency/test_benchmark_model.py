@@ -4,10 +4,12 @@ import pytest
 
 from keras_mnas.latency.benchmark_model import (
     BenchmarkOutput,
+    OpTiming,
     classify_failure,
     parse_benchmark_output,
 )
 from keras_mnas.latency.errors import BenchmarkError, DeviceError, ModelError
+from keras_mnas.testing import fake_benchmark_output
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "benchmark_model"
 
@@ -221,3 +223,147 @@ def test_classify_failure():
 def test_non_text_input_is_a_type_error():
     with pytest.raises(TypeError, match="as a str"):
         parse_benchmark_output(b"INFO: ...")
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics lines are checked against themselves.
+
+MEASURED = "count=30 first=1249964 curr=1240143 min=1238588 max=1252566 avg=1.24027e+06 std=2565"
+PERCENTILES = "p5=1238753 median=1239807 p95=1247415"
+
+
+@pytest.mark.parametrize(
+    "replacement, reason",
+    [
+        # A median outside min..max.
+        (f"{MEASURED} p5=1238753 median=99999000 p95=1247415", "inconsistent"),
+        # Percentiles out of order.
+        (f"{MEASURED} p5=1247415 median=1239807 p95=1238753", "inconsistent"),
+        # The line cut inside the median, its end lost.
+        (f"{MEASURED} p5=1238753 median=12", "truncated"),
+        # The line cut before its percentiles end.
+        (f"{MEASURED} p5=1238753 median=1239807", "truncated"),
+        # The line cut before its average.
+        ("count=30 first=1249964 curr=1240143 min=1238588", "truncated"),
+    ],
+)
+def test_an_inconsistent_or_cut_statistics_line_is_no_number(replacement, reason):
+    text = fixture("litert_percentiles_exponent.txt").replace(f"{MEASURED} {PERCENTILES}", replacement)
+    assert replacement in text
+    with pytest.raises(BenchmarkError) as info:
+        parse_benchmark_output(text, exit_code=0)
+    assert info.value.reason == reason
+    assert info.value.retryable  # a device fault: the job may succeed on another try
+
+
+LONE_RUN = (
+    "INFO: count=1 curr=2500000 p5=2500000 median=2500000 p95=2500000\n\n"
+    "INFO: Running benchmark for at least 1 iterations and at least 0.1 seconds but terminate if "
+    "exceeding 150 seconds.\n"
+    "INFO: {runs}\n\n"
+    "INFO: Inference timings in us: Init: 5579, First inference: 2500000, Warmup (avg): 2.5e+06, "
+    "Inference (avg): {avg}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "runs, avg, count, figure_ms",
+    [
+        # runs=1 on a model slower than --min_secs: one run, no average printed.
+        ("count=1 curr=2400000 p5=2400000 median=2400000 p95=2400000", "2.4e+06", 1, 2400.0),
+        # Every run alike: "(all same)", no average either.
+        ("count=3 curr=2400000(all same) p5=2400000 median=2400000 p95=2400000", "2.4e+06", 3, 2400.0),
+        ("count=3 curr=2400000(all same)", "2.4e+06", 3, 2400.0),
+    ],
+)
+def test_statistics_lines_without_an_average(runs, avg, count, figure_ms):
+    out = parse_benchmark_output(LONE_RUN.format(runs=runs, avg=avg), exit_code=0)
+    assert out.runs.count == count
+    assert out.runs.mean_us == 2400000
+    assert out.figure_ms == pytest.approx(figure_ms)
+
+
+def test_a_line_without_an_average_must_agree_with_the_summary():
+    text = LONE_RUN.format(runs="count=1 curr=24", avg="2.4e+06")  # the line cut inside its number
+    with pytest.raises(BenchmarkError) as info:
+        parse_benchmark_output(text, exit_code=0)
+    assert info.value.reason == "inconsistent"
+
+
+def test_a_short_line_of_several_runs_needs_its_all_same_mark():
+    text = LONE_RUN.format(runs="count=3 curr=2400000", avg="2.4e+06")
+    with pytest.raises(BenchmarkError, match="incomplete"):
+        parse_benchmark_output(text, exit_code=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# --enable_op_profiling.
+
+NODES = [("conv", "CONV_2D", 600.0), ("dw", "DEPTHWISE_CONV_2D", 250.0), ("fc", "FULLY_CONNECTED", 150.0)]
+
+
+def test_op_profiling_output_gives_the_run_statistics_and_the_operator_times():
+    text = fake_benchmark_output(
+        "litert", graph="/data/local/tmp/m.tflite", warmup_us=[1100], runs_us=[1000, 1010, 990, 1000],
+        init_us=3000, op_profile=NODES,
+    )
+    assert "Timings (microseconds): count=" in text and "Memory (bytes): count=0" in text
+    out = parse_benchmark_output(text, exit_code=0)
+    assert out.runs.count == 4 and out.warmup.count == 1
+    assert out.figure_ms == pytest.approx(1.0)
+    profile = out.op_profile
+    expected = {"CONV_2D": 0.6, "DEPTHWISE_CONV_2D": 0.25, "FULLY_CONNECTED": 0.15}
+    assert profile.by_type == pytest.approx(expected)
+    assert profile.by_node["dw"] == OpTiming("DEPTHWISE_CONV_2D", 0.25, 1)
+    assert list(profile.by_node) == ["conv", "dw", "fc"]  # run order; the initialisation is left out
+    assert profile.to_dict()["by_node"]["fc"]["avg_ms"] == pytest.approx(0.15)
+
+
+def test_without_op_profiling_there_is_no_profile():
+    assert parse_benchmark_output(fixture("tf212_info.txt")).op_profile is None
+
+
+def test_older_profile_tables_with_a_start_column_and_delegate_internals():
+    # TF 2.x before the [start] column was dropped, XNNPACK reporting its own operators.
+    row = "\t{:>24}\t{:>17}\t{:>9}\t{:>9}\t{:>7}%\t{:>7}%\t{:>10}\t{:>9}\t{}"
+    columns = ["[node type]", "[start]", "[first]", "[avg ms]", "[%]", "[cdf%]", "[mem KB]"]
+    header = row.replace("%", "").format(*columns, "[times called]", "[Name]")
+    text = fixture("tf212_info.txt") + "\n".join(
+        [
+            "INFO: Operator-wise Profiling Info for Regular Benchmark Runs:",
+            "============================== Run Order ==============================",
+            header,
+            row.format(
+                "TfLiteXNNPackDelegate", "0.000", "11.700", "11.800", "100.000", "100.000", "0.000", 1,
+                "[StatefulPartitionedCall:0]:12",
+            ),
+            "",
+            "Timings (microseconds): count=50 first=11801 curr=11764 min=11690 max=12211 avg=11822.6 std=96",
+            "Memory (bytes): count=0",
+            "1 nodes observed",
+            "",
+            "Delegate internal: ",
+            "============================== Run Order ==============================",
+            header,
+            row.format(
+                "Convolution (NHWC, F32) IGEMM", "0.000", "9.000", "9.100", "77.000", "77.000", "0.000", 1,
+                "Delegate/Convolution (NHWC, F32) IGEMM:0",
+            ),
+            "",
+            "Timings (microseconds): count=50 first=9000 curr=9100 min=9000 max=9200 avg=9100 std=20",
+            "",
+        ]
+    ) + "\n"
+    out = parse_benchmark_output(text, exit_code=0)
+    assert out.runs.count == 50 and out.figure_ms == pytest.approx(11.8226)
+    node = out.op_profile.by_node["[StatefulPartitionedCall:0]:12"]
+    assert node.node_type == "TfLiteXNNPackDelegate" and node.avg_ms == pytest.approx(11.8)
+    internal = out.op_profile.delegate_by_node["Delegate/Convolution (NHWC, F32) IGEMM:0"]
+    assert internal.avg_ms == pytest.approx(9.1)
+
+
+def test_failure_messages_end_in_one_period():
+    with pytest.raises(BenchmarkError) as info:
+        parse_benchmark_output(fixture("error_mmap.txt"), exit_code=1)
+    assert ".." not in str(info.value)
+    assert str(info.value).endswith("Benchmarking failed.")

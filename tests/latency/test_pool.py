@@ -1,5 +1,6 @@
 """AndroidDevicePool against loopback adb doubles: concurrency, retries, quarantine, sharing phones."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -464,3 +465,23 @@ def test_return_exceptions(binary):
         outcomes = pool.measure_many_tflite([TINY, b"not a model"], return_exceptions=True)
     assert outcomes[0].median_ms > 0
     assert isinstance(outcomes[1], ValueError)
+
+
+@pytest.fixture
+def serve():
+    """Starts a server for the given phones (`serve(*phones)`); every one started is stopped at the end.
+
+    Tests that take it run against any server with AdbDouble's interface.
+    """
+    with contextlib.ExitStack() as stack:
+        yield lambda *phones, **kwargs: stack.enter_context(AdbDouble(list(phones), **kwargs))
+
+
+def test_a_phone_failing_its_identity_check_records_a_job_and_a_failure(serve, binary):
+    server = serve(FakePhone("GONE", state="offline"), *phones("A"))
+    pool = make_pool(server, binary, ["GONE", "A"])
+    result = pool.measure_tflite(TINY)
+    stats = pool.stats()
+    assert result.source == "android:A" and result.provenance["pool"]["failed_on"] == ["GONE"]
+    assert (stats["GONE"].jobs, stats["GONE"].failures) == (1, 1)
+    assert (stats["A"].jobs, stats["A"].successes, stats["A"].failures) == (1, 1, 0)

@@ -434,3 +434,49 @@ def test_no_server_means_a_connection_error_not_a_real_adb(monkeypatch):
     double.stop()  # nothing listens on the port any more
     with pytest.raises(adbutils.AdbError):
         adbutils.AdbClient(port=port).server_version()
+
+
+def test_ln_fails_like_toybox_where_a_phone_refuses_links():
+    phones = [FakePhone("P"), FakePhone("FULL", free_bytes=0)]
+    with AdbDouble(phones) as double:
+        client = client_for(double)
+        device = client.device("P")
+        for path, reason in [
+            (f"{TMP}/missing/lock", "No such file or directory"),
+            ("/sdcard/lock", "Operation not permitted"),
+        ]:
+            refused = device.shell2(["ln", "-s", "owner", path], v2=True)
+            assert refused.returncode == 1
+            assert refused.stderr == f"ln: cannot create symbolic link from 'owner' to '{path}': {reason}\n"
+        full = client.device("FULL").shell2(["ln", "-s", "owner", f"{TMP}/lock"], v2=True)
+        assert "No space left on device" in full.stderr
+        assert double.phone("FULL").symlink_target(f"{TMP}/lock") is None
+
+
+def test_shell_v1_of_android_6_comes_through_a_pty():
+    phones = [FakePhone("M", sdk=23, shell_v2=False), FakePhone("Q", sdk=29, shell_v2=False)]
+    with AdbDouble(phones) as double:
+        client = client_for(double)
+        old = client.device("M").shell2("echo a; echo b")
+        assert (old.output, old.stdout, old.returncode) == ("a\r\nb\r\n", "", 0)  # adbutils fills no stdout
+        assert client.device("Q").shell2("echo a; echo b").output == "a\nb\n"
+
+
+def test_fake_output_prints_statistics_without_an_average_like_tensorflow():
+    one = fake_benchmark_output("litert", graph=GRAPH, warmup_us=[900], runs_us=[800], init_us=100)
+    assert "INFO: count=1 curr=800 p5=800 median=800 p95=800\n" in one
+    same = fake_benchmark_output("tf2", graph=GRAPH, warmup_us=[900], runs_us=[800, 800], init_us=100)
+    assert "count=2 curr=800(all same)\n" in same
+    assert parse_benchmark_output(same).figure_ms == 0.8
+
+
+def test_fake_benchmark_prints_an_op_profile_when_asked(server):
+    device = client_for(server).device("PHONE1")
+    install(device)
+    profiled = [BINARY, f"--graph={GRAPH}", "--num_runs=3", "--enable_op_profiling=true"]
+    text = device.shell(shlex.join(profiled))
+    assert "Operator-wise Profiling Info for Regular Benchmark Runs:" in text
+    profile = parse_benchmark_output(text).op_profile
+    assert sum(profile.by_type.values()) == pytest.approx(12.0, rel=1e-3)
+    plain = device.shell(shlex.join([BINARY, f"--graph={GRAPH}", "--num_runs=3"]))
+    assert parse_benchmark_output(plain).op_profile is None

@@ -21,6 +21,8 @@ import os
 import re
 import shlex
 import socket
+import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +53,12 @@ T = TypeVar("T")
 
 DEFAULT_ADB_HOST = "127.0.0.1"
 DEFAULT_ADB_PORT = 5037
+
+# The serial of a `Phone` that only asks the adb server for its phone list.
+PROBE = "-"
+
+# adb's sync protocol carries at most 64 KiB per DATA message.
+_SYNC_CHUNK = 64 * 1024
 
 # ----------------------------------------------------------------------------------------------------
 # Wall-clock deadlines for adb calls.
@@ -111,8 +119,9 @@ def _cut(sock: socket.socket) -> None:
 # adbutils private API. Written against adbutils 2.12 (pyproject pins >=2.12,<3); every use of its internals
 # is in this block: `AdbConnection._safe_connect` and `_create_socket` (overridden so that no adb server is
 # ever started and every socket obeys the deadline), `AdbConnection.conn` (its socket, for the silence
-# timeout), and `AdbClient.make_connection` / `server_version` (overridden to hand out those connections
-# and to ask the server's version once). Check them when moving to another adbutils release.
+# timeout and for pushing files in `_sync_send`), and `AdbClient.make_connection` / `server_version`
+# (overridden to hand out those connections and to ask the server's version once). Check them when moving
+# to another adbutils release.
 
 
 class _DeadlineConnection(adbutils.AdbConnection):
@@ -163,6 +172,32 @@ class _AdbClient(adbutils.AdbClient):
             silence = max(0.01, min(silence, deadline.remaining()))
         connection.conn.settimeout(silence)
         return connection
+
+
+def _sync_send(device: adbutils.AdbDevice, data: bytes, path: str, mode: int, refused: list[str]) -> None:
+    """Pushes `data` with adb's sync protocol, keeping adbd's message when it refuses the file.
+
+    adbutils' `sync.push` reports a refusal as a bare "FAIL"; adbd sends its reason after it (a 4-byte
+    little-endian length, then the text), which is read here and appended to `refused`.
+    """
+    with device.open_transport() as connection:
+        connection.send_command("sync:")
+        connection.check_okay()
+        target = f"{path},{stat.S_IFREG | mode}".encode()
+        sock = connection.conn
+        sock.sendall(b"SEND" + struct.pack("<I", len(target)) + target)
+        for start in range(0, len(data), _SYNC_CHUNK):
+            chunk = data[start : start + _SYNC_CHUNK]
+            sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
+        sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
+        status = connection.read_exact(4)
+        if status == b"OKAY":
+            return
+        if status != b"FAIL":
+            raise adbutils.AdbError(f"unexpected answer {status!r} to a push")
+        length = struct.unpack("<I", connection.read_exact(4))[0]
+        refused.append(connection.read_exact(length).decode("utf-8", errors="replace").strip())
+        raise adbutils.AdbError(f"adbd refused the file: {refused[-1]}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -240,12 +275,24 @@ class Phone:
         return result
 
     def _translate(self, what: str, error: BaseException) -> DeviceError:
-        message = str(error)
-        where = f"phone {self.serial} (adb server {self.address})"
+        message = str(error).rstrip(".")
+        # A probe for the server's phone list has no phone: name the server alone.
+        where = f"adb server {self.address}"
+        if self.serial != PROBE:
+            where = f"phone {self.serial} ({where})"
         if isinstance(error, adbutils.AdbTimeout):
             return DeadlineExceededError(f"{what} on {where} went silent: {message}.", serial=self.serial)
         if isinstance(error, adbutils.AdbError):
             lowered = message.lower()
+            if message.startswith("Unknown data:"):
+                # adbutils got something other than OKAY/FAIL: whatever listens there is not an adb server.
+                answer = message.removeprefix("Unknown data:").strip()
+                return DeviceUnavailableError(
+                    f"What answers at {self.address} is not an adb server (it answered {answer} where adb "
+                    "answers OKAY or FAIL): check the port (an adb server listens on 5037 unless told "
+                    "otherwise).",
+                    serial=None if self.serial == PROBE else self.serial,
+                )
             if "no adb server answers" in lowered or "connect to adb server" in lowered:
                 # The connection error already names the address: give only its cause, once.
                 reason = str(error.__cause__ or message)
@@ -317,7 +364,13 @@ class Phone:
         result = self.call(
             f"`{command}`", lambda: self.device.shell2(command, timeout=seconds, v2=v2), timeout=seconds
         )
-        return _ShellResult(result.returncode, result.stdout, result.stderr, result.output)
+        if v2:
+            return _ShellResult(result.returncode, result.stdout, result.stderr, result.output)
+        # Shell v1 has one stream: adbutils leaves `stdout` empty and puts everything in `output`, with the
+        # exit status read from an `echo` it appends. Old adbd runs v1 commands on a pty, which turns "\n"
+        # into "\r\n". Callers read `stdout`, so v1 output goes there (stderr merged in, as on the phone).
+        text = result.output.replace("\r\n", "\n")
+        return _ShellResult(result.returncode, text, "", text)
 
     def getprops(self) -> dict[str, str]:
         if self.props is None:
@@ -411,25 +464,27 @@ class Phone:
     def push(self, data: bytes, path: str, mode: int, what: str) -> None:
         # Big files need more than one call's deadline: allow for a slow USB 2 link (about 10 MB/s).
         timeout = self.call_timeout_s + len(data) / 5e6
+        refused: list[str] = []
         try:
-            self.call(f"pushing {what}", lambda: self.device.sync.push(data, path, mode), timeout=timeout)
-        except DeadlineExceededError:
-            raise
-        except DeviceUnavailableError:
+            self.call(f"pushing {what}", lambda: _sync_send(self.device, data, path, mode, refused), timeout)
+        except (DeadlineExceededError, DeviceUnavailableError):
             raise
         except DeviceError as e:
-            free = ""
-            try:
-                df = self.shell(["df", os.path.dirname(path)])
-                free = f" `df` on the phone says:\n{df.output.strip()}"
-            except DeviceError:
-                pass
+            # adbd's own reason ("No space left on device") when it gave one, else the transport's.
+            reason = refused[0] if refused else str(e)
             raise DeviceError(
                 f"Pushing {what} ({len(data)} bytes) to {path} on phone {self.serial} failed (is its storage "
-                f"full?): {e}.{free}",
+                f"full?): {reason.rstrip('.')}.{self.storage_report(os.path.dirname(path))}",
                 serial=self.serial,
             ) from e
 
+    def storage_report(self, directory: str) -> str:
+        """What `df DIRECTORY` says on the phone, as a sentence to append to an error, or `""`."""
+        try:
+            df = self.shell(["df", directory])
+        except DeviceError:
+            return ""
+        return f" `df` on the phone says:\n{df.output.strip()}" if df.output.strip() else ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -501,7 +556,7 @@ def list_states(host: str, port: int, timeout_s: float) -> list[tuple[str, str]]
     ready = [serial for serial, state in list_states("127.0.0.1", 5037, 10.0) if state == "device"]
     ```
     """
-    probe = Phone("-", host, port, timeout_s)
+    probe = Phone(PROBE, host, port, timeout_s)
     infos = probe.call(f"listing the phones of adb server {host}:{port}", lambda: probe.client.list())
     return [(i.serial, i.state) for i in infos]
 

@@ -34,7 +34,13 @@ logger = logging.getLogger(__name__)
 
 _LEASE_PREFIX = "keras_mnas.lease."
 _LEASE_TAG = "keras_mnas-lease"
+# The shortest time between two attempts to create a lease after losing a race, so that a phone whose lease
+# links keep existing is polled at a bounded rate rather than in a busy loop.
+_MIN_ATTEMPT_S = 0.1
 
+#: Where files and the lease go on a phone by default: app-independent, writable by adb's shell user, and on a
+#: file system with symbolic links.
+DEFAULT_REMOTE_DIR = "/data/local/tmp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +100,16 @@ class Lease:
         return _LeaseRecord(generation, parts[2], int(parts[3]), parts[4])
 
     def acquire(self, wait_s: float) -> None:
+        """Takes the phone, waiting up to `wait_s` seconds for another worker's lease to end.
+
+        Raises:
+            DeviceBusyError: another worker still holds the phone after `wait_s` seconds.
+            DeviceError: the phone refuses the lease itself (a missing directory, a file system without
+                symbolic links such as `/sdcard`, a full disk): adbd's message says why.
+        """
         give_up = time.monotonic() + wait_s
         while True:
+            attempt_started = time.monotonic()
             generations = self._generations()
             now = self.phone.device_time()
             self._clock_offset = now - time.time()
@@ -105,13 +119,8 @@ class Lease:
                 record = self._read(top)
                 free = record is None or record.state == "released" or record.expires < now
                 if not free:
-                    if time.monotonic() >= give_up:
-                        raise DeviceBusyError(
-                            f"Phone {self.phone.serial} is being used by another worker ({record.owner}, "
-                            f"lease generation {top}, expires in {record.expires - now} s); waited "
-                            f"{wait_s:g} s.",
-                            serial=self.phone.serial,
-                        )
+                    holder = f"{record.owner}, lease generation {top}, expires in {record.expires - now} s"
+                    self._check_deadline(give_up, wait_s, holder)
                     time.sleep(min(self.poll_s, max(0.01, give_up - time.monotonic())))
                     continue
                 if record is not None and record.state != "released":
@@ -123,9 +132,8 @@ class Lease:
                         now - record.expires,
                     )
                 candidate = top + 1
-            created = self.phone.shell(
-                ["ln", "-s", self._target("held", now + math.ceil(self.ttl_s)), self._path(candidate)]
-            )
+            path = self._path(candidate)
+            created = self.phone.shell(["ln", "-s", self._target("held", now + math.ceil(self.ttl_s)), path])
             if created.exit_code == 0:
                 self.generation = candidate
                 stale = [self._path(g) for g in generations if g < candidate]
@@ -133,7 +141,38 @@ class Lease:
                     # Superseded generations are dead; the highest stays, so numbers are never reused.
                     self.phone.shell(["rm", "-f", *stale])
                 return
-            # Another worker created that generation first: look again.
+            message = created.output.strip()
+            if "File exists" not in message:
+                # Only an existing link means another worker won the race; anything else will not go away
+                # by trying again.
+                raise self._refused(path, message, created.exit_code)
+            # Another worker created that generation first: look again, at a bounded rate.
+            self._check_deadline(give_up, wait_s, f"it took generation {candidate} first")
+            pause = _MIN_ATTEMPT_S - (time.monotonic() - attempt_started)
+            time.sleep(max(0.0, min(pause, give_up - time.monotonic())))
+
+    def _check_deadline(self, give_up: float, wait_s: float, holder: str) -> None:
+        if time.monotonic() >= give_up:
+            raise DeviceBusyError(
+                f"Phone {self.phone.serial} is being used by another worker ({holder}); waited {wait_s:g} s.",
+                serial=self.phone.serial,
+            )
+
+    def _refused(self, path: str, message: str, exit_code: int) -> DeviceError:
+        reason = message or f"exit status {exit_code}, no message"
+        text = f"Could not take the lease on phone {self.phone.serial}: `ln -s` at {path} failed ({reason})."
+        lowered = message.lower()
+        if "no space left" in lowered:
+            report = self.phone.storage_report(self.directory)
+            text += f" Free some space on the phone (storage full).{report}"
+        elif "not permitted" in lowered or "read-only" in lowered:
+            text += (
+                f" {self.directory} does not allow symbolic links: pass a remote_dir such as "
+                f"{DEFAULT_REMOTE_DIR}."
+            )
+        elif "no such file" in lowered:
+            text += f" {self.directory} does not exist on the phone: create it or pass another remote_dir."
+        return DeviceError(text, serial=self.phone.serial)
 
     def verify(self) -> None:
         """Raises `DeviceError` if another worker superseded this lease."""
@@ -185,5 +224,3 @@ class Lease:
             logger.info("Phone %s: could not release the lease cleanly: %s", self.phone.serial, e)
         finally:
             self.generation = None
-
-

@@ -40,7 +40,7 @@ from keras_mnas.latency.android.device import (
     int_or_none,
     soc_name,
 )
-from keras_mnas.latency.android.lease import Lease
+from keras_mnas.latency.android.lease import DEFAULT_REMOTE_DIR, Lease
 from keras_mnas.latency.base import (
     QUANTIZATIONS,
     LatencyResult,
@@ -50,6 +50,7 @@ from keras_mnas.latency.base import (
 )
 from keras_mnas.latency.benchmark_model import BenchmarkOutput, parse_benchmark_output
 from keras_mnas.latency.errors import (
+    BenchmarkError,
     DeviceBusyError,
     DeviceError,
     DeviceTooHotError,
@@ -63,8 +64,6 @@ logger = logging.getLogger(__name__)
 #: How the model may be accelerated: `"xnnpack"` (the CPU with XNNPACK, TFLite's default), `"none"` (the
 #: plain CPU kernels), `"gpu"` (the GPU delegate) or `"nnapi"` (Android's NNAPI).
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi")
-
-DEFAULT_REMOTE_DIR = "/data/local/tmp"
 
 _REMOTE_BINARY = "keras_mnas_benchmark_model"
 _REMOTE_MODEL = "keras_mnas_model.tflite"
@@ -164,6 +163,11 @@ class AndroidLatency(TFLiteLatencySource):
         calibration_samples: Samples of a representative array used for int8 calibration.
         cache: Whether `measure` reuses the figures of identical models (off by default, see above).
         cache_dir: Optional directory for an on-disk result cache; implies `cache=True`.
+        op_profile: Whether to run benchmark_model with `--enable_op_profiling=true` and record the
+            per-operator times in the result's `provenance["op_profile"]`: `{"by_type": {type: ms},
+            "by_node": {name: {"node_type", "avg_ms", "times_called"}}, "delegate_by_type": ...,
+            "delegate_by_node": ...}`, each time the median over the processes. Profiling adds a little
+            overhead to every operator, so the figure of a profiled measurement is slightly higher.
 
     Raises:
         SetupError: if `binary` is missing or not an Android executable.
@@ -209,8 +213,11 @@ class AndroidLatency(TFLiteLatencySource):
         calibration_samples: int = tflite_lib.DEFAULT_CALIBRATION_SAMPLES,
         cache: bool | None = None,
         cache_dir: str | os.PathLike | None = None,
+        op_profile: bool = False,
     ):
         super().__init__(cache=cache, cache_dir=cache_dir)
+        if not isinstance(op_profile, bool):
+            raise ValueError(f"`op_profile` must be True or False; received {op_profile!r}.")
         check_int("threads", threads, minimum=1)
         check_int("runs", runs, minimum=1)
         check_int("warmup_runs", warmup_runs, minimum=1)
@@ -279,6 +286,7 @@ class AndroidLatency(TFLiteLatencySource):
         self.remote_dir = remote_dir
         self.conversion = conversion
         self.calibration_samples = calibration_samples
+        self.op_profile = op_profile
         self._phone: Phone | None = None
         self._lock = threading.Lock()
         self._resolved_mask: tuple[str | None, list[int]] | None = None
@@ -317,6 +325,9 @@ class AndroidLatency(TFLiteLatencySource):
             "max_temperature_c": self.max_temperature_c,
             "conversion": self.conversion,
             "calibration_samples": self.calibration_samples,
+            # Profiling slows every operator down a little; listed only when on, so that the settings of
+            # sources without it stay what they were.
+            **({"op_profile": True} if self.op_profile else {}),
         }
 
     def cache_environment(self) -> dict[str, Any]:
@@ -581,6 +592,7 @@ class AndroidLatency(TFLiteLatencySource):
             f"--num_runs={self.runs}",
             f"--min_secs={self.min_seconds:g}",
             *delegate_flags,
+            *(["--enable_op_profiling=true"] if self.op_profile else []),
             *self.extra_flags,
         ]
 
@@ -654,6 +666,15 @@ class AndroidLatency(TFLiteLatencySource):
         except LatencyMeasurementError as e:
             e.serial = phone.serial
             raise
+        if self.op_profile and (output.op_profile is None or not output.op_profile.by_type):
+            raise BenchmarkError(
+                f"benchmark_model on phone {phone.serial} printed no per-operator times although "
+                "--enable_op_profiling=true was passed: its output was cut off after the summary.",
+                reason="truncated",
+                serial=phone.serial,
+                output=text,
+                exit_code=result.exit_code,
+            )
         if output.runs is not None and output.runs.count < self.runs:
             logger.warning(
                 "Phone %s: benchmark_model stopped after %d of %d runs in process %d (its --max_secs limit).",
@@ -734,6 +755,7 @@ class AndroidLatency(TFLiteLatencySource):
             "output_generation": outputs[0].generation,
             "init_ms": [o.init_us / 1000.0 if o.init_us is not None else None for o in outputs],
             "memory_overall_mb": outputs[-1].memory_overall_mb,
+            **({"op_profile": _merge_op_profiles(outputs)} if self.op_profile else {}),
             "thermal_before": info["thermal_before"].to_dict() if info["thermal_before"] else None,
             "thermal_after": info["thermal_after"].to_dict(),
             "thermal_wait_s": info["waits"],
@@ -771,3 +793,30 @@ class AndroidLatency(TFLiteLatencySource):
         return result
 
 
+def _merge_op_profiles(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
+    """The per-operator times of several processes, each the median over the processes that printed it."""
+    profiles = [o.op_profile for o in outputs if o.op_profile is not None]
+
+    def types(field: str) -> dict[str, float]:
+        tables = [getattr(p, field) for p in profiles]
+        names = dict.fromkeys(name for table in tables for name in table)
+        return {name: statistics.median(t[name] for t in tables if name in t) for name in names}
+
+    def nodes(field: str) -> dict[str, dict[str, Any]]:
+        tables = [getattr(p, field) for p in profiles]
+        merged = {}
+        for name in dict.fromkeys(name for table in tables for name in table):
+            timings = [t[name] for t in tables if name in t]
+            merged[name] = {
+                "node_type": timings[0].node_type,
+                "avg_ms": statistics.median(t.avg_ms for t in timings),
+                "times_called": timings[0].times_called,
+            }
+        return merged
+
+    return {
+        "by_type": types("by_type"),
+        "by_node": nodes("by_node"),
+        "delegate_by_type": types("delegate_by_type"),
+        "delegate_by_node": nodes("delegate_by_node"),
+    }
