@@ -1,13 +1,14 @@
 """The lookup-table predictor against measured host latency, beside the host's own noise and mult-adds.
 
-    python benchmarks/latency.py [--resolutions 128,224] [--archs 100] [--calibration 60] [--seed 0]
+    python benchmarks/latency.py [--resolutions 128,224] [--archs 60] [--calibration 40] [--seed 0]
                                  [--table-dir DIR] [--markdown out.md] [--json out.json]
 
 For each resolution, draws `--archs` held-out random architectures of the default MnasNet search space
 (`MnasSearchSpace`, 1000 classes) with `--seed`, and `--calibration` other ones with another seed.
 Profiles the lookup-table entries they all need on this CPU (`HostLatency`), measures every architecture
 end to end, and fits on the calibration architectures only: the table's per-kernel calibration, its
-two-number line, and a line on mult-adds. Then, on the same held-out architectures, side by side:
+two-number line, and a line on mult-adds; it also says which of the first two `method="auto"` picks.
+Then, on the same held-out architectures, side by side:
 
 - **predicted vs measured** for the three predictors;
 - **measured vs re-measured**: the same TFLite files timed again in a fresh process, the noise floor a
@@ -153,9 +154,8 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     line_predicted = [line.apply(row["lut_ms"]) for row in held_out_rows]
     kernels = lut.fit_calibration(calibration_rows, method="kernels")
     fit_seconds = time.monotonic() - start
-    if path:
-        lut.save(path)
     predicted = [lut.predict(arch, **network) for arch in held_out]
+    chosen = lut.fit_calibration(calibration_rows).method  # what a user's table keeps, saved with it
     macs_scale, macs_intercept = fit_line(
         [row["macs"] for row in calibration_rows], [row["measured_ms"] for row in calibration_rows]
     )
@@ -164,9 +164,11 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     for row, a, b, c in zip(held_out_rows, predicted, line_predicted, macs_predicted, strict=True):
         row["predicted_ms"], row["line_predicted_ms"], row["macs_predicted_ms"] = a, b, c
 
-    # 5. Prediction speed from hyperparameter values (decode and sum, nothing built).
-    values = space.sample_values(200, seed=args.seed + 2 * _CALIBRATION_SEED_OFFSET)
+    # 5. Prediction speed from hyperparameter values (decode and look up, nothing built).
+    values = space.sample_values(args.archs, seed=args.seed)  # the held-out architectures' values
     per_second = rate(lambda v: predict_candidate(lut, space, v), values)
+    if path:
+        lut.save(path)
 
     per_entry = profile_seconds / profiled if profiled else float("nan")
     per_measurement = calibration_seconds / max(len(calibration_rows), 1)
@@ -176,7 +178,8 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         f"### {resolution}x{resolution}",
         "",
         f"{n} held-out random architectures of the MnasNet space (1000 classes, seed {args.seed}); the "
-        f"calibrations are fitted on {len(calibration_rows)} other architectures measured end to end.",
+        f"calibrations are fitted on {len(calibration_rows)} other architectures measured end to end; "
+        f'`method="auto"` picks the {"per-kernel calibration" if chosen == "kernels" else "line"} here.',
         "",
         "| predicted or re-measured, against measured | within +-10% | within +-5% | Spearman | median error "
         "| 95th percentile | worst |",
@@ -208,6 +211,7 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     data = {
         "resolution": resolution,
         "calibration": kernels.to_dict(),
+        "auto_method": chosen,
         "line": {"scale": line.scale, "intercept_ms": line.intercept_ms},
         "macs_fit": {"scale_ms_per_mac": macs_scale, "intercept_ms": macs_intercept},
         "held_out": held_out_rows,
@@ -227,8 +231,8 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", default="128,224", help="input sizes, comma-separated (128,224)")
-    parser.add_argument("--archs", type=int, default=100, help="held-out architectures per resolution (100)")
-    parser.add_argument("--calibration", type=int, default=60, help="calibration architectures (60)")
+    parser.add_argument("--archs", type=int, default=60, help="held-out architectures per resolution (60)")
+    parser.add_argument("--calibration", type=int, default=40, help="calibration architectures (40)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out architectures (0)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (50)")
     parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs per measurement (10)")

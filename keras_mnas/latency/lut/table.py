@@ -65,11 +65,13 @@ FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, FORMAT_VERSION)
 ON_MISSING = ("error", "profile")
 CALIBRATION_METHODS = ("auto", "kernels", "line")
-#: With at least this many end-to-end measurements, `method="auto"` fits a per-kernel calibration.
+#: With at least this many end-to-end measurements, `method="auto"` considers a per-kernel calibration.
 KERNEL_MEASUREMENTS = 30
 # How strongly a per-kernel calibration's weights are pulled towards the table's own figures (weight 1 on an
-# entry's time alone, 0 on the other features); chosen on held-out architectures (docs/latency.md).
+# entry's time alone, 0 on the other features).
 _RIDGE = 0.03
+# Folds of the cross-validation with which method="auto" chooses between the two calibrations.
+_FOLDS = 5
 
 # Facts that change with every measurement; dropping them lets thousands of entries share a few records.
 _VOLATILE_PROVENANCE = frozenset(
@@ -637,8 +639,9 @@ class LatencyLookupTable(LatencySource):
             measurements: The measured networks.
             method: `"kernels"`: one non-negative weight per kernel feature and a fixed cost
                 (`calibration.fit_terms`), so each entry gets its own in-network cost; `"line"`:
-                `scale * sum + intercept` (`fit_line`); `"auto"` (default): per kernel with at least
-                `KERNEL_MEASUREMENTS` measurements, a line with fewer. Both keep the fixed cost >= 0, so no
+                `scale * sum + intercept` (`fit_line`); `"auto"` (default): with at least
+                `KERNEL_MEASUREMENTS` measurements, whichever of the two predicts the measurements left out
+                of a 5-fold cross-validation better; a line with fewer. Both keep the fixed cost >= 0, so no
                 network smaller than the calibration ones is predicted a negative latency because of noise.
 
         Raises:
@@ -657,9 +660,9 @@ class LatencyLookupTable(LatencySource):
                 raise ValueError(
                     f"Each calibration measurement needs 'lut_ms' and 'measured_ms'; received {row!r}."
                 )
-        if method == "auto":
-            method = "kernels" if len(rows) >= KERNEL_MEASUREMENTS else "line"
-        if method == "kernels":
+        if method == "auto" and len(rows) < KERNEL_MEASUREMENTS:
+            method = "line"
+        if method in ("auto", "kernels"):
             for row in rows:
                 if "features" not in row:
                     if "architecture" not in row:
@@ -669,13 +672,12 @@ class LatencyLookupTable(LatencySource):
                         )
                     arch = get_architecture(row["architecture"])
                     row["features"] = self.features(network_configs(arch, **row.get("network", {})))
-            prior = {name: 1.0 for row in rows for name in row["features"] if name.endswith(":ms")}
-            terms, intercept = fit_terms(
-                [row["features"] for row in rows],
-                [row["measured_ms"] for row in rows],
-                prior=prior,
-                ridge=_RIDGE,
-            )
+        if method == "auto":
+            # Keep the per-kernel calibration only where it predicts measurements it was not fitted on better
+            # than the line does: how much the kernel types differ in a network depends on the device.
+            method = min(("line", "kernels"), key=lambda m: _cross_validated_error(rows, m))
+        if method == "kernels":
+            terms, intercept = _fit_kernels(rows)
             calibration = Calibration(1.0, intercept, tuple(_jsonable(rows)), _now(), terms=terms)
         else:
             scale, intercept = fit_line(
@@ -870,6 +872,34 @@ class LatencyLookupTable(LatencySource):
         source = (self.source_config or {}).get("name", "no source")
         calibrated = "calibrated" if self.calibration else "uncalibrated"
         return f"LatencyLookupTable({len(self)} entries, {self.quantization}, {source}, {calibrated})"
+
+
+def _fit_kernels(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], float]:
+    prior = {name: 1.0 for row in rows for name in row["features"] if name.endswith(":ms")}
+    return fit_terms(
+        [row["features"] for row in rows], [row["measured_ms"] for row in rows], prior=prior, ridge=_RIDGE
+    )
+
+
+def _cross_validated_error(rows: Sequence[Mapping[str, Any]], method: str) -> float:
+    """The mean relative error of a calibration method on measurements left out of its fit (k folds)."""
+    errors = []
+    for fold in range(_FOLDS):
+        train = [row for i, row in enumerate(rows) if i % _FOLDS != fold]
+        test = [row for i, row in enumerate(rows) if i % _FOLDS == fold]
+        if method == "kernels":
+            terms, intercept = _fit_kernels(train)
+            calibration = Calibration(1.0, intercept, terms=terms)
+            predicted = [calibration.apply_features(row["features"]) for row in test]
+        else:
+            try:
+                x, y = [r["lut_ms"] for r in train], [r["measured_ms"] for r in train]
+                scale, intercept = fit_line(x, y, nonnegative_intercept=True)
+            except ValueError:
+                return math.inf
+            predicted = [scale * row["lut_ms"] + intercept for row in test]
+        errors += [abs(p / row["measured_ms"] - 1) for p, row in zip(predicted, test, strict=True)]
+    return float(np.mean(errors))
 
 
 def budget_limit(budget_ms: float, tolerance: float) -> float:

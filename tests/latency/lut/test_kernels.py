@@ -138,3 +138,25 @@ def test_version_1_tables_are_read_as_line_calibrated(inflated):
     old = LatencyLookupTable.from_dict(data)
     assert old.calibration.method == "line"
     assert old.predict(TWO_BLOCKS, **NETWORK) == pytest.approx(table.predict(TWO_BLOCKS, **NETWORK))
+
+
+def test_auto_keeps_the_per_kernel_calibration_only_where_it_predicts_better():
+    rng = np.random.default_rng(1)
+    conv, mbconv = rng.uniform(0.2, 2.0, 40), rng.uniform(0.2, 2.0, 40)
+
+    def rows(measured):
+        return [
+            {"lut_ms": c + m, "features": {"conv:ms": c, "mbconv:ms": m}, "measured_ms": y}
+            for c, m, y in zip(conv, mbconv, measured, strict=True)
+        ]
+
+    table = LatencyLookupTable()
+    # Kernel types that cost differently in a network: one scale cannot fit them, one weight each can.
+    by_type = table.fit_calibration(rows(0.3 + 2.0 * conv + 1.0 * mbconv))
+    assert by_type.method == "kernels"
+    assert by_type.terms == pytest.approx({"conv:ms": 2.0, "mbconv:ms": 1.0}, rel=0.05)
+    # One common factor: the line is exact, and the ridge of the per-kernel fit only costs accuracy.
+    common = table.fit_calibration(rows(0.3 + 1.6 * (conv + mbconv)))
+    assert common.method == "line" and common.scale == pytest.approx(1.6)
+    # Below KERNEL_MEASUREMENTS there are too few measurements to choose on: a line.
+    assert table.fit_calibration(rows(0.3 + 2.0 * conv + 1.0 * mbconv)[:10]).method == "line"
