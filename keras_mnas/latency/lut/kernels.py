@@ -4,7 +4,7 @@ Converting keras-mnas networks shows what the runtime executes. Batch normalisat
 convolution before them (one `CONV_2D` or `DEPTHWISE_CONV_2D` with a fused activation). Squeeze-and-excitation
 stays `MEAN`, two `CONV_2D` and a `MUL`. A residual is one `ADD`; a pooling skip an `AVERAGE_POOL_2D`, a 1x1
 `CONV_2D` and an `ADD`. Nothing fuses across two entries: a network's operators are exactly the sum of its
-entries' operators, which `tests/latency/lut/test_kernels.py` checks. So an entry is the right unit, and
+entries' operators (a test checks it). So an entry is the right unit, and
 what a one-entry model misses is how the same kernels run inside a network: with cold caches, after
 another layer's writes, and with the network's own fixed costs.
 
@@ -31,6 +31,7 @@ from keras_mnas.latency.lut.configs import LayerConfig
 KERNEL_TYPES = (
     "stem",
     "conv",
+    "conv_se",
     "dconv",
     "dconv_se",
     "mbconv",
@@ -50,7 +51,7 @@ def kernel_type(config: LayerConfig) -> str:
     The classifier, a pooling top and the preprocessing are `"top"`: one of them per network at most.
     """
     if config.kind == "layer":
-        return f"{config.op}_se" if config.se_filters and config.op != "conv" else config.op
+        return f"{config.op}_se" if config.se_filters else config.op
     if config.kind in ("stem", "head"):
         return config.kind
     return "top"
