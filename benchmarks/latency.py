@@ -195,12 +195,17 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         "",
         "| cost | value |",
         "|---|---|",
-        f"| table entries profiled for these architectures | {profiled} in {profile_seconds / 60:.1f} min "
-        f"({per_entry:.2f} s each) |",
+        (
+            f"| table entries profiled for these architectures | {profiled} in "
+            f"{profile_seconds / 60:.1f} min ({per_entry:.2f} s each) |"
+            if profiled
+            else f"| table entries profiled for these architectures | none: {path} already held them |"
+        ),
         f"| end-to-end measurements the calibration used | {len(calibration_rows)} "
         f"({per_measurement:.1f} s each; fit {fit_seconds:.1f} s) |",
         f"| profiling the whole space ({space_entries} entries) and calibrating, estimated from the two "
-        f"rows above | {whole_space_minutes:.0f} min |",
+        f"rows above | "
+        + (f"{whole_space_minutes:.0f} min |" if profiled else "n/a (nothing profiled in this run) |"),
         f"| predictions per second, from hyperparameter values | {per_second:,.0f} |",
         f"| measured latencies of the held-out architectures | {min(measured):.2f}-{max(measured):.2f} ms "
         f"(median {np.median(measured):.2f}) |",
