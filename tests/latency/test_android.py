@@ -783,15 +783,7 @@ def test_env_keeps_adbutils_from_real_adb():
 
 
 # --------------------------------------------------------------------------------------------------
-# Tests that take the server as a fixture, so that the same test runs against any server with
-# AdbDouble's interface (`port`, phones given when it starts).
-
-
-@pytest.fixture
-def serve():
-    """Starts a server for the given phones (`serve(*phones)`); every one started is stopped at the end."""
-    with contextlib.ExitStack() as stack:
-        yield lambda *phones, **kwargs: stack.enter_context(AdbDouble(list(phones), **kwargs))
+# Tests that take `serve` (tests/latency/conftest.py) run on the real adb server and on the double.
 
 
 def old_phone(serial="OLD", **kwargs):
@@ -829,30 +821,34 @@ def ln_commands(phone):
         ({"free_bytes": 1000}, TMP, "No space left on device", "storage full"),
     ],
 )
+@pytest.mark.parametrize("make_phone", [FakePhone, old_phone], ids=["android14", "android6-shell-v1"])
 def test_a_lease_the_phone_refuses_is_an_error_at_once(
-    serve, binary, phone_options, remote_dir, adbd_says, hint
+    serve, binary, make_phone, phone_options, remote_dir, adbd_says, hint
 ):
-    phone = FakePhone("L", **phone_options)
+    phone = make_phone("L", **phone_options)
     server = serve(phone)
-    source = make_source(server, binary, serial="L", remote_dir=remote_dir, lease_wait_s=600.0)
+    source = make_source(server, binary, serial=phone.serial, remote_dir=remote_dir, lease_wait_s=600.0)
     error = finishes(lambda: source.measure_tflite(TINY))
     assert isinstance(error, DeviceError) and not isinstance(error, DeviceBusyError), error
     message = str(error)
     # The phone, the path and adbd's own message.
-    assert "phone L" in message and f"{remote_dir}/keras_mnas.lease.0" in message and adbd_says in message
+    assert f"phone {phone.serial}" in message and f"{remote_dir}/keras_mnas.lease.0" in message
+    assert adbd_says in message
     assert hint in message
     assert len(ln_commands(phone)) == 1
     assert phone.benchmark_runs == []
 
 
-def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, binary):
-    phone = FakePhone("R")
+@pytest.mark.parametrize("make_phone", [FakePhone, old_phone], ids=["android14", "android6-shell-v1"])
+def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, binary, make_phone):
+    phone = make_phone("R")
     server = serve(phone)
     # Every attempt finds the link already made (as when another worker keeps winning the race).
     exists = f"ln: cannot create symbolic link from 'x' to '{TMP}/keras_mnas.lease.0': File exists\n"
     phone.add_fault(Fault(f"{TMP}/keras_mnas.lease.0", "exit", times=-1, exit_code=1, output=exists))
     start = time.monotonic()
-    error = finishes(lambda: make_source(server, binary, serial="R", lease_wait_s=0.5).measure_tflite(TINY))
+    source = make_source(server, binary, serial=phone.serial, lease_wait_s=0.5)
+    error = finishes(lambda: source.measure_tflite(TINY))
     assert isinstance(error, DeviceBusyError), error
     assert 0.5 <= time.monotonic() - start < 3.0
     # At most one attempt per 0.1 s, and more than one: losing a race is retried.
@@ -866,7 +862,7 @@ def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, bi
 def test_a_v1_phone_is_pinned_to_its_fastest_core(serve, binary):
     phone = old_phone()
     server = serve(phone, server_version=40)
-    result = make_source(server, binary, serial="OLD", repeats=1).measure_tflite(TINY)
+    result = make_source(server, binary, serial=phone.serial, repeats=1).measure_tflite(TINY)
     assert {run.core_mask for run in phone.benchmark_runs} == {"80"}
     assert result.provenance["cores"] == [7] and result.provenance["cores_max_khz"] == [2850000]
     assert result.provenance["thermal_before"]["source"] == "thermal_zones"
@@ -876,9 +872,8 @@ def test_thermal_gating_holds_a_hot_v1_phone(serve, binary):
     phone = old_phone(thermal_zones=[("cpu-big", 71500), ("battery", 30000)])
     server = serve(phone)
     with pytest.raises(DeviceTooHotError, match=r"CPU 71\.5 C"):
-        make_source(server, binary, serial="OLD", max_temperature_c=45.0, max_cool_wait_s=0.2).measure_tflite(
-            TINY
-        )
+        options = dict(max_temperature_c=45.0, max_cool_wait_s=0.2)
+        make_source(server, binary, serial=phone.serial, **options).measure_tflite(TINY)
     assert phone.benchmark_runs == []
 
 
@@ -888,16 +883,16 @@ def test_the_lease_blocks_a_second_worker_on_a_v1_phone(serve, binary):
     expires = int(time.time()) + 3600
     phone.put_symlink(f"{TMP}/keras_mnas.lease.4", f"keras_mnas-lease|v1|held|{expires}|otherhost:77:abc")
     with pytest.raises(DeviceBusyError, match="otherhost:77:abc"):
-        make_source(server, binary, serial="OLD", lease_wait_s=0.2).measure_tflite(TINY)
+        make_source(server, binary, serial=phone.serial, lease_wait_s=0.2).measure_tflite(TINY)
     assert phone.benchmark_runs == []
 
 
 def test_a_leftover_benchmark_process_is_seen_on_a_v1_phone(serve, binary):
     phone = old_phone(benchmark=FakeBenchmark(latency_ms=5.0, duration_s=0.4))
     server = serve(phone)
-    source = make_source(server, binary, serial="OLD", repeats=1)
+    source = make_source(server, binary, serial=phone.serial, repeats=1)
     source.measure_tflite(TINY)  # installs the binary and the model
-    device = adbutils.AdbClient(port=server.port).device("OLD")
+    device = adbutils.AdbClient(port=server.port).device(phone.serial)
     stray = threading.Thread(
         target=device.shell, args=(shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=2"]),)
     )
@@ -911,12 +906,13 @@ def test_a_leftover_benchmark_process_is_seen_on_a_v1_phone(serve, binary):
 def test_devices_shows_the_cores_and_temperature_of_a_v1_phone(serve, capsys):
     from keras_mnas.cli import main
 
-    server = serve(old_phone(thermal_zones=[("cpu-big", 38500), ("battery", 30000)]))
+    phone = old_phone(thermal_zones=[("cpu-big", 38500), ("battery", 30000)])
+    server = serve(phone)
     [info] = list_devices(adb_port=server.port)
     assert info.big_cores == (6, 7) and info.thermal.cpu_max_c == pytest.approx(38.5)
     assert info.health == "ok"
     assert main(["devices", "--adb-port", str(server.port)]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("OLD"))
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(phone.serial))
     assert "6,7" in row and "38.5 C" in row
 
 
@@ -926,14 +922,15 @@ def test_devices_shows_the_cores_and_temperature_of_a_v1_phone(serve, capsys):
 def test_runs_1_on_a_model_slower_than_min_secs(serve, binary):
     phone = FakePhone("SLOW", benchmark=FakeBenchmark(latency_ms=150.0, relative_std=0.0))
     server = serve(phone)
-    result = make_source(server, binary, serial="SLOW", runs=1, repeats=1).measure_tflite(TINY)
+    result = make_source(server, binary, serial=phone.serial, runs=1, repeats=1).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(150.0) and result.runs == 1
 
 
-def test_op_profile_of_a_measurement(serve, binary):
-    phone = FakePhone("P", benchmark=FakeBenchmark(latency_ms=10.0, relative_std=0.0))
+@pytest.mark.parametrize("make_phone", [FakePhone, old_phone], ids=["android14", "android6-shell-v1"])
+def test_op_profile_of_a_measurement(serve, binary, make_phone):
+    phone = make_phone("P", benchmark=FakeBenchmark(latency_ms=10.0, relative_std=0.0))
     server = serve(phone)
-    source = make_source(server, binary, serial="P", op_profile=True)
+    source = make_source(server, binary, serial=phone.serial, op_profile=True)
     result = source.measure_tflite(TINY)
     assert all(run.flags["enable_op_profiling"] == "true" for run in phone.benchmark_runs)
     assert result.median_ms == pytest.approx(10.0)
@@ -944,7 +941,7 @@ def test_op_profile_of_a_measurement(serve, binary):
     dw = {"node_type": "DEPTHWISE_CONV_2D", "avg_ms": 2.0, "times_called": 1}
     assert profile["by_node"]["block1_dw"] == dw
     assert source.config()["op_profile"] is True
-    assert "op_profile" not in make_source(server, binary, serial="P").config()
+    assert "op_profile" not in make_source(server, binary, serial=phone.serial).config()
     json.dumps(result.provenance)
 
 
@@ -993,7 +990,7 @@ def test_a_full_disk_keeps_adbds_reason(serve, binary):
     phone = FakePhone("F", free_bytes=len(binary.read_bytes()) + 100)
     server = serve(phone)
     with pytest.raises(DeviceError, match="storage full") as info:
-        make_source(server, binary, serial="F").measure_tflite(TINY)
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
     message = str(info.value)
     assert "No space left on device" in message and "AdbError: FAIL" not in message
     assert ".." not in message.replace("...", "")

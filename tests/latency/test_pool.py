@@ -1,6 +1,5 @@
 """AndroidDevicePool against loopback adb doubles: concurrency, retries, quarantine, sharing phones."""
 
-import contextlib
 import json
 import os
 import pathlib
@@ -467,21 +466,14 @@ def test_return_exceptions(binary):
     assert isinstance(outcomes[1], ValueError)
 
 
-@pytest.fixture
-def serve():
-    """Starts a server for the given phones (`serve(*phones)`); every one started is stopped at the end.
-
-    Tests that take it run against any server with AdbDouble's interface.
-    """
-    with contextlib.ExitStack() as stack:
-        yield lambda *phones, **kwargs: stack.enter_context(AdbDouble(list(phones), **kwargs))
-
-
-def test_a_phone_failing_its_identity_check_records_a_job_and_a_failure(serve, binary):
-    server = serve(FakePhone("GONE", state="offline"), *phones("A"))
-    pool = make_pool(server, binary, ["GONE", "A"])
+@pytest.mark.parametrize("shell_v2", [True, False])
+def test_a_phone_failing_its_identity_check_records_a_job_and_a_failure(serve, binary, shell_v2):
+    # `serve` (tests/latency/conftest.py): the real adb server and the double.
+    gone, (a,) = FakePhone("GONE", state="offline"), phones("A", shell_v2=shell_v2)
+    server = serve(gone, a)
+    pool = make_pool(server, binary, [gone.serial, a.serial])
     result = pool.measure_tflite(TINY)
     stats = pool.stats()
-    assert result.source == "android:A" and result.provenance["pool"]["failed_on"] == ["GONE"]
-    assert (stats["GONE"].jobs, stats["GONE"].failures) == (1, 1)
-    assert (stats["A"].jobs, stats["A"].successes, stats["A"].failures) == (1, 1, 0)
+    assert result.source == f"android:{a.serial}" and result.provenance["pool"]["failed_on"] == [gone.serial]
+    assert (stats[gone.serial].jobs, stats[gone.serial].failures) == (1, 1)
+    assert (stats[a.serial].jobs, stats[a.serial].successes, stats[a.serial].failures) == (1, 1, 0)
