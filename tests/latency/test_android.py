@@ -32,7 +32,7 @@ from keras_mnas.latency.errors import (
     ModelError,
     SetupError,
 )
-from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_binary
+from keras_mnas.testing import AdbdDevice, AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_binary
 
 # adbutils must never start a real adb server on the test machine.
 pytestmark = pytest.mark.usefixtures("no_real_adb")
@@ -1009,6 +1009,21 @@ def test_a_port_that_is_not_adb_says_so(binary):
             with pytest.raises(DeviceUnavailableError, match="is not an adb server") as info:
                 call()
             assert "phone -" not in str(info.value) and "b'HTTP'" in str(info.value)
+
+
+def test_a_phones_own_port_is_not_taken_for_an_adb_server(binary):
+    # `--adb-port 5555`: the port of a phone's adbd (wireless debugging), which never answers a client.
+    with AdbdDevice(FakePhone("W")) as device:
+        address = f"127.0.0.1:{device.port}"
+        options = {**FAST, "call_timeout_s": 0.5}
+        for call in (
+            lambda: list_devices(adb_port=device.port, timeout_s=0.5),
+            lambda: AndroidLatency("S", binary=binary, adb_port=device.port, **options).measure_tflite(TINY),
+        ):
+            with pytest.raises(DeadlineExceededError, match="does not answer like an adb server") as info:
+                call()
+            message = str(info.value)
+            assert "phone -" not in message and message.count(address) == 1, message
 
 
 def test_a_full_disk_keeps_adbds_reason(serve, binary):
