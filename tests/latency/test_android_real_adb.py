@@ -2,11 +2,10 @@
 
 The path is the one a phone on Wi-Fi takes: AndroidLatency -> adbutils -> the real adb server -> the adb
 transport protocol -> `AdbdDevice` -> the profile's `FakePhone`. Serials are `host:port`, as with wireless
-debugging. Without `adb` installed the module is skipped with the reason shown; under CI=true it fails.
+debugging. Without `adb` installed each test is skipped with the reason shown; under CI=true it fails.
 """
 
 import json
-import os
 import pathlib
 import threading
 
@@ -26,17 +25,9 @@ from keras_mnas.testing import (
     PROFILES,
     FakeBenchmark,
     Fault,
-    RealAdbServer,
-    adb_missing_reason,
     fake_benchmark_binary,
     fake_benchmark_output,
 )
-
-_MISSING = adb_missing_reason()
-if _MISSING is not None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true, but {_MISSING}; .ci/run installs it.", pytrace=False)
-    pytest.skip(_MISSING, allow_module_level=True)
 
 # adbutils must never start an adb server of its own.
 pytestmark = pytest.mark.usefixtures("no_real_adb")
@@ -54,10 +45,10 @@ FAST = dict(
 POOL = dict(wait_for_device_s=10.0, busy_retry_s=0.1)
 
 
-@pytest.fixture(scope="module")
-def server():
-    with RealAdbServer(timeout_s=10.0) as real:
-        yield real
+@pytest.fixture
+def server(real_adb_server):
+    """The session's real adb server (tests/latency/conftest.py: skipped without `adb`, failing under CI)."""
+    return real_adb_server
 
 
 @pytest.fixture
