@@ -1,5 +1,13 @@
-"""AndroidDevicePool against loopback adb doubles: concurrency, retries, quarantine, sharing phones."""
+"""AndroidDevicePool: concurrency, retries, quarantine, sharing phones.
 
+Tests of what the pool does with phones go through the real adb server (`serve_real`, or `serve` for the
+real server and the double; tests/latency/conftest.py). The quarantine and readmission tests, two adb
+servers, the killed worker and the Keras-model tests stay on the in-process double: they check the pool's
+own bookkeeping over seconds-long intervals, where a phone answers the same through either server, and
+this file's time would grow by a real server's reconnection delays.
+"""
+
+import dataclasses
 import json
 import os
 import pathlib
@@ -75,38 +83,39 @@ def overlap(runs):
 # Basics.
 
 
-def test_a_pool_is_a_latency_source(binary):
-    with AdbDouble(phones("A")) as double:
-        pool = make_pool(double, binary, ["A"])
-        assert isinstance(pool, LatencySource)
-        result = pool.measure_tflite(TINY)
-    assert result.source == "android:A"
+def test_a_pool_is_a_latency_source(serve_real, binary):
+    (a,) = phones("A")
+    server = serve_real(a)
+    pool = make_pool(server, binary, [a.serial])
+    assert isinstance(pool, LatencySource)
+    result = pool.measure_tflite(TINY)
+    assert result.source == f"android:{a.serial}"
     assert result.median_ms == pytest.approx(10.0, rel=0.03)
     assert result.provenance["pool"] == {"attempts": 1, "failed_on": [], "phones": 1}
 
 
-def test_several_phones_measure_at_once_one_job_per_phone(binary):
+def test_several_phones_measure_at_once_one_job_per_phone(serve_real, binary):
     fleet = phones("A", "B", "C")
     for phone in fleet:
         phone.benchmark = FakeBenchmark(latency_ms=10.0, duration_s=0.3)
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B", "C"])
-        results = pool.measure_many_tflite([TINY] * 6)
-        stats = pool.stats()
+    server = serve_real(*fleet)
+    pool = make_pool(server, binary, [phone.serial for phone in fleet])
+    results = pool.measure_many_tflite([TINY] * 6)
+    stats = pool.stats()
     assert len(results) == 6 and all(r.median_ms == pytest.approx(10.0, rel=0.05) for r in results)
     assert all(phone.max_concurrent_benchmarks == 1 for phone in fleet)
     assert overlap([run for phone in fleet for run in phone.benchmark_runs]) >= 2
-    assert {serial: s.jobs for serial, s in stats.items()} == {"A": 2, "B": 2, "C": 2}
+    assert {serial: s.jobs for serial, s in stats.items()} == {phone.serial: 2 for phone in fleet}
     assert all(s.successes == 2 and s.failures == 0 and s.measuring_seconds > 0.3 for s in stats.values())
     json.dumps({k: v.to_dict() for k, v in stats.items()})
 
 
-def test_discovery_takes_every_usable_phone(binary):
+def test_discovery_takes_every_usable_phone(serve_real, binary):
     fleet = [*phones("A", "B"), FakePhone("C", state="unauthorized")]
-    with AdbDouble(fleet) as double:
-        pool = AndroidDevicePool(binary=binary, adb_port=double.port, **FAST)
-        assert pool.serials == ["A", "B"]
-        assert pool.measure_tflite(TINY).median_ms > 0
+    server = serve_real(*fleet)
+    pool = AndroidDevicePool(binary=binary, adb_port=server.port, **FAST)
+    assert sorted(pool.serials) == sorted(phone.serial for phone in fleet[:2])
+    assert pool.measure_tflite(TINY).median_ms > 0
 
 
 def test_phones_on_two_machines(binary):
@@ -157,46 +166,46 @@ def test_no_phone_at_all(binary):
     ],
     ids=lambda f: f.action + (str(f.exit_code) if f.exit_code else ""),
 )
-def test_a_failing_phone_hands_the_job_to_another(binary, fault):
+def test_a_failing_phone_hands_the_job_to_another(serve, binary, fault):
     a, b = phones("A", "B")
     a.benchmark = FakeBenchmark(latency_ms=99.0)  # a figure from A would be easy to spot
-    a.add_fault(fault)
-    with AdbDouble([a, b]) as double:
-        pool = make_pool(double, binary, ["A", "B"], run_timeout_s=0.4)
-        # A has fewer jobs than B after this warm-up, so the pool tries A first.
-        pool.stats()
-        pool._ensure_slots()[1].stats.jobs = 1
-        result = pool.measure_tflite(TINY)
-        stats = pool.stats()
-    assert result.source == "android:B"
+    a.add_fault(dataclasses.replace(fault))  # a fresh fault for each server
+    server = serve(a, b)
+    pool = make_pool(server, binary, [a.serial, b.serial], run_timeout_s=0.4)
+    # A has fewer jobs than B after this warm-up, so the pool tries A first.
+    pool.stats()
+    pool._ensure_slots()[1].stats.jobs = 1
+    result = pool.measure_tflite(TINY)
+    stats = pool.stats()
+    assert result.source == f"android:{b.serial}"
     assert result.median_ms == pytest.approx(10.0, rel=0.05)
-    assert result.provenance["pool"]["failed_on"] == ["A"]
-    assert (stats["A"].failures, stats["A"].successes) == (1, 0)
-    assert stats["A"].last_error
+    assert result.provenance["pool"]["failed_on"] == [a.serial]
+    assert (stats[a.serial].failures, stats[a.serial].successes) == (1, 0)
+    assert stats[a.serial].last_error
 
 
-def test_a_model_error_is_reported_not_retried(binary):
+def test_a_model_error_is_reported_not_retried(serve_real, binary):
     fleet = [FakePhone(s, benchmark=FakeBenchmark(model_error="op-version")) for s in ("A", "B")]
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B"])
-        with pytest.raises(ModelError, match="FULLY_CONNECTED"):
-            pool.measure_tflite(TINY)
-        stats = pool.stats()
+    server = serve_real(*fleet)
+    pool = make_pool(server, binary, [phone.serial for phone in fleet])
+    with pytest.raises(ModelError, match="FULLY_CONNECTED"):
+        pool.measure_tflite(TINY)
+    stats = pool.stats()
     assert sum(len(p.benchmark_runs) for p in fleet) == 1
     assert sum(s.model_errors for s in stats.values()) == 1
     assert sum(s.failures for s in stats.values()) == 0
     assert all(s.state == "ready" for s in stats.values())
 
 
-def test_gives_up_after_max_attempts_without_a_number(binary):
+def test_gives_up_after_max_attempts_without_a_number(serve_real, binary):
     fleet = phones("A", "B", "C")
     for phone in fleet:
         phone.add_fault(Fault(BENCH, "exit", exit_code=134, times=-1))
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B", "C"], max_attempts=2)
-        with pytest.raises(DeviceError, match="failed on 2 attempt"):
-            pool.measure_tflite(TINY)
-        stats = pool.stats()
+    server = serve_real(*fleet)
+    pool = make_pool(server, binary, [phone.serial for phone in fleet], max_attempts=2)
+    with pytest.raises(DeviceError, match="failed on 2 attempt"):
+        pool.measure_tflite(TINY)
+    stats = pool.stats()
     assert sum(s.failures for s in stats.values()) == 2
     assert sum(s.successes for s in stats.values()) == 0
 
@@ -265,11 +274,11 @@ def test_an_offline_phone_stays_out_until_healthy(binary):
         assert pool.stats()["A"].state == "ready"
 
 
-def test_a_single_phone_pool_retries_on_the_same_phone(binary):
+def test_a_single_phone_pool_retries_on_the_same_phone(serve_real, binary):
     (a,) = phones("A")
     a.add_fault(Fault(BENCH, "drop"))
-    with AdbDouble([a]) as double:
-        result = make_pool(double, binary, ["A"]).measure_tflite(TINY)
+    server = serve_real(a)
+    result = make_pool(server, binary, [a.serial]).measure_tflite(TINY)
     assert result.provenance["pool"]["attempts"] == 2
 
 
@@ -301,52 +310,52 @@ def test_a_phone_of_the_wrong_abi_is_retired(binary):
 # Sharing phones between workers.
 
 
-def test_two_pools_share_phones_without_overlap(binary):
+def test_two_pools_share_phones_without_overlap(serve_real, binary):
     fleet = phones("A", "B")
     for phone in fleet:
         phone.benchmark = FakeBenchmark(latency_ms=10.0, duration_s=0.15)
-    with AdbDouble(fleet) as double:
-        # Two workers (think: two machines) with their own pools over the same phones.
-        pools = [make_pool(double, binary, ["A", "B"]) for _ in range(2)]
-        results = {}
+    server = serve_real(*fleet)
+    # Two workers (think: two machines) with their own pools over the same phones.
+    pools = [make_pool(server, binary, [phone.serial for phone in fleet]) for _ in range(2)]
+    results = {}
 
-        def work(i):
-            results[i] = pools[i].measure_many_tflite([TINY] * 4)
+    def work(i):
+        results[i] = pools[i].measure_many_tflite([TINY] * 4)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
     assert sum(len(r) for r in results.values()) == 8
     assert all(phone.max_concurrent_benchmarks == 1 for phone in fleet)
     busy = sum(s.busy_elsewhere for pool in pools for s in pool.stats().values())
     assert busy > 0  # they did meet on a phone, and one of them waited
 
 
-def test_a_phone_leased_by_another_worker_is_skipped(binary):
+def test_a_phone_leased_by_another_worker_is_skipped(serve_real, binary):
     a, b = phones("A", "B")
     far_future = int(time.time()) + 3600
     a.put_symlink(f"{TMP}/keras_mnas.lease.0", f"keras_mnas-lease|v1|held|{far_future}|elsewhere:9:x")
-    with AdbDouble([a, b]) as double:
-        pool = make_pool(double, binary, ["A", "B"])
-        results = pool.measure_many_tflite([TINY] * 3)
-        stats = pool.stats()
-    assert {r.source for r in results} == {"android:B"}
-    assert stats["A"].busy_elsewhere >= 1 and stats["A"].failures == 0
+    server = serve_real(a, b)
+    pool = make_pool(server, binary, [a.serial, b.serial])
+    results = pool.measure_many_tflite([TINY] * 3)
+    stats = pool.stats()
+    assert {r.source for r in results} == {f"android:{b.serial}"}
+    assert stats[a.serial].busy_elsewhere >= 1 and stats[a.serial].failures == 0
     assert a.benchmark_runs == []
 
 
-def test_waiting_for_phones_busy_elsewhere_has_a_limit(binary):
+def test_waiting_for_phones_busy_elsewhere_has_a_limit(serve_real, binary):
     (a,) = phones("A")
     far_future = int(time.time()) + 3600
     a.put_symlink(f"{TMP}/keras_mnas.lease.0", f"keras_mnas-lease|v1|held|{far_future}|elsewhere:9:x")
-    with AdbDouble([a]) as double:
-        pool = make_pool(double, binary, ["A"], wait_for_device_s=0.5)
-        start = time.monotonic()
-        with pytest.raises(DeviceBusyError, match="became free"):
-            pool.measure_tflite(TINY)
-        assert time.monotonic() - start < 5
+    server = serve_real(a)
+    pool = make_pool(server, binary, [a.serial], wait_for_device_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(DeviceBusyError, match="became free"):
+        pool.measure_tflite(TINY)
+    assert time.monotonic() - start < 5
 
 
 DEAD_WORKER = """
