@@ -2,9 +2,9 @@
 
 Tests of what the pool does with phones go through the real adb server (`serve_real`, or `serve` for the
 real server and the double; tests/latency/conftest.py). The quarantine and readmission tests, two adb
-servers, the killed worker and the Keras-model tests stay on the in-process double: they check the pool's
-own bookkeeping over seconds-long intervals, where a phone answers the same through either server, and
-this file's time would grow by a real server's reconnection delays.
+servers and the Keras-model tests stay on the in-process double: they check the pool's own bookkeeping
+(over seconds-long intervals, where a phone answers the same through either server), and this file's time
+would grow by a real server's reconnection delays and a second real server.
 """
 
 import dataclasses
@@ -282,28 +282,27 @@ def test_a_single_phone_pool_retries_on_the_same_phone(serve_real, binary):
     assert result.provenance["pool"]["attempts"] == 2
 
 
-def test_a_phone_of_another_kind_is_retired(binary):
-    fleet = [
-        *phones("A"),
-        FakePhone("B", model="Galaxy S23", soc_manufacturer="Qualcomm", soc_model="SM8550"),
-    ]
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B"])
-        results = pool.measure_many_tflite([TINY] * 4)
-        stats = pool.stats()
-        assert {r.source for r in results} == {"android:A"}
-        assert stats["B"].state == "retired" and "not comparable" in stats["B"].last_error
-        mixed = make_pool(double, binary, ["A", "B"], allow_mixed_devices=True)
-        assert {r.source for r in mixed.measure_many_tflite([TINY] * 4)} == {"android:A", "android:B"}
+def test_a_phone_of_another_kind_is_retired(serve_real, binary):
+    a = phones("A")[0]
+    b = FakePhone("B", model="Galaxy S23", soc_manufacturer="Qualcomm", soc_model="SM8550")
+    server = serve_real(a, b)
+    pool = make_pool(server, binary, [a.serial, b.serial])
+    results = pool.measure_many_tflite([TINY] * 4)
+    stats = pool.stats()
+    assert {r.source for r in results} == {f"android:{a.serial}"}
+    assert stats[b.serial].state == "retired" and "not comparable" in stats[b.serial].last_error
+    mixed = make_pool(server, binary, [a.serial, b.serial], allow_mixed_devices=True)
+    sources = {r.source for r in mixed.measure_many_tflite([TINY] * 4)}
+    assert sources == {f"android:{a.serial}", f"android:{b.serial}"}
 
 
-def test_a_phone_of_the_wrong_abi_is_retired(binary):
-    fleet = [*phones("A"), FakePhone("X86", abi="x86_64")]
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["X86", "A"], allow_mixed_devices=True)
-        assert {r.source for r in pool.measure_many_tflite([TINY] * 3)} == {"android:A"}
-        assert pool.stats()["X86"].state == "retired"
-        assert "x86_64" in pool.stats()["X86"].last_error
+def test_a_phone_of_the_wrong_abi_is_retired(serve_real, binary):
+    a, x86 = phones("A")[0], FakePhone("X86", abi="x86_64")
+    server = serve_real(a, x86)
+    pool = make_pool(server, binary, [x86.serial, a.serial], allow_mixed_devices=True)
+    assert {r.source for r in pool.measure_many_tflite([TINY] * 3)} == {f"android:{a.serial}"}
+    assert pool.stats()[x86.serial].state == "retired"
+    assert "x86_64" in pool.stats()[x86.serial].last_error
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,40 +360,40 @@ def test_waiting_for_phones_busy_elsewhere_has_a_limit(serve_real, binary):
 DEAD_WORKER = """
 import sys
 from keras_mnas.latency.android import AndroidLatency
-port, binary, model = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-source = AndroidLatency("A", binary=binary, adb_port=port, runs=5, warmup_runs=1, repeats=1,
+port, binary, model, serial = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+source = AndroidLatency(serial, binary=binary, adb_port=port, runs=5, warmup_runs=1, repeats=1,
                         cool_poll_s=0.02, lease_ttl_s=1.0)
 print("measuring", flush=True)
 source.measure_tflite(open(model, "rb").read())
 """
 
 
-def test_a_worker_killed_mid_measurement_never_shares_the_phone(binary, tmp_path):
+def test_a_worker_killed_mid_measurement_never_shares_the_phone(serve_real, binary, tmp_path):
     (a,) = phones("A")
     a.benchmark = FakeBenchmark(latency_ms=10.0, duration_s=2.5)
     model = tmp_path / "tiny.tflite"
     model.write_bytes(TINY)
-    with AdbDouble([a]) as double:
-        worker = subprocess.Popen(
-            [sys.executable, "-c", DEAD_WORKER, str(double.port), str(binary), str(model)],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            give_up = time.monotonic() + 60
-            while not a.benchmark_runs and time.monotonic() < give_up and worker.poll() is None:
-                time.sleep(0.05)
-            assert a.benchmark_runs, worker.communicate(timeout=10)
-            os.kill(worker.pid, signal.SIGKILL)  # the worker dies; its benchmark keeps running on the phone
+    server = serve_real(a)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DEAD_WORKER, str(server.port), str(binary), str(model), a.serial],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        give_up = time.monotonic() + 60
+        while not a.benchmark_runs and time.monotonic() < give_up and worker.poll() is None:
+            time.sleep(0.05)
+        assert a.benchmark_runs, worker.communicate(timeout=10)
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies; its benchmark keeps running on the phone
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
-        finally:
-            if worker.poll() is None:
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.wait(10)
-        a.benchmark = FakeBenchmark(latency_ms=10.0)
-        pool = make_pool(double, binary, ["A"])
-        result = pool.measure_tflite(TINY)
+    a.benchmark = FakeBenchmark(latency_ms=10.0)
+    pool = make_pool(server, binary, [a.serial])
+    result = pool.measure_tflite(TINY)
     # The dead worker's lease was taken over only after it expired, and only once its process was gone.
     assert f":{worker.pid}:" in result.provenance["lease"]["took_over_from"]
     assert a.max_concurrent_benchmarks == 1
