@@ -21,6 +21,10 @@ with a configurable latency (`FakeBenchmark`), and per-operator tables under `--
 Shell commands are parsed the way `sh` would split them (quotes, `;`, `&&`), so a command whose arguments
 were not quoted properly fails here as it would on a phone.
 
+`FakePhone.serve_shell` answers a shell service, faults included, for any transport: this double's host
+protocol and `AdbdDevice`'s transport protocol both call it, so a new fault or output rule holds through the
+real adb server as well.
+
 Faults (`Fault`) hit the next shell commands that contain a given text: a connection dropped mid-output, a
 command that hangs (silent, or trickling one byte at a time so that only a wall-clock deadline stops it), a
 slow command, exit statuses 1 and 134, output truncated before the summary, the phone going offline or
