@@ -379,6 +379,7 @@ class Controller:
         self._pending: list[dict[str, Any]] = []
         self._num_observed = 0
         self._num_updates = 0
+        self._loads = 0  # set_state calls: each may change the weights without an update
         self._model: _PolicyNetwork | None = None
         self._optimizer: keras.optimizers.Optimizer | None = None
         self._np_weights: list[np.ndarray] = []
@@ -463,6 +464,15 @@ class Controller:
         return {"choice_counts": list(self.choice_counts), **self.config.get_config(), "seed": self.seed}
 
     # ------------------------------------------------------------------ properties
+
+    #: The keys of `get_state()` that change only at a PPO update (the weights and optimizer slots, most of
+    #: the state). `MnasOracle` stores them in a file of their own, written once per update, not per trial.
+    checkpoint_keys = ("weights", "optimizer")
+
+    @property
+    def checkpoint_version(self) -> tuple[int, int]:
+        """Changes whenever the state under `checkpoint_keys` changes: the update count and the model."""
+        return (self._num_updates, id(self._model), self._loads)
 
     @property
     def baseline(self) -> float | None:
@@ -745,6 +755,7 @@ class Controller:
             ValueError: if the state is not a controller state, or was made with another configuration.
         """
         self._variables_cache = (None, None)  # the variables are about to change
+        self._loads += 1
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             received = state.get("format") if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(
