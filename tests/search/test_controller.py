@@ -362,9 +362,10 @@ def test_elite_mutation_proposes_neighbours_of_the_best_and_survives_a_reload():
     twin = Controller.from_state(json.loads(json.dumps(controller.get_state())))
     proposals = [controller.sample() for _ in range(40)]
     assert [twin.sample() for _ in range(40)] == proposals
-    neighbours = [
-        tokens for tokens, _ in proposals if any(sum(a != b for a, b in zip(tokens, e)) == 1 for e in elites)
-    ]
+    def distance(a, b):
+        return sum(x != y for x, y in zip(a, b, strict=True))
+
+    neighbours = [tokens for tokens, _ in proposals if any(distance(tokens, e) == 1 for e in elites)]
     assert len(neighbours) >= 25, "most proposals change one decision of an elite"
     assert all(tokens[1] == 0 for tokens, _ in proposals), "a fixed decision is never mutated"
     with pytest.raises(ValueError, match="elite_mutation"):
