@@ -2,7 +2,7 @@
 
 - `MnasSearchSpace` / `MnasHyperModel`: the factorized hierarchical search space as a KerasTuner HyperModel.
 - `Controller` / `ControllerConfig`: the LSTM policy trained with PPO and its settings; `MnasOracle`: the
-  KerasTuner Oracle it drives.
+  KerasTuner Oracle it drives; `EvolutionOracle`: regularized evolution, for any discrete space.
 - `MnasReward`: accuracy traded against latency; `MnasTuner`: the whole search from a Keras script.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
 
@@ -19,6 +19,7 @@ _EXPORTS = {
     "MOBILENET_V2_SKELETON": "keras_mnas.search.space",
     "Controller": "keras_mnas.search.controller",
     "ControllerConfig": "keras_mnas.search.controller",
+    "EvolutionOracle": "keras_mnas.search.evolution",
     "MnasHyperModel": "keras_mnas.search.hypermodel",
     "MnasOracle": "keras_mnas.search.oracle",
     "MnasReward": "keras_mnas.search.reward",
@@ -34,6 +35,7 @@ __all__ = [
     "MOBILENET_V2_SKELETON",
     "Controller",
     "ControllerConfig",
+    "EvolutionOracle",
     "MnasHyperModel",
     "MnasOracle",
     "MnasReward",

@@ -404,8 +404,8 @@ def _exit_after_write(path_suffix: str, contains: str) -> None:
 
     write = durable_module.atomic_write_json
 
-    def write_then_maybe_die(path, obj):
-        text = write(path, obj)
+    def write_then_maybe_die(path, obj, **kwargs):
+        text = write(path, obj, **kwargs)
         if os.fspath(path).endswith(path_suffix) and contains in text:
             os._exit(137)
         return text
