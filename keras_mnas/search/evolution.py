@@ -53,7 +53,7 @@ class EvolutionOracle(DurableOracle):
 
     ```python
     oracle = EvolutionOracle(objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=200, seed=1)
-    tuner = keras_tuner.RandomSearch  # any Tuner accepts an oracle: Tuner(oracle=oracle, hypermodel=...)
+    tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=build_model)  # any KerasTuner tuner takes it
     ```
     """
 
