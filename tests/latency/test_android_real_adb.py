@@ -248,7 +248,7 @@ def test_devices_command_reads_an_android6_phone(server, connect, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
-# Output and messages of issue 21, end to end.
+# Output checks and messages, end to end.
 
 
 def test_a_single_run_slower_than_min_secs_is_measured(server, connect, binary):
