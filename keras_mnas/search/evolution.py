@@ -20,7 +20,7 @@ import keras_tuner
 import numpy as np
 
 from keras_mnas.search.durable import COMPLETED, RUNNING, STATE_SECTION, STOPPED, DurableOracle
-from keras_mnas.search.oracle import KNOWN_DIRECTIONS, hyperparameter_options
+from keras_mnas.search.oracle import check_direction, hyperparameter_options, single_objective
 from keras_mnas.utils.checks import check_int
 
 #: Mutations tried per trial before a never-tried random architecture is drawn instead.
@@ -67,26 +67,12 @@ class EvolutionOracle(DurableOracle):
         seed: int | None = None,
         **kwargs: Any,
     ):
-        if objective is None:
-            objective = "reward"
-        if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
-            # The metrics MnasTuner reports: KerasTuner cannot infer their direction from the name.
-            objective = keras_tuner.Objective(objective, direction=KNOWN_DIRECTIONS[objective])
-        if isinstance(objective, (list, tuple)):
-            raise ValueError(
-                "EvolutionOracle needs a single objective; received "
-                f"{len(objective)} objectives: {objective!r}."
-            )
+        objective = single_objective(objective, "EvolutionOracle")
         max_trials = check_int("max_trials", max_trials, minimum=1)
         self.population_size = check_int("population_size", population_size, minimum=1)
         self.sample_size = check_int("sample_size", sample_size, minimum=1, maximum=self.population_size)
         super().__init__(objective=objective, max_trials=max_trials, seed=seed, **kwargs)
-        direction = getattr(self.objective, "direction", None)
-        if direction not in ("max", "min"):
-            raise ValueError(
-                "EvolutionOracle needs a single objective with direction 'max' or 'min'; received objective "
-                f"{getattr(self.objective, 'name', objective)!r} with direction {direction!r}."
-            )
+        check_direction(self, objective)
         self._rng = np.random.default_rng(self.seed)
         self.mutations = 0
         self.random_proposals = 0

@@ -62,6 +62,34 @@ CHECKPOINT_PREFIX = "mnas_policy_"
 KNOWN_DIRECTIONS = {"reward": "max", "latency_ms": "min", "params": "min", "macs": "min"}
 
 
+def single_objective(objective: Any, oracle_name: str, why: str = "") -> Any:
+    """The one objective an oracle optimises, with the direction of MnasTuner's metrics filled in.
+
+    `None` means `"reward"`; a list of objectives is refused, naming `oracle_name` (and `why`, if given).
+    """
+    if objective is None:
+        objective = "reward"
+    if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
+        # The metrics MnasTuner reports: KerasTuner cannot infer their direction from the name.
+        objective = keras_tuner.Objective(objective, direction=KNOWN_DIRECTIONS[objective])
+    if isinstance(objective, (list, tuple)):
+        raise ValueError(
+            f"{oracle_name} needs a single objective{why}; received {len(objective)} objectives: "
+            f"{objective!r}."
+        )
+    return objective
+
+
+def check_direction(oracle: keras_tuner.Oracle, given: Any) -> None:
+    """Refuses an objective KerasTuner resolved without a direction ('max' or 'min') to optimise."""
+    direction = getattr(oracle.objective, "direction", None)
+    if direction not in ("max", "min"):
+        raise ValueError(
+            f"{type(oracle).__name__} needs a single objective with direction 'max' or 'min'; received "
+            f"objective {getattr(oracle.objective, 'name', given)!r} with direction {direction!r}."
+        )
+
+
 def hyperparameter_options(hp) -> list:
     """The discrete options of one KerasTuner hyperparameter, in token order.
 
@@ -145,16 +173,7 @@ class MnasOracle(DurableOracle):
         max_retries_per_trial: int = 0,
         max_consecutive_failed_trials: int = 3,
     ):
-        if objective is None:
-            objective = "reward"
-        if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
-            # The metrics MnasTuner reports: KerasTuner cannot infer their direction from the name.
-            objective = keras_tuner.Objective(objective, direction=KNOWN_DIRECTIONS[objective])
-        if isinstance(objective, (list, tuple)):
-            raise ValueError(
-                "MnasOracle needs a single objective (the controller learns from one reward); "
-                f"received {len(objective)} objectives: {objective!r}."
-            )
+        objective = single_objective(objective, "MnasOracle", " (the controller learns from one reward)")
         max_trials = check_int("max_trials", max_trials, minimum=1)
         self.max_resamples = check_int("max_resamples", max_resamples, minimum=0)
         #: Makes the policy once the space is known, and names it in the saved state.
@@ -172,12 +191,7 @@ class MnasOracle(DurableOracle):
             trial_timeout=trial_timeout,
             trial_deadline=trial_deadline,
         )
-        direction = getattr(self.objective, "direction", None)
-        if direction not in ("max", "min"):
-            raise ValueError(
-                "MnasOracle needs a single objective with direction 'max' or 'min'; received objective "
-                f"{getattr(self.objective, 'name', objective)!r} with direction {direction!r}."
-            )
+        check_direction(self, objective)
         #: The policy proposing the trials (a `TokenPolicy`; `None` until the space is known).
         self.controller: TokenPolicy | None = None
         self._policy_name = self.policy_factory.name
