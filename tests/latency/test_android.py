@@ -718,9 +718,9 @@ def test_a_measurement_that_lost_its_lease_is_discarded(serve_real, binary):
     assert "thief" in phone.symlink_target(f"{TMP}/keras_mnas.lease.99")
 
 
-def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
-    phone.benchmark = FakeBenchmark(latency_ms=5.0, duration_s=0.4)
-    source = make_source(server, binary, repeats=1)
+def measure_beside_a_stray_benchmark(server, phone, binary) -> None:
+    """Measures while a benchmark process started outside any lease runs on `phone`."""
+    source = make_source(server, binary, serial=phone.serial, repeats=1)
     source.measure_tflite(TINY)  # installs the binary and the model
     # A process started outside any lease (a worker that lost its lease, or a person at a shell).
     device = adbutils.AdbClient(port=server.port).device(phone.serial)
@@ -731,6 +731,11 @@ def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
     time.sleep(0.1)
     source.measure_tflite(TINY)
     stray.join()
+
+
+def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
+    phone.benchmark = FakeBenchmark(latency_ms=5.0, duration_s=0.4)
+    measure_beside_a_stray_benchmark(server, phone, binary)
     assert phone.max_concurrent_benchmarks == 1
 
 
@@ -915,17 +920,7 @@ def test_the_lease_blocks_a_second_worker_on_a_v1_phone(serve, binary):
 
 def test_a_leftover_benchmark_process_is_seen_on_a_v1_phone(serve, binary):
     phone = old_phone(benchmark=FakeBenchmark(latency_ms=5.0, duration_s=0.4))
-    server = serve(phone)
-    source = make_source(server, binary, serial=phone.serial, repeats=1)
-    source.measure_tflite(TINY)  # installs the binary and the model
-    device = adbutils.AdbClient(port=server.port).device(phone.serial)
-    stray = threading.Thread(
-        target=device.shell, args=(shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=2"]),)
-    )
-    stray.start()
-    time.sleep(0.1)
-    source.measure_tflite(TINY)
-    stray.join()
+    measure_beside_a_stray_benchmark(serve(phone), phone, binary)
     assert phone.max_concurrent_benchmarks == 1
 
 
