@@ -803,6 +803,7 @@ def test_device_info_and_health_check(server, phone, binary):
     assert "too hot" in source.health_check()
     phone.thermal_status = 0
     phone.state = "offline"
+    server.wait_for_state(phone.serial, "offline")  # the server notices a cut transport in its own time
     assert "offline" in source.health_check()
 
 
