@@ -108,7 +108,8 @@ class FastTuner(MnasTuner):
         append_line(os.path.join(self.directory, f"in_trial_{self.tuner_id}"), "")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if all(os.path.exists(os.path.join(self.directory, f"in_trial_{t}")) for t in self.start_together):
+            markers = (os.path.join(self.directory, f"in_trial_{t}") for t in self.start_together)
+            if all(os.path.exists(marker) for marker in markers):
                 return
             time.sleep(0.05)
 
