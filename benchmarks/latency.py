@@ -1,19 +1,21 @@
 """The lookup-table predictor against measured host latency, beside the host's own noise and mult-adds.
 
     python benchmarks/latency.py [--resolutions 128,224] [--archs 60] [--calibration 40] [--seed 0]
-                                 [--table-dir DIR] [--markdown out.md] [--json out.json]
+                                 [--processes 3] [--table-dir DIR] [--markdown out.md] [--json out.json]
 
 For each resolution, draws `--archs` held-out random architectures of the default MnasNet search space
 (`MnasSearchSpace`, 1000 classes) with `--seed`, and `--calibration` other ones with another seed.
 Profiles the lookup-table entries they all need on this CPU (`HostLatency`), measures every architecture
 end to end, and fits on the calibration architectures only: the table's per-kernel calibration, its
 two-number line, and a line on mult-adds; it also says which of the first two `method="auto"` picks.
+A measurement is the median over `--processes` fresh processes (`HostLatency` in each): one process's
+figure moves by several percent with its memory layout, more than a predictor's error.
 Then, on the same held-out architectures, side by side:
 
 - **predicted vs measured** for the three predictors;
-- **measured vs re-measured**: the same TFLite files timed again in a fresh process, the noise floor a
-  predictor is judged against (a prediction cannot agree with one measurement better than a second
-  measurement does);
+- **measured vs re-measured**: the same TFLite files timed again in as many other fresh processes, the
+  noise floor a predictor is judged against (a prediction cannot agree with one measurement better than a
+  second measurement does); and one process against another, the noise of a single-process figure;
 
 each as the share within +-10% and +-5%, Spearman's rank correlation, and the median, 95th-percentile and
 worst relative error. It also prints the profiling time, the number of end-to-end measurements the
@@ -113,40 +115,54 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     profiled = lut.profile_architectures([*calibration_archs, *held_out], **network)
     profile_seconds = time.monotonic() - start
 
-    # 2. Measure every architecture end to end; keep the held-out ones' TFLite files to re-measure.
-    def measure_all(archs, label, directory=None):
+    # 2. Convert every architecture; time the files end to end in fresh processes (the figure of one
+    # process moves with its memory layout: the median of several is the measurement).
+    def convert_all(archs, label, directory):
         rows = []
         for i, arch in enumerate(archs, start=1):
             keras.backend.clear_session()
-            tflite_bytes = convert_to_tflite(space.build(arch))
-            if directory:
-                with open(os.path.join(directory, f"{i:05d}.tflite"), "wb") as f:
-                    f.write(tflite_bytes)
+            with open(os.path.join(directory, f"{i:05d}.tflite"), "wb") as f:
+                f.write(convert_to_tflite(space.build(arch)))
             rows.append(
                 {
                     "architecture": arch.to_dict(),
                     "network": {"input_shape": list(space.input_shape)},
-                    "measured_ms": host.measure_tflite(tflite_bytes).median_ms,
                     "lut_ms": lut.lut_ms(arch, **network),
                     "macs": space.cost(arch).macs,
                 }
             )
             if i % 20 == 0 or i == len(archs):
-                print(f"{resolution}: {label}: measured {i}/{len(archs)}", file=sys.stderr, flush=True)
+                print(f"{resolution}: {label}: converted {i}/{len(archs)}", file=sys.stderr, flush=True)
         return rows
 
-    start = time.monotonic()
-    calibration_rows = measure_all(calibration_archs, "calibration")
-    calibration_seconds = time.monotonic() - start
-    with tempfile.TemporaryDirectory() as directory:
-        held_out_rows = measure_all(held_out, "held-out", directory)
-        # 3. The noise floor: the same files timed again in a fresh process.
-        command = [sys.executable, os.path.abspath(__file__), "--remeasure", directory]
-        command += ["--runs", str(args.runs), "--warmup-runs", str(args.warmup_runs)]
-        command += ["--min-seconds", str(args.min_seconds)]
-        remeasured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-    for i, row in enumerate(held_out_rows, start=1):
-        row["remeasured_ms"] = remeasured[f"{i:05d}.tflite"]
+    def time_in_processes(directory, count):
+        """Each file's median over `count` fresh processes, in file order; and every process's figures."""
+        runs = []
+        for _ in range(count):
+            command = [sys.executable, os.path.abspath(__file__), "--remeasure", directory]
+            command += ["--runs", str(args.runs), "--warmup-runs", str(args.warmup_runs)]
+            command += ["--min-seconds", str(args.min_seconds)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(output))
+        names = sorted(runs[0])
+        return [float(np.median([run[name] for run in runs])) for name in names], runs
+
+    with tempfile.TemporaryDirectory() as calibration_dir, tempfile.TemporaryDirectory() as held_out_dir:
+        start = time.monotonic()
+        calibration_rows = convert_all(calibration_archs, "calibration", calibration_dir)
+        medians, _ = time_in_processes(calibration_dir, args.processes)
+        for row, ms in zip(calibration_rows, medians, strict=True):
+            row["measured_ms"] = ms
+        calibration_seconds = time.monotonic() - start
+        held_out_rows = convert_all(held_out, "held-out", held_out_dir)
+        # 3. The measurement and, in as many other fresh processes, the re-measurement (the noise floor),
+        # interleaved so that a drift of the machine touches both alike.
+        _, runs = time_in_processes(held_out_dir, 2 * args.processes)
+    names = sorted(runs[0])
+    for row, name in zip(held_out_rows, names, strict=True):
+        row["measured_ms"] = float(np.median([run[name] for run in runs[0::2]]))
+        row["remeasured_ms"] = float(np.median([run[name] for run in runs[1::2]]))
+        row["process_ms"] = [run[name] for run in runs]
 
     # 4. Fit on the calibration architectures only.
     start = time.monotonic()
@@ -188,9 +204,14 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         accuracy_row("lookup table, line on the sum", line_predicted, measured),
         accuracy_row("mult-adds, line", macs_predicted, measured),
         accuracy_row(
-            "re-measured in a fresh process (noise floor)",
+            f"re-measured: the median of {args.processes} other fresh processes (noise floor)",
             [r["remeasured_ms"] for r in held_out_rows],
             measured,
+        ),
+        accuracy_row(
+            "one fresh process against another (a single process's noise)",
+            [r["process_ms"][1] for r in held_out_rows],
+            [r["process_ms"][0] for r in held_out_rows],
         ),
         "",
         "| cost | value |",
@@ -201,8 +222,9 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
             if profiled
             else f"| table entries profiled for these architectures | none: {path} already held them |"
         ),
-        f"| end-to-end measurements the calibration used | {len(calibration_rows)} "
-        f"({per_measurement:.1f} s each; fit {fit_seconds:.1f} s) |",
+        f"| end-to-end measurements the calibration used | {len(calibration_rows)}, each the median of "
+        f"{args.processes} processes ({per_measurement:.1f} s each with its conversion; fit "
+        f"{fit_seconds:.1f} s) |",
         f"| profiling the whole space ({space_entries} entries) and calibrating, estimated from the two "
         f"rows above | "
         + (f"{whole_space_minutes:.0f} min |" if profiled else "n/a (nothing profiled in this run) |"),
@@ -242,10 +264,13 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (50)")
     parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs per measurement (10)")
     parser.add_argument("--min-seconds", type=float, default=0.1, help="timed runs last at least this long")
+    parser.add_argument(
+        "--processes", type=int, default=3, help="fresh processes whose median is a measurement (3)"
+    )
     parser.add_argument("--table-dir", help="directory of lookup-table JSON files to reuse and extend")
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--json", help="write every architecture's figures to this JSON file")
-    parser.add_argument("--remeasure", help=argparse.SUPPRESS)  # the fresh process of the noise floor
+    parser.add_argument("--remeasure", help=argparse.SUPPRESS)  # a fresh process timing a directory
     args = parser.parse_args(argv)
     if args.remeasure:
         remeasure(args.remeasure, args)
@@ -254,8 +279,10 @@ def main(argv=None):
         resolutions = [int(r) for r in args.resolutions.split(",")]
     except ValueError:
         parser.error(f"--resolutions expects comma-separated integers; received {args.resolutions!r}")
-    if args.archs < 2 or args.calibration < 2 or args.runs < 1 or min(resolutions) < 32:
-        parser.error("expected --archs and --calibration >= 2, --runs >= 1 and resolutions >= 32")
+    if args.archs < 2 or args.calibration < 2 or args.runs < 1 or args.processes < 1 or min(resolutions) < 32:
+        parser.error(
+            "expected --archs and --calibration >= 2, --runs and --processes >= 1 and resolutions >= 32"
+        )
     if args.table_dir:
         os.makedirs(args.table_dir, exist_ok=True)
 
