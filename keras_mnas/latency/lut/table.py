@@ -55,7 +55,7 @@ from keras_mnas.latency.lut.configs import (
     network_keys,
     network_layer_names,
 )
-from keras_mnas.latency.lut.kernels import entry_features, entry_times
+from keras_mnas.latency.lut.kernels import entry_features, entry_times, operators_ms
 from keras_mnas.utils.checks import check_choice, check_number
 from keras_mnas.utils.io import atomic_write_json, read_json
 
@@ -319,6 +319,9 @@ class LatencyLookupTable(LatencySource):
             self._in_network.add(key)
             # Read off a network's operator profile: the entry's own kernels, no invocation cost to remove.
             self._net[key] = float(record["median_ms"])
+        elif "operators_ms" in record:
+            self._in_network.discard(key)
+            self._net[key] = float(record["operators_ms"])
         else:
             self._in_network.discard(key)
             baseline = self.baseline["median_ms"] if self.baseline else 0.0
@@ -367,6 +370,10 @@ class LatencyLookupTable(LatencySource):
     ) -> int:
         """Measures the configurations that have no entry yet, one tiny model each.
 
+        With a source that records per-operator times (`AndroidLatency(op_profile=True)`), an entry is the
+        time of its operators (`operators_ms` in the file), as `profile_from_networks` reads them off whole
+        networks; otherwise its whole measurement less the baseline.
+
         Args:
             configs: `LayerConfig`s (e.g. `network_configs(...)` or `space.layer_configs()`).
             source: The latency source to measure on (default: the table's `profiler`).
@@ -414,8 +421,14 @@ class LatencyLookupTable(LatencySource):
                 raise
             finally:
                 del model
+            record = self._record(result)
+            profile = result.provenance.get("op_profile")
+            if isinstance(profile, Mapping) and profile.get("by_node"):
+                # The entry's own operators, without the invocation: the same figure a network's profile
+                # gives an entry (profile_from_networks), whichever of the two measured it.
+                record["operators_ms"] = round(operators_ms(profile["by_node"]), 6)
             with self._lock:
-                self._set_entry(config.key, self._record(result))
+                self._set_entry(config.key, record)
                 self.updated = _now()
             bar.update(done)
             if self.path and time.monotonic() - last_save >= save_every_seconds:
