@@ -149,9 +149,11 @@ def entry_times(
 
     An operator belongs to the entry whose Keras layer name its output tensor carries (the converter names
     a fused convolution, batch normalisation and ReLU after all three). An operator whose output carries no
-    layer name (the converter renames the network's output, e.g. `Identity`) belongs to the entry of the
-    operator before it in run order. The interpreter's own events (allocation, delegate set-up) are not
-    operators and are left out: they are the network's fixed cost, which the calibration fits.
+    layer name is the network's output, which the converter renames (e.g. `Identity`): it belongs to the
+    last entry (the classifier's softmax, or a pooling top's only operator). One elsewhere belongs to the
+    entry of the operator before it in run order. The interpreter's own events (allocation, delegate
+    set-up) are not operators and are left out: they are the network's fixed cost, which the calibration
+    fits.
 
     Args:
         by_node: The profile of the network's operators, `{name: {"node_type", "avg_ms", ...}}` as
@@ -199,17 +201,20 @@ def entry_times(
         if match is not None:
             operators.append((int(match["index"]), match["outputs"], float(timing["avg_ms"])))
     operators.sort()
+    owners = [_owner_of(outputs, owner) for _, outputs, _ in operators]
+    named = [i for i, position in enumerate(owners) if position is not None]
     totals = [0.0] * len(keys)
     counted = [0] * len(keys)
-    current = None
-    for _, outputs, ms in operators:
-        position = _owner_of(outputs, owner)
+    current = 0
+    for i, ((_, _, ms), position) in enumerate(zip(operators, owners, strict=True)):
         if position is None:
-            position = current if current is not None else 0
+            # After the last named operator: the network's output, which ends the last entry (a global
+            # pooling top may be that one operator). Elsewhere: part of the entry before it.
+            position = len(keys) - 1 if named and i > named[-1] else current
         current = position
         totals[position] += ms
         counted[position] += 1
-    if not any(counted) or all(_owner_of(outputs, owner) is None for _, outputs, _ in operators):
+    if not named:
         raise ValueError(
             f"The operator profile names no layer of this keras-mnas network (its {len(operators)} operators "
             f"are named e.g. {[o for _, o, _ in operators[:2]]}): it is not the profile of this network, "

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from keras_mnas.latency import AndroidLatency, LatencyLookupTable, network_configs
+from keras_mnas.latency import AndroidDevicePool, AndroidLatency, LatencyLookupTable, network_configs
 from keras_mnas.latency.lut import IN_NETWORK_FORMAT_VERSION, check_op_profile_source
 from keras_mnas.search import MnasSearchSpace
 from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, fake_benchmark_binary
@@ -44,8 +44,11 @@ def phone_source(tmp_path):
     # test_android.py checks op profiles through both.
     with AdbDouble([phone]) as server:
 
-        def make(**kwargs):
+        def make(pool=False, **kwargs):
             options = {"delegate": "none", "op_profile": True, **FAST, **kwargs}
+            if pool:
+                options.pop("lease_wait_s")  # a pool's own setting, not a phone's
+                return AndroidDevicePool([phone.serial], binary=binary, adb_port=server.port, **options)
             return AndroidLatency(phone.serial, binary=binary, adb_port=server.port, **options)
 
         yield make, phone
@@ -99,3 +102,17 @@ def test_profiling_from_networks_needs_operator_profiles_without_a_delegate(phon
     pool_settings = {"name": "android-pool", "phone_settings": [{"op_profile": True, "delegate": "gpu"}]}
     with pytest.raises(ValueError, match="delegate='gpu'"):
         check_op_profile_source(pool_settings)
+
+
+def test_a_pool_of_phones_profiles_from_networks(phone_source):
+    make, _ = phone_source
+    table = LatencyLookupTable(profiler=make(pool=True))
+    network = SPACE.sample_architectures(1, seed=2)[0]
+    assert table.profile_from_networks([network], progress=False, **NETWORK) == len(
+        {c.key for c in network_configs(network, **NETWORK)}
+    )
+    assert all(table.entry_ms(c) > 0 for c in network_configs(network, **NETWORK))
+    with pytest.raises(ValueError, match="delegate='none'"):
+        LatencyLookupTable(profiler=make(pool=True, delegate="xnnpack")).profile_from_networks(
+            [network], progress=False, **NETWORK
+        )

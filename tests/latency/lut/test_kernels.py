@@ -53,6 +53,12 @@ def test_nothing_fuses_across_entries():
     delegated = model_op_profile(network, COSTS, use_xnnpack=True)
     with pytest.raises(ValueError, match="delegate='none'"):
         entry_times({name: {"node_type": kind, "avg_ms": us} for name, kind, us in delegated}, keys, names)
+    # The network's output is renamed: it ends the last entry, even when that entry is this one operator.
+    head, top = "head:i40_o64@2x2", "pooling:max_i64@2x2"
+    pooled = {"[m/top_activation/Relu;m/top_conv/convolution]:0": {"avg_ms": 0.2},
+              "[StatefulPartitionedCall:0]:1": {"avg_ms": 0.05}}  # fmt: skip
+    names = [("top_conv", "top_bn", "top_activation"), ("max_pool",)]
+    assert entry_times(pooled, [head, top], names) == {head: 0.2, top: 0.05}
     with pytest.raises(ValueError, match="names no layer"):
         entry_times({"[Identity]:0": {"avg_ms": 1.0}}, [configs[0].key], [("stem",)])
     with pytest.raises(ValueError, match="no operator for the entries"):
