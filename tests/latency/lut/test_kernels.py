@@ -57,8 +57,8 @@ def test_nothing_fuses_across_entries():
     head, top = "head:i40_o64@2x2", "pooling:max_i64@2x2"
     pooled = {"[m/top_activation/Relu;m/top_conv/convolution]:0": {"avg_ms": 0.2},
               "[StatefulPartitionedCall:0]:1": {"avg_ms": 0.05}}  # fmt: skip
-    names = [("top_conv", "top_bn", "top_activation"), ("max_pool",)]
-    assert entry_times(pooled, [head, top], names) == {head: 0.2, top: 0.05}
+    top_names = [("top_conv", "top_bn", "top_activation"), ("max_pool",)]
+    assert entry_times(pooled, [head, top], top_names) == {head: 0.2, top: 0.05}
     with pytest.raises(ValueError, match="names no layer"):
         entry_times({"[Identity]:0": {"avg_ms": 1.0}}, [configs[0].key], [("stem",)])
     with pytest.raises(ValueError, match="no operator for the entries"):
