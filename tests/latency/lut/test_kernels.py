@@ -62,7 +62,7 @@ def test_nothing_fuses_across_entries():
     with pytest.raises(ValueError, match="names no layer"):
         entry_times({"[Identity]:0": {"avg_ms": 1.0}}, [configs[0].key], [("stem",)])
     with pytest.raises(ValueError, match="no operator for the entries"):
-        entry_times(by_node, [*keys, "x"], [*names, ("x",)])
+        entry_times(by_node, ["x", *keys], [("x",), *names])
     # Batch normalisation and ReLU fold into the convolutions: no op of their own.
     assert set(whole) <= {
         "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MEAN", "MUL", "LOGISTIC",
