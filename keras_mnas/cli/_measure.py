@@ -60,11 +60,12 @@ def _options(pairs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in pairs.items() if value is not None}
 
 
-def make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
+def make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None, *, op_profile: bool = False):
     """The latency source the options describe; `saved` is a lookup table's source config to default to.
 
     Options given on the command line win; settings they leave out come from `saved` (so that `lut eval`
-    measures exactly as the table was profiled), then from the sources' own defaults.
+    measures exactly as the table was profiled), then from the sources' own defaults. `op_profile` asks
+    phones for per-operator times (as does a `saved` config that has them).
     """
     saved = dict(saved or {})
     saved_name = saved.get("name")
@@ -125,6 +126,7 @@ def make_source(args: argparse.Namespace, saved: dict[str, Any] | None = None):
             "max_temperature_c": saved.get("max_temperature_c"),
             "conversion": saved.get("conversion"),
             "calibration_samples": saved.get("calibration_samples"),
+            "op_profile": True if op_profile or saved.get("op_profile") else None,
         }
     )
     if phone_options.get("core_mask") == "none" or (

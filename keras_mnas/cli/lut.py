@@ -11,6 +11,7 @@ from typing import Any
 from keras_mnas.cli import _format as fmt
 from keras_mnas.cli._common import EXIT_OK, CliError, say
 from keras_mnas.cli._measure import add_measure_options, describe_source, make_source, random_inputs
+from keras_mnas.latency.lut.table import KERNEL_MEASUREMENTS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -67,9 +68,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     lut_build.add_argument(
         "--calibration",
         type=int,
-        default=10,
+        default=KERNEL_MEASUREMENTS,
         metavar="K",
-        help="calibrate on K random architectures (10; 0: none)",
+        help=f"calibrate on K random architectures measured end to end ({KERNEL_MEASUREMENTS}; 0: none). "
+        "Each costs one conversion and one measurement of a whole network (on a phone: a push and "
+        f"--repeats benchmark runs). With {KERNEL_MEASUREMENTS} or more the calibration may be per kernel "
+        "(chosen by cross-validation), the accurate one; with fewer it is a line",
+    )
+    lut_build.add_argument(
+        "--from-networks",
+        type=int,
+        default=0,
+        metavar="K",
+        help="phones: first measure K random architectures whole with benchmark_model's per-operator "
+        "profile and take every entry they hold from it (one push and run per network instead of one per "
+        "entry); the entries still missing are then profiled alone. Runs without a delegate "
+        "(--delegate none)",
     )
     lut_build.add_argument("--int8", action="store_true", help="time int8 models (random-data calibration)")
     add_measure_options(lut_build, title="where and how to measure (default: this machine's CPU)")
@@ -244,8 +258,24 @@ def _lut_build(args: argparse.Namespace) -> int:
             "--calibration needs 0 (none) or at least 2 architectures (a scale and an intercept are "
             f"fitted); received {args.calibration}."
         )
+    if args.from_networks < 0:
+        raise CliError(
+            f"--from-networks must be 0 (off) or a number of networks; received {args.from_networks}."
+        )
+    if args.from_networks:
+        if not args.device:
+            raise CliError(
+                "--from-networks reads benchmark_model's per-operator profile of whole networks: it needs a "
+                "phone (--device SERIAL)."
+            )
+        if args.delegate not in (None, "none"):
+            raise CliError(
+                f"--from-networks runs without a delegate; received --delegate {args.delegate}. A delegate "
+                "runs the network as one node whose operators cannot be told apart by layer."
+            )
+        args.delegate = "none"
     space, network = _space_and_network(args)
-    source = make_source(args)
+    source = make_source(args, op_profile=True) if args.from_networks else make_source(args)
     quantization = "int8" if args.int8 else "float32"
     if os.path.exists(args.table):
         table = _load_table(args.table, profiler=source)
@@ -260,9 +290,20 @@ def _lut_build(args: argparse.Namespace) -> int:
     say(f"Search space: {space!r}. Measuring on {describe_source(source)}.")
 
     start = time.monotonic()
-    drawn = space.sample_architectures((args.archs or 0) + args.calibration, seed=args.seed)
+    drawn = space.sample_architectures(
+        (args.archs or 0) + args.calibration + args.from_networks, seed=args.seed
+    )
     calibration_archs = drawn[: args.calibration]
+    network_archs = drawn[args.calibration + (args.archs or 0) :]
+    from_networks = 0
     try:
+        if network_archs:
+            say(
+                f"Profiling {len(network_archs)} random architectures whole, with per-operator times "
+                "(one measurement each)..."
+            )
+            from_networks = table.profile_from_networks(network_archs, progress=True, **network)
+            say(f"The networks gave in-network times to {from_networks} entries.")
         if args.archs is None:
             from keras_mnas.search.latency_table import search_space_configs
 
@@ -273,7 +314,7 @@ def _lut_build(args: argparse.Namespace) -> int:
             )
             profiled = table.profile(configs, progress=True)
         else:
-            profile_archs = drawn[args.calibration :]
+            profile_archs = drawn[args.calibration : args.calibration + args.archs]
             if len(profile_archs) < args.archs:
                 say(
                     f"The space has only {len(drawn)} distinct architectures; profiling {len(profile_archs)}."
@@ -309,6 +350,8 @@ def _lut_build(args: argparse.Namespace) -> int:
         "table": args.table,
         "entries": len(table),
         "profiled_now": profiled,
+        "networks_profiled": len(network_archs),
+        "entries_from_networks": from_networks,
         "quantization": table.quantization,
         "source": table.source_config,
         "baseline_ms": (table.baseline or {}).get("median_ms"),
@@ -323,6 +366,8 @@ def _lut_build(args: argparse.Namespace) -> int:
         f"Wrote {args.table}: {len(table)} entries ({profiled} measured now), {table.quantization}, "
         f"{describe_source(source)}, in {elapsed:.0f} s."
     )
+    if network_archs:
+        print(f"{from_networks} entries from the operator profiles of {len(network_archs)} whole networks.")
     print(f"Baseline (one invocation): {summary['baseline_ms']:.4g} ms; {_calibration_summary(table)}.")
     unstable = summary["unstable_entries"]
     if unstable:

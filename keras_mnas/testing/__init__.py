@@ -21,6 +21,7 @@ from keras_mnas.testing.adb_double import (
     Fault,
     fake_benchmark_binary,
     fake_benchmark_output,
+    model_op_profile,
 )
 from keras_mnas.testing.adbd import AdbdDevice
 from keras_mnas.testing.latency import ScriptedLatency
@@ -45,4 +46,5 @@ __all__ = [
     "adb_program",
     "fake_benchmark_binary",
     "fake_benchmark_output",
+    "model_op_profile",
 ]

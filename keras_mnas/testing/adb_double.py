@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import math
 import random
@@ -173,6 +174,12 @@ class FakeBenchmark:
         seed: Seed of the per-run jitter.
         ops: The model's nodes as `(name, type, share of the latency)`, printed in run order under
             `--enable_op_profiling=true`.
+        model_op_costs: `(microseconds per operator, microseconds per thousand output elements)`: instead
+            of `ops`, the pushed model's own operators, each costing the first plus the second times its
+            output's size, as LiteRT names them in a profile (`[output tensor]:index`, its type). A run then
+            takes `latency_ms` (the fixed cost of one invocation) plus their sum. With XNNPACK
+            (`--use_xnnpack=true`, the default) the profile is one `TfLiteXNNPackDelegate` node, as on a
+            phone.
     """
 
     generation: str = "litert"
@@ -190,6 +197,51 @@ class FakeBenchmark:
         ("pool", "MEAN", 0.05),
         ("logits", "FULLY_CONNECTED", 0.1),
     )
+    model_op_costs: tuple[float, float] | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def _model_operators(tflite_bytes: bytes) -> tuple[tuple[str, str, int], ...]:
+    """A TFLite model's operators in run order: (profile name, type, output elements)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite_bytes)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    operators = []
+    for op in interpreter._get_ops_details():
+        outputs = [tensors[i] for i in op["outputs"]]
+        name = "[" + ", ".join(t["name"] for t in outputs) + f"]:{op['index']}"
+        operators.append((name, op["op_name"], sum(math.prod(t["shape"]) for t in outputs)))
+    return tuple(operators)
+
+
+def model_op_profile(
+    tflite_bytes: bytes, costs: tuple[float, float], *, use_xnnpack: bool = False
+) -> list[tuple[str, str, float]]:
+    """The per-operator profile of a TFLite model under a deterministic cost, as `FakeBenchmark` prints it.
+
+    Args:
+        tflite_bytes: The model.
+        costs: `(microseconds per operator, microseconds per thousand output elements)`.
+        use_xnnpack: Report the whole model as one XNNPACK delegate node, as benchmark_model does.
+
+    Returns:
+        `(name, type, microseconds)` per node, in run order.
+
+    Example:
+
+    ```python
+    model_op_profile(convert_to_tflite(model), (2.0, 0.5))[0]  # ("[model/stem_activation/Relu;...]:0", ...)
+    ```
+    """
+    per_op, per_kelement = costs
+    nodes = [
+        (name, kind, per_op + per_kelement * elements / 1000.0)
+        for name, kind, elements in _model_operators(bytes(tflite_bytes))
+    ]
+    if use_xnnpack:
+        return [(nodes[-1][0], "TfLiteXNNPackDelegate", sum(us for _, _, us in nodes))]
+    return nodes
 
 
 def _fmt(value: float) -> str:
@@ -1053,6 +1105,11 @@ class FakePhone:
         bench = self.benchmark
         try:
             latency = bench.latency_ms(run) if callable(bench.latency_ms) else float(bench.latency_ms)
+            use_xnnpack = flags.get("use_xnnpack", "true") == "true"
+            profile = [(name, kind, share * latency * 1000) for name, kind, share in bench.ops]
+            if bench.model_op_costs is not None and bench.model_error is None:
+                profile = model_op_profile(node.data, bench.model_op_costs, use_xnnpack=use_xnnpack)
+                latency += sum(us for _, _, us in profile) / 1000.0
             run.latency_ms = latency
             if bench.duration_s > 0:
                 time.sleep(bench.duration_s)
@@ -1077,12 +1134,8 @@ class FakePhone:
                 runs_us=runs,
                 init_us=int(bench.init_ms * 1000),
                 threads=int(flags.get("num_threads", "1")),
-                use_xnnpack=flags.get("use_xnnpack", "true") == "true",
-                op_profile=(
-                    [(name, kind, share * latency * 1000) for name, kind, share in bench.ops]
-                    if flags.get("enable_op_profiling") == "true"
-                    else None
-                ),
+                use_xnnpack=use_xnnpack,
+                op_profile=profile if flags.get("enable_op_profiling") == "true" else None,
             )
             return _Outcome(stdout=text.encode())
         finally:

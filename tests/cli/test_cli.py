@@ -474,6 +474,38 @@ def test_lut_build_and_eval_on_a_phone(capsys, server, phones, binary, tmp_path)
     assert_clean_failure(status, err, "needs --binary")
 
 
+def test_lut_build_from_networks_on_a_phone(capsys, tmp_path, binary):
+    # A phone whose operators each cost their output's size: the profile of a network says what each entry
+    # costs in it.
+    costs = FakeBenchmark(latency_ms=0.4, relative_std=0.0, model_op_costs=(20.0, 5.0))
+    phone = FakePhone("OPS", benchmark=costs)
+    space_file = write_tiny_space(tmp_path / "space.json")
+    table_path = tmp_path / "phone.json"
+    with AdbDouble([phone]) as server:
+        phone_options = ("--device", "OPS", "--adb-port", server.port, "--binary", binary, "--runs", 3,
+                         "--repeats", 1, "--min-seconds", 0)  # fmt: skip
+        status, out, err = run(capsys, "lut", "build", table_path, "--space", space_file,
+                               "--from-networks", 2, "--calibration", 2, *phone_options)  # fmt: skip
+        assert status == 0, err
+        assert "entries from the operator profiles of 2 whole networks" in out
+        table = LatencyLookupTable.load(table_path)
+        assert table.source_config["op_profile"] is True and table.source_config["delegate"] == "none"
+        assert {run.flags["use_xnnpack"] for run in phone.benchmark_runs} == {"false"}
+        # Every entry of the space is in the table: from the networks, or profiled alone after them.
+        assert len(table) == 8
+        # lut eval measures as the table was made: without a delegate, with operator profiles.
+        status, out, err = run(capsys, "lut", "eval", table_path, "--space", space_file, "--archs", 2,
+                               "--json", "--adb-port", server.port, "--binary", binary)  # fmt: skip
+        assert status == 0, err
+        assert json.loads(out)["max_abs_error"] < 0.02
+        assert phone.benchmark_runs[-1].flags["enable_op_profiling"] == "true"
+        status, _, err = run(capsys, "lut", "build", tmp_path / "x.json", "--from-networks", 2,
+                             "--delegate", "xnnpack", *phone_options)  # fmt: skip
+        assert_clean_failure(status, err, "runs without a delegate")
+    status, _, err = run(capsys, "lut", "build", tmp_path / "x.json", "--from-networks", 2)
+    assert_clean_failure(status, err, "needs a phone (--device SERIAL)")
+
+
 # --------------------------------------------------------------------------------------------------
 # keras-mnas results / export, on a real tiny search
 

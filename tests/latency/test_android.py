@@ -1,6 +1,7 @@
 """AndroidLatency through the real adb server to loopback phones: results, quality, no number on a fault."""
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -965,6 +966,39 @@ def test_op_profile_of_a_measurement(serve, binary, make_phone):
     assert source.config()["op_profile"] is True
     assert "op_profile" not in make_source(server, binary, serial=phone.serial).config()
     json.dumps(result.provenance)
+
+
+@functools.lru_cache(maxsize=1)
+def _small_network() -> bytes:
+    import keras_mnas
+    from keras_mnas.latency import convert_to_tflite
+
+    arch = ["r1_k3_s22_e3_i16_o16", "r1_k5_s22_i16_o24_se0.25"]
+    return convert_to_tflite(keras_mnas.build_model(arch, input_shape=(32, 32, 3), classes=10))
+
+
+def test_op_profile_of_the_model_pushed(serve, binary):
+    # A phone whose operators cost their output's size profiles the model it was given, named as LiteRT
+    # names operators: "[output tensor]:index". With XNNPACK, the model is one delegate node.
+    from keras_mnas.testing import model_op_profile
+
+    costs = (20.0, 5.0)
+    phone = FakePhone("OPS", benchmark=FakeBenchmark(latency_ms=0.5, relative_std=0.0, model_op_costs=costs))
+    server = serve(phone)
+    network = _small_network()
+    expected = model_op_profile(network, costs)
+    assert expected[0][0].startswith("[") and "stem_conv" in expected[0][0]
+    source = make_source(server, binary, serial=phone.serial, op_profile=True, delegate="none")
+    result = source.measure_tflite(network)
+    by_node = result.provenance["op_profile"]["by_node"]
+    assert list(by_node) == [name for name, _, _ in expected]
+    assert [node["avg_ms"] for node in by_node.values()] == pytest.approx(
+        [us / 1000 for _, _, us in expected], abs=0.0006
+    )
+    assert result.median_ms == pytest.approx(0.5 + sum(us for _, _, us in expected) / 1000, abs=0.002)
+    delegated = make_source(server, binary, serial=phone.serial, op_profile=True).measure_tflite(network)
+    (node,) = delegated.provenance["op_profile"]["by_node"].values()
+    assert node["node_type"] == "TfLiteXNNPackDelegate"
 
 
 # Messages.

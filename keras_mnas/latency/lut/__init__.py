@@ -49,23 +49,27 @@ from keras_mnas.latency.lut.configs import (
     model_configs,
     network_configs,
     network_keys,
+    network_layer_names,
 )
-from keras_mnas.latency.lut.kernels import KERNEL_TYPES, entry_features, kernel_type
+from keras_mnas.latency.lut.kernels import KERNEL_TYPES, entry_features, entry_times, kernel_type
 from keras_mnas.latency.lut.table import (
     CALIBRATION_METHODS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    IN_NETWORK_FORMAT_VERSION,
     KERNEL_MEASUREMENTS,
     ON_MISSING,
     LatencyLookupTable,
     MissingEntryError,
     budget_limit,
+    check_op_profile_source,
 )
 
 __all__ = [
     "CALIBRATION_METHODS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "IN_NETWORK_FORMAT_VERSION",
     "KERNEL_MEASUREMENTS",
     "KERNEL_TYPES",
     "KINDS",
@@ -76,13 +80,16 @@ __all__ = [
     "LayerConfig",
     "MissingEntryError",
     "budget_limit",
+    "check_op_profile_source",
     "entry_features",
+    "entry_times",
     "fit_line",
     "fit_terms",
     "kernel_type",
     "model_configs",
     "network_configs",
     "network_keys",
+    "network_layer_names",
     "prediction_report",
     "spearman",
 ]

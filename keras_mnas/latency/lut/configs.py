@@ -391,6 +391,42 @@ def network_keys(arch: ArchSpec | str | Sequence[str] | Mapping[str, Any], **net
     return [_format_key(*f) for f in _network_fields(arch, **network)]
 
 
+def network_layer_names(
+    arch: ArchSpec | str | Sequence[str] | Mapping[str, Any], **network: Any
+) -> list[tuple[str, ...]]:
+    """The Keras layer names of each entry of `network_configs(arch, **network)`, in the same order.
+
+    These are the names `keras_mnas.build_model` gives (`stem_conv`, `block2a_expand_conv`, `top_conv`,
+    `predictions`, ...), as the prefixes they start with: what a converted model's tensor names carry, so
+    that a per-operator profile can be cut into entries (`kernels.entry_times`).
+
+    Example:
+
+    >>> names = network_layer_names("a1", input_shape=(96, 96, 3))
+    >>> names[0], names[1], names[-1]
+    (('stem',), ('block1a',), ('avg_pool', 'top_dropout', 'predictions'))
+    """
+    fields = _network_fields(arch, **network)
+    _, plans = plan_layers(get_architecture(arch), network.get("depth_multiplier", 1.0))
+    plan_names = iter(plan.name for plan in plans)
+    names = []
+    for field in fields:
+        kind, mode = field[0], field[-1]
+        if kind == "layer":
+            names.append((next(plan_names),))
+        else:
+            names.append(
+                {
+                    "preprocessing": ("rescaling", "normalization"),
+                    "stem": ("stem",),
+                    "head": ("top_conv", "top_bn", "top_activation"),
+                    "classifier": ("avg_pool", "top_dropout", "predictions"),
+                    "pooling": (f"{mode}_pool",),
+                }[kind]
+            )
+    return names
+
+
 def _network_fields(
     arch,
     input_shape=(224, 224, 3),

@@ -8,6 +8,11 @@ entries' operators (a test checks it). So an entry is the right unit, and
 what a one-entry model misses is how the same kernels run inside a network: with cold caches, after
 another layer's writes, and with the network's own fixed costs.
 
+`entry_times` reads those in-network costs off one run of a whole network instead: benchmark_model's
+per-operator profile (`--enable_op_profiling`) names each operator after its output tensor, and the converter
+names tensors after the Keras layers that made them (`mnasnet/block2a_expand_conv/...`), so each operator's
+time goes to the entry its layer belongs to.
+
 `entry_features` describes one entry for `fit_kernel_terms` (in `calibration`): its time alone, net of the
 baseline, under its kernel type, one count of that type, and the bytes of activations and weights it moves.
 A calibration weighs each feature once, fitted on end-to-end measurements, so every entry gets an in-network
@@ -24,6 +29,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from keras_mnas.latency.lut.configs import LayerConfig
 
@@ -128,3 +136,124 @@ FEATURES = (
     "activation_mb",
     "weight_mb",
 )
+
+
+# benchmark_model names an operator "[output tensor, ...]:node index" (TFLite's profile summarizer).
+_NODE_NAME = re.compile(r"\[(?P<outputs>.*)\]:(?P<index>[0-9]+)")
+
+
+def entry_times(
+    by_node: Mapping[str, Any], keys: Sequence[str], layer_names: Sequence[Sequence[str]]
+) -> dict[str, float]:
+    """Each entry's share of a network's per-operator profile, in milliseconds per run.
+
+    An operator belongs to the entry whose Keras layer name its output tensor carries (the converter names
+    a fused convolution, batch normalisation and ReLU after all three). An operator whose output carries no
+    layer name is the network's output, which the converter renames (e.g. `Identity`): it belongs to the
+    last entry (the classifier's softmax, or a pooling top's only operator). One elsewhere belongs to the
+    entry of the operator before it in run order. The interpreter's own events (allocation, delegate
+    set-up) are not operators and are left out: they are the network's fixed cost, which the calibration
+    fits.
+
+    Args:
+        by_node: The profile of the network's operators, `{name: {"node_type", "avg_ms", ...}}` as
+            `AndroidLatency(op_profile=True)` records it in `provenance["op_profile"]["by_node"]`, measured
+            without a delegate (with XNNPACK the whole network is one delegate node).
+        keys: The network's entry keys, in network order (`network_keys`).
+        layer_names: For each entry, the layer names it is built of (`configs.network_layer_names`).
+
+    Returns:
+        `{key: milliseconds}` for every entry of the network (an entry the network holds twice counts its
+        mean).
+
+    Raises:
+        ValueError: when the profile is of a delegate node, names no keras-mnas layer, or leaves an entry
+            without any operator.
+
+    Example:
+
+    >>> profile = {"[mnasnet/stem_activation/Relu;mnasnet/stem_conv/convolution]:0": {"avg_ms": 0.3},
+    ...            "[mnasnet/top_activation/Relu;mnasnet/top_conv/convolution]:1": {"avg_ms": 0.2},
+    ...            "[Identity]:2": {"avg_ms": 0.05}}
+    >>> entry_times(profile, ["stem:k3_s22_i3_o16@32x32", "head:i16_o64@16x16"],
+    ...             [("stem",), ("top_conv", "top_bn", "top_activation")])
+    {'stem:k3_s22_i3_o16@32x32': 0.3, 'head:i16_o64@16x16': 0.25}
+    """
+    if len(keys) != len(layer_names):
+        raise ValueError(
+            f"entry_times needs one tuple of layer names per entry; received {len(keys)} keys and "
+            f"{len(layer_names)} tuples."
+        )
+    owner = {}
+    for position, names in enumerate(layer_names):
+        for name in names:
+            owner[name] = position
+    operators = []
+    for name, timing in by_node.items():
+        match = _NODE_NAME.fullmatch(name)
+        node_type = timing.get("node_type", "") if isinstance(timing, Mapping) else ""
+        if "delegate" in str(node_type).lower():
+            raise ValueError(
+                f"The operator profile holds a delegate node ({name!r}, {node_type}): the delegate runs the "
+                "network as one node, whose inside cannot be cut into entries. Profile with delegate='none' "
+                "(`AndroidLatency(..., delegate='none', op_profile=True)`)."
+            )
+        if match is not None:
+            operators.append((int(match["index"]), match["outputs"], float(timing["avg_ms"])))
+    operators.sort()
+    owners = [_owner_of(outputs, owner) for _, outputs, _ in operators]
+    named = [i for i, position in enumerate(owners) if position is not None]
+    totals = [0.0] * len(keys)
+    counted = [0] * len(keys)
+    current = 0
+    for i, ((_, _, ms), position) in enumerate(zip(operators, owners, strict=True)):
+        if position is None:
+            # After the last named operator: the network's output, which ends the last entry (a global
+            # pooling top may be that one operator). Elsewhere: part of the entry before it.
+            position = len(keys) - 1 if named and i > named[-1] else current
+        current = position
+        totals[position] += ms
+        counted[position] += 1
+    if not named:
+        raise ValueError(
+            f"The operator profile names no layer of this keras-mnas network (its {len(operators)} operators "
+            f"are named e.g. {[o for _, o, _ in operators[:2]]}): it is not the profile of this network, "
+            "converted by keras-mnas."
+        )
+    empty = [keys[i] for i, count in enumerate(counted) if count == 0]
+    if empty:
+        raise ValueError(
+            f"The operator profile has no operator for the entries {empty}: it is not the profile of this "
+            "network (or its layers were renamed)."
+        )
+    times: dict[str, list[float]] = {}
+    for key, total in zip(keys, totals, strict=True):
+        times.setdefault(key, []).append(total)
+    return {key: sum(values) / len(values) for key, values in times.items()}
+
+
+def operators_ms(by_node: Mapping[str, Any]) -> float:
+    """The time a per-operator profile spends in the model's operators (delegate nodes included).
+
+    This is a one-entry model's time without the cost of invoking it: what `entry_times` gives an entry
+    inside a network, so that entries measured alone and in networks add up alike.
+
+    Example:
+
+    >>> operators_ms({"[stem_conv]:0": {"avg_ms": 0.25}, "[Identity]:1": {"avg_ms": 0.05},
+    ...               "AllocateTensors/0": {"avg_ms": 1.0}})
+    0.3
+    """
+    return sum(float(t["avg_ms"]) for name, t in by_node.items() if _NODE_NAME.fullmatch(name))
+
+
+def _owner_of(outputs: str, owner: Mapping[str, int]) -> int | None:
+    """The entry whose layer names a tensor name: "model/block2a_expand_conv_1/convolution" -> block2a's."""
+    for tensor in re.split(r"[;,] ?", outputs):
+        scopes = tensor.split("/")
+        # The first scope is the model's own name, unless the tensor has no scope at all.
+        for scope in scopes[1:] if len(scopes) > 1 else scopes:
+            for name, position in owner.items():
+                if scope == name or scope.startswith(name + "_"):
+                    return position
+    return None

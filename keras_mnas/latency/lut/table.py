@@ -7,6 +7,9 @@
 2. **Compose.** A one-layer model's time includes the interpreter's fixed cost of one invocation. The table
    also measures an (almost) empty model, the *baseline*, and subtracts it from every entry, so a sum of
    entries counts that fixed cost zero times instead of once per layer.
+   Alternatively (`profile_from_networks`), whole networks are measured with a per-operator profile and
+   each operator's time goes to the entry its layer belongs to: a few dozen networks give the in-network
+   cost of hundreds of entries, one push and one run each instead of one per entry.
 3. **Calibrate.** A layer measured on its own runs with its weights and activations hot in the caches;
    inside a network it does not. Architectures are measured end to end and a `Calibration` is fitted on
    them: with enough measurements (`KERNEL_MEASUREMENTS`) one weight per kernel feature
@@ -50,8 +53,9 @@ from keras_mnas.latency.lut.configs import (
     model_configs,
     network_configs,
     network_keys,
+    network_layer_names,
 )
-from keras_mnas.latency.lut.kernels import entry_features
+from keras_mnas.latency.lut.kernels import entry_features, entry_times, operators_ms
 from keras_mnas.utils.checks import check_choice, check_number
 from keras_mnas.utils.io import atomic_write_json, read_json
 
@@ -61,8 +65,11 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "keras-mnas-latency-table"
 #: Bumped whenever the meaning of a table file changes; older or newer files are refused.
 FORMAT_VERSION = 2
+#: The version of a table with entries read off operator profiles (`in_network_ms`): an older keras-mnas
+#: would subtract the baseline from them, so it must refuse such a file. Other tables stay version 2.
+IN_NETWORK_FORMAT_VERSION = 3
 # Version 1 files differ only in having line calibrations: they are read as such.
-_READABLE_VERSIONS = (1, FORMAT_VERSION)
+_READABLE_VERSIONS = (1, FORMAT_VERSION, IN_NETWORK_FORMAT_VERSION)
 ON_MISSING = ("error", "profile")
 CALIBRATION_METHODS = ("auto", "kernels", "line")
 #: With at least this many end-to-end measurements, `method="auto"` considers a per-kernel calibration.
@@ -75,7 +82,15 @@ _FOLDS = 5
 
 # Facts that change with every measurement; dropping them lets thousands of entries share a few records.
 _VOLATILE_PROVENANCE = frozenset(
-    {"model", "cache_key", "conversion_seconds", "per_repeat_median_ms", "temperatures", "temperature_c"}
+    {
+        "model",
+        "cache_key",
+        "conversion_seconds",
+        "per_repeat_median_ms",
+        "temperatures",
+        "temperature_c",
+        "op_profile",
+    }
 )
 
 
@@ -207,6 +222,7 @@ class LatencyLookupTable(LatencySource):
         self._raw: dict[str, dict[str, Any]] = {}
         self._net: dict[str, float] = {}  # key -> entry minus baseline, what predictions add up
         self._cost: dict[str, float] = {}  # key -> in-network cost under a per-kernel calibration
+        self._in_network: set[str] = set()  # keys read off operator profiles
         self._provenance: list[dict[str, Any]] = []
         self._provenance_index: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -219,6 +235,11 @@ class LatencyLookupTable(LatencySource):
 
     def __contains__(self, config: LayerConfig | str) -> bool:
         return (config.key if isinstance(config, LayerConfig) else config) in self._raw
+
+    @property
+    def format_version(self) -> int:
+        """The version its file is written with: `IN_NETWORK_FORMAT_VERSION` with in-network entries."""
+        return IN_NETWORK_FORMAT_VERSION if self._in_network else FORMAT_VERSION
 
     @property
     def keys(self) -> list[str]:
@@ -294,9 +315,18 @@ class LatencyLookupTable(LatencySource):
 
     def _set_entry(self, key: str, record: dict[str, Any]) -> None:
         self._raw[key] = record
-        baseline = self.baseline["median_ms"] if self.baseline else 0.0
-        # A tiny layer may time below the baseline by noise; it then adds nothing rather than a negative time.
-        self._net[key] = max(record["median_ms"] - baseline, 0.0)
+        if "in_network_ms" in record:
+            self._in_network.add(key)
+            # Read off a network's operator profile: the entry's own kernels, no invocation cost to remove.
+            self._net[key] = float(record["median_ms"])
+        elif "operators_ms" in record:
+            self._in_network.discard(key)
+            self._net[key] = float(record["operators_ms"])
+        else:
+            self._in_network.discard(key)
+            baseline = self.baseline["median_ms"] if self.baseline else 0.0
+            # A tiny layer may time below the baseline by noise; it then adds nothing, not a negative time.
+            self._net[key] = max(record["median_ms"] - baseline, 0.0)
         if self.calibration is not None and self.calibration.terms:
             self._cost[key] = self.calibration.entry_cost(entry_features(key, self._net[key]))
 
@@ -339,6 +369,10 @@ class LatencyLookupTable(LatencySource):
         remeasure: bool = False,
     ) -> int:
         """Measures the configurations that have no entry yet, one tiny model each.
+
+        With a source that records per-operator times (`AndroidLatency(op_profile=True)`), an entry is the
+        time of its operators (`operators_ms` in the file), as `profile_from_networks` reads them off whole
+        networks; otherwise its whole measurement less the baseline.
 
         Args:
             configs: `LayerConfig`s (e.g. `network_configs(...)` or `space.layer_configs()`).
@@ -387,8 +421,14 @@ class LatencyLookupTable(LatencySource):
                 raise
             finally:
                 del model
+            record = self._record(result)
+            profile = result.provenance.get("op_profile")
+            if isinstance(profile, Mapping) and profile.get("by_node"):
+                # The entry's own operators, without the invocation: the same figure a network's profile
+                # gives an entry (profile_from_networks), whichever of the two measured it.
+                record["operators_ms"] = round(operators_ms(profile["by_node"]), 6)
             with self._lock:
-                self._set_entry(config.key, self._record(result))
+                self._set_entry(config.key, record)
                 self.updated = _now()
             bar.update(done)
             if self.path and time.monotonic() - last_save >= save_every_seconds:
@@ -426,6 +466,111 @@ class LatencyLookupTable(LatencySource):
         """
         configs = [c for arch in architectures for c in network_configs(arch, **network)]
         return self.profile(configs, source=source, progress=progress)
+
+    def profile_from_networks(
+        self,
+        architectures: Iterable[ArchSpec | str | Sequence[str]],
+        *,
+        source: LatencySource | None = None,
+        progress: bool = True,
+        save_every_seconds: float = 60.0,
+        **network: Any,
+    ) -> int:
+        """Measures whole networks with a per-operator profile and takes every entry they hold from it.
+
+        Each architecture is built and measured once with a source that records benchmark_model's
+        per-operator times (`AndroidLatency(..., op_profile=True, delegate="none")`, or a pool of such
+        phones). Each operator's time goes to the entry its layer belongs to (`kernels.entry_times`), so one
+        measurement gives the in-network cost of every entry of the network. An entry seen in several
+        networks keeps the median of its times (`in_network_ms` in the file lists them); these figures
+        replace entries measured alone before. What the operators leave out, the cost of invoking the
+        network, is the calibration's fixed cost.
+
+        XNNPACK runs a whole network as one delegate node and names its internal operators by kind only, so
+        its profile cannot be cut into entries reliably: this mode needs `delegate="none"`, and the table
+        then predicts the runtime's built-in kernels.
+
+        Entries no architecture holds stay missing: `missing(configs)` lists them, and `profile` measures them
+        alone.
+
+        Args:
+            architectures: The networks to measure (e.g. a few dozen random architectures of the space).
+            source: The latency source (default: the profiler); it must record operator profiles without a
+                delegate.
+            progress: Whether to print a progress line.
+            save_every_seconds: With a `path`, how often the table is saved while measuring.
+            **network: How they are built, as for `keras_mnas.build_model` (`input_shape`, `classes`, ...).
+
+        Returns:
+            The number of distinct entries these networks gave a time to.
+
+        Raises:
+            ValueError: for a source without operator profiles or with a delegate, or a profile that does
+                not name the network's layers.
+
+        Example:
+
+        ```python
+        phone = AndroidLatency("SERIAL", binary="benchmark_model", delegate="none", op_profile=True)
+        lut = LatencyLookupTable(profiler=phone, path="lut-phone.json")
+        lut.profile_from_networks(space.sample_architectures(40, seed=0), **network)
+        ```
+        """
+        from keras_mnas.builder import build_model
+
+        source = self._require_profiler(source, "Profiling from networks")
+        check_op_profile_source(source.config())
+        architectures = [get_architecture(a) for a in architectures]
+        input_shape = _check_input_shape(network.get("input_shape", (224, 224, 3)))
+        if self.baseline is None and architectures:
+            self.measure_baseline(source)
+        bar = _Progress(len(architectures), progress, "Profiling whole networks")
+        last_save = time.monotonic()
+        covered: set[str] = set()
+        for done, arch in enumerate(architectures, start=1):
+            model = build_model(arch, **network)
+            try:
+                result = self._measure(source, model, input_shape)
+            except BaseException:
+                logger.error("Profiling the network %r on %r failed.", arch.name, source.name)
+                if self.path:
+                    self.save()
+                raise
+            finally:
+                del model
+            profile = result.provenance.get("op_profile")
+            if not isinstance(profile, Mapping) or not profile.get("by_node"):
+                raise ValueError(
+                    f"The source {source.name!r} returned no per-operator profile "
+                    "(provenance['op_profile']['by_node']): profile_from_networks needs one, e.g. "
+                    "AndroidLatency(..., op_profile=True, delegate='none')."
+                )
+            keys = network_keys(arch, **network)
+            times = entry_times(profile["by_node"], keys, network_layer_names(arch, **network))
+            with self._lock:
+                record = self._record(result)
+                for key, ms in times.items():
+                    previous = self._raw.get(key, {}).get("in_network_ms", [])
+                    samples = [*previous, round(ms, 6)]
+                    self._set_entry(
+                        key,
+                        {
+                            "median_ms": float(np.median(samples)),
+                            "cv": record["cv"],
+                            "runs": record["runs"],
+                            "provenance": record["provenance"],
+                            "in_network_ms": samples,
+                        },
+                    )
+                covered.update(times)
+                self.updated = _now()
+            bar.update(done)
+            if self.path and time.monotonic() - last_save >= save_every_seconds:
+                self.save()
+                last_save = time.monotonic()
+        if self.path:
+            self.save()
+        return len(covered)
 
     # ----------------------------------------------------------------------------------------------
     # Predicting.
@@ -545,7 +690,7 @@ class LatencyLookupTable(LatencySource):
                 "entries": entries,
                 "table": self.path,
                 "table_source": self.source_config,
-                "format_version": FORMAT_VERSION,
+                "format_version": self.format_version,
             },
         )
 
@@ -590,7 +735,7 @@ class LatencyLookupTable(LatencySource):
         )
         return {
             **super().config(),
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "quantization": self.quantization,
             "source": self.source_config,
             "calibration": calibration,
@@ -762,7 +907,7 @@ class LatencyLookupTable(LatencySource):
         with self._lock:
             return {
                 "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
+                "format_version": self.format_version,
                 "keras_mnas_version": self.keras_mnas_version,
                 "created": self.created,
                 "updated": self.updated,
@@ -918,12 +1063,44 @@ def budget_limit(budget_ms: float, tolerance: float) -> float:
     return budget_ms * (1 + tolerance)
 
 
+def check_op_profile_source(config: Mapping[str, Any]) -> None:
+    """Checks that a source's `config()` records operator profiles without a delegate, phone by phone.
+
+    Raises:
+        ValueError: naming what is missing: `op_profile=True`, or `delegate="none"`.
+
+    Example:
+
+    >>> check_op_profile_source({"name": "android", "op_profile": True, "delegate": "none"})
+    """
+    settings = config.get("phone_settings")
+    if isinstance(settings, list):
+        phones = settings
+    else:
+        phones = [settings if isinstance(settings, Mapping) else config]
+    for phone in phones:
+        if not phone.get("op_profile"):
+            raise ValueError(
+                "Profiling from whole networks needs a source that records per-operator times: "
+                "AndroidLatency(..., op_profile=True, delegate='none') (or a pool with these settings); "
+                f"received the source {config.get('name')!r} without op_profile."
+            )
+        if phone.get("delegate") != "none":
+            raise ValueError(
+                "Profiling from whole networks needs delegate='none': a delegate runs the network as one "
+                "node whose operators cannot be told apart by layer; received "
+                f"delegate={phone.get('delegate')!r}."
+            )
+
+
 def _check_record(record: Any, key: str, where: str, provenance_count: int) -> None:
+    # An entry read off an operator profile may round to 0 ms; one measured alone includes an invocation.
+    in_network = isinstance(record, Mapping) and "in_network_ms" in record
     ok = (
         isinstance(record, Mapping)
         and isinstance(record.get("median_ms"), (int, float))
         and math.isfinite(record["median_ms"])
-        and record["median_ms"] > 0
+        and (record["median_ms"] >= 0 if in_network else record["median_ms"] > 0)
         and isinstance(record.get("provenance"), int)
         and 0 <= record["provenance"] < provenance_count
     )

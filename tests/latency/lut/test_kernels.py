@@ -12,8 +12,13 @@ from keras_mnas.latency import convert_to_tflite
 from keras_mnas.latency.lut import Calibration, LatencyLookupTable, LayerConfig, network_configs
 from keras_mnas.latency.lut import kernels as kernels_lib
 from keras_mnas.latency.lut.calibration import fit_terms
-from keras_mnas.latency.lut.kernels import FEATURES, entry_features, kernel_type
+from keras_mnas.latency.lut.configs import network_layer_names
+from keras_mnas.latency.lut.kernels import FEATURES, entry_features, entry_times, kernel_type
+from keras_mnas.testing import model_op_profile
 from keras_mnas.tflite import tflite_op_summary
+
+# The fake phone's cost of an operator: microseconds per operator, per thousand output elements.
+COSTS = (3.0, 0.8)
 
 
 def test_docstring_examples():
@@ -26,12 +31,38 @@ def test_nothing_fuses_across_entries():
     arch = FOUR_BLOCKS  # a pooling skip, a plain conv, SE, identity residuals
     configs = network_configs(arch, **NETWORK)
     summed = collections.Counter()
+    alone = {}  # each entry's operator time alone, under the fake phone's cost per operator
     for config in configs:
         keras.backend.clear_session()
-        summed.update(tflite_op_summary(convert_to_tflite(config.build_model()))["op_counts"])
+        entry = convert_to_tflite(config.build_model())
+        summed.update(tflite_op_summary(entry)["op_counts"])
+        alone[config.key] = sum(us for _, _, us in model_op_profile(entry, COSTS)) / 1000
     keras.backend.clear_session()
-    whole = tflite_op_summary(convert_to_tflite(keras_mnas.build_model(arch, **NETWORK)))["op_counts"]
+    network = convert_to_tflite(keras_mnas.build_model(arch, **NETWORK))
+    whole = tflite_op_summary(network)["op_counts"]
     assert dict(summed) == whole
+    # A network's operator profile, cut by the layer names its tensors carry, gives each entry exactly the
+    # operators it runs alone: the profile names are those LiteRT gives ("[output tensor]:index").
+    profile = model_op_profile(network, COSTS)
+    by_node = {name: {"node_type": kind, "avg_ms": us / 1000} for name, kind, us in profile}
+    assert all(name.startswith("[") for name in by_node)
+    keys, names = [c.key for c in configs], network_layer_names(arch, **NETWORK)
+    times = entry_times(by_node, keys, names)
+    assert times == pytest.approx(alone, rel=1e-9)
+    # With XNNPACK the network is one delegate node: it cannot be cut.
+    delegated = model_op_profile(network, COSTS, use_xnnpack=True)
+    with pytest.raises(ValueError, match="delegate='none'"):
+        entry_times({name: {"node_type": kind, "avg_ms": us} for name, kind, us in delegated}, keys, names)
+    # The network's output is renamed: it ends the last entry, even when that entry is this one operator.
+    head, top = "head:i40_o64@2x2", "pooling:max_i64@2x2"
+    pooled = {"[m/top_activation/Relu;m/top_conv/convolution]:0": {"avg_ms": 0.2},
+              "[StatefulPartitionedCall:0]:1": {"avg_ms": 0.05}}  # fmt: skip
+    top_names = [("top_conv", "top_bn", "top_activation"), ("max_pool",)]
+    assert entry_times(pooled, [head, top], top_names) == {head: 0.2, top: 0.05}
+    with pytest.raises(ValueError, match="names no layer"):
+        entry_times({"[Identity]:0": {"avg_ms": 1.0}}, [configs[0].key], [("stem",)])
+    with pytest.raises(ValueError, match="no operator for the entries"):
+        entry_times(by_node, ["x", *keys], [("x",), *names])
     # Batch normalisation and ReLU fold into the convolutions: no op of their own.
     assert set(whole) <= {
         "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "MEAN", "MUL", "LOGISTIC",
