@@ -121,6 +121,7 @@ def test_out_of_order_observations_use_their_sampling_time_log_probs():
         learning_rate=0.05,
         entropy_weight=0.0,
         advantage_normalization=None,  # raw `reward - baseline`, so the expected loss is easy to write down
+        elite_mutation=0.0,  # LSTM samples only: their rewards differ, so the update moves the policy
     )
     early = [controller.sample() for _ in range(4)]  # proposed under the initial policy
     _drive(controller, 4, lambda tokens: float(tokens[0] == 1))  # an update happens meanwhile
@@ -353,11 +354,20 @@ def test_controller_learns_on_jax_and_its_state_loads_on_tensorflow(tmp_path):
 
 
 def test_elite_mutation_proposes_neighbours_of_the_best_and_survives_a_reload():
-    controller = Controller([4, 1, 4, 4], seed=3, units=8, elite_mutation=0.9, elite_size=2, minibatch_size=5)
+    controller = Controller(
+        [4, 1, 4, 4],
+        seed=3,
+        units=8,
+        elite_mutation=0.9,
+        elite_size=2,
+        minibatch_size=5,
+        neighbour_search="random",
+        elite_warmup=0,
+    )
     for _ in range(12):
         tokens, log_probs = controller.sample()
         controller.observe(tokens, log_probs, float(sum(tokens)))
-    elites = [tokens for _, tokens in controller.get_state()["elites"]]
+    elites = [tokens for _, tokens, _ in controller.get_state()["elites"]]
     assert len(elites) == 2
     twin = Controller.from_state(json.loads(json.dumps(controller.get_state())))
     proposals = [controller.sample() for _ in range(40)]
