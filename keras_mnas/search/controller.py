@@ -111,7 +111,7 @@ class ControllerConfig:
     tanh_constant: float | None = 2.5
     advantage_normalization: str | None = "rank"
     elite_mutation: float = 0.75
-    elite_size: int = 3
+    elite_size: int = 10
     neighbour_search: str = "exhaustive"
     elite_warmup: int = 20
 
@@ -346,7 +346,7 @@ class Controller:
     advantages, so a few disastrous cells do not drown the small differences between good ones; a tanh
     bound on the logits with a larger entropy bonus, which keep the policy from collapsing onto one
     architecture; and elite mutation: after the first 20 rewards, three proposals in four are a one-decision
-    change, not proposed before, of the best of the three best architectures observed that has one left,
+    change, not proposed before, of the best of the ten best architectures observed that has one left,
     the change drawn with the LSTM's own probabilities; the LSTM learns from their rewards as from its own
     samples, and proposes alone once the elites' neighbourhoods are exhausted, until a better one is found.
     `docs/benchmarks.md` compares them and says how they were chosen.
