@@ -72,7 +72,8 @@ class ControllerConfig:
             `none` ops, reward near 0) cannot drown the fine differences between good ones, and any monotone
             transform of the reward gives the same search.
         elite_mutation: Probability that a proposal is one decision of an elite architecture (one of the
-            `elite_size` best observed) changed at random, instead of a sample of the LSTM. The LSTM still
+            `elite_size` best observed) changed, as `neighbour_search` says, instead of a sample of the LSTM
+            (which also proposes when no change is left to try). The LSTM still
             learns from every reward, these proposals' included (scored by its own log-probabilities when
             proposed), so the policy is pulled towards what the mutations find; 0 samples the LSTM only.
         elite_size: How many of the best architectures observed are kept as elites.
