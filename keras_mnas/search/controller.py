@@ -38,6 +38,9 @@ from keras_mnas.utils.checks import check_choice, check_int, check_number, is_in
 
 STATE_FORMAT = "keras_mnas.search.Controller/1"
 ADVANTAGE_NORMALIZATIONS = (None, "std", "rank")
+NEIGHBOUR_SEARCHES = ("exhaustive", "random")
+# Settings added after states were first saved, with the value a state saved without them searched with.
+_SETTINGS_BEFORE_SAVED = {"neighbour_search": "random", "elite_warmup": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +72,19 @@ class ControllerConfig:
             `none` ops, reward near 0) cannot drown the fine differences between good ones, and any monotone
             transform of the reward gives the same search.
         elite_mutation: Probability that a proposal is one decision of an elite architecture (one of the
-            `elite_size` best observed) changed at random, instead of a sample of the LSTM. The LSTM still
+            `elite_size` best observed) changed, as `neighbour_search` says, instead of a sample of the LSTM
+            (which also proposes when no change is left to try). The LSTM still
             learns from every reward, these proposals' included (scored by its own log-probabilities when
             proposed), so the policy is pulled towards what the mutations find; 0 samples the LSTM only.
         elite_size: How many of the best architectures observed are kept as elites.
+        neighbour_search: Which one-decision change of which elite a mutation proposes. `"exhaustive"`: a
+            change not yet proposed or observed, of the best elite that has one left (a best-first local
+            search, which moves on to a better architecture as soon as one is found), drawn with the LSTM's
+            probabilities of the new option given the elite's earlier decisions, so what the policy has
+            learnt orders the search. `"random"`: any change of any elite, uniformly.
+        elite_warmup: Rewards observed before elite mutation starts; until then the LSTM (near uniform at
+            first) proposes alone, so the local search starts from the best of a first spread of
+            architectures, not from the first one seen.
 
     Raises:
         ValueError: if a setting is out of range, naming it and the value received.
@@ -101,6 +113,8 @@ class ControllerConfig:
     advantage_normalization: str | None = "rank"
     elite_mutation: float = 0.75
     elite_size: int = 10
+    neighbour_search: str = "exhaustive"
+    elite_warmup: int = 20
 
     def __post_init__(self):
         # Stored in canonical types (an int learning rate becomes a float), so configs compare and save alike.
@@ -136,6 +150,8 @@ class ControllerConfig:
                 "elite_mutation", self.elite_mutation, low=0, high=1, high_open=True
             ),
             "elite_size": check_int("elite_size", self.elite_size, minimum=1, maximum=100_000),
+            "neighbour_search": check_choice("neighbour_search", self.neighbour_search, NEIGHBOUR_SEARCHES),
+            "elite_warmup": check_int("elite_warmup", self.elite_warmup, minimum=0, maximum=10**9),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -330,8 +346,10 @@ class Controller:
     places: a larger learning rate, so the policy moves within a few hundred trials; rank-normalised
     advantages, so a few disastrous cells do not drown the small differences between good ones; a tanh
     bound on the logits with a larger entropy bonus, which keep the policy from collapsing onto one
-    architecture; and elite mutation: three proposals in four change one decision of one of the ten best
-    architectures observed, and the LSTM learns from their rewards as from its own samples.
+    architecture; and elite mutation: after the first 20 rewards, three proposals in four are a one-decision
+    change, not proposed before, of the best of the ten best architectures observed that has one left,
+    the change drawn with the LSTM's own probabilities; the LSTM learns from their rewards as from its own
+    samples, and proposes alone once the elites' neighbourhoods are exhausted, until a better one is found.
     `docs/benchmarks.md` compares them and says how they were chosen.
 
     Args:
@@ -544,17 +562,26 @@ class Controller:
         zeros = np.zeros((batch, self.config.units))
         return [(zeros, zeros) for _ in range(self.config.num_layers)]
 
-    def _teacher_forced_log_probs(self, steps_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Log-probabilities (B, T) of given step tokens and the entropies (B, T) of each step."""
+    def _teacher_forced_log_probs(
+        self, steps_tokens: np.ndarray, full: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Log-probabilities (B, T) of given step tokens, and the entropies (B, T) of each step.
+
+        With `full`, the second array is instead every option's log-probability, (B, sum of the options),
+        each step's given the given tokens before it.
+        """
         ids = self._input_ids(steps_tokens)
         state = self._zero_state(steps_tokens.shape[0])
         log_probs = np.zeros(steps_tokens.shape)
-        entropies = np.zeros(steps_tokens.shape)
+        second = np.zeros((steps_tokens.shape[0], self._num_options) if full else steps_tokens.shape)
         for step in range(steps_tokens.shape[1]):
             log_p, state = self._step(ids[:, step], state, step)
             log_probs[:, step] = np.take_along_axis(log_p, steps_tokens[:, step : step + 1], axis=1)[:, 0]
-            entropies[:, step] = -np.sum(np.exp(log_p) * log_p, axis=1)
-        return log_probs, entropies
+            if full:
+                second[:, self._offsets[step] : self._offsets[step + 1]] = log_p
+            else:
+                second[:, step] = -np.sum(np.exp(log_p) * log_p, axis=1)
+        return log_probs, second
 
     # ------------------------------------------------------------------ public API
 
@@ -574,13 +601,15 @@ class Controller:
         ```
         """
         mutate = self.config.elite_mutation
-        if self._elites and mutate > 0 and self._rng.random() < mutate:
-            tokens = list(self._elites[int(self._rng.integers(len(self._elites)))][1])
-            position = self._active[int(self._rng.integers(len(self._active)))]
-            # Another option of that decision, uniformly.
-            token = int(self._rng.integers(self.choice_counts[position] - 1))
-            tokens[position] = token + (token >= tokens[position])
-            return tokens, self.log_probs(tokens)
+        if (
+            self._elites
+            and mutate > 0
+            and self._num_observed >= self.config.elite_warmup
+            and self._rng.random() < mutate
+        ):
+            tokens = self._mutate_elite()
+            if tokens is not None:
+                return tokens, self.log_probs(tokens)
         tokens = [0] * len(self.choice_counts)
         log_probs = [0.0] * len(self.choice_counts)
         state = self._zero_state(1)
@@ -595,6 +624,41 @@ class Controller:
             log_probs[position] = float(log_p[0, token])
             ids = np.array([1 + self._offsets[step] + token], dtype=np.int64)
         return tokens, log_probs
+
+    def _mutate_elite(self) -> list[int] | None:
+        """One decision of an elite changed, as `neighbour_search` says; `None` when none is left to try."""
+        if self.config.neighbour_search == "random":
+            tokens = list(self._elites[int(self._rng.integers(len(self._elites)))][1])
+            position = self._active[int(self._rng.integers(len(self._active)))]
+            # Another option of that decision, uniformly.
+            token = int(self._rng.integers(self.choice_counts[position] - 1))
+            tokens[position] = token + (token >= tokens[position])
+            return tokens
+        for _, elite, tried in self._elites:  # best first
+            untried = [
+                option
+                for step, position in enumerate(self._active)
+                for option in range(self._offsets[step], self._offsets[step + 1])
+                if option not in tried and option - self._offsets[step] != elite[position]
+            ]
+            if untried:
+                break
+        else:
+            return None
+        # The LSTM's probability of each new option given the elite's earlier decisions: one pass over the
+        # elite scores every change at once.
+        steps = np.array([[elite[t] for t in self._active]], dtype=np.int64)
+        _, distributions = self._teacher_forced_log_probs(steps, full=True)
+        weights = np.exp(distributions[0, untried])
+        option = untried[
+            min(int(np.searchsorted(np.cumsum(weights), self._rng.random() * weights.sum(), side="right")),
+                len(untried) - 1)
+        ]
+        tried.add(option)
+        step = int(np.searchsorted(self._offsets, option, side="right")) - 1
+        tokens = list(elite)
+        tokens[self._active[step]] = option - int(self._offsets[step])
+        return tokens
 
     def log_probs(self, tokens: Sequence[int]) -> list[float]:
         """Log-probability of each token of an architecture under the current policy.
@@ -678,12 +742,32 @@ class Controller:
         return self._update()
 
     def _remember_elite(self, tokens: list[int], reward: float) -> None:
-        if self.config.elite_mutation <= 0 or not self._active or any(t == tokens for _, t in self._elites):
+        if self.config.elite_mutation <= 0 or not self._active:
             return
-        self._elites.append([reward, list(tokens)])
+        # An architecture one decision away from an elite is that elite's neighbour tried.
+        for _, elite, tried in self._elites:
+            option = self._changed_option(elite, tokens)
+            if option is not None:
+                tried.add(option)
+        if any(elite == tokens for _, elite, _ in self._elites):
+            return
+        tried = set()
+        for _, elite, _ in self._elites:
+            option = self._changed_option(tokens, elite)
+            if option is not None:
+                tried.add(option)
+        self._elites.append([reward, list(tokens), tried])
         # Stable: of equal rewards the earlier observed stays ahead.
         self._elites.sort(key=lambda item: -item[0])
         del self._elites[self.config.elite_size :]
+
+    def _changed_option(self, origin: list[int], tokens: list[int]) -> int | None:
+        """The option id `tokens` takes at the one decision where it differs from `origin`, else `None`."""
+        differing = [step for step, t in enumerate(self._active) if origin[t] != tokens[t]]
+        if len(differing) != 1:
+            return None
+        step = differing[0]
+        return int(self._offsets[step]) + tokens[self._active[step]]
 
     def _update(self) -> dict[str, Any]:
         batch, self._pending = self._pending, []
@@ -756,7 +840,7 @@ class Controller:
             "baseline": self._baseline,
             "rng": self._rng.bit_generator.state,
             "pending": [dict(item) for item in self._pending],
-            "elites": [[reward, list(tokens)] for reward, tokens in self._elites],
+            "elites": [[reward, list(tokens), sorted(tried)] for reward, tokens, tried in self._elites],
             "num_observed": self._num_observed,
             "num_updates": self._num_updates,
         }
@@ -795,7 +879,7 @@ class Controller:
             raise ValueError(
                 f"Expected a controller state of format {STATE_FORMAT!r}; received {received!r}."
             )
-        mine, theirs = self.get_config(), dict(state["config"])
+        mine, theirs = self.get_config(), {**_SETTINGS_BEFORE_SAVED, **state["config"]}
         differing = sorted(key for key in mine if key != "seed" and mine[key] != theirs.get(key))
         if differing:
             details = ", ".join(
@@ -835,9 +919,12 @@ class Controller:
             }
             for item in state["pending"]
         ]
-        # Absent from states saved before elites existed: those controllers had none.
-        elites = state.get("elites", [])
-        self._elites = [[float(reward), [int(t) for t in tokens]] for reward, tokens in elites]
+        # Absent from states saved before elites existed: those controllers had none; states saved before
+        # the neighbours tried were kept list none.
+        self._elites = [
+            [float(item[0]), [int(t) for t in item[1]], {int(o) for o in (item[2] if len(item) > 2 else [])}]
+            for item in state.get("elites", [])
+        ]
         self._num_observed = int(state["num_observed"])
         self._num_updates = int(state["num_updates"])
 
@@ -848,7 +935,7 @@ class Controller:
             raise ValueError(
                 f"Expected a controller state from Controller.get_state(); received {state!r:.80}."
             )
-        config = dict(state["config"])
+        config = {**_SETTINGS_BEFORE_SAVED, **state["config"]}
         choice_counts, seed = config.pop("choice_counts"), config.pop("seed", None)
         controller = cls(choice_counts, ControllerConfig(**config), seed=seed)
         controller.set_state(state)

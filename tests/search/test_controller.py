@@ -121,6 +121,7 @@ def test_out_of_order_observations_use_their_sampling_time_log_probs():
         learning_rate=0.05,
         entropy_weight=0.0,
         advantage_normalization=None,  # raw `reward - baseline`, so the expected loss is easy to write down
+        elite_mutation=0.0,  # LSTM samples only: their rewards differ, so the update moves the policy
     )
     early = [controller.sample() for _ in range(4)]  # proposed under the initial policy
     _drive(controller, 4, lambda tokens: float(tokens[0] == 1))  # an update happens meanwhile
@@ -353,11 +354,20 @@ def test_controller_learns_on_jax_and_its_state_loads_on_tensorflow(tmp_path):
 
 
 def test_elite_mutation_proposes_neighbours_of_the_best_and_survives_a_reload():
-    controller = Controller([4, 1, 4, 4], seed=3, units=8, elite_mutation=0.9, elite_size=2, minibatch_size=5)
+    controller = Controller(
+        [4, 1, 4, 4],
+        seed=3,
+        units=8,
+        elite_mutation=0.9,
+        elite_size=2,
+        minibatch_size=5,
+        neighbour_search="random",
+        elite_warmup=0,
+    )
     for _ in range(12):
         tokens, log_probs = controller.sample()
         controller.observe(tokens, log_probs, float(sum(tokens)))
-    elites = [tokens for _, tokens in controller.get_state()["elites"]]
+    elites = [tokens for _, tokens, _ in controller.get_state()["elites"]]
     assert len(elites) == 2
     twin = Controller.from_state(json.loads(json.dumps(controller.get_state())))
     proposals = [controller.sample() for _ in range(40)]
@@ -370,3 +380,77 @@ def test_elite_mutation_proposes_neighbours_of_the_best_and_survives_a_reload():
     assert all(tokens[1] == 0 for tokens, _ in proposals), "a fixed decision is never mutated"
     with pytest.raises(ValueError, match="elite_mutation"):
         ControllerConfig(elite_mutation=1.0)
+
+
+def _distance(a, b):
+    return sum(x != y for x, y in zip(a, b, strict=True))
+
+
+def test_exhaustive_neighbour_search_tries_each_change_of_the_best_once_then_moves_on():
+    controller = Controller([3, 1, 4], seed=4, units=8, elite_mutation=0.99, elite_size=1, elite_warmup=1)
+    start = [0, 0, 0]
+    controller.observe(start, controller.log_probs(start), 1.0)
+    # Its 2 + 3 neighbours, each once, before anything else; the fixed decision never changes.
+    proposals = []
+    for _ in range(5):
+        tokens, log_probs = controller.sample()
+        proposals.append(tokens)
+        controller.observe(tokens, log_probs, 0.5)  # worse: the start stays the best
+    assert sorted(proposals) == sorted([[1, 0, 0], [2, 0, 0], [0, 0, 1], [0, 0, 2], [0, 0, 3]])
+    # A better neighbour found: the search moves to its neighbourhood, skipping the start, already known.
+    controller.observe([0, 0, 2], controller.log_probs([0, 0, 2]), 2.0)
+    moved = []
+    for _ in range(4):
+        tokens, log_probs = controller.sample()
+        moved.append(tokens)
+        controller.observe(tokens, log_probs, 0.0)
+    assert sorted(moved) == sorted([[1, 0, 2], [2, 0, 2], [0, 0, 1], [0, 0, 3]])
+    # Every neighbourhood of the one elite tried: the LSTM proposes, and the search carries on.
+    tokens, _ = controller.sample()
+    assert tokens[1] == 0
+
+
+def test_neighbours_known_from_observations_are_not_proposed_and_the_tried_ones_survive_a_reload():
+    controller = Controller([4, 4, 4], seed=6, units=8, elite_mutation=0.99, elite_size=2, elite_warmup=0)
+    best = [1, 2, 3]
+    controller.observe(best, controller.log_probs(best), 1.0)
+    for tokens in ([0, 2, 3], [1, 0, 3], [1, 2, 0]):  # observed some other way, e.g. sampled by the LSTM
+        controller.observe(tokens, controller.log_probs(tokens), 0.1)
+    first = [controller.sample()[0] for _ in range(3)]
+    twin = Controller.from_state(json.loads(json.dumps(controller.get_state())))
+    rest = [controller.sample()[0] for _ in range(3)]
+    assert [twin.sample()[0] for _ in range(3)] == rest
+    proposed = first + rest
+    assert all(_distance(tokens, best) == 1 for tokens in proposed)
+    assert len({tuple(t) for t in proposed}) == 6
+    assert not {(0, 2, 3), (1, 0, 3), (1, 2, 0)} & {tuple(t) for t in proposed}
+
+
+def test_elite_warmup_leaves_the_first_proposals_to_the_lstm():
+    def run(**settings):
+        controller = Controller([5, 5, 5], seed=2, units=8, **{"elite_mutation": 0.9, **settings})
+        proposals = []
+        for _ in range(6):
+            tokens, log_probs = controller.sample()
+            proposals.append(tokens)
+            controller.observe(tokens, log_probs, float(sum(tokens)))
+        return proposals, controller.sample()[0]
+
+    warm, after = run(elite_warmup=6)
+    lstm_only, lstm_next = run(elite_mutation=0.0)
+    assert warm == lstm_only  # the same draws: before the warm-up ends no mutation is even considered
+    assert after != lstm_next
+
+
+def test_a_state_saved_before_exhaustive_neighbour_search_resumes_with_random_mutation():
+    controller = Controller([4, 4], seed=1, units=8, neighbour_search="random", elite_warmup=0)
+    _drive(controller, 5, lambda tokens: float(tokens[0]))
+    state = json.loads(json.dumps(controller.get_state()))
+    for key in ("neighbour_search", "elite_warmup"):
+        del state["config"][key]
+    state["elites"] = [item[:2] for item in state["elites"]]
+    restored = Controller.from_state(state)
+    assert restored.config.neighbour_search == "random" and restored.config.elite_warmup == 0
+    assert [restored.sample() for _ in range(5)] == [controller.sample() for _ in range(5)]
+    with pytest.raises(ValueError, match="neighbour_search"):
+        ControllerConfig(neighbour_search="greedy")
