@@ -3,7 +3,9 @@
 - `MnasSearchSpace` / `MnasHyperModel`: the factorized hierarchical search space as a KerasTuner HyperModel.
 - `Controller` / `ControllerConfig`: the LSTM policy trained with PPO and its settings; `MnasOracle`: the
   KerasTuner Oracle it drives.
-- `MnasReward`: accuracy traded against latency; `MnasTuner`: the whole search from a Keras script.
+- `MnasReward`: accuracy traded against latency (`AbsoluteReward`: TuNAS's form); `MnasTuner`: the whole
+  search from a Keras script.
+- `Supernet`: the weight-sharing supernet of a space, whose paths extract to stand-alone candidates.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
 
 The names are imported on first use, so reading a search's results (`SearchProject`, `pareto_front`) does
@@ -17,6 +19,7 @@ from keras_mnas.utils.lazy import lazy_attributes
 # Public name -> the module that defines it.
 _EXPORTS = {
     "MOBILENET_V2_SKELETON": "keras_mnas.search.space",
+    "AbsoluteReward": "keras_mnas.search.reward",
     "Controller": "keras_mnas.search.controller",
     "ControllerConfig": "keras_mnas.search.controller",
     "MnasHyperModel": "keras_mnas.search.hypermodel",
@@ -26,12 +29,14 @@ _EXPORTS = {
     "MnasTuner": "keras_mnas.search.tuner",
     "SearchProject": "keras_mnas.search.project",
     "SkeletonBlock": "keras_mnas.search.space",
+    "Supernet": "keras_mnas.search.supernet",
     "pareto_front": "keras_mnas.search.results",
     "plot_pareto": "keras_mnas.search.results",
 }
 
 __all__ = [
     "MOBILENET_V2_SKELETON",
+    "AbsoluteReward",
     "Controller",
     "ControllerConfig",
     "MnasHyperModel",
@@ -41,6 +46,7 @@ __all__ = [
     "MnasTuner",
     "SearchProject",
     "SkeletonBlock",
+    "Supernet",
     "pareto_front",
     "plot_pareto",
 ]
