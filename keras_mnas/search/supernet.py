@@ -30,6 +30,7 @@ OP_KINDS = ("conv", "dconv", "mbconv")
 # Per-slot numbers after the operation weights, in this order, in a path vector.
 _SLOT_FIELDS = (
     "kernel",  # kernel size
+    "input",  # input width
     "expanded",  # width after the expansion (the input width without one)
     "expand",  # 1 when the mbconv has an expansion conv
     "se",  # squeeze-and-excitation width, 0 without SE
@@ -174,6 +175,20 @@ def _fit_channels(ops, x, channels):
     return ops.pad(x, [(0, 0), (0, 0), (0, 0), (0, channels - have)])
 
 
+def _he_normal(rng: np.random.Generator, fan_in: int):
+    """He-normal initial values drawn by NumPy from `rng`, as a Keras initializer.
+
+    A backend's random initializer is not reproducible from the supernet's seed alone, and on JAX it
+    compiles once per shape, which costs more than the supernet's first training step.
+    """
+    scale = np.sqrt(2.0 / max(1, fan_in))
+
+    def initializer(shape, dtype=None):
+        return rng.normal(0.0, scale, shape).clip(-2 * scale, 2 * scale).astype("float32")
+
+    return initializer
+
+
 def _make_slot_layer():
     import keras
     from keras import ops
@@ -194,19 +209,9 @@ def _make_slot_layer():
 
             def weight(name, shape, initializer="he_normal"):
                 if initializer == "he_normal":
-                    # Drawn with NumPy: a backend's random initializer compiles once per shape on JAX,
-                    # which costs more than the whole supernet's first training step.
-                    fan_in = int(np.prod(shape[:-1])) if len(shape) > 2 else shape[0]
-                    if kernel_is_depthwise(name):
-                        fan_in = shape[0] * shape[1]
-                    values = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).clip(
-                        -2 * np.sqrt(2.0 / fan_in), 2 * np.sqrt(2.0 / fan_in)
-                    )
-                    initializer = lambda shape, dtype=None: values.astype("float32")  # noqa: E731
+                    fan_in = shape[0] * shape[1] if name.endswith("_dw") else int(np.prod(shape[:-1]))
+                    initializer = _he_normal(rng, fan_in)
                 return self.add_weight(name=name, shape=shape, initializer=initializer)
-
-            def kernel_is_depthwise(name):
-                return name.endswith("_dw")
 
             def batch_norm(name):
                 layer = keras.layers.BatchNormalization(name=f"{s.name}_{name}", **bn)
@@ -293,7 +298,7 @@ def _make_slot_layer():
                         # mbconv1 has no expansion conv: its depthwise conv reads the input itself.
                         y = field["expand"] * e + (1.0 - field["expand"]) * _fit_channels(ops, x, s.expanded)
                     else:
-                        expanded_mask = _channel_mask(ops, field["expanded"], s.input_filters)
+                        expanded_mask = _channel_mask(ops, field["input"], s.input_filters)
                         y = x
                     y = ops.depthwise_conv(
                         y, self.w[f"{kind}_dw"] * kernel_mask, strides=strides, padding="same"
@@ -364,8 +369,16 @@ class Supernet:
         bn = {"momentum": self.bn_momentum, "epsilon": self.bn_epsilon}
         images = keras.Input(space.input_shape, name="images")
         paths = keras.Input((self.path_size,), name="paths")
+        rng = np.random.default_rng([seed, self.path_size])
+        channels = space.input_shape[-1]
         x = keras.layers.Conv2D(
-            self._stem_width(), 3, strides=2, padding="same", use_bias=False, name="stem_conv"
+            self._stem_width(),
+            3,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_he_normal(rng, 9 * channels),
+            name="stem_conv",
         )(images)
         x = keras.layers.BatchNormalization(name="stem_bn", **bn)(x)
         x = keras.layers.ReLU(name="stem_activation")(x)
@@ -373,13 +386,25 @@ class Supernet:
         for slot in self.slots:
             x = slot_layer(slot, offset, self.bn_momentum, self.bn_epsilon, seed + offset)(x, paths)
             offset += slot.size
-        x = keras.layers.Conv2D(space.head_filters, 1, use_bias=False, name="top_conv")(x)
+        head = keras.layers.Conv2D(
+            space.head_filters,
+            1,
+            use_bias=False,
+            kernel_initializer=_he_normal(rng, self.slots[-1].output_filters),
+            name="top_conv",
+        )
+        x = head(x)
         x = keras.layers.BatchNormalization(name="top_bn", **bn)(x)
         x = keras.layers.ReLU(name="top_activation")(x)
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if space.dropout_rate > 0:
-            x = keras.layers.Dropout(space.dropout_rate, name="top_dropout")(x)
-        outputs = keras.layers.Dense(space.classes, activation="softmax", name="predictions")(x)
+        # No dropout: a resumed training must draw what the uninterrupted one drew, and Keras' dropout seeds
+        # are not part of a checkpoint. (The extracted candidates keep the space's dropout.)
+        outputs = keras.layers.Dense(
+            space.classes,
+            activation="softmax",
+            kernel_initializer=_he_normal(rng, space.head_filters),
+            name="predictions",
+        )(x)
         self.model = keras.Model([images, paths], outputs, name="supernet")
 
     def _stem_width(self) -> int:
@@ -392,12 +417,18 @@ class Supernet:
             return values
         return self.space.architecture(values)
 
-    def encode(self, values: Mapping[str, Any] | ArchSpec) -> np.ndarray:
+    def encode(
+        self, values: Mapping[str, Any] | ArchSpec, *, mix_ops: bool = False, largest_filters: bool = False
+    ) -> np.ndarray:
         """The path vector of one candidate, from its hyperparameter values (or its `ArchSpec`).
 
         Args:
             values: `{hyperparameter name: value}` as a trial holds them (missing decisions take the space's
                 defaults), or an `ArchSpec` of the space.
+            mix_ops: TuNAS's op warm-up: every kind of operation of every layer runs, their outputs averaged
+                (mbconv at its widest expansion).
+            largest_filters: TuNAS's filter warm-up: every searched block at its widest output and, when it
+                is an mbconv, its widest expansion (only with hyperparameter values).
 
         Returns:
             A float32 vector of `path_size` numbers: per slot, the weight of each kind of operation, then
@@ -407,13 +438,15 @@ class Supernet:
         Raises:
             ValueError: when the values are not a candidate of the space.
         """
+        if largest_filters and not isinstance(values, ArchSpec):
+            values = self._widest(values)
         arch = self.architecture(values)
         _, plans = plan_layers(arch, self.space.depth_multiplier)
         by_position = {_block_of(plan): plan for plan in plans}
         vector = []
         for slot in self.slots:
             plan = by_position.get((slot.block, slot.position))
-            vector.extend(_encode_slot(slot, plan))
+            vector.extend(_encode_slot(slot, plan, mix_ops=mix_ops))
         by_slot = {(slot.block, slot.position) for slot in self.slots}
         if not set(by_position) <= by_slot:
             raise ValueError(
@@ -421,6 +454,19 @@ class Supernet:
                 "expected a candidate of the space."
             )
         return np.asarray(vector, dtype="float32")
+
+    def _widest(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        space = self.space
+        widest = dict(space.default_values())
+        widest.update(values)
+        expansions = [op for op in space.conv_ops if op.startswith("mbconv")]
+        largest_mbconv = max(expansions, key=lambda op: int(op[len("mbconv") :])) if expansions else None
+        for index in space.searched_blocks:
+            widest[space.hp_name(index, "filters")] = max(space.filter_multipliers)
+            op = space.hp_name(index, "conv_op")
+            if str(widest[op]).startswith("mbconv"):
+                widest[op] = largest_mbconv
+        return widest
 
     def paths(self, values: Mapping[str, Any] | ArchSpec, batch_size: int) -> np.ndarray:
         """`encode(values)` repeated for a batch: the model's second input."""
@@ -509,7 +555,7 @@ def _copy_layer(plan: LayerPlan, slot_layer, layers: dict, copy_bn) -> None:
         copy_bn(name + "_skip_bn", bns["skip_bn"], cout)
 
 
-def _encode_slot(slot: SlotSpec, plan: LayerPlan | None) -> list[float]:
+def _encode_slot(slot: SlotSpec, plan: LayerPlan | None, *, mix_ops: bool = False) -> list[float]:
     if plan is None:  # a trailing layer this path skips: everything off
         if not slot.optional:
             raise ValueError(f"Layer {slot.name} is in every candidate of the space, but the path skips it.")
@@ -519,6 +565,7 @@ def _encode_slot(slot: SlotSpec, plan: LayerPlan | None) -> list[float]:
         raise ValueError(f"Layer {plan.name} ({plan}) does not fit the supernet's slot {slot}.")
     fields = {
         "kernel": plan.kernel_size,
+        "input": plan.input_filters,
         "expanded": plan.expanded_filters,
         "expand": float(kind == "mbconv" and plan.expanded_filters != plan.input_filters),
         "se": plan.se_filters,
@@ -528,4 +575,11 @@ def _encode_slot(slot: SlotSpec, plan: LayerPlan | None) -> list[float]:
         "project": float(plan.projects_skip),
         "active": 1.0,
     }
-    return [float(kind == k) for k in slot.kinds] + [float(fields[f]) for f in _SLOT_FIELDS]
+    weights = [float(kind == k) for k in slot.kinds]
+    if mix_ops:
+        weights = [1.0 / len(slot.kinds)] * len(slot.kinds)
+        if slot.expanded:  # the mbconv of the mix at its widest expansion
+            ratio = slot.expanded // slot.input_filters
+            fields["expanded"] = plan.input_filters * ratio
+            fields["expand"] = float(ratio > 1)
+    return weights + [float(fields[f]) for f in _SLOT_FIELDS]

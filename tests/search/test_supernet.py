@@ -78,25 +78,6 @@ def test_slots_hold_the_largest_sizes_and_trailing_layers_are_optional():
     assert not slots["block2a"].identity and slots["block3a"].identity
 
 
-def test_training_on_sampled_paths_keeps_the_sharing_exact():
-    import keras
-
-    space = tiny_space(conv_ops=("dconv", "mbconv3"), layer_deltas=(0, 1))
-    supernet = Supernet(space)
-    supernet.model.compile(
-        optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", jit_compile=False
-    )
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(8, 16, 16, 3)).astype("float32")
-    labels = rng.integers(0, 4, size=8)
-    # One path per batch of 2: four paths in one epoch, through one traced training step.
-    paths = np.concatenate([supernet.paths(values, 2) for values in space.sample_values(4, seed=5)])
-    supernet.model.fit([images, paths], labels, batch_size=2, epochs=1, verbose=0, shuffle=False)
-    values = space.sample_values(1, seed=9)[0]
-    expected = np.asarray(supernet.extract(values)(images, training=False))
-    np.testing.assert_allclose(supernet.predict(images, values), expected, atol=1e-5)
-
-
 def test_a_foreign_architecture_is_refused_by_name():
     supernet = Supernet(tiny_space(layer_deltas=(0,)))
     deeper = tiny_space().architecture({"block2_layers": 1})

@@ -1,0 +1,108 @@
+"""Supernet training (TuNAS's warm-up, resume after a kill) and scoring a candidate with inherited weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_mnas.search.one_shot import evaluate_path, train_supernet, warmup_probability
+from keras_mnas.search.space import MnasSearchSpace
+from keras_mnas.search.supernet import Supernet
+
+
+def small_space():
+    return MnasSearchSpace(
+        ((1, 8, 1, 1), (6, 12, 2, 2)),
+        fixed_blocks={},
+        conv_ops=("dconv", "mbconv3"),
+        layer_deltas=(0, 1),
+        input_shape=(16, 16, 3),
+        classes=3,
+        stem_filters=8,
+        head_filters=16,
+    )
+
+
+def toy_data(count=48, seed=0):
+    # Three classes a network can tell apart in a few steps: the colour channel that is brightest.
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=count)
+    images = rng.normal(0, 0.3, size=(count, 16, 16, 3)).astype("float32")
+    images[np.arange(count), :, :, labels] += 1.0
+    return images, labels
+
+
+class KilledError(Exception):
+    pass
+
+
+def test_warmup_falls_linearly_to_zero_over_the_first_quarter():
+    assert warmup_probability(0, 40) == 1.0
+    assert warmup_probability(5, 40) == pytest.approx(0.5)
+    assert warmup_probability(10, 40) == warmup_probability(39, 40) == 0.0
+
+
+def test_training_resumes_after_a_kill_where_it_stopped(tmp_path):
+    import keras
+
+    images, labels = toy_data()
+    steps = 6
+
+    def optimizer():
+        return keras.optimizers.Adam(1e-2)
+
+    straight = Supernet(small_space())
+    train_supernet(straight, images, labels, steps=steps, batch_size=8, optimizer=optimizer())
+
+    def kill_at_4(step, loss):
+        assert np.isfinite(loss)
+        if step == 4:
+            raise KilledError
+
+    killed = Supernet(small_space())
+    with pytest.raises(KilledError):
+        train_supernet(
+            killed,
+            images,
+            labels,
+            steps=steps,
+            batch_size=8,
+            optimizer=optimizer(),
+            directory=tmp_path,
+            checkpoint_every=2,
+            on_step=kill_at_4,
+        )
+    state = json.loads((tmp_path / "supernet_state.json").read_text())
+    assert state["step"] == 4
+    resumed = Supernet(small_space(), seed=7)  # a fresh process: other initial weights, restored from disk
+    train_supernet(
+        resumed, images, labels, steps=steps, batch_size=8, optimizer=optimizer(), directory=tmp_path
+    )
+    assert json.loads((tmp_path / "supernet_state.json").read_text())["step"] == steps
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"optimizer-{steps}.npz",
+        f"supernet-{steps}.weights.h5",
+        "supernet_state.json",
+    ]
+    for want, got in zip(straight.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, err_msg=want.path)
+    # After training on many paths, a path extracted stand-alone still computes what the supernet does.
+    values = resumed.space.sample_values(1, seed=4)[0]
+    expected = resumed.extract(values).predict(images[:4], verbose=0)
+    np.testing.assert_allclose(resumed.predict(images[:4], values), expected, atol=1e-5)
+
+
+def test_a_candidate_is_scored_with_inherited_weights_and_its_own_batch_norm_statistics():
+    images, labels = toy_data(96)
+    supernet = Supernet(small_space())
+    train_supernet(supernet, images[:64], labels[:64], steps=30, batch_size=16)
+    values = supernet.space.default_values()
+    accuracy, model = evaluate_path(supernet, values, images[64:], labels[64:], calibration_x=images[:64])
+    assert accuracy > 0.6  # chance is 1/3
+    # The statistics are the candidate's own now, not the supernet's.
+    bn = model.get_layer("stem_bn")
+    assert not np.allclose(
+        np.asarray(bn.moving_mean), np.asarray(supernet.model.get_layer("stem_bn").moving_mean)
+    )
+    with pytest.raises(ValueError, match="x must be"):
+        train_supernet(supernet, images[:, :8], labels, steps=1)
