@@ -5,7 +5,9 @@
   KerasTuner Oracle it drives.
 - `MnasReward`: accuracy traded against latency (`AbsoluteReward`: TuNAS's form); `MnasTuner`: the whole
   search from a Keras script.
-- `Supernet`: the weight-sharing supernet of a space, whose paths extract to stand-alone candidates.
+- `Supernet`: the weight-sharing supernet of a space, whose paths extract to stand-alone candidates;
+  `train_supernet` and `evaluate_path`: one-shot training and scoring; `proxy_check`: whether a cheap score
+  ranks candidates as full training does.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
 
 The names are imported on first use, so reading a search's results (`SearchProject`, `pareto_front`) does
@@ -30,8 +32,12 @@ _EXPORTS = {
     "SearchProject": "keras_mnas.search.project",
     "SkeletonBlock": "keras_mnas.search.space",
     "Supernet": "keras_mnas.search.supernet",
+    "evaluate_path": "keras_mnas.search.one_shot",
+    "kendall_tau": "keras_mnas.search.proxy",
     "pareto_front": "keras_mnas.search.results",
     "plot_pareto": "keras_mnas.search.results",
+    "proxy_check": "keras_mnas.search.proxy",
+    "train_supernet": "keras_mnas.search.one_shot",
 }
 
 __all__ = [
@@ -47,8 +53,12 @@ __all__ = [
     "SearchProject",
     "SkeletonBlock",
     "Supernet",
+    "evaluate_path",
+    "kendall_tau",
     "pareto_front",
     "plot_pareto",
+    "proxy_check",
+    "train_supernet",
 ]
 
 
