@@ -106,3 +106,39 @@ def test_a_candidate_is_scored_with_inherited_weights_and_its_own_batch_norm_sta
     )
     with pytest.raises(ValueError, match="x must be"):
         train_supernet(supernet, images[:, :8], labels, steps=1)
+
+
+def test_a_one_shot_search_runs_trials_in_mnas_tuner_and_exports_the_inherited_winner(tmp_path):
+    from keras_mnas.search.one_shot import OneShotHyperModel
+    from keras_mnas.search.tuner import MnasTuner
+    from keras_mnas.testing import ScriptedLatency
+
+    images, labels = toy_data(96)
+    supernet = Supernet(small_space())
+    train_supernet(supernet, images[:64], labels[:64], steps=20, batch_size=16)
+    tuner = MnasTuner(
+        OneShotHyperModel(supernet, calibration_batches=2, batch_size=32),
+        latency=ScriptedLatency([2.0, 1.0, 3.0]),
+        target_latency_ms=2.0,
+        max_trials=3,
+        seed=1,
+        directory=tmp_path,
+        project_name="one_shot",
+    )
+    tuner.search(images[:64], labels[:64], validation_data=(images[64:], labels[64:]), epochs=1, verbose=0)
+    records = tuner.trial_records()
+    assert len(records) == 3 and all(0 <= r["metrics"]["val_accuracy"] <= 1 for r in records)
+    # The winner is the supernet's candidate, with its BN statistics re-estimated on the training images.
+    best = tuner.get_best_models(1)[0]
+    values = tuner.oracle.get_best_trials(1)[0].hyperparameters.values
+    accuracy, _ = evaluate_path(
+        supernet,
+        values,
+        images[64:],
+        labels[64:],
+        calibration_x=images[:64],
+        calibration_batches=2,
+        batch_size=32,
+    )
+    predictions = best.predict(images[64:], verbose=0)
+    assert float(np.mean(np.argmax(predictions, -1) == labels[64:])) == pytest.approx(accuracy)
