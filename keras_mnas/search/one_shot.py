@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_mnas.search.hypermodel import MnasHyperModel
 from keras_mnas.search.supernet import Supernet
 from keras_mnas.utils.checks import check_int, check_number, check_type
 from keras_mnas.utils.io import atomic_write_json, read_json
@@ -249,79 +250,62 @@ def evaluate_path(
     return accuracy, model
 
 
-def _one_shot_hypermodel_class():
-    import keras
+class OneShotHyperModel(MnasHyperModel):
+    """A `MnasHyperModel` whose trials inherit their weights from a trained supernet instead of training.
 
-    from keras_mnas.search.hypermodel import MnasHyperModel
+    Give it to `MnasTuner` in place of a `MnasHyperModel`: the oracle proposes candidates as ever, the
+    tuner measures their latency and scores the reward as ever (TensorBoard HParams, resume, the Pareto
+    front, `results_summary` and `export_best` included), but each trial's "training" is `evaluate_path`:
+    the candidate with the supernet's weights, its BN statistics re-estimated on a few batches of the
+    training data, evaluated on the validation data. A trial takes seconds; `export_best` writes the
+    winner with its inherited weights (fine-tune it, or train it from scratch, with `SearchProject`'s
+    model or `space.build`).
 
-    class OneShotHyperModel(MnasHyperModel):
-        """A `MnasHyperModel` whose trials inherit their weights from a trained supernet instead of training.
+    Args:
+        supernet: The trained `Supernet`.
+        calibration_batches: Batches of the training data the BN statistics are re-estimated on.
+        batch_size: Examples per batch when re-estimating and evaluating.
+        **kwargs: `MnasHyperModel`'s (optimizer, loss, metrics, ...), for the compiled candidates.
 
-        Give it to `MnasTuner` in place of a `MnasHyperModel`: the oracle proposes candidates as ever, the
-        tuner measures their latency and scores the reward as ever (TensorBoard HParams, resume, the Pareto
-        front, `results_summary` and `export_best` included), but each trial's "training" is `evaluate_path`:
-        the candidate with the supernet's weights, its BN statistics re-estimated on a few batches of the
-        training data, evaluated on the validation data. A trial takes seconds; `export_best` writes the
-        winner with its inherited weights (fine-tune it, or train it from scratch, with `SearchProject`'s
-        model or `space.build`).
+    Example:
 
-        Args:
-            supernet: The trained `Supernet`.
-            calibration_batches: Batches of the training data the BN statistics are re-estimated on.
-            batch_size: Examples per batch when re-estimating and evaluating.
-            **kwargs: `MnasHyperModel`'s (optimizer, loss, metrics, ...), for the compiled candidates.
+    ```python
+    tuner = MnasTuner(OneShotHyperModel(supernet), latency=HostLatency(), target_latency_ms=2.0,
+                      max_trials=200, directory="one_shot")
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1)
+    ```
+    """
 
-        Example:
+    def __init__(self, supernet: Supernet, *, calibration_batches: int = 4, batch_size: int = 64, **kwargs):
+        check_type("supernet", supernet, Supernet, "a trained Supernet")
+        kwargs.setdefault("bn_momentum", supernet.bn_momentum)
+        super().__init__(supernet.space, **kwargs)
+        self.supernet = supernet
+        self.calibration_batches = check_int("calibration_batches", calibration_batches, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
 
-        ```python
-        tuner = MnasTuner(OneShotHyperModel(supernet), latency=HostLatency(), target_latency_ms=2.0,
-                          max_trials=200, directory="one_shot")
-        tuner.search(x, y, validation_data=(x_val, y_val), epochs=1)
-        ```
-        """
+    def build(self, hp):
+        model = super().build(hp)  # compiled as every candidate is; its weights come from the supernet
+        model.set_weights(self.supernet.extract(self.architecture(hp)).get_weights())
+        return model
 
-        def __init__(
-            self, supernet: Supernet, *, calibration_batches: int = 4, batch_size: int = 64, **kwargs
-        ):
-            check_type("supernet", supernet, Supernet, "a trained Supernet")
-            kwargs.setdefault("bn_momentum", supernet.bn_momentum)
-            super().__init__(supernet.space, **kwargs)
-            self.supernet = supernet
-            self.calibration_batches = check_int("calibration_batches", calibration_batches, minimum=1)
-            self.batch_size = check_int("batch_size", batch_size, minimum=1)
+    def fit(self, hp, model, x=None, y=None, *, validation_data=None, callbacks=None, **kwargs):
+        if x is None or not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise ValueError(
+                "A one-shot trial needs the training images as x (for the BN statistics) and "
+                f"validation_data=(x_val, y_val); received x={type(x).__name__} and validation_data of "
+                f"type {type(validation_data).__name__}."
+            )
+        import keras
 
-        def build(self, hp):
-            model = super().build(hp)  # compiled as every candidate is; its weights come from the supernet
-            model.set_weights(self.supernet.extract(self.architecture(hp)).get_weights())
-            return model
-
-        def fit(self, hp, model, x=None, y=None, *, validation_data=None, callbacks=None, **kwargs):
-            if x is None or not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-                raise ValueError(
-                    "A one-shot trial needs the training images as x (for the BN statistics) and "
-                    f"validation_data=(x_val, y_val); received x={type(x).__name__} and validation_data of "
-                    f"type {type(validation_data).__name__}."
-                )
-            history = keras.callbacks.History()
-            hooks = keras.callbacks.CallbackList([*(callbacks or []), history], model=model)
-            hooks.on_train_begin()
-            hooks.on_epoch_begin(0)
-            reestimate_batch_norm(model, x, batches=self.calibration_batches, batch_size=self.batch_size)
-            x_val, y_val = validation_data
-            scores = model.evaluate(x_val, y_val, batch_size=self.batch_size, return_dict=True, verbose=0)
-            logs = {f"val_{name}": float(value) for name, value in scores.items()}
-            hooks.on_epoch_end(0, logs)
-            hooks.on_train_end(logs)
-            return history
-
-    return OneShotHyperModel
-
-
-def __getattr__(name: str):
-    # OneShotHyperModel subclasses a KerasTuner class: made on first use, so importing this module for
-    # train_supernet does not import KerasTuner.
-    if name == "OneShotHyperModel":
-        cls = _one_shot_hypermodel_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        history = keras.callbacks.History()
+        hooks = keras.callbacks.CallbackList([*(callbacks or []), history], model=model)
+        hooks.on_train_begin()
+        hooks.on_epoch_begin(0)
+        reestimate_batch_norm(model, x, batches=self.calibration_batches, batch_size=self.batch_size)
+        x_val, y_val = validation_data
+        scores = model.evaluate(x_val, y_val, batch_size=self.batch_size, return_dict=True, verbose=0)
+        logs = {f"val_{name}": float(value) for name, value in scores.items()}
+        hooks.on_epoch_end(0, logs)
+        hooks.on_train_end(logs)
+        return history
