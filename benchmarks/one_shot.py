@@ -69,7 +69,9 @@ def train_alone(search_space, values, train, valid, epochs: int) -> tuple[float,
     keras.backend.clear_session()
     start = time.process_time()
     model = search_space.build(search_space.architecture(values), bn_momentum=0.9)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(*train, epochs=epochs, batch_size=64, verbose=0)
     accuracy = float(model.evaluate(*valid, verbose=0, return_dict=True)["accuracy"])
     return accuracy, time.process_time() - start
