@@ -279,6 +279,12 @@ class OneShotHyperModel(MnasHyperModel):
     def __init__(self, supernet: Supernet, *, calibration_batches: int = 4, batch_size: int = 64, **kwargs):
         check_type("supernet", supernet, Supernet, "a trained Supernet")
         kwargs.setdefault("bn_momentum", supernet.bn_momentum)
+        if kwargs.get("include_preprocessing"):
+            # The supernet has no preprocessing layers to hand down: its inputs are normalised beforehand.
+            raise ValueError(
+                "OneShotHyperModel takes inputs normalised beforehand, as the supernet was trained on them; "
+                "received include_preprocessing=True."
+            )
         super().__init__(supernet.space, **kwargs)
         self.supernet = supernet
         self.calibration_batches = check_int("calibration_batches", calibration_batches, minimum=1)

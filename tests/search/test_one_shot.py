@@ -106,6 +106,10 @@ def test_a_candidate_is_scored_with_inherited_weights_and_its_own_batch_norm_sta
     )
     with pytest.raises(ValueError, match="x must be"):
         train_supernet(supernet, images[:, :8], labels, steps=1)
+    from keras_mnas.search.one_shot import OneShotHyperModel
+
+    with pytest.raises(ValueError, match="include_preprocessing=True"):
+        OneShotHyperModel(supernet, include_preprocessing=True)
 
 
 def test_a_one_shot_search_runs_trials_in_mnas_tuner_and_exports_the_inherited_winner(tmp_path):
