@@ -49,20 +49,16 @@ def _uniform_values(space, rng: np.random.Generator) -> dict[str, Any]:
     return values
 
 
-def default_optimizer(steps: int, learning_rate: float = 3e-3):
-    """The supernet's default optimizer: Adam, cosine decay after a 2.5% linear warm-up (as TuNAS's schedule).
-
-    TuNAS trains with RMSProp at 0.165 x batch / 256 on ImageNet-sized batches; on small data sets and
-    batches, Adam at the rate keras-mnas trains candidates with (`MnasHyperModel`'s 3e-3) learns in the few
-    hundred steps a supernet gets there.
-    """
+def default_optimizer(steps: int, batch_size: int):
+    """TuNAS's supernet optimizer: RMSProp at 0.165 x batch / 256, cosine decay after a 2.5% warm-up."""
     import keras
 
+    peak = 0.165 * batch_size / 256
     warmup = max(1, int(0.025 * steps))
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
+        0.0, decay_steps=max(1, steps - warmup), warmup_target=peak, warmup_steps=warmup
     )
-    return keras.optimizers.Adam(schedule)
+    return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1.0)
 
 
 def train_supernet(
@@ -95,7 +91,7 @@ def train_supernet(
         checkpoint_every: Steps between checkpoints (the last step is always checkpointed).
         sample: `sample(rng) -> hyperparameter values` for the paths after warm-up, e.g. a policy's;
             uniform over the space by default.
-        optimizer: A Keras optimizer; `default_optimizer(steps)` by default.
+        optimizer: A Keras optimizer; `default_optimizer(steps, batch_size)` (TuNAS's) by default.
         warmup_fraction: Fraction of the steps over which the warm-up probability falls to 0.
         seed: Seed of the batches and the paths.
         on_step: Called as `on_step(step, loss)` after every step (e.g. to log, or to stop).
@@ -121,7 +117,7 @@ def train_supernet(
         )
     model = supernet.model
     model.compile(
-        optimizer=optimizer or default_optimizer(steps),
+        optimizer=optimizer or default_optimizer(steps, batch_size),
         loss="sparse_categorical_crossentropy",
         jit_compile=False,
     )
