@@ -13,8 +13,9 @@ Usage:
 
     python benchmarks/controller_nb201_tuning.py --overhead   # ms per trial of the controller alone
 
-`docs/benchmarks.md` holds the held-out comparison that chose the defaults of
-`keras_mnas.search.ControllerConfig` (`--configs default` reproduces its `lr.02_tanh2.5_rank_ent3e-2` row).
+`docs/benchmarks.md` holds the held-out comparison that chose the LSTM settings of
+`keras_mnas.search.ControllerConfig`'s defaults (its `lr.02_tanh2.5_rank_ent3e-2` row); `default` adds the
+elite mutation chosen with `benchmarks/controller_landscapes.py`.
 """
 
 from __future__ import annotations

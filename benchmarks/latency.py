@@ -1,34 +1,39 @@
-"""The lookup-table latency predictor against measured host latency, beside a mult-adds proxy.
+"""The lookup-table predictor against measured host latency, beside the host's own noise and mult-adds.
 
-    python benchmarks/latency.py [--archs 200] [--calibration 20] [--resolution 128] [--table lut.json]
-                                 [--repeat-models 10 --repeats 3] [--markdown out.md] [--json out.json]
+    python benchmarks/latency.py [--resolutions 128,224] [--archs 60] [--calibration 40] [--seed 0]
+                                 [--table-dir DIR] [--markdown out.md] [--json out.json]
 
-Draws random architectures of the default MnasNet search space (`MnasSearchSpace`, 1000 classes) at
-`--resolution`, `--calibration` for calibration and `--archs` others for evaluation (never the same
-architecture twice). Profiles the lookup-table entries they need on this CPU (`HostLatency`), measures every
-architecture end to end, fits the table's calibration and a linear latency-on-mult-adds proxy on the same
-calibration set, and reports on the evaluation set: the share predicted within +-10% (and +-5%) of measured,
-Spearman's rank correlation and the median and worst relative error, for both predictors. It also reports the
-host's repeatability (coefficient of variation of the median over fresh interpreters, same model), end-to-end
-measurements per minute and lookup-table predictions per second. Prints markdown tables.
+For each resolution, draws `--archs` held-out random architectures of the default MnasNet search space
+(`MnasSearchSpace`, 1000 classes) with `--seed`, and `--calibration` other ones with another seed.
+Profiles the lookup-table entries they all need on this CPU (`HostLatency`), measures every architecture
+end to end, and fits on the calibration architectures only: the table's per-kernel calibration, its
+two-number line, and a line on mult-adds; it also says which of the first two `method="auto"` picks.
+Then, on the same held-out architectures, side by side:
 
-With `--table PATH` the table is read from (and saved to) PATH, so a second run, or a run interrupted while
-profiling, does not profile again. Timings on a busy machine are slower and noisier: run it on a quiet one,
-and check the "wall-clock over CPU time" row (well above 1.00 means other processes took the CPU).
+- **predicted vs measured** for the three predictors;
+- **measured vs re-measured**: the same TFLite files timed again in a fresh process, the noise floor a
+  predictor is judged against (a prediction cannot agree with one measurement better than a second
+  measurement does);
 
-Duration: conversion dominates, and it hardly depends on the resolution; the run prints how long profiling
-took, and `docs/benchmarks.md` gives the figures of a full run. 128x128 is the default because its models run
-for a few milliseconds, long against the timer and dispatch overheads yet quick to time 50 times;
-`--resolution 224` (the paper's) is allowed and costs more for its longer timed runs.
+each as the share within +-10% and +-5%, Spearman's rank correlation, and the median, 95th-percentile and
+worst relative error. It also prints the profiling time, the number of end-to-end measurements the
+calibration used, an estimate of profiling and calibrating the whole space, and predictions per second from
+hyperparameter values. Prints markdown tables.
+
+With `--table-dir DIR`, the tables are read from and saved to DIR (`lut-host-<resolution>.json`), so a rerun
+does not profile again. Timings on a busy machine are slower and noisier: run it on an idle one; the load
+average is printed with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -41,223 +46,245 @@ from keras_mnas.latency.host import host_provenance
 from keras_mnas.latency.lut import fit_line, prediction_report
 from keras_mnas.search import MnasSearchSpace
 from keras_mnas.search.latency_table import predict_candidate
-from keras_mnas.tflite import load_interpreter
 from keras_mnas.utils.io import atomic_write_json
 
+# A different seed for the calibration architectures than for the held-out ones.
+_CALIBRATION_SEED_OFFSET = 1000
 
-def wall_over_cpu_time(tflite_bytes: bytes, runs: int) -> float:
-    """Median wall-clock time of an invoke over its median thread CPU time (1.0 when nothing pre-empts it)."""
-    interpreter = load_interpreter(tflite_bytes, num_threads=1)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(
-        detail["index"], np.random.default_rng(0).random(detail["shape"], dtype=np.float32)
+
+def _host(args) -> HostLatency:
+    return HostLatency(
+        runs=args.runs, warmup_runs=args.warmup_runs, min_seconds=args.min_seconds, cache=False
     )
-    for _ in range(5):
-        interpreter.invoke()
-    wall, cpu = [], []
-    for _ in range(runs):
-        start_wall, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
-        interpreter.invoke()
-        cpu.append(time.thread_time_ns() - start_cpu)
-        wall.append(time.perf_counter_ns() - start_wall)
-    return float(np.median(wall) / max(np.median(cpu), 1))
 
 
-def signed(value: float) -> str:
-    return f"{'-' if value < 0 else '+'} {abs(value):.4f}"
+def remeasure(directory: str, args) -> None:
+    """Times every `.tflite` file of `directory` (in name order) and prints `{name: median_ms}` as JSON."""
+    host = _host(args)
+    figures = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".tflite"):
+            with open(os.path.join(directory, name), "rb") as f:
+                figures[name] = host.measure_tflite(f.read()).median_ms
+    print(json.dumps(figures))
 
 
 def accuracy_row(name: str, predicted, measured) -> str:
     report = prediction_report(predicted, measured)
+    errors = np.abs(np.asarray(predicted) / np.asarray(measured) - 1)
     rho = "n/a" if report["spearman"] is None else f"{report['spearman']:.3f}"
     return (
         f"| {name} | {report['within_10_percent']:.1%} | {report['within_5_percent']:.1%} | {rho} | "
-        f"{report['median_abs_error']:.1%} | {report['max_abs_error']:.1%} |"
+        f"{report['median_abs_error']:.1%} | {np.quantile(errors, 0.95):.1%} | "
+        f"{report['max_abs_error']:.1%} |"
     )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", type=int, default=200, help="evaluation architectures (default 200)")
-    parser.add_argument("--calibration", type=int, default=20, help="calibration architectures (default 20)")
-    parser.add_argument("--resolution", type=int, default=128, help="input height and width (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the architecture sampling")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement")
-    parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs per measurement")
-    parser.add_argument(
-        "--min-seconds", type=float, default=0.1, help="timed runs continue past --runs for this long (0.1)"
-    )
-    parser.add_argument("--table", help="lookup-table JSON to reuse and extend (created when missing)")
-    parser.add_argument("--repeat-models", type=int, default=10, help="models measured repeatedly for the CV")
-    parser.add_argument("--repeats", type=int, default=3, help="fresh interpreters per repeated model")
-    parser.add_argument("--markdown", help="also write the tables to this file")
-    parser.add_argument("--json", help="write every architecture's figures to this JSON file")
-    args = parser.parse_args(argv)
-    for name in ("archs", "calibration", "resolution", "runs", "repeats"):
-        if getattr(args, name.replace("-", "_")) < (2 if name == "calibration" else 1):
-            parser.error(f"--{name} is too small")
+def rate(function, items, seconds=2.0) -> float:
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for item in items:
+            function(item)
+        done += len(items)
+    return done / (time.perf_counter() - start)
 
+
+def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
+    """Profiles, measures, fits and compares at one resolution; returns the markdown lines and the data."""
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
-    load_before = os.getloadavg()
-    space = MnasSearchSpace(input_shape=(args.resolution, args.resolution, 3))
+    space = MnasSearchSpace(input_shape=(resolution, resolution, 3))
     network = space.network_kwargs()
-    host = HostLatency(runs=args.runs, warmup_runs=args.warmup_runs, min_seconds=args.min_seconds)
-    if args.table and os.path.exists(args.table):
-        lut = LatencyLookupTable.load(args.table, profiler=host)
+    host = _host(args)
+    path = os.path.join(args.table_dir, f"lut-host-{resolution}.json") if args.table_dir else None
+    if path and os.path.exists(path):
+        lut = LatencyLookupTable.load(path, profiler=host)
     else:
-        lut = LatencyLookupTable(profiler=host, path=args.table)
+        lut = LatencyLookupTable(profiler=host, path=path)
 
-    samples = space.sample_values(args.calibration + args.archs, seed=args.seed)
-    archs = [space.decode(values) for values in samples]
-    calibration_archs, evaluation_archs = archs[: args.calibration], archs[args.calibration :]
+    held_out = space.sample_architectures(args.archs, seed=args.seed)
+    calibration_archs = space.sample_architectures(
+        args.calibration, seed=args.seed + _CALIBRATION_SEED_OFFSET, exclude=held_out
+    )
 
     # 1. Profile the entries these architectures need.
     space_entries = len(space.layer_configs())
-    before = len(lut)
     start = time.monotonic()
-    profiled = lut.profile_architectures(archs, **network)
+    profiled = lut.profile_architectures([*calibration_archs, *held_out], **network)
     profile_seconds = time.monotonic() - start
-    print(
-        f"Profiled {profiled} entries in {profile_seconds / 60:.1f} min ({len(lut)} in the table, "
-        f"{space_entries} in the space; {before} were already there).",
-        file=sys.stderr,
-    )
 
-    # 2. Measure every architecture end to end.
-    def measure_all(which, label):
+    # 2. Measure every architecture end to end; keep the held-out ones' TFLite files to re-measure.
+    def measure_all(archs, label, directory=None):
         rows = []
-        start = time.monotonic()
-        for i, arch in enumerate(which, start=1):
+        for i, arch in enumerate(archs, start=1):
             keras.backend.clear_session()
-            result = host.measure(space.build(arch))
+            tflite_bytes = convert_to_tflite(space.build(arch))
+            if directory:
+                with open(os.path.join(directory, f"{i:05d}.tflite"), "wb") as f:
+                    f.write(tflite_bytes)
             rows.append(
                 {
-                    "architecture": list(arch.block_strings),
-                    "measured_ms": result.median_ms,
-                    "cv": result.cv,
+                    "architecture": arch.to_dict(),
+                    "network": {"input_shape": list(space.input_shape)},
+                    "measured_ms": host.measure_tflite(tflite_bytes).median_ms,
                     "lut_ms": lut.lut_ms(arch, **network),
                     "macs": space.cost(arch).macs,
                 }
             )
-            if i % 10 == 0 or i == len(which):
-                print(f"{label}: measured {i}/{len(which)}", file=sys.stderr, flush=True)
-        return rows, time.monotonic() - start
+            if i % 20 == 0 or i == len(archs):
+                print(f"{resolution}: {label}: measured {i}/{len(archs)}", file=sys.stderr, flush=True)
+        return rows
 
-    calibration_rows, calibration_seconds = measure_all(calibration_archs, "calibration")
-    evaluation_rows, evaluation_seconds = measure_all(evaluation_archs, "evaluation")
-    calibration = lut.fit_calibration(
-        [{**row, "network": {"input_shape": list(space.input_shape)}} for row in calibration_rows]
-    )
-    if args.table:
-        lut.save(args.table)
+    start = time.monotonic()
+    calibration_rows = measure_all(calibration_archs, "calibration")
+    calibration_seconds = time.monotonic() - start
+    with tempfile.TemporaryDirectory() as directory:
+        held_out_rows = measure_all(held_out, "held-out", directory)
+        # 3. The noise floor: the same files timed again in a fresh process.
+        command = [sys.executable, os.path.abspath(__file__), "--remeasure", directory]
+        command += ["--runs", str(args.runs), "--warmup-runs", str(args.warmup_runs)]
+        command += ["--min-seconds", str(args.min_seconds)]
+        remeasured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    for i, row in enumerate(held_out_rows, start=1):
+        row["remeasured_ms"] = remeasured[f"{i:05d}.tflite"]
+
+    # 4. Fit on the calibration architectures only.
+    start = time.monotonic()
+    line = lut.fit_calibration(calibration_rows, method="line")
+    line_predicted = [line.apply(row["lut_ms"]) for row in held_out_rows]
+    kernels = lut.fit_calibration(calibration_rows, method="kernels")
+    fit_seconds = time.monotonic() - start
+    predicted = [lut.predict(arch, **network) for arch in held_out]
+    chosen = lut.fit_calibration(calibration_rows).method  # what a user's table keeps, saved with it
     macs_scale, macs_intercept = fit_line(
         [row["macs"] for row in calibration_rows], [row["measured_ms"] for row in calibration_rows]
     )
-    measured = [row["measured_ms"] for row in evaluation_rows]
-    lut_calibrated = [calibration.apply(row["lut_ms"]) for row in evaluation_rows]
-    baseline = lut.baseline["median_ms"] if lut.baseline else 0.0
-    lut_raw = [row["lut_ms"] + baseline for row in evaluation_rows]
-    macs_proxy = [macs_scale * row["macs"] + macs_intercept for row in evaluation_rows]
-    for row, a, b in zip(evaluation_rows, lut_calibrated, macs_proxy, strict=True):
-        row["lut_predicted_ms"], row["macs_predicted_ms"] = a, b
+    macs_predicted = [macs_scale * row["macs"] + macs_intercept for row in held_out_rows]
+    measured = [row["measured_ms"] for row in held_out_rows]
+    for row, a, b, c in zip(held_out_rows, predicted, line_predicted, macs_predicted, strict=True):
+        row["predicted_ms"], row["line_predicted_ms"], row["macs_predicted_ms"] = a, b, c
 
-    # 3. Repeatability: the same converted model timed in fresh interpreters. And how much of the wall-clock
-    # time other processes took: a busy machine pre-empts a multi-millisecond invoke, inflating it, while the
-    # sub-millisecond pieces of the table mostly run between pre-emptions.
-    repeat_cvs, preemption = [], []
-    for arch in evaluation_archs[: args.repeat_models]:
-        keras.backend.clear_session()
-        tflite_bytes = convert_to_tflite(space.build(arch))
-        medians = [host.measure_tflite(tflite_bytes).median_ms for _ in range(args.repeats)]
-        repeat_cvs.append(statistics.pstdev(medians) / statistics.fmean(medians))
-        preemption.append(wall_over_cpu_time(tflite_bytes, args.runs))
+    # 5. Prediction speed from hyperparameter values (decode and look up, nothing built).
+    values = space.sample_values(args.archs, seed=args.seed)  # the held-out architectures' values
+    per_second = rate(lambda v: predict_candidate(lut, space, v), values)
+    if path:
+        lut.save(path)
 
-    # 4. Prediction speed, without building anything (from values: decode + sum) and from built models.
-    def rate(function, items, seconds=2.0):
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for item in items:
-                function(item)
-            done += len(items)
-        return done / (time.perf_counter() - start)
+    per_entry = profile_seconds / profiled if profiled else float("nan")
+    per_measurement = calibration_seconds / max(len(calibration_rows), 1)
+    whole_space_minutes = (space_entries * per_entry + len(calibration_rows) * per_measurement) / 60
+    n = len(held_out_rows)
+    lines = [
+        f"### {resolution}x{resolution}",
+        "",
+        f"{n} held-out random architectures of the MnasNet space (1000 classes, seed {args.seed}); the "
+        f"calibrations are fitted on {len(calibration_rows)} other architectures measured end to end; "
+        f'`method="auto"` picks the {"per-kernel calibration" if chosen == "kernels" else "line"} here.',
+        "",
+        "| predicted or re-measured, against measured | within +-10% | within +-5% | Spearman | median error "
+        "| 95th percentile | worst |",
+        "|---|---|---|---|---|---|---|",
+        accuracy_row("lookup table, per-kernel calibration", predicted, measured),
+        accuracy_row("lookup table, line on the sum", line_predicted, measured),
+        accuracy_row("mult-adds, line", macs_predicted, measured),
+        accuracy_row(
+            "re-measured in a fresh process (noise floor)",
+            [r["remeasured_ms"] for r in held_out_rows],
+            measured,
+        ),
+        "",
+        "| cost | value |",
+        "|---|---|",
+        (
+            f"| table entries profiled for these architectures | {profiled} in "
+            f"{profile_seconds / 60:.1f} min ({per_entry:.2f} s each) |"
+            if profiled
+            else f"| table entries profiled for these architectures | none: {path} already held them |"
+        ),
+        f"| end-to-end measurements the calibration used | {len(calibration_rows)} "
+        f"({per_measurement:.1f} s each; fit {fit_seconds:.1f} s) |",
+        f"| profiling the whole space ({space_entries} entries) and calibrating, estimated from the two "
+        f"rows above | "
+        + (f"{whole_space_minutes:.0f} min |" if profiled else "n/a (nothing profiled in this run) |"),
+        f"| predictions per second, from hyperparameter values | {per_second:,.0f} |",
+        f"| measured latencies of the held-out architectures | {min(measured):.2f}-{max(measured):.2f} ms "
+        f"(median {np.median(measured):.2f}) |",
+        f"| load average before / after; minutes this resolution took | {load_before:.2f} / "
+        f"{os.getloadavg()[0]:.2f}; {(time.monotonic() - started) / 60:.1f} |",
+        "",
+    ]
+    data = {
+        "resolution": resolution,
+        "calibration": kernels.to_dict(),
+        "auto_method": chosen,
+        "line": {"scale": line.scale, "intercept_ms": line.intercept_ms},
+        "macs_fit": {"scale_ms_per_mac": macs_scale, "intercept_ms": macs_intercept},
+        "held_out": held_out_rows,
+        "predictions_per_second": per_second,
+        "profile_seconds": profile_seconds,
+        "profiled": profiled,
+    }
+    if per_second < 2000:
+        # The tuner asks for one prediction per trial, a filter for thousands: a regression here matters.
+        print(
+            f"Predictions are too slow: {per_second:.0f}/s from values (expected >= 2000/s).", file=sys.stderr
+        )
+        data["too_slow"] = True
+    return lines, data
 
-    from_values = rate(lambda values: predict_candidate(lut, space, values), samples[args.calibration :])
-    from_arch = rate(lambda arch: lut.predict(arch, **network), evaluation_archs)
-    keras.backend.clear_session()
-    built = [space.build(arch) for arch in evaluation_archs[:5]]
-    from_model = rate(lambda model: lut.measure(model), built, seconds=1.0)
-    del built
 
-    elapsed = time.monotonic() - started
-    measured_count = len(calibration_rows) + len(evaluation_rows)
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolutions", default="128,224", help="input sizes, comma-separated (128,224)")
+    parser.add_argument("--archs", type=int, default=60, help="held-out architectures per resolution (60)")
+    parser.add_argument("--calibration", type=int, default=40, help="calibration architectures (40)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out architectures (0)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (50)")
+    parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs per measurement (10)")
+    parser.add_argument("--min-seconds", type=float, default=0.1, help="timed runs last at least this long")
+    parser.add_argument("--table-dir", help="directory of lookup-table JSON files to reuse and extend")
+    parser.add_argument("--markdown", help="also write the tables to this file")
+    parser.add_argument("--json", help="write every architecture's figures to this JSON file")
+    parser.add_argument("--remeasure", help=argparse.SUPPRESS)  # the fresh process of the noise floor
+    args = parser.parse_args(argv)
+    if args.remeasure:
+        remeasure(args.remeasure, args)
+        return
+    try:
+        resolutions = [int(r) for r in args.resolutions.split(",")]
+    except ValueError:
+        parser.error(f"--resolutions expects comma-separated integers; received {args.resolutions!r}")
+    if args.archs < 2 or args.calibration < 2 or args.runs < 1 or min(resolutions) < 32:
+        parser.error("expected --archs and --calibration >= 2, --runs >= 1 and resolutions >= 32")
+    if args.table_dir:
+        os.makedirs(args.table_dir, exist_ok=True)
+
+    started = time.monotonic()
     host_info = host_provenance()
     lines = [
-        f"Lookup-table predictor vs measured host latency: {len(evaluation_rows)} random architectures of "
-        f"the MnasNet space at {args.resolution}x{args.resolution} (1000 classes), calibrated on "
-        f"{len(calibration_rows)} others (seed {args.seed}).",
+        "Lookup-table predictor against measured host latency (LiteRT, one thread), on held-out "
+        "architectures.",
         "",
-        "| predictor | within +-10% | within +-5% | Spearman | median abs. error | worst abs. error |",
-        "|---|---|---|---|---|---|",
-        accuracy_row("lookup table, calibrated", lut_calibrated, measured),
-        accuracy_row("lookup table, uncalibrated (sum + baseline)", lut_raw, measured),
-        accuracy_row("mult-adds, linear fit", macs_proxy, measured),
-        "",
-        f"Calibration: measured = {calibration.scale:.4f} x sum(entries) "
-        f"{signed(calibration.intercept_ms)} ms; "
-        f"mult-adds proxy: measured = {macs_scale * 1e6:.5f} ms/M x mult-adds {signed(macs_intercept)} ms. "
-        f"Measured latencies: {min(measured):.2f}-{max(measured):.2f} ms (median {np.median(measured):.2f}).",
-        "",
-        "| host measurement | value |",
-        "|---|---|",
-        f"| repeatability: CV of the median over {args.repeats} fresh interpreters, median of "
-        f"{len(repeat_cvs)} models (worst) | {np.median(repeat_cvs):.2%} ({max(repeat_cvs):.2%}) |",
-        f"| wall-clock over CPU time of an invoke, median of the same models (1.00: nothing pre-empted "
-        f"it) | {np.median(preemption):.2f} |",
-        f"| within-run CV of the timed runs (at least {args.runs} and {args.min_seconds:g} s), median over "
-        "the evaluation models | "
-        f"{np.median([row['cv'] for row in evaluation_rows]):.2%} |",
-        f"| end-to-end measurements per minute (build, convert, {args.warmup_runs} warm-up and the timed "
-        "runs) | "
-        f"{60 * measured_count / (calibration_seconds + evaluation_seconds):.1f} |",
-        f"| table entries profiled (space has {space_entries}) | "
-        + (
-            f"{profiled} in {profile_seconds / 60:.1f} min ({profile_seconds / profiled:.2f} s each) |"
-            if profiled
-            else f"none: {args.table} already held them |"
-        ),
-        f"| lookup-table predictions per second, from hyperparameter values | {from_values:,.0f} |",
-        f"| lookup-table predictions per second, from an ArchSpec | {from_arch:,.0f} |",
-        f"| lookup-table predictions per second, from a built model (`measure`) | {from_model:,.0f} |",
-        "",
-        f"Host: {host_info['cpu']} ({host_info['cpu_count']} cores), {platform.system()}, LiteRT "
-        f"{host_info['litert']}, TensorFlow {host_info['tensorflow']}, one thread; load average "
-        f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; run took {elapsed / 60:.1f} min.",
     ]
+    results = []
+    for resolution in resolutions:
+        section, data = run_resolution(resolution, args)
+        lines += section
+        results.append(data)
+    lines.append(
+        f"Host: {host_info['cpu']} ({host_info['cpu_count']} cores), {platform.system()}, LiteRT "
+        f"{host_info['litert']}, TensorFlow {host_info['tensorflow']}; the run took "
+        f"{(time.monotonic() - started) / 60:.1f} min."
+    )
     text = "\n".join(lines)
     print(text)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(text + "\n")
     if args.json:
-        atomic_write_json(
-            args.json,
-            {
-                "resolution": args.resolution,
-                "seed": args.seed,
-                "calibration": calibration.to_dict(),
-                "macs_fit": {"scale_ms_per_mac": macs_scale, "intercept_ms": macs_intercept},
-                "evaluation": evaluation_rows,
-                "repeat_cvs": repeat_cvs,
-                "wall_over_cpu_time": preemption,
-                "host": host_info,
-            },
-        )
-    if from_arch < 1000:
-        # The tuner asks for one prediction per trial, a filter for thousands: a regression here matters.
-        sys.exit(
-            f"Lookup-table predictions are too slow: {from_arch:.0f}/s from an ArchSpec (expected > 1000/s)."
-        )
+        atomic_write_json(args.json, {"seed": args.seed, "host": host_info, "resolutions": results})
+    if any(data.get("too_slow") for data in results):
+        sys.exit("Predictions from hyperparameter values are slower than 2,000 per second.")
 
 
 if __name__ == "__main__":

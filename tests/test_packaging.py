@@ -34,7 +34,7 @@ def package_files(root: pathlib.Path) -> set[str]:
 def test_ci_imports_the_installed_package_not_the_source_tree():
     assert not FROM_SOURCE, (
         f"keras_mnas was imported from the source tree ({INSTALLED}): CI must run the tests with the "
-        "repository root off sys.path (python -P -m pytest) so that they test what pip installed."
+        "repository root off sys.path (PYTHONSAFEPATH=1, as -P sets) so that they test what pip installed."
     )
     site_packages = pathlib.Path(sysconfig.get_paths()["purelib"]).resolve()
     assert INSTALLED.is_relative_to(site_packages), (

@@ -177,6 +177,12 @@ def _calibration_summary(table) -> str:
         return "uncalibrated (sum of entries plus one baseline)"
     errors = [abs(e) for e in calibration.relative_errors]
     worst = f", in-sample errors up to {100 * max(errors):.1f}%" if errors else ""
+    if calibration.terms:
+        return (
+            f"calibrated per kernel on {len(calibration.measurements)} architectures: "
+            f"{len(calibration.terms)} feature weights and a fixed cost of {calibration.intercept_ms:.4g} ms"
+            f"{worst}"
+        )
     return (
         f"calibrated on {len(calibration.measurements)} architectures: measured = "
         f"{calibration.scale:.4g} x sum {'+' if calibration.intercept_ms >= 0 else '-'} "

@@ -2,7 +2,7 @@
 
 - `MnasSearchSpace` / `MnasHyperModel`: the factorized hierarchical search space as a KerasTuner HyperModel.
 - `Controller` / `ControllerConfig`: the LSTM policy trained with PPO and its settings; `MnasOracle`: the
-  KerasTuner Oracle it drives.
+  KerasTuner Oracle it drives; `EvolutionOracle`: regularized evolution, for any discrete space.
 - `MnasReward`: accuracy traded against latency (`AbsoluteReward`: TuNAS's form); `MnasTuner`: the whole
   search from a Keras script.
 - `Supernet`: the weight-sharing supernet of a space, whose paths extract to stand-alone candidates;
@@ -24,6 +24,7 @@ _EXPORTS = {
     "AbsoluteReward": "keras_mnas.search.reward",
     "Controller": "keras_mnas.search.controller",
     "ControllerConfig": "keras_mnas.search.controller",
+    "EvolutionOracle": "keras_mnas.search.evolution",
     "MnasHyperModel": "keras_mnas.search.hypermodel",
     "MnasOracle": "keras_mnas.search.oracle",
     "MnasReward": "keras_mnas.search.reward",
@@ -46,6 +47,7 @@ __all__ = [
     "AbsoluteReward",
     "Controller",
     "ControllerConfig",
+    "EvolutionOracle",
     "MnasHyperModel",
     "MnasOracle",
     "MnasReward",

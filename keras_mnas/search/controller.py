@@ -68,6 +68,11 @@ class ControllerConfig:
             baseline only feeds the statistics), so a few disastrous architectures (e.g. a cell of only
             `none` ops, reward near 0) cannot drown the fine differences between good ones, and any monotone
             transform of the reward gives the same search.
+        elite_mutation: Probability that a proposal is one decision of an elite architecture (one of the
+            `elite_size` best observed) changed at random, instead of a sample of the LSTM. The LSTM still
+            learns from every reward, these proposals' included (scored by its own log-probabilities when
+            proposed), so the policy is pulled towards what the mutations find; 0 samples the LSTM only.
+        elite_size: How many of the best architectures observed are kept as elites.
 
     Raises:
         ValueError: if a setting is out of range, naming it and the value received.
@@ -94,6 +99,8 @@ class ControllerConfig:
     temperature: float | None = None
     tanh_constant: float | None = 2.5
     advantage_normalization: str | None = "rank"
+    elite_mutation: float = 0.75
+    elite_size: int = 10
 
     def __post_init__(self):
         # Stored in canonical types (an int learning rate becomes a float), so configs compare and save alike.
@@ -125,6 +132,10 @@ class ControllerConfig:
             "advantage_normalization": check_choice(
                 "advantage_normalization", self.advantage_normalization, ADVANTAGE_NORMALIZATIONS
             ),
+            "elite_mutation": check_number(
+                "elite_mutation", self.elite_mutation, low=0, high=1, high_open=True
+            ),
+            "elite_size": check_int("elite_size", self.elite_size, minimum=1, maximum=100_000),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -146,6 +157,7 @@ class ControllerConfig:
             entropy_weight=1e-5,
             tanh_constant=None,
             advantage_normalization=None,
+            elite_mutation=0.0,
         )
 
     @classmethod
@@ -314,11 +326,13 @@ class Controller:
     the gradient is biased: each reward would partly cancel itself). The first reward initialises the
     baseline and has advantage 0. (With `advantage_normalization="rank"` the minibatch is the baseline.)
 
-    The default settings (`ControllerConfig()`) differ from the paper's (`ControllerConfig.nasnet()`) in four
+    The default settings (`ControllerConfig()`) differ from the paper's (`ControllerConfig.nasnet()`) in five
     places: a larger learning rate, so the policy moves within a few hundred trials; rank-normalised
-    advantages, so a few disastrous cells do not drown the small differences between good ones; and a tanh
+    advantages, so a few disastrous cells do not drown the small differences between good ones; a tanh
     bound on the logits with a larger entropy bonus, which keep the policy from collapsing onto one
-    architecture. `docs/benchmarks.md` compares them.
+    architecture; and elite mutation: three proposals in four change one decision of one of the ten best
+    architectures observed, and the LSTM learns from their rewards as from its own samples.
+    `docs/benchmarks.md` compares them and says how they were chosen.
 
     Args:
         choice_counts: Number of options of each decision, in order. Entries are ints >= 1; a decision with
@@ -377,8 +391,11 @@ class Controller:
         self._rng = np.random.default_rng(self.seed)
         self._baseline: float | None = None
         self._pending: list[dict[str, Any]] = []
+        # The best architectures observed: [reward, tokens], best first, distinct tokens.
+        self._elites: list[list] = []
         self._num_observed = 0
         self._num_updates = 0
+        self._loads = 0  # set_state calls: each may change the weights without an update
         self._model: _PolicyNetwork | None = None
         self._optimizer: keras.optimizers.Optimizer | None = None
         self._np_weights: list[np.ndarray] = []
@@ -464,6 +481,15 @@ class Controller:
 
     # ------------------------------------------------------------------ properties
 
+    #: The keys of `get_state()` that change only at a PPO update (the weights and optimizer slots, most of
+    #: the state). `MnasOracle` stores them in a file of their own, written once per update, not per trial.
+    checkpoint_keys = ("weights", "optimizer")
+
+    @property
+    def checkpoint_version(self) -> tuple[int, int]:
+        """Changes whenever the state under `checkpoint_keys` changes: the update count and the model."""
+        return (self._num_updates, id(self._model), self._loads)
+
     @property
     def baseline(self) -> float | None:
         """The exponential moving average of the observed rewards (`None` before the first)."""
@@ -547,6 +573,14 @@ class Controller:
         assert len(tokens) == len(log_probs) == 3 and tokens[1] == 0
         ```
         """
+        mutate = self.config.elite_mutation
+        if self._elites and mutate > 0 and self._rng.random() < mutate:
+            tokens = list(self._elites[int(self._rng.integers(len(self._elites)))][1])
+            position = self._active[int(self._rng.integers(len(self._active)))]
+            # Another option of that decision, uniformly.
+            token = int(self._rng.integers(self.choice_counts[position] - 1))
+            tokens[position] = token + (token >= tokens[position])
+            return tokens, self.log_probs(tokens)
         tokens = [0] * len(self.choice_counts)
         log_probs = [0.0] * len(self.choice_counts)
         state = self._zero_state(1)
@@ -635,12 +669,21 @@ class Controller:
                 self.config.baseline_decay * self._baseline + (1.0 - self.config.baseline_decay) * reward
             )
         self._num_observed += 1
+        self._remember_elite(tokens, reward)
         self._pending.append(
             {"tokens": tokens, "log_probs": log_probs, "reward": reward, "advantage": advantage}
         )
         if len(self._pending) < self.config.minibatch_size:
             return None
         return self._update()
+
+    def _remember_elite(self, tokens: list[int], reward: float) -> None:
+        if self.config.elite_mutation <= 0 or not self._active or any(t == tokens for _, t in self._elites):
+            return
+        self._elites.append([reward, list(tokens)])
+        # Stable: of equal rewards the earlier observed stays ahead.
+        self._elites.sort(key=lambda item: -item[0])
+        del self._elites[self.config.elite_size :]
 
     def _update(self) -> dict[str, Any]:
         batch, self._pending = self._pending, []
@@ -713,6 +756,7 @@ class Controller:
             "baseline": self._baseline,
             "rng": self._rng.bit_generator.state,
             "pending": [dict(item) for item in self._pending],
+            "elites": [[reward, list(tokens)] for reward, tokens in self._elites],
             "num_observed": self._num_observed,
             "num_updates": self._num_updates,
         }
@@ -745,6 +789,7 @@ class Controller:
             ValueError: if the state is not a controller state, or was made with another configuration.
         """
         self._variables_cache = (None, None)  # the variables are about to change
+        self._loads += 1
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             received = state.get("format") if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(
@@ -790,6 +835,9 @@ class Controller:
             }
             for item in state["pending"]
         ]
+        # Absent from states saved before elites existed: those controllers had none.
+        elites = state.get("elites", [])
+        self._elites = [[float(reward), [int(t) for t in tokens]] for reward, tokens in elites]
         self._num_observed = int(state["num_observed"])
         self._num_updates = int(state["num_updates"])
 

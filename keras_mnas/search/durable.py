@@ -79,11 +79,16 @@ class AtomicSaves:
     ```
     """
 
+    #: Whether the per-trial writes wait for the disk (`fsync`). The rename keeps them consistent under any
+    #: kill; waiting for the disk as well cost a search ~40 ms per trial (six writes) on a busy machine.
+    sync_saves = False
+
     def save(self) -> None:
-        atomic_write_json(self._project_path("oracle.json"), self.get_state())
+        atomic_write_json(self._project_path("oracle.json"), self.get_state(), sync=self.sync_saves)
 
     def _save_trial(self, trial) -> None:
-        atomic_write_json(self._project_path(f"trial_{trial.trial_id}", "trial.json"), trial.get_state())
+        path = self._project_path(f"trial_{trial.trial_id}", "trial.json")
+        atomic_write_json(path, trial.get_state(), sync=self.sync_saves)
 
     def _project_path(self, *parts: str) -> str:
         """A path inside the project directory."""

@@ -15,7 +15,11 @@ anew. Crash accounting, atomic saves and distributed liveness come from `Durable
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
+import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,6 +40,7 @@ from keras_mnas.search.durable import (
 )
 from keras_mnas.search.policy import PolicyFactory, TokenPolicy, get_policy, resolve_policy
 from keras_mnas.utils.checks import check_int
+from keras_mnas.utils.io import atomic_write_bytes, read_json
 
 __all__ = [
     "COMPLETED",
@@ -51,7 +56,38 @@ __all__ = [
     "hyperparameter_options",
 ]
 
+#: Files of the policy's bulky state (`checkpoint_keys`), named by a digest of their contents.
+CHECKPOINT_PREFIX = "mnas_policy_"
+
 KNOWN_DIRECTIONS = {"reward": "max", "latency_ms": "min", "params": "min", "macs": "min"}
+
+
+def single_objective(objective: Any, oracle_name: str, why: str = "") -> Any:
+    """The one objective an oracle optimises, with the direction of MnasTuner's metrics filled in.
+
+    `None` means `"reward"`; a list of objectives is refused, naming `oracle_name` (and `why`, if given).
+    """
+    if objective is None:
+        objective = "reward"
+    if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
+        # The metrics MnasTuner reports: KerasTuner cannot infer their direction from the name.
+        objective = keras_tuner.Objective(objective, direction=KNOWN_DIRECTIONS[objective])
+    if isinstance(objective, (list, tuple)):
+        raise ValueError(
+            f"{oracle_name} needs a single objective{why}; received {len(objective)} objectives: "
+            f"{objective!r}."
+        )
+    return objective
+
+
+def check_direction(oracle: keras_tuner.Oracle, given: Any) -> None:
+    """Refuses an objective KerasTuner resolved without a direction ('max' or 'min') to optimise."""
+    direction = getattr(oracle.objective, "direction", None)
+    if direction not in ("max", "min"):
+        raise ValueError(
+            f"{type(oracle).__name__} needs a single objective with direction 'max' or 'min'; received "
+            f"objective {getattr(oracle.objective, 'name', given)!r} with direction {direction!r}."
+        )
 
 
 def hyperparameter_options(hp) -> list:
@@ -94,7 +130,9 @@ class MnasOracle(DurableOracle):
             name, e.g. `"random"`, or its factory). Checked here, not when the search starts.
         seed: Random seed of the policy and of KerasTuner's own sampling.
         max_resamples: How many already-evaluated architectures a trial may re-propose (each teaches the
-            policy from the known reward) before a never-tried one is drawn at random.
+            policy from the known reward) before a never-tried one is drawn at random. A policy that keeps
+            re-proposing what it knows has little left to learn from it; a larger value makes a converged
+            policy's trials cost more (each re-proposal is a sample and a share of a policy update).
         max_crashes_per_trial: As in `DurableOracle`: crashes of the search process a trial may cause before
             it is recorded as failed.
         trial_timeout: As in `DurableOracle`: seconds without news, or without progress, from a distributed
@@ -125,7 +163,7 @@ class MnasOracle(DurableOracle):
         *,
         controller: str | ControllerConfig | Mapping[str, Any] | PolicyFactory | Callable | None = None,
         seed: int | None = None,
-        max_resamples: int = 100,
+        max_resamples: int = 5,
         max_crashes_per_trial: int = 2,
         trial_timeout: float | None = None,
         trial_deadline: float | None = None,
@@ -135,16 +173,7 @@ class MnasOracle(DurableOracle):
         max_retries_per_trial: int = 0,
         max_consecutive_failed_trials: int = 3,
     ):
-        if objective is None:
-            objective = "reward"
-        if isinstance(objective, str) and objective in KNOWN_DIRECTIONS:
-            # The metrics MnasTuner reports: KerasTuner cannot infer their direction from the name.
-            objective = keras_tuner.Objective(objective, direction=KNOWN_DIRECTIONS[objective])
-        if isinstance(objective, (list, tuple)):
-            raise ValueError(
-                "MnasOracle needs a single objective (the controller learns from one reward); "
-                f"received {len(objective)} objectives: {objective!r}."
-            )
+        objective = single_objective(objective, "MnasOracle", " (the controller learns from one reward)")
         max_trials = check_int("max_trials", max_trials, minimum=1)
         self.max_resamples = check_int("max_resamples", max_resamples, minimum=0)
         #: Makes the policy once the space is known, and names it in the saved state.
@@ -162,12 +191,7 @@ class MnasOracle(DurableOracle):
             trial_timeout=trial_timeout,
             trial_deadline=trial_deadline,
         )
-        direction = getattr(self.objective, "direction", None)
-        if direction not in ("max", "min"):
-            raise ValueError(
-                "MnasOracle needs a single objective with direction 'max' or 'min'; received objective "
-                f"{getattr(self.objective, 'name', objective)!r} with direction {direction!r}."
-            )
+        check_direction(self, objective)
         #: The policy proposing the trials (a `TokenPolicy`; `None` until the space is known).
         self.controller: TokenPolicy | None = None
         self._policy_name = self.policy_factory.name
@@ -179,6 +203,12 @@ class MnasOracle(DurableOracle):
         self._reused = 0
         self._random_fallbacks = 0
         self._updates: list[dict[str, Any]] = []
+        self._saving = False
+        #: Token sequence -> (hyperparameter values, their hash), for the current layout; not saved.
+        self._hash_by_tokens: dict[tuple[int, ...], tuple[dict[str, Any], str]] = {}
+        # (policy version, file name) of the last checkpoint written, and the file oracle.json last named.
+        self._checkpoint: tuple[Any, str] | None = None
+        self._checkpoint_on_disk: str | None = None
 
     # ------------------------------------------------------------------------------------------------------
     # Tokens <-> hyperparameter values
@@ -219,6 +249,7 @@ class MnasOracle(DurableOracle):
             )
         self._layout = counts
         self.controller = self.policy_factory([n for _, n in counts], self.seed)
+        self._hash_by_tokens = {}
         self._policy_name = self.policy_factory.name
         return self.controller
 
@@ -262,8 +293,13 @@ class MnasOracle(DurableOracle):
         running = self._running_hashes()
         for _ in range(self.max_resamples + 1):
             tokens, log_probs = controller.sample()
-            values = self._values_from_tokens(tokens)
-            values_hash = self._values_hash(values)
+            # A converged policy re-proposes the same few architectures: hash each token sequence once.
+            key = tuple(tokens)
+            if key not in self._hash_by_tokens:
+                values = self._values_from_tokens(tokens)
+                self._hash_by_tokens[key] = (values, self._values_hash(values))
+            values, values_hash = self._hash_by_tokens[key]
+            values = dict(values)
             if values_hash in known:
                 self._reused += 1
                 self._observe(tokens, log_probs, known[values_hash])
@@ -293,7 +329,8 @@ class MnasOracle(DurableOracle):
         if trial.status not in (COMPLETED, FAILED):
             return True  # still to be retried
         values_hash = self._hash_of(trial_id)
-        sample = self._samples.get(trial_id)
+        # Learnt from once only: its sample is not kept, so oracle.json does not grow with every trial.
+        sample = self._samples.pop(trial_id, None)
         duplicates = self._pending_duplicates.pop(values_hash, [])
         self._observed.append(trial_id)
         if trial.status != COMPLETED or trial.score is None or not math.isfinite(trial.score):
@@ -315,12 +352,74 @@ class MnasOracle(DurableOracle):
     # ------------------------------------------------------------------------------------------------------
     # State
 
+    def save(self) -> None:
+        # Only a state bound for oracle.json moves the policy's bulky parts to their own file.
+        self._saving = True
+        try:
+            super().save()
+        finally:
+            self._saving = False
+        if self._checkpoint is not None and self._checkpoint[1] != self._checkpoint_on_disk:
+            self._remove_old_checkpoints(keep=self._checkpoint[1])
+
+    def _remove_old_checkpoints(self, keep: str | None) -> None:
+        # After oracle.json names the new file: a kill before this leaves the old one, removed next time.
+        self._checkpoint_on_disk = keep
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self._project_path()):
+                if name.startswith(CHECKPOINT_PREFIX) and name != keep:
+                    with contextlib.suppress(OSError):
+                        os.remove(self._project_path(name))
+
+    def _policy_state(self) -> dict[str, Any] | None:
+        """The policy's state; when saving, its `checkpoint_keys` replaced by the name of their file.
+
+        The weights and optimizer slots of the LSTM controller are most of its state (1.4 MB at 100 units)
+        and change only at a PPO update: written with every trial, they made each trial cost tens of
+        milliseconds, growing with the file. Their file is written (atomically, before the oracle.json that
+        names it) only when they change, so a kill at any instant leaves a consistent pair on disk.
+        """
+        if self.controller is None:
+            return None
+        state = self.controller.get_state()
+        keys = tuple(getattr(self.controller, "checkpoint_keys", ()))
+        if not self._saving or not keys:
+            return state
+        version = (getattr(self.controller, "checkpoint_version", None), id(self.controller))
+        if self._checkpoint is None or self._checkpoint[0] != version:
+            data = json.dumps({key: state[key] for key in keys}, sort_keys=True).encode("utf-8")
+            name = f"{CHECKPOINT_PREFIX}{hashlib.sha256(data).hexdigest()[:24]}.json"
+            if not os.path.exists(self._project_path(name)):
+                atomic_write_bytes(self._project_path(name), data)
+            self._checkpoint = (version, name)
+        small = {key: value for key, value in state.items() if key not in keys}
+        small["checkpoint_file"] = self._checkpoint[1]
+        return small
+
+    def _load_policy_state(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved policy state with its checkpoint file's contents put back."""
+        name = saved.get("checkpoint_file")
+        if name is None:
+            return saved
+        path = self._project_path(name)
+        try:
+            bulky = read_json(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"oracle.json names the policy checkpoint {path}, which could not be read ({error}). The "
+                "project's files are incomplete: restore the file, or start a new search with overwrite=True."
+            ) from error
+        state = {key: value for key, value in saved.items() if key != "checkpoint_file"}
+        state.update(bulky)
+        self._checkpoint_on_disk = name
+        return state
+
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         state[STATE_SECTION].update(
             layout=self._layout,
             policy=self._policy_name,
-            controller=self.controller.get_state() if self.controller is not None else None,
+            controller=self._policy_state(),
             samples=self._samples,
             observed=self._observed,
             num_observed=self._num_observed,
@@ -335,11 +434,15 @@ class MnasOracle(DurableOracle):
         super().set_state(state)
         mnas = state[STATE_SECTION]
         self._layout = [tuple(item) for item in mnas["layout"]]
+        self._hash_by_tokens = {}
         # Rebuilt by the name it was saved under, whatever this oracle was constructed with: the saved
         # search's own settings are checked against the current ones through `search_config`.
         self._policy_name = mnas["policy"]
         saved = mnas["controller"]
-        self.controller = get_policy(self._policy_name).from_state(saved) if saved else None
+        self.controller = (
+            get_policy(self._policy_name).from_state(self._load_policy_state(saved)) if saved else None
+        )
+        self._checkpoint = None
         self._samples = dict(mnas["samples"])
         self._observed = list(mnas["observed"])
         self._num_observed = mnas["num_observed"]

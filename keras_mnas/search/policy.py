@@ -66,7 +66,13 @@ class TokenPolicy(Protocol):
         """The log-probability of each token of an architecture under the current policy."""
 
     def get_state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the policy stands, as JSON data."""
+        """Everything needed to continue exactly where the policy stands, as JSON data.
+
+        Optional: a policy whose state has bulky parts that change rarely (a network's weights) names their
+        keys in a `checkpoint_keys` attribute, and gives a `checkpoint_version` property that changes
+        whenever they do. `MnasOracle` then writes those parts to a file of their own when they change,
+        instead of with every trial.
+        """
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,10 @@ with a configurable latency (`FakeBenchmark`), and per-operator tables under `--
 Shell commands are parsed the way `sh` would split them (quotes, `;`, `&&`), so a command whose arguments
 were not quoted properly fails here as it would on a phone.
 
+`FakePhone.serve_shell` answers a shell service, faults included, for any transport: this double's host
+protocol and `AdbdDevice`'s transport protocol both call it, so a new fault or output rule holds through the
+real adb server as well.
+
 Faults (`Fault`) hit the next shell commands that contain a given text: a connection dropped mid-output, a
 command that hangs (silent, or trickling one byte at a time so that only a wall-clock deadline stops it), a
 slow command, exit statuses 1 and 134, output truncated before the summary, the phone going offline or
@@ -59,6 +63,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 #: The adb server protocol version the double reports by default (adb 1.0.41).
 ADB_SERVER_VERSION = 41
@@ -75,6 +80,9 @@ FAULT_ACTIONS = (
     "unauthorized",  # the phone's authorization is revoked mid-command (connection dropped)
     "disappear",  # the phone is unplugged mid-command (connection dropped, gone from the device list)
 )
+
+#: The faults that end the connection mid-output (the transport decides what else happens to the phone).
+CUTTING_ACTIONS = ("drop", "offline", "unauthorized", "disappear")
 
 _UNAUTHORIZED_MESSAGE = (
     "device unauthorized.\nThis adb server's $ADB_VENDOR_KEYS is not set\nTry 'adb kill-server' if that "
@@ -454,6 +462,23 @@ class _Outcome:
         self.merged += data
 
 
+class ShellChannel(Protocol):
+    """How a transport carries one shell command's output: what `FakePhone.serve_shell` writes to.
+
+    `AdbDouble` (a host-protocol socket) and `AdbdDevice` (a transport-protocol stream) each implement it,
+    so the faults and output rules of `serve_shell` hold through either.
+    """
+
+    def send(self, data: bytes) -> None:
+        """Writes bytes to the client; raises `OSError` (or the transport's own error) once it is gone."""
+
+    def wait_closed(self, seconds: float) -> bool:
+        """Waits up to `seconds`; True as soon as the client went away or the transport is stopping."""
+
+    def cut(self, fault: Fault, partial: bytes) -> None:
+        """Sends `partial` and ends the connection as `fault.action` (one of `CUTTING_ACTIONS`) does."""
+
+
 class FakePhone:
     """One fake Android phone.
 
@@ -663,6 +688,46 @@ class FakePhone:
 
     # ----------------------------------------------------------------------------------------------
     # The shell.
+
+    def serve_shell(self, command: str, channel: ShellChannel, *, v2: bool) -> None:
+        """Answers one shell service as adbd would: the armed fault for `command`, then its output.
+
+        Shell v2 output is packets (stdout, stderr, the exit status); shell v1 output is both streams in
+        the order written, through a pty before Android 7. Every transport calls this, so a new fault or
+        output rule works through the in-process double and the real adb server alike.
+
+        Args:
+            command: The command line of the `shell:` service.
+            channel: Where the output goes.
+            v2: Whether the client opened `shell,v2:`.
+        """
+        fault = self._take_fault(command)
+        action = fault.action if fault is not None else None
+        if action == "hang":
+            while not channel.wait_closed(60.0):
+                continue
+            return
+        if action == "trickle":
+            # One byte at a time: a silence timeout never fires, only a wall-clock deadline stops it.
+            while True:
+                channel.send(_v2_packet(1, b".") if v2 else b".")
+                if channel.wait_closed(fault.interval_s):
+                    return
+        if action == "delay" and channel.wait_closed(fault.delay_s):
+            return
+        outcome = self.run_shell(command, fault if action in ("exit", "truncate") else None)
+        if action in CUTTING_ACTIONS:
+            full = outcome.stdout if v2 else self._v1_bytes(outcome.merged)
+            partial = full[: int(len(full) * fault.keep_fraction)]
+            channel.cut(fault, _v2_packet(1, partial) if v2 and partial else partial)
+            return
+        if v2:
+            data = _v2_packet(1, outcome.stdout) if outcome.stdout else b""
+            if outcome.stderr:
+                data += _v2_packet(2, outcome.stderr)
+            channel.send(data + _v2_packet(3, bytes([outcome.exit_code & 0xFF])))
+        else:
+            channel.send(self._v1_bytes(outcome.merged))
 
     def run_shell(self, command: str, applied_fault: Fault | None = None) -> _Outcome:
         """Runs a command line like `sh -c` would (`;` and `&&` lists of simple commands)."""
@@ -1340,44 +1405,7 @@ class AdbDouble:
             _fail(conn, f"unknown service '{request}'")
 
     def _shell(self, conn: socket.socket, phone: FakePhone, command: str, v2: bool) -> None:
-        fault = phone._take_fault(command)
-        action = fault.action if fault is not None else None
-        if action == "hang":
-            self._wait_for_client_close(conn)
-            return
-        if action == "trickle":
-            while not self._stopping.is_set():
-                try:
-                    conn.sendall(b"\x01\x01\x00\x00\x00." if v2 else b".")
-                except OSError:
-                    return
-                if self._client_closed(conn, fault.interval_s):
-                    return
-            return
-        if action == "delay" and self._client_closed(conn, fault.delay_s):
-            return
-        outcome = phone.run_shell(command, fault if action in ("exit", "truncate") else None)
-        if action in ("drop", "offline", "unauthorized", "disappear"):
-            if action == "disappear":
-                self.remove_phone(phone.serial)
-            elif action in ("offline", "unauthorized"):
-                phone.state = action
-            full = outcome.stdout if v2 else phone._v1_bytes(outcome.merged)
-            partial = full[: int(len(full) * fault.keep_fraction)]
-            if partial:
-                conn.sendall(_v2_packet(1, partial) if v2 else partial)
-            # The adb server closes the socket when the device's transport dies: a clean end of stream,
-            # with no exit status (v2) and no exit marker (v1).
-            _shutdown(conn)
-            raise _ConnectionClosedError
-        if v2:
-            if outcome.stdout:
-                conn.sendall(_v2_packet(1, outcome.stdout))
-            if outcome.stderr:
-                conn.sendall(_v2_packet(2, outcome.stderr))
-            conn.sendall(_v2_packet(3, bytes([outcome.exit_code & 0xFF])))
-        else:
-            conn.sendall(phone._v1_bytes(outcome.merged))
+        phone.serve_shell(command, _SocketChannel(self, conn, phone), v2=v2)
 
     def _client_closed(self, conn: socket.socket, seconds: float) -> bool:
         """Waits up to `seconds`; True as soon as the client closes the connection or the server stops."""
@@ -1393,10 +1421,6 @@ class AdbDouble:
             except (OSError, ValueError):
                 return True
         return True
-
-    def _wait_for_client_close(self, conn: socket.socket) -> None:
-        while not self._client_closed(conn, 60.0):
-            continue
 
     def _sync(self, conn: socket.socket, phone: FakePhone) -> None:
         while True:
@@ -1452,6 +1476,31 @@ class AdbDouble:
             else:
                 conn.sendall(b"FAIL" + _le_block(f"unknown sync command {command!r}"))
                 return
+
+
+class _SocketChannel:
+    """A shell service's output on a host-protocol socket of the double (a `ShellChannel`)."""
+
+    def __init__(self, double: AdbDouble, conn: socket.socket, phone: FakePhone):
+        self.double, self.conn, self.phone = double, conn, phone
+
+    def send(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def wait_closed(self, seconds: float) -> bool:
+        return self.double._client_closed(self.conn, seconds)
+
+    def cut(self, fault: Fault, partial: bytes) -> None:
+        if fault.action == "disappear":
+            self.double.remove_phone(self.phone.serial)
+        elif fault.action in ("offline", "unauthorized"):
+            self.phone.state = fault.action
+        if partial:
+            self.conn.sendall(partial)
+        # The adb server closes the socket when the device's transport dies: a clean end of stream, with
+        # no exit status (v2) and no exit marker (v1).
+        _shutdown(self.conn)
+        raise _ConnectionClosedError
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:

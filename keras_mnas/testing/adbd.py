@@ -477,39 +477,11 @@ class AdbdDevice:
         return lambda stream: self._shell(stream, command, v2)
 
     def _shell(self, stream: _Stream, command: str, v2: bool) -> None:
-        phone = self.phone
-        fault = phone._take_fault(command)
-        action = fault.action if fault is not None else None
-        if action == "hang":
-            while not stream.wait_closed(60.0):
-                continue
-            return
-        if action == "trickle":
-            while not stream.closed and not self._stopping.is_set():
-                stream.send(_shell_packet(1, b".") if v2 else b".")
-                if stream.wait_closed(fault.interval_s):
-                    return
-            return
-        if action == "delay" and stream.wait_closed(fault.delay_s):
-            return
-        outcome = phone.run_shell(command, fault if action in ("exit", "truncate") else None)
-        if action in ("drop", "offline", "unauthorized", "disappear"):
-            self._cut(stream, fault, outcome.stdout if v2 else outcome.merged, v2)
-            return
-        if v2:
-            data = b""
-            if outcome.stdout:
-                data += _shell_packet(1, outcome.stdout)
-            if outcome.stderr:
-                data += _shell_packet(2, outcome.stderr)
-            stream.send(data + _shell_packet(3, bytes([outcome.exit_code & 0xFF])))
-        else:
-            stream.send(outcome.merged)
+        self.phone.serve_shell(command, _StreamChannel(self, stream), v2=v2)
 
-    def _cut(self, stream: _Stream, fault: Fault, output: bytes, v2: bool) -> None:
-        partial = output[: int(len(output) * fault.keep_fraction)]
+    def _cut(self, stream: _Stream, fault: Fault, partial: bytes) -> None:
         if partial:
-            stream.send(_shell_packet(1, partial) if v2 else partial)
+            stream.send(partial)
             # Closing a socket with unread input resets it, and the server may lose what it had not read.
             stream.flush()
         if fault.action == "drop":
@@ -596,8 +568,20 @@ class AdbdDevice:
         return struct.pack("<IQQIIIIQqqq", 0, 0xFD00, inode, mode, nlink, uid, gid, size, mtime, mtime, mtime)
 
 
-def _shell_packet(kind: int, data: bytes) -> bytes:
-    return bytes([kind]) + struct.pack("<I", len(data)) + data
+class _StreamChannel:
+    """A shell service's output on a transport stream (a `ShellChannel`)."""
+
+    def __init__(self, device: AdbdDevice, stream: _Stream):
+        self.device, self.stream = device, stream
+
+    def send(self, data: bytes) -> None:
+        self.stream.send(data)
+
+    def wait_closed(self, seconds: float) -> bool:
+        return self.stream.wait_closed(seconds) or self.device._stopping.is_set()
+
+    def cut(self, fault: Fault, partial: bytes) -> None:
+        self.device._cut(self.stream, fault, partial)
 
 
 def _le_text(text: str) -> bytes:

@@ -19,6 +19,11 @@ A block that shows an error is marked with the exception it must raise:
 
     <!-- raises: ValueError -->
 
+A block that needs an installed program runs where it is installed; elsewhere it is skipped with the
+reason, and under CI=true (where CI installs it) it fails:
+
+    <!-- requires: adb -->
+
 `mermaid` blocks (diagrams) and blocks without a language (printed output) are not code.
 """
 
@@ -42,8 +47,8 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUNNABLE = ("python", "bash", "text")
 NOT_CODE = ("mermaid", "")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+)(?P<lang>[\w-]*)\s*$")
-MARKER = re.compile(r"^\s*<!--\s*(?P<kind>skip|raises)\s*:\s*(?P<value>.*?)\s*-->\s*$")
-ANY_MARKER = re.compile(r"^\s*<!--\s*(skip|raises)\b")
+MARKER = re.compile(r"^\s*<!--\s*(?P<kind>skip|raises|requires)\s*:\s*(?P<value>.*?)\s*-->\s*$")
+ANY_MARKER = re.compile(r"^\s*<!--\s*(skip|raises|requires)\b")
 COMMAND_TIMEOUT_S = 900
 
 
@@ -57,6 +62,13 @@ class Block:
     code: str
     skip: str | None = None
     raises: str | None = None
+    requires: str | None = None  # programs it needs, comma-separated
+
+    def missing(self) -> str | None:
+        """Why this block cannot run here (a program it requires is not installed), or None."""
+        names = [name.strip() for name in self.requires.split(",")] if self.requires else []
+        absent = [name for name in names if shutil.which(name) is None]
+        return f"needs the `{'`, `'.join(absent)}` program, which is not installed" if absent else None
 
     @property
     def id(self) -> str:
@@ -147,7 +159,7 @@ class PageRun:
         for earlier in self.blocks[:position]:
             if self.failed is not None:
                 break
-            if self.blocks.index(earlier) not in self.done and earlier.skip is None:
+            if self.blocks.index(earlier) not in self.done and earlier.skip is None and not earlier.missing():
                 try:
                     self._run(earlier)
                 except BaseException:
@@ -232,6 +244,11 @@ def test_block_runs(block, page_runs):
             imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
             exec(compile(ast.Module(imports, type_ignores=[]), block.id, "exec"), {})
         pytest.skip(f"{block.id}: {block.skip}")
+    missing = block.missing()
+    if missing is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{block.id}: CI=true, but it {missing}.", pytrace=False)
+        pytest.skip(f"{block.id}: {missing}")
     page_runs[block.page].run_until(block)
 
 
@@ -239,8 +256,8 @@ def test_block_runs(block, page_runs):
 def test_every_block_is_code_or_output(block):
     # A block of another language would be silently left out of test_block_runs.
     assert block.lang in RUNNABLE + NOT_CODE, f"{block.id}: unknown language {block.lang!r}"
-    assert block.runnable or (block.skip is None and block.raises is None), (
-        f"{block.id}: only code blocks take a skip or raises marker"
+    assert block.runnable or (block.skip is None and block.raises is None and block.requires is None), (
+        f"{block.id}: only code blocks take a skip, raises or requires marker"
     )
     if block.lang == "text" and not block.runnable:
         # Text without commands is printed output or a synopsis: it must not hide a command.
@@ -261,6 +278,10 @@ def test_markers_are_parsed(tmp_path):
     assert (skipped.line, skipped.skip, skipped.code) == (4, "needs a phone", "phone()\n")
     assert (raising.raises, raising.code) == ("ValueError", "int('x')\n")
     assert shown.commands() == [("keras-mnas devices --adb-port 1", True), ("keras-mnas results r", False)]
+    page.write_text("<!-- requires: adb, no-such-program-here -->\n```python\nprint(1)\n```\n")
+    [needing] = parse_blocks(page)
+    assert needing.requires == "adb, no-such-program-here"
+    assert "`no-such-program-here`" in needing.missing()
     page.write_text("<!-- skip: nothing below -->\n\nText.\n")
     with pytest.raises(ValueError, match="right above a code block"):
         parse_blocks(page)

@@ -1,10 +1,11 @@
-"""AndroidLatency against the loopback adb double: results, quality, and every fault yielding no number."""
+"""AndroidLatency through the real adb server to loopback phones: results, quality, no number on a fault."""
 
 import contextlib
 import hashlib
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import socket
@@ -31,7 +32,7 @@ from keras_mnas.latency.errors import (
     ModelError,
     SetupError,
 )
-from keras_mnas.testing import AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_binary
+from keras_mnas.testing import AdbdDevice, AdbDouble, FakeBenchmark, FakePhone, Fault, fake_benchmark_binary
 
 # adbutils must never start a real adb server on the test machine.
 pytestmark = pytest.mark.usefixtures("no_real_adb")
@@ -68,13 +69,19 @@ def phone():
 
 
 @pytest.fixture
-def server(phone):
-    with AdbDouble([phone]) as double:
-        yield double
+def server(phone, serve_real):
+    """The real adb server with `phone` connected (its serial becomes `127.0.0.1:PORT`).
+
+    Every test that talks to a phone goes through the real adb server (`serve_real`, or `serve` for both
+    servers). Tests with no phone stay off it: no server at all at the port, or something else there.
+    """
+    return serve_real(phone)
 
 
-def make_source(double, binary, serial="PHONE1", **kwargs):
-    return AndroidLatency(serial, binary=binary, adb_port=double.port, **{**FAST, **kwargs})
+def make_source(server, binary, serial=None, **kwargs):
+    """An AndroidLatency with short deadlines, on `serial` (default: the server's first phone)."""
+    serial = server.phones[0].serial if serial is None else serial
+    return AndroidLatency(serial, binary=binary, adb_port=server.port, **{**FAST, **kwargs})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,7 +91,7 @@ def make_source(double, binary, serial="PHONE1", **kwargs):
 def test_measure_tflite_returns_a_complete_result(server, phone, binary):
     result = make_source(server, binary).measure_tflite(TINY)
     assert isinstance(result, LatencyResult)
-    assert result.source == "android:PHONE1"
+    assert result.source == f"android:{phone.serial}"
     assert result.median_ms == pytest.approx(12.0, rel=0.03)
     # 3 processes of 5 runs at least, and of 0.1 s at least (--min_secs): 9 runs of 12 ms each.
     assert (result.runs, result.warmup_runs, result.threads) == (27, 1, 1)
@@ -120,11 +127,11 @@ def test_the_exact_command_line(server, phone, binary):
     ]
 
 
-def test_provenance_records_where_and_how(server, binary):
+def test_provenance_records_where_and_how(server, phone, binary):
     result = make_source(server, binary).measure_tflite(TINY, extra_provenance={"model": "tiny"})
     p = result.provenance
     assert p["model"] == "tiny"
-    assert p["serial"] == "PHONE1"
+    assert p["serial"] == phone.serial
     assert p["device_model"] == "Pixel 7"
     assert p["soc"] == "Google GS201"
     assert p["sdk"] == 34
@@ -142,32 +149,33 @@ def test_provenance_records_where_and_how(server, binary):
 
 
 @pytest.mark.parametrize("generation", ["tf1", "tf1.13", "tf2", "litert"])
-def test_every_output_generation(binary, generation):
+def test_every_output_generation(serve_real, binary, generation):
     phone = FakePhone("G", benchmark=FakeBenchmark(generation=generation, latency_ms=7.5, relative_std=0.01))
-    with AdbDouble([phone]) as double:
-        result = make_source(double, binary, serial="G", runs=20).measure_tflite(TINY)
+    server = serve_real(phone)
+    result = make_source(server, binary, serial=phone.serial, runs=20).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(7.5, rel=0.05)
     assert result.provenance["output_generation"] == generation
     assert result.p90_ms >= result.median_ms
 
 
-def test_a_phone_without_shell_v2(binary):
+def test_a_phone_without_shell_v2(serve, binary):
     phone = FakePhone("OLD", sdk=23, shell_v2=False, soc_model=None, soc_manufacturer=None)
-    with AdbDouble([phone], server_version=40) as double:
-        result = make_source(double, binary, serial="OLD").measure_tflite(TINY)
+    # On the double, an older adb server's host protocol too (no `host:tport`).
+    server = serve(phone, server_version=40)
+    result = make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(5.0, rel=0.05)
     assert result.provenance["soc"] == "gs201"  # ro.board.platform before Android 12
 
 
-def test_median_of_processes_and_the_cv_flag(binary):
+def test_median_of_processes_and_the_cv_flag(serve_real, binary):
     # Three processes at 10, 12 and 14 ms: the median is the middle one and the spread is flagged.
     latencies = [10.0, 12.0, 14.0]
     phone = FakePhone(
         "P", benchmark=FakeBenchmark(latency_ms=lambda run: latencies[run.index], relative_std=0.001)
     )
-    with AdbDouble([phone]) as double:
-        # Equal run counts (no minimum time), so that the pooled mean is the mean of the three.
-        result = make_source(double, binary, serial="P", min_seconds=0).measure_tflite(TINY)
+    server = serve_real(phone)
+    # Equal run counts (no minimum time), so that the pooled mean is the mean of the three.
+    result = make_source(server, binary, serial=phone.serial, min_seconds=0).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(12.0, rel=0.01)
     assert result.mean_ms == pytest.approx(12.0, rel=0.01)
     assert result.cv > 0.05 and result.unstable
@@ -177,37 +185,38 @@ def test_median_of_processes_and_the_cv_flag(binary):
     assert result.provenance["per_process_ms"] == pytest.approx(latencies, rel=0.01)
 
 
-def test_a_source_warns_once_then_logs_later_unstable_figures_at_info(binary, caplog):
+def test_a_source_warns_once_then_logs_later_unstable_figures_at_info(serve_real, binary, caplog):
     # Processes at 10, 12 and 14 ms: every figure is unstable; a search would otherwise repeat the warning.
     phone = FakePhone(
         "P", benchmark=FakeBenchmark(latency_ms=lambda run: 10.0 + 2 * (run.index % 3), relative_std=0.001)
     )
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="P", min_seconds=0)
-        with caplog.at_level("INFO", logger="keras_mnas.latency"):
-            results = [source.measure_tflite(TINY) for _ in range(3)]
-        assert all(result.unstable for result in results)  # every figure stays flagged
-        records = [r for r in caplog.records if "Unstable latency on phone P" in r.getMessage()]
-        assert [r.levelname for r in records] == ["WARNING", "INFO", "INFO"]
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="keras_mnas.latency"):
-            make_source(double, binary, serial="P", min_seconds=0).measure_tflite(TINY)  # warns on its own
-        assert "Unstable latency on phone P" in caplog.text
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial, min_seconds=0)
+    with caplog.at_level("INFO", logger="keras_mnas.latency"):
+        results = [source.measure_tflite(TINY) for _ in range(3)]
+    assert all(result.unstable for result in results)  # every figure stays flagged
+    records = [r for r in caplog.records if f"Unstable latency on phone {phone.serial}" in r.getMessage()]
+    assert [r.levelname for r in records] == ["WARNING", "INFO", "INFO"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keras_mnas.latency"):
+        # A new source warns on its own.
+        make_source(server, binary, serial=phone.serial, min_seconds=0).measure_tflite(TINY)
+    assert f"Unstable latency on phone {phone.serial}" in caplog.text
 
 
-def test_a_few_preempted_runs_do_not_flag_a_steady_phone(binary):
+def test_a_few_preempted_runs_do_not_flag_a_steady_phone(serve_real, binary):
     # 1% of the runs pre-empted: the pooled cv is large, the percentiles LiteRT prints are steady.
     phone = FakePhone("P", benchmark=FakeBenchmark(latency_ms=2.0, preempted_share=0.01))
-    with AdbDouble([phone]) as double:
-        result = make_source(double, binary, serial="P", runs=500).measure_tflite(TINY)
+    server = serve_real(phone)
+    result = make_source(server, binary, serial=phone.serial, runs=500).measure_tflite(TINY)
     assert result.cv > 0.5
     assert result.robust_cv < 0.05 and not result.unstable
 
 
-def test_without_printed_percentiles_the_cv_decides(binary):
+def test_without_printed_percentiles_the_cv_decides(serve_real, binary):
     phone = FakePhone("P", benchmark=FakeBenchmark(generation="tf2", latency_ms=2.0, preempted_share=0.01))
-    with AdbDouble([phone]) as double:
-        result = make_source(double, binary, serial="P", runs=500).measure_tflite(TINY)
+    server = serve_real(phone)
+    result = make_source(server, binary, serial=phone.serial, runs=500).measure_tflite(TINY)
     assert result.robust_cv is None
     assert result.spread == result.cv > 0.5 and result.unstable
 
@@ -228,12 +237,13 @@ def test_pushes_only_what_changed(server, phone, binary):
     assert phone.file(REMOTE_BINARY) == binary.read_bytes()
 
 
-def test_every_argument_is_quoted(binary):
+def test_every_argument_is_quoted(serve_real, binary):
     phone = FakePhone("Q")
-    with AdbDouble([phone]) as double:
-        remote = "/data/local/tmp/it's a $dir"
-        phone.run_shell(shlex.join(["mkdir", "-p", remote]))  # the lease needs the directory to exist
-        result = make_source(double, binary, serial="Q", remote_dir=remote, repeats=1).measure_tflite(TINY)
+    server = serve_real(phone)
+    remote = "/data/local/tmp/it's a $dir"
+    phone.run_shell(shlex.join(["mkdir", "-p", remote]))  # the lease needs the directory to exist
+    source = make_source(server, binary, serial=phone.serial, remote_dir=remote, repeats=1)
+    result = source.measure_tflite(TINY)
     assert result.median_ms > 0
     assert phone.file(f"{remote}/keras_mnas_model.tflite") == TINY
     assert phone.benchmark_runs[0].flags["graph"] == f"{remote}/keras_mnas_model.tflite"
@@ -250,29 +260,30 @@ def test_every_argument_is_quoted(binary):
         ((1000, 2000, 3000, 3000), 1, None, None, []),
     ],
 )
-def test_core_selection(binary, cpus, threads, core_mask, expected_mask, expected_cores):
+def test_core_selection(serve_real, binary, cpus, threads, core_mask, expected_mask, expected_cores):
     phone = FakePhone("C", cpu_max_khz=cpus)
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="C", threads=threads, core_mask=core_mask, repeats=1)
-        result = source.measure_tflite(TINY)
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial, threads=threads, core_mask=core_mask, repeats=1)
+    result = source.measure_tflite(TINY)
     assert result.provenance["core_mask"] == expected_mask
     assert result.provenance["cores"] == expected_cores
     assert phone.benchmark_runs[0].core_mask == expected_mask
     assert phone.benchmark_runs[0].flags["num_threads"] == str(threads)
 
 
-def test_no_cpufreq_runs_unpinned(binary):
+def test_no_cpufreq_runs_unpinned(serve_real, binary):
     phone = FakePhone("E", cpu_max_khz=())
-    with AdbDouble([phone]) as double:
-        result = make_source(double, binary, serial="E", repeats=1).measure_tflite(TINY)
+    server = serve_real(phone)
+    result = make_source(server, binary, serial=phone.serial, repeats=1).measure_tflite(TINY)
     assert result.provenance["core_mask"] is None
     assert phone.benchmark_runs[0].core_mask is None
 
 
-def test_a_refused_core_mask_is_a_setup_error(binary):
+def test_a_refused_core_mask_is_a_setup_error(serve_real, binary):
     phone = FakePhone("R", allowed_cpus=range(4))
-    with AdbDouble([phone]) as double, pytest.raises(SetupError, match="refused to pin"):
-        make_source(double, binary, serial="R").measure_tflite(TINY)
+    server = serve_real(phone)
+    with pytest.raises(SetupError, match="refused to pin"):
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
 
 
 @pytest.mark.parametrize(
@@ -376,7 +387,7 @@ def test_without_a_serial_the_cache_key_names_the_phone_found(server, phone, bin
     model = keras_tiny()
     first = source.measure(model)
     assert source.measure(model) is first and len(phone.benchmark_runs) == 1
-    assert source.cache_environment()["serial"] == "PHONE1"
+    assert source.cache_environment()["serial"] == phone.serial
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,21 +440,22 @@ def test_elf_abi():
         elf_abi(b"#!/bin/sh\necho hi\n" + bytes(20))
 
 
-def test_the_only_phone_is_used_when_no_serial_is_given(server, binary):
+def test_the_only_phone_is_used_when_no_serial_is_given(server, phone, binary):
     source = AndroidLatency(binary=binary, adb_port=server.port, **{**FAST, "repeats": 1})
-    assert source.measure_tflite(TINY).source == "android:PHONE1"
+    assert source.measure_tflite(TINY).source == f"android:{phone.serial}"
 
 
-def test_several_phones_need_a_serial(binary):
-    phones = [FakePhone("A"), FakePhone("B")]
-    with AdbDouble(phones) as double, pytest.raises(SetupError, match=r"pass `serial=`"):
-        AndroidLatency(binary=binary, adb_port=double.port, **FAST).measure_tflite(TINY)
+def test_several_phones_need_a_serial(serve_real, binary):
+    server = serve_real(FakePhone("A"), FakePhone("B"))
+    with pytest.raises(SetupError, match=r"pass `serial=`"):
+        AndroidLatency(binary=binary, adb_port=server.port, **FAST).measure_tflite(TINY)
 
 
-def test_no_usable_phone(binary):
-    phones = [FakePhone("A", state="unauthorized")]
-    with AdbDouble(phones) as double, pytest.raises(DeviceUnavailableError, match=r"A \(unauthorized\)"):
-        AndroidLatency(binary=binary, adb_port=double.port, **FAST).measure_tflite(TINY)
+def test_no_usable_phone(serve_real, binary):
+    phone = FakePhone("A", state="unauthorized")
+    server = serve_real(phone)
+    with pytest.raises(DeviceUnavailableError, match=rf"{re.escape(phone.serial)} \(unauthorized\)"):
+        AndroidLatency(binary=binary, adb_port=server.port, **FAST).measure_tflite(TINY)
 
 
 def test_no_adb_server_is_a_clear_error_and_starts_no_adb(binary, no_real_adb):
@@ -461,37 +473,39 @@ def test_no_adb_server_is_a_clear_error_and_starts_no_adb(binary, no_real_adb):
 # Faults: never a number.
 
 
-def test_model_error_is_reported_once_and_not_retried(binary):
+def test_model_error_is_reported_once_and_not_retried(serve_real, binary):
     phone = FakePhone("M", benchmark=FakeBenchmark(model_error="op-version"))
-    with AdbDouble([phone]) as double, pytest.raises(ModelError, match="FULLY_CONNECTED") as info:
-        make_source(double, binary, serial="M").measure_tflite(TINY)
-    assert info.value.serial == "M"
+    server = serve_real(phone)
+    with pytest.raises(ModelError, match="FULLY_CONNECTED") as info:
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
+    assert info.value.serial == phone.serial
     assert not info.value.retryable
     assert len(phone.benchmark_runs) == 1  # the remaining repeats were not attempted
 
 
 @pytest.mark.parametrize("v2", [True, False])
-def test_connection_dropped_mid_benchmark(binary, v2):
+def test_connection_dropped_mid_benchmark(serve_real, binary, v2):
     phone = FakePhone("D", shell_v2=v2)
     phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "drop", keep_fraction=0.7))
-    with AdbDouble([phone]) as double, pytest.raises(DeviceError) as info:
-        make_source(double, binary, serial="D").measure_tflite(TINY)
+    server = serve_real(phone)
+    with pytest.raises(DeviceError) as info:
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
     assert info.value.retryable
     assert not isinstance(info.value, ModelError)
 
 
 @pytest.mark.parametrize("code, reason", [(1, "error"), (134, "crash")])
-def test_exit_status_faults(binary, code, reason):
+def test_exit_status_faults(serve_real, binary, code, reason):
     phone = FakePhone("X")
     phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "exit", exit_code=code))
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="X")
-        with pytest.raises(BenchmarkError) as info:
-            source.measure_tflite(TINY)
-        assert info.value.reason == reason
-        assert info.value.exit_code == code
-        # The fault was one process; the next measurement is fine.
-        assert source.measure_tflite(TINY).median_ms > 0
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial)
+    with pytest.raises(BenchmarkError) as info:
+        source.measure_tflite(TINY)
+    assert info.value.reason == reason
+    assert info.value.exit_code == code
+    # The fault was one process; the next measurement is fine.
+    assert source.measure_tflite(TINY).median_ms > 0
 
 
 def summary_fraction(double, serial):
@@ -506,133 +520,142 @@ def summary_fraction(double, serial):
 
 
 @pytest.mark.parametrize("where", ["early", "before-summary", "inside-summary", "inside-number"])
-def test_truncated_output(binary, where):
+def test_truncated_output(serve_real, binary, where):
     phone = FakePhone("T")
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="T")
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial)
+    source.measure_tflite(TINY)
+    start, before_number, inside_number = summary_fraction(server, phone.serial)
+    keep = {
+        "early": 0.2,
+        "before-summary": start - 0.01,
+        "inside-summary": before_number,
+        "inside-number": inside_number,  # "Inference (avg): 12" of "12003.4": a plausible, wrong number
+    }[where]
+    phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "truncate", keep_fraction=keep))
+    with pytest.raises(BenchmarkError) as info:
         source.measure_tflite(TINY)
-        start, before_number, inside_number = summary_fraction(double, "T")
-        keep = {
-            "early": 0.2,
-            "before-summary": start - 0.01,
-            "inside-summary": before_number,
-            "inside-number": inside_number,  # "Inference (avg): 12" of "12003.4": a plausible, wrong number
-        }[where]
-        phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "truncate", keep_fraction=keep))
-        with pytest.raises(BenchmarkError) as info:
-            source.measure_tflite(TINY)
     assert info.value.reason in ("no-summary", "truncated", "inconsistent")
 
 
-def test_only_the_trailing_memory_lines_lost_still_gives_the_right_figure(binary):
+def test_only_the_trailing_memory_lines_lost_still_gives_the_right_figure(serve_real, binary):
     # Output that ends after a complete, cross-checked summary line is a complete measurement: what is
     # missing (the memory note) is not part of it. Cuts inside the summary are refused (test above).
     phone = FakePhone("T", benchmark=FakeBenchmark(latency_ms=9.0, relative_std=0.001))
     phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "truncate", keep_fraction=0.97, times=-1))
-    with AdbDouble([phone]) as double:
-        assert make_source(double, binary, serial="T").measure_tflite(TINY).median_ms == pytest.approx(
-            9.0, rel=0.01
-        )
+    server = serve_real(phone)
+    assert make_source(server, binary, serial=phone.serial).measure_tflite(TINY).median_ms == pytest.approx(
+        9.0, rel=0.01
+    )
 
 
 @pytest.mark.parametrize("action", ["hang", "trickle"])
-def test_a_hung_benchmark_hits_the_wall_clock_deadline(binary, action):
+def test_a_hung_benchmark_hits_the_wall_clock_deadline(serve_real, binary, action):
     phone = FakePhone("H")
     phone.add_fault(Fault("keras_mnas_benchmark_model --graph", action, interval_s=0.02))
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="H", run_timeout_s=0.4)
-        start = time.monotonic()
-        with pytest.raises(DeadlineExceededError, match=r"0\.4 s deadline"):
-            source.measure_tflite(TINY)
-        elapsed = time.monotonic() - start
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial, run_timeout_s=0.4)
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match=r"0\.4 s deadline"):
+        source.measure_tflite(TINY)
+    elapsed = time.monotonic() - start
     # A trickle never goes silent, so only a real deadline stops it. The bound is loose because the setup
     # calls before the benchmark take seconds on a loaded machine; without a deadline this never ends.
     assert elapsed < 10.0
 
 
-def test_a_hung_ordinary_call_hits_its_deadline(binary):
+def test_a_hung_ordinary_call_hits_its_deadline(serve_real, binary):
     phone = FakePhone("H")
     phone.add_fault(Fault("dumpsys thermalservice", "trickle", interval_s=0.02))
-    with AdbDouble([phone]) as double:
-        start = time.monotonic()
-        with pytest.raises(DeadlineExceededError):
-            make_source(double, binary, serial="H", call_timeout_s=0.3).measure_tflite(TINY)
-        assert time.monotonic() - start < 10.0
+    server = serve_real(phone)
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        make_source(server, binary, serial=phone.serial, call_timeout_s=0.3).measure_tflite(TINY)
+    assert time.monotonic() - start < 10.0
     assert phone.benchmark_runs == []
 
 
-def test_a_slow_but_finished_call_past_the_deadline_is_still_no_number(binary):
+def test_a_slow_but_finished_call_past_the_deadline_is_still_no_number(serve_real, binary):
     phone = FakePhone("S")
     phone.add_fault(Fault("keras_mnas_benchmark_model --graph", "delay", delay_s=0.6))
-    with AdbDouble([phone]) as double, pytest.raises(DeadlineExceededError):
-        make_source(double, binary, serial="S", run_timeout_s=0.3).measure_tflite(TINY)
+    server = serve_real(phone)
+    with pytest.raises(DeadlineExceededError):
+        make_source(server, binary, serial=phone.serial, run_timeout_s=0.3).measure_tflite(TINY)
 
 
 @pytest.mark.parametrize(
-    "action, later",
-    [("offline", "offline"), ("unauthorized", "Allow USB debugging"), ("disappear", "not connected")],
+    "action, state, later",
+    [
+        ("offline", "offline", "offline"),
+        ("unauthorized", "unauthorized", "Allow USB debugging"),
+        # A phone on Wi-Fi that went away stays listed, offline, while the server tries to reach it again.
+        ("disappear", "offline", "offline"),
+    ],
 )
-def test_phone_lost_mid_measurement(binary, action, later):
+def test_phone_lost_mid_measurement(serve_real, binary, action, state, later):
     phone = FakePhone("L")
     phone.add_fault(Fault("keras_mnas_benchmark_model --graph", action))
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="L")
-        with pytest.raises(DeviceError):
-            source.measure_tflite(TINY)
-        with pytest.raises(DeviceUnavailableError, match=later):
-            source.measure_tflite(TINY)
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial)
+    with pytest.raises(DeviceError):
+        source.measure_tflite(TINY)
+    server.wait_for_state(phone.serial, state)  # the server reconnects a phone on Wi-Fi by itself
+    with pytest.raises(DeviceUnavailableError, match=later):
+        source.measure_tflite(TINY)
 
 
 @pytest.mark.parametrize(
     "state, message", [("offline", "adb reconnect"), ("unauthorized", "Allow USB debugging")]
 )
-def test_unusable_phone_from_the_start(binary, state, message):
+def test_unusable_phone_from_the_start(serve_real, binary, state, message):
     phone = FakePhone("U", state=state)
-    with AdbDouble([phone]) as double, pytest.raises(DeviceUnavailableError, match=message):
-        make_source(double, binary, serial="U").measure_tflite(TINY)
+    server = serve_real(phone)
+    with pytest.raises(DeviceUnavailableError, match=message):
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
 
 
-def test_full_disk(binary):
+def test_full_disk(serve_real, binary):
     phone = FakePhone("F", free_bytes=2000)
-    with AdbDouble([phone]) as double, pytest.raises(DeviceError, match="storage full") as info:
-        make_source(double, binary, serial="F").measure_tflite(TINY)
+    server = serve_real(phone)
+    with pytest.raises(DeviceError, match="storage full") as info:
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
     assert "df" in str(info.value)
     assert phone.benchmark_runs == []
 
 
-def test_a_phone_that_stays_hot(binary):
+def test_a_phone_that_stays_hot(serve_real, binary):
     phone = FakePhone("HOT", thermal_status=2)
-    with AdbDouble([phone]) as double:
-        start = time.monotonic()
-        with pytest.raises(DeviceTooHotError, match="thermal status 2"):
-            make_source(double, binary, serial="HOT", max_cool_wait_s=0.3).measure_tflite(TINY)
-        assert time.monotonic() - start < 3.0
+    server = serve_real(phone)
+    start = time.monotonic()
+    with pytest.raises(DeviceTooHotError, match="thermal status 2"):
+        make_source(server, binary, serial=phone.serial, max_cool_wait_s=0.3).measure_tflite(TINY)
+    assert time.monotonic() - start < 3.0
     assert phone.benchmark_runs == []
 
 
-def test_waits_for_the_phone_to_cool(binary):
+def test_waits_for_the_phone_to_cool(serve_real, binary):
     phone = FakePhone("WARM", thermal_status=[2, 1, 0])
-    with AdbDouble([phone]) as double:
-        result = make_source(
-            double, binary, serial="WARM", cool_poll_s=0.05, max_cool_wait_s=2
-        ).measure_tflite(TINY)
+    server = serve_real(phone)
+    result = make_source(
+        server, binary, serial=phone.serial, cool_poll_s=0.05, max_cool_wait_s=2
+    ).measure_tflite(TINY)
     assert result.provenance["thermal_wait_s"][0] >= 0.09
     assert result.provenance["thermal_before"]["status"] == 0
 
 
 @pytest.mark.parametrize("zone_temp, ok", [(38000, True), (61000, False)])
-def test_thermal_zone_fallback(binary, zone_temp, ok):
+def test_thermal_zone_fallback(serve_real, binary, zone_temp, ok):
     zones = [("cpu-big", zone_temp), ("battery", 30000), ("bogus", -273000)]
     phone = FakePhone("Z", thermal_status=None, thermal_zones=zones)
-    with AdbDouble([phone]) as double:
-        source = make_source(double, binary, serial="Z", max_temperature_c=45.0, max_cool_wait_s=0.2)
-        if ok:
-            thermal = source.measure_tflite(TINY).provenance["thermal_before"]
-            assert thermal["source"] == "thermal_zones"
-            assert thermal["temperatures_c"] == {"cpu-big": 38.0, "battery": 30.0}
-        else:
-            with pytest.raises(DeviceTooHotError, match=r"CPU 61\.0 C"):
-                source.measure_tflite(TINY)
+    server = serve_real(phone)
+    source = make_source(server, binary, serial=phone.serial, max_temperature_c=45.0, max_cool_wait_s=0.2)
+    if ok:
+        thermal = source.measure_tflite(TINY).provenance["thermal_before"]
+        assert thermal["source"] == "thermal_zones"
+        assert thermal["temperatures_c"] == {"cpu-big": 38.0, "battery": 30.0}
+    else:
+        with pytest.raises(DeviceTooHotError, match=r"CPU 61\.0 C"):
+            source.measure_tflite(TINY)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -679,7 +702,7 @@ def test_waits_for_a_lease_that_expires_soon(server, phone, binary):
     assert result.provenance["lease"]["took_over_from"] == "slow:2:w"
 
 
-def test_a_measurement_that_lost_its_lease_is_discarded(binary):
+def test_a_measurement_that_lost_its_lease_is_discarded(serve_real, binary):
     phone = FakePhone("LOST")
 
     def takeover(run):
@@ -688,18 +711,19 @@ def test_a_measurement_that_lost_its_lease_is_discarded(binary):
         return 5.0
 
     phone.benchmark = FakeBenchmark(latency_ms=takeover)
-    with AdbDouble([phone]) as double, pytest.raises(DeviceError, match="Lost the lease"):
-        make_source(double, binary, serial="LOST").measure_tflite(TINY)
+    server = serve_real(phone)
+    with pytest.raises(DeviceError, match="Lost the lease"):
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
     # The thief's lease was left alone.
     assert "thief" in phone.symlink_target(f"{TMP}/keras_mnas.lease.99")
 
 
-def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
-    phone.benchmark = FakeBenchmark(latency_ms=5.0, duration_s=0.4)
-    source = make_source(server, binary, repeats=1)
+def measure_beside_a_stray_benchmark(server, phone, binary) -> None:
+    """Measures while a benchmark process started outside any lease runs on `phone`."""
+    source = make_source(server, binary, serial=phone.serial, repeats=1)
     source.measure_tflite(TINY)  # installs the binary and the model
     # A process started outside any lease (a worker that lost its lease, or a person at a shell).
-    device = adbutils.AdbClient(port=server.port).device("PHONE1")
+    device = adbutils.AdbClient(port=server.port).device(phone.serial)
     stray = threading.Thread(
         target=device.shell, args=(shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=2"]),)
     )
@@ -707,6 +731,11 @@ def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
     time.sleep(0.1)
     source.measure_tflite(TINY)
     stray.join()
+
+
+def test_a_stray_benchmark_process_is_waited_for(server, phone, binary):
+    phone.benchmark = FakeBenchmark(latency_ms=5.0, duration_s=0.4)
+    measure_beside_a_stray_benchmark(server, phone, binary)
     assert phone.max_concurrent_benchmarks == 1
 
 
@@ -741,7 +770,7 @@ def test_without_a_lease_nothing_is_written(server, phone, binary):
 # Discovery and health.
 
 
-def test_list_devices_describes_every_phone(binary):
+def test_list_devices_describes_every_phone(serve_real, binary):
     phones = [
         FakePhone("OK1", model="Pixel 7"),
         FakePhone(
@@ -750,8 +779,10 @@ def test_list_devices_describes_every_phone(binary):
         FakePhone("OFF1", state="offline"),
         FakePhone("UNA1", state="unauthorized"),
     ]
-    with AdbDouble(phones) as double:
-        infos = {i.serial: i for i in list_devices(adb_port=double.port)}
+    named = {phone.serial: phone for phone in phones}  # the server knows each by its address instead
+    server = serve_real(*phones)
+    by_serial = {i.serial: i for i in list_devices(adb_port=server.port)}
+    infos = {name: by_serial[phone.serial] for name, phone in named.items()}
     ok = infos["OK1"]
     assert (ok.model, ok.soc, ok.sdk, ok.abi, ok.health) == ("Pixel 7", "Google GS201", 34, "arm64-v8a", "ok")
     assert ok.big_cores == (6, 7)
@@ -772,6 +803,7 @@ def test_device_info_and_health_check(server, phone, binary):
     assert "too hot" in source.health_check()
     phone.thermal_status = 0
     phone.state = "offline"
+    server.wait_for_state(phone.serial, "offline")  # the server notices a cut transport in its own time
     assert "offline" in source.health_check()
 
 
@@ -783,15 +815,7 @@ def test_env_keeps_adbutils_from_real_adb():
 
 
 # --------------------------------------------------------------------------------------------------
-# Tests that take the server as a fixture, so that the same test runs against any server with
-# AdbDouble's interface (`port`, phones given when it starts).
-
-
-@pytest.fixture
-def serve():
-    """Starts a server for the given phones (`serve(*phones)`); every one started is stopped at the end."""
-    with contextlib.ExitStack() as stack:
-        yield lambda *phones, **kwargs: stack.enter_context(AdbDouble(list(phones), **kwargs))
+# Tests that take `serve` (tests/latency/conftest.py) run on the real adb server and on the double.
 
 
 def old_phone(serial="OLD", **kwargs):
@@ -829,30 +853,34 @@ def ln_commands(phone):
         ({"free_bytes": 1000}, TMP, "No space left on device", "storage full"),
     ],
 )
+@pytest.mark.parametrize("make_phone", [FakePhone, old_phone], ids=["android14", "android6-shell-v1"])
 def test_a_lease_the_phone_refuses_is_an_error_at_once(
-    serve, binary, phone_options, remote_dir, adbd_says, hint
+    serve, binary, make_phone, phone_options, remote_dir, adbd_says, hint
 ):
-    phone = FakePhone("L", **phone_options)
+    phone = make_phone("L", **phone_options)
     server = serve(phone)
-    source = make_source(server, binary, serial="L", remote_dir=remote_dir, lease_wait_s=600.0)
+    source = make_source(server, binary, serial=phone.serial, remote_dir=remote_dir, lease_wait_s=600.0)
     error = finishes(lambda: source.measure_tflite(TINY))
     assert isinstance(error, DeviceError) and not isinstance(error, DeviceBusyError), error
     message = str(error)
     # The phone, the path and adbd's own message.
-    assert "phone L" in message and f"{remote_dir}/keras_mnas.lease.0" in message and adbd_says in message
+    assert f"phone {phone.serial}" in message and f"{remote_dir}/keras_mnas.lease.0" in message
+    assert adbd_says in message
     assert hint in message
     assert len(ln_commands(phone)) == 1
     assert phone.benchmark_runs == []
 
 
-def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, binary):
-    phone = FakePhone("R")
+@pytest.mark.parametrize("make_phone", [FakePhone, old_phone], ids=["android14", "android6-shell-v1"])
+def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, binary, make_phone):
+    phone = make_phone("R")
     server = serve(phone)
     # Every attempt finds the link already made (as when another worker keeps winning the race).
     exists = f"ln: cannot create symbolic link from 'x' to '{TMP}/keras_mnas.lease.0': File exists\n"
     phone.add_fault(Fault(f"{TMP}/keras_mnas.lease.0", "exit", times=-1, exit_code=1, output=exists))
     start = time.monotonic()
-    error = finishes(lambda: make_source(server, binary, serial="R", lease_wait_s=0.5).measure_tflite(TINY))
+    source = make_source(server, binary, serial=phone.serial, lease_wait_s=0.5)
+    error = finishes(lambda: source.measure_tflite(TINY))
     assert isinstance(error, DeviceBusyError), error
     assert 0.5 <= time.monotonic() - start < 3.0
     # At most one attempt per 0.1 s, and more than one: losing a race is retried.
@@ -866,7 +894,7 @@ def test_losing_the_lease_race_keeps_the_deadline_without_busy_looping(serve, bi
 def test_a_v1_phone_is_pinned_to_its_fastest_core(serve, binary):
     phone = old_phone()
     server = serve(phone, server_version=40)
-    result = make_source(server, binary, serial="OLD", repeats=1).measure_tflite(TINY)
+    result = make_source(server, binary, serial=phone.serial, repeats=1).measure_tflite(TINY)
     assert {run.core_mask for run in phone.benchmark_runs} == {"80"}
     assert result.provenance["cores"] == [7] and result.provenance["cores_max_khz"] == [2850000]
     assert result.provenance["thermal_before"]["source"] == "thermal_zones"
@@ -876,9 +904,8 @@ def test_thermal_gating_holds_a_hot_v1_phone(serve, binary):
     phone = old_phone(thermal_zones=[("cpu-big", 71500), ("battery", 30000)])
     server = serve(phone)
     with pytest.raises(DeviceTooHotError, match=r"CPU 71\.5 C"):
-        make_source(server, binary, serial="OLD", max_temperature_c=45.0, max_cool_wait_s=0.2).measure_tflite(
-            TINY
-        )
+        options = dict(max_temperature_c=45.0, max_cool_wait_s=0.2)
+        make_source(server, binary, serial=phone.serial, **options).measure_tflite(TINY)
     assert phone.benchmark_runs == []
 
 
@@ -888,35 +915,26 @@ def test_the_lease_blocks_a_second_worker_on_a_v1_phone(serve, binary):
     expires = int(time.time()) + 3600
     phone.put_symlink(f"{TMP}/keras_mnas.lease.4", f"keras_mnas-lease|v1|held|{expires}|otherhost:77:abc")
     with pytest.raises(DeviceBusyError, match="otherhost:77:abc"):
-        make_source(server, binary, serial="OLD", lease_wait_s=0.2).measure_tflite(TINY)
+        make_source(server, binary, serial=phone.serial, lease_wait_s=0.2).measure_tflite(TINY)
     assert phone.benchmark_runs == []
 
 
 def test_a_leftover_benchmark_process_is_seen_on_a_v1_phone(serve, binary):
     phone = old_phone(benchmark=FakeBenchmark(latency_ms=5.0, duration_s=0.4))
-    server = serve(phone)
-    source = make_source(server, binary, serial="OLD", repeats=1)
-    source.measure_tflite(TINY)  # installs the binary and the model
-    device = adbutils.AdbClient(port=server.port).device("OLD")
-    stray = threading.Thread(
-        target=device.shell, args=(shlex.join([REMOTE_BINARY, f"--graph={REMOTE_MODEL}", "--num_runs=2"]),)
-    )
-    stray.start()
-    time.sleep(0.1)
-    source.measure_tflite(TINY)
-    stray.join()
+    measure_beside_a_stray_benchmark(serve(phone), phone, binary)
     assert phone.max_concurrent_benchmarks == 1
 
 
 def test_devices_shows_the_cores_and_temperature_of_a_v1_phone(serve, capsys):
     from keras_mnas.cli import main
 
-    server = serve(old_phone(thermal_zones=[("cpu-big", 38500), ("battery", 30000)]))
+    phone = old_phone(thermal_zones=[("cpu-big", 38500), ("battery", 30000)])
+    server = serve(phone)
     [info] = list_devices(adb_port=server.port)
     assert info.big_cores == (6, 7) and info.thermal.cpu_max_c == pytest.approx(38.5)
     assert info.health == "ok"
     assert main(["devices", "--adb-port", str(server.port)]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("OLD"))
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(phone.serial))
     assert "6,7" in row and "38.5 C" in row
 
 
@@ -926,14 +944,15 @@ def test_devices_shows_the_cores_and_temperature_of_a_v1_phone(serve, capsys):
 def test_runs_1_on_a_model_slower_than_min_secs(serve, binary):
     phone = FakePhone("SLOW", benchmark=FakeBenchmark(latency_ms=150.0, relative_std=0.0))
     server = serve(phone)
-    result = make_source(server, binary, serial="SLOW", runs=1, repeats=1).measure_tflite(TINY)
+    result = make_source(server, binary, serial=phone.serial, runs=1, repeats=1).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(150.0) and result.runs == 1
 
 
-def test_op_profile_of_a_measurement(serve, binary):
-    phone = FakePhone("P", benchmark=FakeBenchmark(latency_ms=10.0, relative_std=0.0))
+@pytest.mark.parametrize("make_phone", [FakePhone, old_phone], ids=["android14", "android6-shell-v1"])
+def test_op_profile_of_a_measurement(serve, binary, make_phone):
+    phone = make_phone("P", benchmark=FakeBenchmark(latency_ms=10.0, relative_std=0.0))
     server = serve(phone)
-    source = make_source(server, binary, serial="P", op_profile=True)
+    source = make_source(server, binary, serial=phone.serial, op_profile=True)
     result = source.measure_tflite(TINY)
     assert all(run.flags["enable_op_profiling"] == "true" for run in phone.benchmark_runs)
     assert result.median_ms == pytest.approx(10.0)
@@ -944,7 +963,7 @@ def test_op_profile_of_a_measurement(serve, binary):
     dw = {"node_type": "DEPTHWISE_CONV_2D", "avg_ms": 2.0, "times_called": 1}
     assert profile["by_node"]["block1_dw"] == dw
     assert source.config()["op_profile"] is True
-    assert "op_profile" not in make_source(server, binary, serial="P").config()
+    assert "op_profile" not in make_source(server, binary, serial=phone.serial).config()
     json.dumps(result.provenance)
 
 
@@ -988,12 +1007,27 @@ def test_a_port_that_is_not_adb_says_so(binary):
             assert "phone -" not in str(info.value) and "b'HTTP'" in str(info.value)
 
 
+def test_a_phones_own_port_is_not_taken_for_an_adb_server(binary):
+    # `--adb-port 5555`: the port of a phone's adbd (wireless debugging), which never answers a client.
+    with AdbdDevice(FakePhone("W")) as device:
+        address = f"127.0.0.1:{device.port}"
+        options = {**FAST, "call_timeout_s": 0.5}
+        for call in (
+            lambda: list_devices(adb_port=device.port, timeout_s=0.5),
+            lambda: AndroidLatency("S", binary=binary, adb_port=device.port, **options).measure_tflite(TINY),
+        ):
+            with pytest.raises(DeadlineExceededError, match="does not answer like an adb server") as info:
+                call()
+            message = str(info.value)
+            assert "phone -" not in message and message.count(address) == 1, message
+
+
 def test_a_full_disk_keeps_adbds_reason(serve, binary):
     # Room for the lease, not for the files.
     phone = FakePhone("F", free_bytes=len(binary.read_bytes()) + 100)
     server = serve(phone)
     with pytest.raises(DeviceError, match="storage full") as info:
-        make_source(server, binary, serial="F").measure_tflite(TINY)
+        make_source(server, binary, serial=phone.serial).measure_tflite(TINY)
     message = str(info.value)
     assert "No space left on device" in message and "AdbError: FAIL" not in message
     assert ".." not in message.replace("...", "")

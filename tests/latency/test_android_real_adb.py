@@ -2,13 +2,10 @@
 
 The path is the one a phone on Wi-Fi takes: AndroidLatency -> adbutils -> the real adb server -> the adb
 transport protocol -> `AdbdDevice` -> the profile's `FakePhone`. Serials are `host:port`, as with wireless
-debugging. Without `adb` installed the module is skipped with the reason shown; under CI=true it fails.
-
-A test marked xfail(strict=True) found a defect that is not fixed yet; its reason names it.
+debugging. Without `adb` installed each test is skipped with the reason shown; under CI=true it fails.
 """
 
 import json
-import os
 import pathlib
 import threading
 
@@ -28,17 +25,9 @@ from keras_mnas.testing import (
     PROFILES,
     FakeBenchmark,
     Fault,
-    RealAdbServer,
-    adb_missing_reason,
     fake_benchmark_binary,
     fake_benchmark_output,
 )
-
-_MISSING = adb_missing_reason()
-if _MISSING is not None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true, but {_MISSING}; .ci/run installs it.", pytrace=False)
-    pytest.skip(_MISSING, allow_module_level=True)
 
 # adbutils must never start an adb server of its own.
 pytestmark = pytest.mark.usefixtures("no_real_adb")
@@ -54,13 +43,12 @@ FAST = dict(
     max_cool_wait_s=0.3,
 )
 POOL = dict(wait_for_device_s=10.0, busy_retry_s=0.1)
-V1_DEFECT = "issue 21 item 2: under shell v1 adbutils leaves stdout empty, and the backend reads only stdout"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with RealAdbServer(timeout_s=10.0) as real:
-        yield real
+@pytest.fixture
+def server(real_adb_server):
+    """The session's real adb server (tests/latency/conftest.py: skipped without `adb`, failing under CI)."""
+    return real_adb_server
 
 
 @pytest.fixture
@@ -120,7 +108,6 @@ def test_android6_shell_v1_gives_the_right_number(server, connect, binary):
     assert phone.file("/data/local/tmp/keras_mnas_model.tflite") == TINY
 
 
-@pytest.mark.xfail(strict=True, reason=V1_DEFECT + ": the CPU list and thermal zones are lost")
 def test_android6_shell_v1_is_pinned_and_thermally_read(server, connect, binary):
     phone = connect("android6")
     result = source(server, phone, binary).measure_tflite(TINY)
@@ -129,7 +116,6 @@ def test_android6_shell_v1_is_pinned_and_thermally_read(server, connect, binary)
     assert result.provenance["thermal_before"]["cpu_max_c"] == pytest.approx(41.0)
 
 
-@pytest.mark.xfail(strict=True, reason=V1_DEFECT + ": thermal gating is off, a hot phone is measured")
 def test_android6_hot_phone_is_not_measured(server, connect, binary):
     hot = (("tsens_tz_sensor0", 70), ("tsens_tz_sensor5", 72))
     phone = connect("android6", thermal_zones=hot)
@@ -193,7 +179,6 @@ def test_a_phone_lost_mid_measurement_hands_its_job_to_its_twin(server, connect,
     assert server.states()[lost.serial] == "offline"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21 item 3: a median outside its own min..max is not refused")
 def test_a_median_outside_its_own_statistics_gives_no_number(server, connect, binary):
     phone = connect("android14")
     good = fake_benchmark_output(
@@ -224,12 +209,7 @@ def test_two_phones_of_one_model_share_the_work(server, connect, binary):
     assert {r.provenance["device_model"] for r in results} == {"Pixel 4"}
 
 
-V1_LEASE = pytest.mark.xfail(
-    strict=True, reason=V1_DEFECT + ": the lease's symlink reads empty, so workers misjudge who holds it"
-)
-
-
-@pytest.mark.parametrize("profile", ["android14", pytest.param("android6", marks=V1_LEASE)])
+@pytest.mark.parametrize("profile", ["android14", "android6"])
 def test_the_lease_keeps_one_measurement_per_phone(server, connect, binary, profile):
     phone = connect(profile)
     phone.benchmark.duration_s = 0.3
@@ -260,7 +240,6 @@ def test_devices_command_lists_wireless_phones(server, connect, capsys):
         assert info["thermal"]["status"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=V1_DEFECT + ": `keras-mnas devices` shows no cores or temperature")
 def test_devices_command_reads_an_android6_phone(server, connect, capsys):
     phone = connect("android6")
     assert main(["devices", "--adb-port", str(server.port), "--json"]) == 0
@@ -269,19 +248,15 @@ def test_devices_command_reads_an_android6_phone(server, connect, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
-# Output and messages of issue 21, end to end.
+# Output checks and messages, end to end.
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 21 item 5: run statistics without an average (count=1) are refused"
-)
 def test_a_single_run_slower_than_min_secs_is_measured(server, connect, binary):
     phone = connect("android14", latency_ms=150.0)  # one run already exceeds --min_secs
     result = source(server, phone, binary, runs=1, repeats=1).measure_tflite(TINY)
     assert result.median_ms == pytest.approx(150.0, rel=0.03)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21 item 6: a full disk loses adbd's reason (AdbError: FAIL)")
 def test_a_full_disk_is_reported_with_adbds_reason(server, connect, binary):
     phone = connect("android10", free_bytes=1000)
     with pytest.raises(DeviceError, match="No space left on device"):

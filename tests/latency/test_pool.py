@@ -1,6 +1,13 @@
-"""AndroidDevicePool against loopback adb doubles: concurrency, retries, quarantine, sharing phones."""
+"""AndroidDevicePool: concurrency, retries, quarantine, sharing phones.
 
-import contextlib
+Tests of what the pool does with phones go through the real adb server (`serve_real`, or `serve` for the
+real server and the double; tests/latency/conftest.py). The quarantine and readmission tests, two adb
+servers and the Keras-model tests stay on the in-process double: they check the pool's own bookkeeping
+(over seconds-long intervals, where a phone answers the same through either server), and this file's time
+would grow by a real server's reconnection delays and a second real server.
+"""
+
+import dataclasses
 import json
 import os
 import pathlib
@@ -76,38 +83,39 @@ def overlap(runs):
 # Basics.
 
 
-def test_a_pool_is_a_latency_source(binary):
-    with AdbDouble(phones("A")) as double:
-        pool = make_pool(double, binary, ["A"])
-        assert isinstance(pool, LatencySource)
-        result = pool.measure_tflite(TINY)
-    assert result.source == "android:A"
+def test_a_pool_is_a_latency_source(serve_real, binary):
+    (a,) = phones("A")
+    server = serve_real(a)
+    pool = make_pool(server, binary, [a.serial])
+    assert isinstance(pool, LatencySource)
+    result = pool.measure_tflite(TINY)
+    assert result.source == f"android:{a.serial}"
     assert result.median_ms == pytest.approx(10.0, rel=0.03)
     assert result.provenance["pool"] == {"attempts": 1, "failed_on": [], "phones": 1}
 
 
-def test_several_phones_measure_at_once_one_job_per_phone(binary):
+def test_several_phones_measure_at_once_one_job_per_phone(serve_real, binary):
     fleet = phones("A", "B", "C")
     for phone in fleet:
         phone.benchmark = FakeBenchmark(latency_ms=10.0, duration_s=0.3)
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B", "C"])
-        results = pool.measure_many_tflite([TINY] * 6)
-        stats = pool.stats()
+    server = serve_real(*fleet)
+    pool = make_pool(server, binary, [phone.serial for phone in fleet])
+    results = pool.measure_many_tflite([TINY] * 6)
+    stats = pool.stats()
     assert len(results) == 6 and all(r.median_ms == pytest.approx(10.0, rel=0.05) for r in results)
     assert all(phone.max_concurrent_benchmarks == 1 for phone in fleet)
     assert overlap([run for phone in fleet for run in phone.benchmark_runs]) >= 2
-    assert {serial: s.jobs for serial, s in stats.items()} == {"A": 2, "B": 2, "C": 2}
+    assert {serial: s.jobs for serial, s in stats.items()} == {phone.serial: 2 for phone in fleet}
     assert all(s.successes == 2 and s.failures == 0 and s.measuring_seconds > 0.3 for s in stats.values())
     json.dumps({k: v.to_dict() for k, v in stats.items()})
 
 
-def test_discovery_takes_every_usable_phone(binary):
+def test_discovery_takes_every_usable_phone(serve_real, binary):
     fleet = [*phones("A", "B"), FakePhone("C", state="unauthorized")]
-    with AdbDouble(fleet) as double:
-        pool = AndroidDevicePool(binary=binary, adb_port=double.port, **FAST)
-        assert pool.serials == ["A", "B"]
-        assert pool.measure_tflite(TINY).median_ms > 0
+    server = serve_real(*fleet)
+    pool = AndroidDevicePool(binary=binary, adb_port=server.port, **FAST)
+    assert sorted(pool.serials) == sorted(phone.serial for phone in fleet[:2])
+    assert pool.measure_tflite(TINY).median_ms > 0
 
 
 def test_phones_on_two_machines(binary):
@@ -158,46 +166,46 @@ def test_no_phone_at_all(binary):
     ],
     ids=lambda f: f.action + (str(f.exit_code) if f.exit_code else ""),
 )
-def test_a_failing_phone_hands_the_job_to_another(binary, fault):
+def test_a_failing_phone_hands_the_job_to_another(serve, binary, fault):
     a, b = phones("A", "B")
     a.benchmark = FakeBenchmark(latency_ms=99.0)  # a figure from A would be easy to spot
-    a.add_fault(fault)
-    with AdbDouble([a, b]) as double:
-        pool = make_pool(double, binary, ["A", "B"], run_timeout_s=0.4)
-        # A has fewer jobs than B after this warm-up, so the pool tries A first.
-        pool.stats()
-        pool._ensure_slots()[1].stats.jobs = 1
-        result = pool.measure_tflite(TINY)
-        stats = pool.stats()
-    assert result.source == "android:B"
+    a.add_fault(dataclasses.replace(fault))  # a fresh fault for each server
+    server = serve(a, b)
+    pool = make_pool(server, binary, [a.serial, b.serial], run_timeout_s=0.4)
+    # A has fewer jobs than B after this warm-up, so the pool tries A first.
+    pool.stats()
+    pool._ensure_slots()[1].stats.jobs = 1
+    result = pool.measure_tflite(TINY)
+    stats = pool.stats()
+    assert result.source == f"android:{b.serial}"
     assert result.median_ms == pytest.approx(10.0, rel=0.05)
-    assert result.provenance["pool"]["failed_on"] == ["A"]
-    assert (stats["A"].failures, stats["A"].successes) == (1, 0)
-    assert stats["A"].last_error
+    assert result.provenance["pool"]["failed_on"] == [a.serial]
+    assert (stats[a.serial].failures, stats[a.serial].successes) == (1, 0)
+    assert stats[a.serial].last_error
 
 
-def test_a_model_error_is_reported_not_retried(binary):
+def test_a_model_error_is_reported_not_retried(serve_real, binary):
     fleet = [FakePhone(s, benchmark=FakeBenchmark(model_error="op-version")) for s in ("A", "B")]
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B"])
-        with pytest.raises(ModelError, match="FULLY_CONNECTED"):
-            pool.measure_tflite(TINY)
-        stats = pool.stats()
+    server = serve_real(*fleet)
+    pool = make_pool(server, binary, [phone.serial for phone in fleet])
+    with pytest.raises(ModelError, match="FULLY_CONNECTED"):
+        pool.measure_tflite(TINY)
+    stats = pool.stats()
     assert sum(len(p.benchmark_runs) for p in fleet) == 1
     assert sum(s.model_errors for s in stats.values()) == 1
     assert sum(s.failures for s in stats.values()) == 0
     assert all(s.state == "ready" for s in stats.values())
 
 
-def test_gives_up_after_max_attempts_without_a_number(binary):
+def test_gives_up_after_max_attempts_without_a_number(serve_real, binary):
     fleet = phones("A", "B", "C")
     for phone in fleet:
         phone.add_fault(Fault(BENCH, "exit", exit_code=134, times=-1))
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B", "C"], max_attempts=2)
-        with pytest.raises(DeviceError, match="failed on 2 attempt"):
-            pool.measure_tflite(TINY)
-        stats = pool.stats()
+    server = serve_real(*fleet)
+    pool = make_pool(server, binary, [phone.serial for phone in fleet], max_attempts=2)
+    with pytest.raises(DeviceError, match="failed on 2 attempt"):
+        pool.measure_tflite(TINY)
+    stats = pool.stats()
     assert sum(s.failures for s in stats.values()) == 2
     assert sum(s.successes for s in stats.values()) == 0
 
@@ -266,127 +274,126 @@ def test_an_offline_phone_stays_out_until_healthy(binary):
         assert pool.stats()["A"].state == "ready"
 
 
-def test_a_single_phone_pool_retries_on_the_same_phone(binary):
+def test_a_single_phone_pool_retries_on_the_same_phone(serve_real, binary):
     (a,) = phones("A")
     a.add_fault(Fault(BENCH, "drop"))
-    with AdbDouble([a]) as double:
-        result = make_pool(double, binary, ["A"]).measure_tflite(TINY)
+    server = serve_real(a)
+    result = make_pool(server, binary, [a.serial]).measure_tflite(TINY)
     assert result.provenance["pool"]["attempts"] == 2
 
 
-def test_a_phone_of_another_kind_is_retired(binary):
-    fleet = [
-        *phones("A"),
-        FakePhone("B", model="Galaxy S23", soc_manufacturer="Qualcomm", soc_model="SM8550"),
-    ]
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["A", "B"])
-        results = pool.measure_many_tflite([TINY] * 4)
-        stats = pool.stats()
-        assert {r.source for r in results} == {"android:A"}
-        assert stats["B"].state == "retired" and "not comparable" in stats["B"].last_error
-        mixed = make_pool(double, binary, ["A", "B"], allow_mixed_devices=True)
-        assert {r.source for r in mixed.measure_many_tflite([TINY] * 4)} == {"android:A", "android:B"}
+def test_a_phone_of_another_kind_is_retired(serve_real, binary):
+    a = phones("A")[0]
+    b = FakePhone("B", model="Galaxy S23", soc_manufacturer="Qualcomm", soc_model="SM8550")
+    server = serve_real(a, b)
+    pool = make_pool(server, binary, [a.serial, b.serial])
+    results = pool.measure_many_tflite([TINY] * 4)
+    stats = pool.stats()
+    assert {r.source for r in results} == {f"android:{a.serial}"}
+    assert stats[b.serial].state == "retired" and "not comparable" in stats[b.serial].last_error
+    mixed = make_pool(server, binary, [a.serial, b.serial], allow_mixed_devices=True)
+    sources = {r.source for r in mixed.measure_many_tflite([TINY] * 4)}
+    assert sources == {f"android:{a.serial}", f"android:{b.serial}"}
 
 
-def test_a_phone_of_the_wrong_abi_is_retired(binary):
-    fleet = [*phones("A"), FakePhone("X86", abi="x86_64")]
-    with AdbDouble(fleet) as double:
-        pool = make_pool(double, binary, ["X86", "A"], allow_mixed_devices=True)
-        assert {r.source for r in pool.measure_many_tflite([TINY] * 3)} == {"android:A"}
-        assert pool.stats()["X86"].state == "retired"
-        assert "x86_64" in pool.stats()["X86"].last_error
+def test_a_phone_of_the_wrong_abi_is_retired(serve_real, binary):
+    a, x86 = phones("A")[0], FakePhone("X86", abi="x86_64")
+    server = serve_real(a, x86)
+    pool = make_pool(server, binary, [x86.serial, a.serial], allow_mixed_devices=True)
+    assert {r.source for r in pool.measure_many_tflite([TINY] * 3)} == {f"android:{a.serial}"}
+    assert pool.stats()[x86.serial].state == "retired"
+    assert "x86_64" in pool.stats()[x86.serial].last_error
 
 
 # --------------------------------------------------------------------------------------------------
 # Sharing phones between workers.
 
 
-def test_two_pools_share_phones_without_overlap(binary):
+def test_two_pools_share_phones_without_overlap(serve_real, binary):
     fleet = phones("A", "B")
     for phone in fleet:
         phone.benchmark = FakeBenchmark(latency_ms=10.0, duration_s=0.15)
-    with AdbDouble(fleet) as double:
-        # Two workers (think: two machines) with their own pools over the same phones.
-        pools = [make_pool(double, binary, ["A", "B"]) for _ in range(2)]
-        results = {}
+    server = serve_real(*fleet)
+    # Two workers (think: two machines) with their own pools over the same phones.
+    pools = [make_pool(server, binary, [phone.serial for phone in fleet]) for _ in range(2)]
+    results = {}
 
-        def work(i):
-            results[i] = pools[i].measure_many_tflite([TINY] * 4)
+    def work(i):
+        results[i] = pools[i].measure_many_tflite([TINY] * 4)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
     assert sum(len(r) for r in results.values()) == 8
     assert all(phone.max_concurrent_benchmarks == 1 for phone in fleet)
     busy = sum(s.busy_elsewhere for pool in pools for s in pool.stats().values())
     assert busy > 0  # they did meet on a phone, and one of them waited
 
 
-def test_a_phone_leased_by_another_worker_is_skipped(binary):
+def test_a_phone_leased_by_another_worker_is_skipped(serve_real, binary):
     a, b = phones("A", "B")
     far_future = int(time.time()) + 3600
     a.put_symlink(f"{TMP}/keras_mnas.lease.0", f"keras_mnas-lease|v1|held|{far_future}|elsewhere:9:x")
-    with AdbDouble([a, b]) as double:
-        pool = make_pool(double, binary, ["A", "B"])
-        results = pool.measure_many_tflite([TINY] * 3)
-        stats = pool.stats()
-    assert {r.source for r in results} == {"android:B"}
-    assert stats["A"].busy_elsewhere >= 1 and stats["A"].failures == 0
+    server = serve_real(a, b)
+    pool = make_pool(server, binary, [a.serial, b.serial])
+    results = pool.measure_many_tflite([TINY] * 3)
+    stats = pool.stats()
+    assert {r.source for r in results} == {f"android:{b.serial}"}
+    assert stats[a.serial].busy_elsewhere >= 1 and stats[a.serial].failures == 0
     assert a.benchmark_runs == []
 
 
-def test_waiting_for_phones_busy_elsewhere_has_a_limit(binary):
+def test_waiting_for_phones_busy_elsewhere_has_a_limit(serve_real, binary):
     (a,) = phones("A")
     far_future = int(time.time()) + 3600
     a.put_symlink(f"{TMP}/keras_mnas.lease.0", f"keras_mnas-lease|v1|held|{far_future}|elsewhere:9:x")
-    with AdbDouble([a]) as double:
-        pool = make_pool(double, binary, ["A"], wait_for_device_s=0.5)
-        start = time.monotonic()
-        with pytest.raises(DeviceBusyError, match="became free"):
-            pool.measure_tflite(TINY)
-        assert time.monotonic() - start < 5
+    server = serve_real(a)
+    pool = make_pool(server, binary, [a.serial], wait_for_device_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(DeviceBusyError, match="became free"):
+        pool.measure_tflite(TINY)
+    assert time.monotonic() - start < 5
 
 
 DEAD_WORKER = """
 import sys
 from keras_mnas.latency.android import AndroidLatency
-port, binary, model = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-source = AndroidLatency("A", binary=binary, adb_port=port, runs=5, warmup_runs=1, repeats=1,
+port, binary, model, serial = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+source = AndroidLatency(serial, binary=binary, adb_port=port, runs=5, warmup_runs=1, repeats=1,
                         cool_poll_s=0.02, lease_ttl_s=1.0)
 print("measuring", flush=True)
 source.measure_tflite(open(model, "rb").read())
 """
 
 
-def test_a_worker_killed_mid_measurement_never_shares_the_phone(binary, tmp_path):
+def test_a_worker_killed_mid_measurement_never_shares_the_phone(serve_real, binary, tmp_path):
     (a,) = phones("A")
     a.benchmark = FakeBenchmark(latency_ms=10.0, duration_s=2.5)
     model = tmp_path / "tiny.tflite"
     model.write_bytes(TINY)
-    with AdbDouble([a]) as double:
-        worker = subprocess.Popen(
-            [sys.executable, "-c", DEAD_WORKER, str(double.port), str(binary), str(model)],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            give_up = time.monotonic() + 60
-            while not a.benchmark_runs and time.monotonic() < give_up and worker.poll() is None:
-                time.sleep(0.05)
-            assert a.benchmark_runs, worker.communicate(timeout=10)
-            os.kill(worker.pid, signal.SIGKILL)  # the worker dies; its benchmark keeps running on the phone
+    server = serve_real(a)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DEAD_WORKER, str(server.port), str(binary), str(model), a.serial],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        give_up = time.monotonic() + 60
+        while not a.benchmark_runs and time.monotonic() < give_up and worker.poll() is None:
+            time.sleep(0.05)
+        assert a.benchmark_runs, worker.communicate(timeout=10)
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies; its benchmark keeps running on the phone
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
             worker.wait(10)
-        finally:
-            if worker.poll() is None:
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.wait(10)
-        a.benchmark = FakeBenchmark(latency_ms=10.0)
-        pool = make_pool(double, binary, ["A"])
-        result = pool.measure_tflite(TINY)
+    a.benchmark = FakeBenchmark(latency_ms=10.0)
+    pool = make_pool(server, binary, [a.serial])
+    result = pool.measure_tflite(TINY)
     # The dead worker's lease was taken over only after it expired, and only once its process was gone.
     assert f":{worker.pid}:" in result.provenance["lease"]["took_over_from"]
     assert a.max_concurrent_benchmarks == 1
@@ -467,21 +474,14 @@ def test_return_exceptions(binary):
     assert isinstance(outcomes[1], ValueError)
 
 
-@pytest.fixture
-def serve():
-    """Starts a server for the given phones (`serve(*phones)`); every one started is stopped at the end.
-
-    Tests that take it run against any server with AdbDouble's interface.
-    """
-    with contextlib.ExitStack() as stack:
-        yield lambda *phones, **kwargs: stack.enter_context(AdbDouble(list(phones), **kwargs))
-
-
-def test_a_phone_failing_its_identity_check_records_a_job_and_a_failure(serve, binary):
-    server = serve(FakePhone("GONE", state="offline"), *phones("A"))
-    pool = make_pool(server, binary, ["GONE", "A"])
+@pytest.mark.parametrize("shell_v2", [True, False])
+def test_a_phone_failing_its_identity_check_records_a_job_and_a_failure(serve, binary, shell_v2):
+    # `serve` (tests/latency/conftest.py): the real adb server and the double.
+    gone, (a,) = FakePhone("GONE", state="offline"), phones("A", shell_v2=shell_v2)
+    server = serve(gone, a)
+    pool = make_pool(server, binary, [gone.serial, a.serial])
     result = pool.measure_tflite(TINY)
     stats = pool.stats()
-    assert result.source == "android:A" and result.provenance["pool"]["failed_on"] == ["GONE"]
-    assert (stats["GONE"].jobs, stats["GONE"].failures) == (1, 1)
-    assert (stats["A"].jobs, stats["A"].successes, stats["A"].failures) == (1, 1, 0)
+    assert result.source == f"android:{a.serial}" and result.provenance["pool"]["failed_on"] == [gone.serial]
+    assert (stats[gone.serial].jobs, stats[gone.serial].failures) == (1, 1)
+    assert (stats[a.serial].jobs, stats[a.serial].successes, stats[a.serial].failures) == (1, 1, 0)

@@ -78,6 +78,8 @@ class FastTuner(MnasTuner):
         slow_at: `[n, seconds]`: this process's evaluation number n (0-based) works that long instead,
             reporting progress every 0.1 s.
         fail_all: Every evaluation fails with a `FailedTrialError` (after it is logged).
+        start_together: Tuner ids whose first trials wait for one another: every one of them has asked the
+            chief for a trial before any trial ends (a worker slow to start would find the search over).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class FastTuner(MnasTuner):
         stall_at: int | None = None,
         slow_at: tuple[int, float] | None = None,
         fail_all: bool = False,
+        start_together: tuple[str, ...] = (),
         **kwargs: Any,
     ):
         super().__init__(
@@ -99,10 +102,22 @@ class FastTuner(MnasTuner):
         self.stall_at = stall_at
         self.slow_at = tuple(slow_at) if slow_at else None
         self.runs = 0
+        self.start_together = tuple(start_together)
+
+    def _wait_for_the_others(self) -> None:
+        append_line(os.path.join(self.directory, f"in_trial_{self.tuner_id}"), "")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            markers = (os.path.join(self.directory, f"in_trial_{t}") for t in self.start_together)
+            if all(os.path.exists(marker) for marker in markers):
+                return
+            time.sleep(0.05)
 
     def run_trial(self, trial, *args: Any, **kwargs: Any) -> dict[str, float]:
         values = dict(trial.hyperparameters.values)
         self._set_phase(trial, "training")
+        if self.runs == 0 and self.start_together:
+            self._wait_for_the_others()
         if trial.trial_id in self.crash_trials:
             os._exit(134)  # what SIGABRT in native code looks like to the parent: no Python cleanup at all
         self.runs += 1
@@ -288,6 +303,7 @@ def make_tuner(config: dict[str, Any]) -> MnasTuner:
         stall_at=config.get("stall_at"),
         slow_at=config.get("slow_at"),
         fail_all=config.get("fail_all", False),
+        start_together=tuple(config.get("start_together", ())),
         **({"max_consecutive_failed_trials": config["failure_limit"]} if "failure_limit" in config else {}),
         directory=config["directory"],
         project_name=PROJECT,
@@ -404,8 +420,8 @@ def _exit_after_write(path_suffix: str, contains: str) -> None:
 
     write = durable_module.atomic_write_json
 
-    def write_then_maybe_die(path, obj):
-        text = write(path, obj)
+    def write_then_maybe_die(path, obj, **kwargs):
+        text = write(path, obj, **kwargs)
         if os.fspath(path).endswith(path_suffix) and contains in text:
             os._exit(137)
         return text

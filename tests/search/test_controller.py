@@ -82,7 +82,7 @@ def test_ppo_learns_a_rewarded_sequence():
     # Reward 1 for one of 64 sequences, 0 otherwise. The untrained policy proposes it 1.6% of the time; a
     # working update makes it the most likely proposal, a broken one (no update, wrong sign) cannot.
     target = [2, 0, 3]
-    controller = Controller([4, 4, 4], seed=0)
+    controller = Controller([4, 4, 4], seed=0, elite_mutation=0.0)  # the PPO step alone
     _drive(controller, 400, lambda tokens: float(tokens == target))
     probability = float(np.exp(sum(controller.log_probs(target))))
     assert probability > 0.5, probability
@@ -328,7 +328,7 @@ def test_controller_learns_on_jax_and_its_state_loads_on_tensorflow(tmp_path):
         import keras
         from keras_mnas.search import Controller, ControllerConfig
         assert keras.backend.backend() == "jax"
-        controller = Controller([4, 4, 4], seed=0, units=16, minibatch_size=10)
+        controller = Controller([4, 4, 4], seed=0, units=16, minibatch_size=10, elite_mutation=0.0)
         for _ in range(200):
             tokens, log_probs = controller.sample()
             controller.observe(tokens, log_probs, float(tokens == [2, 0, 3]))
@@ -350,3 +350,23 @@ def test_controller_learns_on_jax_and_its_state_loads_on_tensorflow(tmp_path):
     assert restored.num_observed == 200 and restored.num_updates == 20
     tokens, log_probs = restored.sample()
     assert restored.observe(tokens, log_probs, 0.0) is None  # and it carries on
+
+
+def test_elite_mutation_proposes_neighbours_of_the_best_and_survives_a_reload():
+    controller = Controller([4, 1, 4, 4], seed=3, units=8, elite_mutation=0.9, elite_size=2, minibatch_size=5)
+    for _ in range(12):
+        tokens, log_probs = controller.sample()
+        controller.observe(tokens, log_probs, float(sum(tokens)))
+    elites = [tokens for _, tokens in controller.get_state()["elites"]]
+    assert len(elites) == 2
+    twin = Controller.from_state(json.loads(json.dumps(controller.get_state())))
+    proposals = [controller.sample() for _ in range(40)]
+    assert [twin.sample() for _ in range(40)] == proposals
+    def distance(a, b):
+        return sum(x != y for x, y in zip(a, b, strict=True))
+
+    neighbours = [tokens for tokens, _ in proposals if any(distance(tokens, e) == 1 for e in elites)]
+    assert len(neighbours) >= 25, "most proposals change one decision of an elite"
+    assert all(tokens[1] == 0 for tokens, _ in proposals), "a fixed decision is never mutated"
+    with pytest.raises(ValueError, match="elite_mutation"):
+        ControllerConfig(elite_mutation=1.0)

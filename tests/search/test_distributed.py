@@ -103,6 +103,7 @@ def test_chief_and_two_workers_account_for_every_trial_once(context, tmp_path):
         work_seconds=0.3,
         trial_timeout=trial_timeout,
         chief_timeout=30,
+        start_together=WORKERS,
     )
     # KerasTuner reports nothing while a trial trains: without heartbeats (every trial_timeout / 4 s) that
     # carry its progress, this trial, longer than trial_timeout, would be taken from its live worker.
@@ -240,10 +241,11 @@ def test_the_chief_stops_every_worker_at_the_failure_limit_with_everything_saved
         chief_timeout=30,
         fail_all=True,
         failure_limit=limit,
+        start_together=WORKERS,
     )
     processes = start_cluster(context, configs)
     try:
-        codes, _ = join_all(processes, configs, timeout=60)
+        codes, _ = join_all(processes, configs, timeout=120)
     finally:
         stop(*processes.values())
     logs = "\n".join(f"--- {role}:\n{log_tail(configs[role]['log'])}" for role in processes)

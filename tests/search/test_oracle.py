@@ -258,7 +258,7 @@ def test_atomic_saves_make_any_kerastuner_oracle_write_atomically(tmp_path, monk
     written = []
     write = durable.atomic_write_json
     monkeypatch.setattr(
-        durable, "atomic_write_json", lambda path, obj: written.append(path) or write(path, obj)
+        durable, "atomic_write_json", lambda path, obj, **kw: written.append(path) or write(path, obj, **kw)
     )
     oracle_class = type("Random", (durable.AtomicSaves, keras_tuner.oracles.RandomSearchOracle), {})
     oracle = oracle_class(objective=keras_tuner.Objective("reward", "max"), max_trials=2, seed=1)
@@ -270,3 +270,40 @@ def test_atomic_saves_make_any_kerastuner_oracle_write_atomically(tmp_path, monk
         os.path.join("trial_0", "trial.json"),
         os.path.join("trial_1", "trial.json"),
     } <= names
+
+
+def test_state_written_per_trial_does_not_grow_with_the_policy(tmp_path, monkeypatch):
+    # The LSTM's weights and optimizer slots (about 1.4 MB at 100 units) go to a file of their own, written
+    # only when a policy update changed them; oracle.json keeps the small per-trial state.
+    from keras_mnas.search import oracle as oracle_module
+    from keras_mnas.utils import io
+
+    written = []
+    real = io.atomic_write_bytes
+
+    def counting(path, data, **kwargs):
+        written.append((os.path.basename(path), len(data)))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(io, "atomic_write_bytes", counting)
+    monkeypatch.setattr(oracle_module, "atomic_write_bytes", counting)
+    tuner = make_tuner(tmp_path, 24)
+    tuner.search(verbose=0)
+    oracle_writes = [size for name, size in written if name == "oracle.json"]
+    checkpoints = [name for name, _ in written if name.startswith(oracle_module.CHECKPOINT_PREFIX)]
+    assert max(oracle_writes) < 50_000, "oracle.json carries the policy's weights again"
+    # At most one checkpoint per policy update (minibatches of 4), plus the first.
+    assert 1 <= len(checkpoints) <= 1 + tuner.oracle.controller.num_updates
+    project = tmp_path / "fake"
+    on_disk = sorted(p.name for p in project.iterdir() if p.name.startswith(oracle_module.CHECKPOINT_PREFIX))
+    saved = json.loads((project / "oracle.json").read_text())["mnas"]["controller"]
+    assert on_disk == [saved["checkpoint_file"]], "old checkpoints are left behind"
+    # What does pile up per trial is KerasTuner's own bookkeeping (trial ids, hashes, run times) and the
+    # statistics of each update: well under a kilobyte a trial.
+    saved_sizes = [size for name, size in written if name == "oracle.json"]
+    per_trial = len(saved_sizes) // 24
+    growth = (saved_sizes[-1] - saved_sizes[4 * per_trial]) / (24 - 4)
+    assert growth < 1000, f"oracle.json grows by {growth:.0f} bytes a trial"
+    # A fresh oracle reloads the pair and goes on from the same controller.
+    resumed = make_tuner(tmp_path, 24, overwrite=False)
+    assert resumed.oracle.controller.get_state() == tuner.oracle.controller.get_state()

@@ -60,6 +60,11 @@ def test_shell_v1_merges_the_streams_and_has_no_exit_status(server, connect):
     # Android 6's adbd: stderr arrives on stdout, and the exit status is lost.
     assert failed.returncode == 0 and "/nope: No such file" in failed.stdout and failed.stderr == ""
     assert server.device(phone.serial).services == ["shell:cat /nope"]
+    # Its shell runs on a pty, whose line discipline ends lines with CRLF (FakePhone.serve_shell); the adb
+    # command strips the CR for such phones, adbutils does not.
+    device = adbutils.AdbClient(port=server.port).device(phone.serial)
+    assert device.shell("echo hi", rstrip=False) == "hi\r\n"
+    assert server.adb("-s", phone.serial, "shell", "echo", "hi").stdout == "hi\n"
     # A client asking for shell v2 anyway is refused, as an old adbd refuses a service it does not know.
     client = adbutils.AdbClient(port=server.port)
     with client.device(phone.serial).open_transport() as connection:

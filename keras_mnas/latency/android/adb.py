@@ -254,7 +254,17 @@ class Phone:
 
     # -- the deadline wrapper ----------------------------------------------------------------------
 
-    def call(self, what: str, fn: Callable[[], T], timeout: float | None = None) -> T:
+    def call(
+        self, what: str, fn: Callable[[], T], timeout: float | None = None, *, of_server: bool = False
+    ) -> T:
+        """Runs one adb request within its deadline, and turns its failure into a `DeviceError`.
+
+        Args:
+            what: The request, for messages ("listing the phones").
+            fn: The request.
+            timeout: Its deadline in seconds (default: `call_timeout_s`).
+            of_server: Whether it asks the adb server itself (not a phone): a hang then says so.
+        """
         seconds = self.call_timeout_s if timeout is None else timeout
         error: BaseException | None = None
         result = None
@@ -265,21 +275,33 @@ class Phone:
                 # ValueError: adbutils' shell v1 fails to parse its exit marker when the output was cut.
                 error = e
         if deadline.expired:
+            if of_server or self.serial == PROBE:
+                # A request to the server itself hangs: most often the port is a phone's (wireless
+                # debugging), whose adbd never answers a client's request.
+                where = "" if self.serial == PROBE else f" of adb server {self.address}"
+                raise DeadlineExceededError(
+                    f"{what}{where} did not finish within its {seconds:g} s deadline: what listens there "
+                    "does not answer like an adb server (a phone's own port never does; an adb server "
+                    "listens on 5037 unless told otherwise).",
+                    serial=None if self.serial == PROBE else self.serial,
+                ) from error
             raise DeadlineExceededError(
-                f"{what} on phone {self.serial} (adb server {self.address}) did not finish within its "
-                f"{seconds:g} s deadline: the phone, the link or the command hangs.",
+                f"{what} on {self._where()} did not finish within its {seconds:g} s deadline: the phone, "
+                "the link or the command hangs.",
                 serial=self.serial,
             ) from error
         if error is not None:
             raise self._translate(what, error) from error
         return result
 
+    def _where(self) -> str:
+        # A probe for the server's phone list has no phone: name the server alone.
+        server = f"adb server {self.address}"
+        return server if self.serial == PROBE else f"phone {self.serial} ({server})"
+
     def _translate(self, what: str, error: BaseException) -> DeviceError:
         message = str(error).rstrip(".")
-        # A probe for the server's phone list has no phone: name the server alone.
-        where = f"adb server {self.address}"
-        if self.serial != PROBE:
-            where = f"phone {self.serial} ({where})"
+        where = self._where()
         if isinstance(error, adbutils.AdbTimeout):
             return DeadlineExceededError(f"{what} on {where} went silent: {message}.", serial=self.serial)
         if isinstance(error, adbutils.AdbError):
@@ -329,7 +351,7 @@ class Phone:
 
     def state(self) -> str:
         """adb's state of the phone, `"absent"` when the server does not list it."""
-        infos = self.call("listing devices", lambda: self.client.list())
+        infos = self.call("listing the phones", lambda: self.client.list(), of_server=True)
         for info in infos:
             if info.serial == self.serial:
                 return info.state
@@ -557,7 +579,7 @@ def list_states(host: str, port: int, timeout_s: float) -> list[tuple[str, str]]
     ```
     """
     probe = Phone(PROBE, host, port, timeout_s)
-    infos = probe.call(f"listing the phones of adb server {host}:{port}", lambda: probe.client.list())
+    infos = probe.call(f"listing the phones of adb server {host}:{port}", probe.client.list, of_server=True)
     return [(i.serial, i.state) for i in infos]
 
 

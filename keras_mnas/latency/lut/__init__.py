@@ -2,14 +2,17 @@
 
 FBNet, ProxylessNAS and HW-NAS-Bench predict a network's latency as the sum of per-layer entries of a lookup
 table keyed by the layer's configuration and input shape. `LatencyLookupTable` does that for keras-mnas
-architectures, on any `LatencySource`. The package has three parts:
+architectures, on any `LatencySource`. The package has four parts:
 
 - `configs`: `LayerConfig`, one entry (the stem, a searched layer, the head, ...) and its text key;
   `network_configs` lists the entries of an architecture, `model_configs` those of a built model.
 - `table`: `LatencyLookupTable`, which profiles entries on a source, predicts from an `ArchSpec` without
   building a model, and saves itself as JSON with the provenance of every measurement.
-- `calibration`: `Calibration` and `fit_line` (the line from a sum of entries to a measured latency), and
-  `prediction_report` and `spearman` (how well predictions match measurements).
+- `kernels`: what the runtime runs for each entry (nothing fuses across entries), and the features of an
+  entry's in-network cost (`entry_features`).
+- `calibration`: `Calibration`, `fit_terms` (one weight per kernel feature) and `fit_line` (a line on the
+  sum of entries), from entries to measured latencies, and `prediction_report` and `spearman` (how well
+  predictions match measurements).
 
 The helpers that know a search space (profile every entry of a space, predict a candidate from its
 hyperparameters, skip candidates far over a budget) are in `keras_mnas.search.latency_table`.
@@ -32,7 +35,13 @@ predict_candidate(lut, space, space.default_values())
 ```
 """
 
-from keras_mnas.latency.lut.calibration import Calibration, fit_line, prediction_report, spearman
+from keras_mnas.latency.lut.calibration import (
+    Calibration,
+    fit_line,
+    fit_terms,
+    prediction_report,
+    spearman,
+)
 from keras_mnas.latency.lut.configs import (
     KINDS,
     NETWORK_ARGS,
@@ -41,9 +50,12 @@ from keras_mnas.latency.lut.configs import (
     network_configs,
     network_keys,
 )
+from keras_mnas.latency.lut.kernels import KERNEL_TYPES, entry_features, kernel_type
 from keras_mnas.latency.lut.table import (
+    CALIBRATION_METHODS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    KERNEL_MEASUREMENTS,
     ON_MISSING,
     LatencyLookupTable,
     MissingEntryError,
@@ -51,8 +63,11 @@ from keras_mnas.latency.lut.table import (
 )
 
 __all__ = [
+    "CALIBRATION_METHODS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "KERNEL_MEASUREMENTS",
+    "KERNEL_TYPES",
     "KINDS",
     "NETWORK_ARGS",
     "ON_MISSING",
@@ -61,7 +76,10 @@ __all__ = [
     "LayerConfig",
     "MissingEntryError",
     "budget_limit",
+    "entry_features",
     "fit_line",
+    "fit_terms",
+    "kernel_type",
     "model_configs",
     "network_configs",
     "network_keys",

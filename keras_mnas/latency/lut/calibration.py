@@ -1,7 +1,14 @@
 """Calibration of a lookup table, and the figures that say how well it predicts.
 
-A sum of per-layer entries misses what a whole network adds (caches, fusion across layers), so the table fits
-a line `measured = scale * sum + intercept` on a few end-to-end measurements (`fit_line`, `Calibration`).
+An entry timed alone runs with hot caches and pays no neighbour's writes; inside a network the same kernels
+cost more, and by an amount that depends on the kernel type. The table is therefore calibrated on end-to-end
+measurements in one of two ways (`Calibration`):
+
+- **per kernel** (`fit_terms`): each entry's in-network cost is a non-negative weighted sum of its features
+  (`kernels.entry_features`: its time alone under its kernel type, a count of that type, the bytes it moves),
+  one weight per feature fitted on dozens of measured networks; the network adds a fixed cost.
+- **a line** (`fit_line`): `measured = scale * sum + intercept`, two numbers, for a handful of measurements.
+
 `prediction_report` and `spearman` judge predictions against measurements, as `keras-mnas lut eval` and
 `benchmarks/latency.py` report them.
 
@@ -26,48 +33,99 @@ from keras_mnas.utils.checks import check_number
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """The fitted line from a sum of table entries to an end-to-end latency.
+    """How a table's entries become an end-to-end latency: a line, or one weight per kernel feature.
 
-    `predicted_ms = scale * sum_of_entries_ms + intercept_ms`, fitted by least squares on the relative errors
-    of `measurements` (each a dict with at least `lut_ms` and `measured_ms`), keeping `intercept_ms >= 0`.
+    Without `terms` it is a line, `predicted_ms = scale * sum_of_entries_ms + intercept_ms`, fitted by least
+    squares on the relative errors of `measurements` (each a dict with at least `lut_ms` and `measured_ms`),
+    keeping `intercept_ms >= 0`.
+
+    With `terms` (`{feature: weight}`, see `kernels.entry_features`) it is per kernel: each entry costs the
+    weighted sum of its features, and `predicted_ms = intercept_ms + sum of the entries' costs`; `scale` is
+    then 1. Each measurement holds the summed `features` of its network.
 
     Attributes:
-        scale: Multiplies the sum of entries.
+        scale: Multiplies the sum of entries (a line); 1 with `terms`.
         intercept_ms: Added to it (the whole network's fixed cost).
         measurements: What it was fitted on, with the architecture of each when known.
         fitted: When it was fitted (ISO 8601, UTC).
+        terms: The weight of each entry feature; empty for a line.
 
     Example:
 
     >>> calibration = Calibration(1.2, 0.3, ({"lut_ms": 2.0, "measured_ms": 2.5},))
     >>> round(calibration.apply(2.0), 6), [round(e, 6) for e in calibration.relative_errors]
     (2.7, [0.08])
+    >>> per_kernel = Calibration(1.0, 0.3, ({"features": {"conv:ms": 2.0}, "measured_ms": 2.5},),
+    ...                          terms={"conv:ms": 1.1})
+    >>> per_kernel.method, round(per_kernel.apply_features({"conv:ms": 2.0}), 6)
+    ('kernels', 2.5)
     """
 
     scale: float
     intercept_ms: float
     measurements: tuple[dict[str, Any], ...] = ()
     fitted: str = ""
+    terms: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check_number("Calibration.scale", self.scale, low=0, low_open=True)
         check_number("Calibration.intercept_ms", self.intercept_ms)
         object.__setattr__(self, "measurements", tuple(dict(m) for m in self.measurements))
+        if not isinstance(self.terms, Mapping):
+            raise ValueError(
+                f"Calibration.terms must be a dict of feature -> weight; received {self.terms!r}."
+            )
+        terms = {}
+        for name, weight in self.terms.items():
+            terms[str(name)] = check_number(f"Calibration.terms[{name!r}]", weight, low=0)
+        object.__setattr__(self, "terms", terms)
+        if terms and self.scale != 1:
+            raise ValueError(
+                f"A per-kernel calibration (with terms) has scale 1; received scale={self.scale!r}."
+            )
+
+    @property
+    def method(self) -> str:
+        """`"kernels"` with per-feature `terms`, `"line"` without."""
+        return "kernels" if self.terms else "line"
 
     def apply(self, lut_ms: float) -> float:
-        """The calibrated latency for a sum of entries."""
+        """The calibrated latency for a sum of entries (a line only).
+
+        Raises:
+            ValueError: for a per-kernel calibration, which needs the entries' features (`apply_features`).
+        """
+        if self.terms:
+            raise ValueError(
+                "A per-kernel calibration predicts from the entries' features (apply_features, or the "
+                "table's predict), not from their sum."
+            )
         return self.scale * lut_ms + self.intercept_ms
+
+    def apply_features(self, features: Mapping[str, float]) -> float:
+        """The calibrated latency of a network whose entries' features add up to `features`."""
+        return self.intercept_ms + sum(
+            weight * features.get(name, 0.0) for name, weight in self.terms.items()
+        )
+
+    def entry_cost(self, features: Mapping[str, float]) -> float:
+        """One entry's in-network cost from its features (what a per-kernel prediction adds for it)."""
+        return sum(weight * features.get(name, 0.0) for name, weight in self.terms.items())
 
     @property
     def relative_errors(self) -> list[float]:
         """`predicted / measured - 1` of every calibration measurement (in-sample)."""
+        if self.terms:
+            return [self.apply_features(m["features"]) / m["measured_ms"] - 1 for m in self.measurements]
         return [self.apply(m["lut_ms"]) / m["measured_ms"] - 1 for m in self.measurements]
 
     def to_dict(self) -> dict[str, Any]:
         """The calibration as a JSON-serialisable dict (what the table file holds)."""
         return {
+            "method": self.method,
             "scale": self.scale,
             "intercept_ms": self.intercept_ms,
+            "terms": dict(self.terms),
             "fitted": self.fitted,
             "measurements": [dict(m) for m in self.measurements],
         }
@@ -86,7 +144,80 @@ class Calibration:
             intercept_ms=data["intercept_ms"],
             measurements=tuple(data.get("measurements", ())),
             fitted=str(data.get("fitted", "")),
+            terms=data.get("terms") or {},
         )
+
+
+def fit_terms(
+    features: Sequence[Mapping[str, float]],
+    measured: Sequence[float],
+    *,
+    prior: Mapping[str, float] | None = None,
+    ridge: float = 0.01,
+) -> tuple[dict[str, float], float]:
+    """Fits non-negative feature weights and a fixed cost: `measured ~ intercept + sum(weight * feature)`.
+
+    As in `fit_line`, the squared *relative* errors are minimised. Weights and the intercept are kept >= 0 (a
+    kernel cannot save time by running), by non-negative least squares. A ridge penalty pulls each weight
+    towards `prior` (e.g. 1 for an entry's time alone: a kernel inside a network costs what it costs alone
+    unless the measurements say otherwise), which keeps the fit stable when a feature is rare or two are
+    nearly collinear. Features are scaled to a common size first, so one `ridge` suits them all.
+
+    Args:
+        features: For each measured network, its summed entry features (`{name: value}`).
+        measured: The measured latencies (positive), in the same order.
+        prior: The weight each feature is pulled towards (0 for those not named).
+        ridge: The strength of that pull, relative to one measurement's squared relative error (>= 0).
+
+    Returns:
+        `({feature: weight}, intercept_ms)`, over the features that occur in `features`.
+
+    Raises:
+        ValueError: for mismatched lengths, fewer than two measurements, non-positive latencies or no
+            feature at all.
+
+    Example:
+
+    >>> rows = [{"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 1.0}]
+    >>> terms, intercept = fit_terms(rows, [2.5, 3.5, 5.5], ridge=0.0)
+    >>> {name: round(weight, 6) for name, weight in terms.items()}, round(intercept, 6)
+    ({'a': 2.0, 'b': 3.0}, 0.5)
+    """
+    from scipy.optimize import nnls  # here: predictions never need it
+
+    rows = [dict(f) for f in features]
+    y = np.asarray(measured, dtype=np.float64).ravel()
+    if len(rows) != y.size:
+        raise ValueError(
+            f"fit_terms needs as many feature rows as measurements; received {len(rows)} and {y.size}."
+        )
+    if y.size < 2:
+        raise ValueError(f"Fitting a calibration needs at least 2 measurements; received {y.size}.")
+    if not (np.all(np.isfinite(y)) and np.all(y > 0)):
+        raise ValueError("fit_terms needs positive, finite measured latencies.")
+    check_number("ridge", ridge, low=0)
+    names = sorted({name for row in rows for name, value in row.items() if value})
+    if not names:
+        raise ValueError("fit_terms needs at least one non-zero feature.")
+    x = np.array([[row.get(name, 0.0) for name in names] + [1.0] for row in rows], dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("fit_terms needs finite features.")
+    design = x / y[:, None]
+    size = np.sqrt(np.mean(design * design, axis=0))
+    size[size == 0] = 1.0
+    target = np.ones_like(y)
+    if ridge > 0:
+        pulled = np.array([(prior or {}).get(name, 0.0) for name in names] + [0.0]) * size
+        penalty = math.sqrt(ridge) * np.eye(len(size))
+        penalty[-1, -1] = 0.0  # the fixed cost has no prior: the measurements alone decide it
+        design = np.vstack([design / size, penalty])
+        target = np.concatenate([target, math.sqrt(ridge) * pulled])
+    else:
+        design = design / size
+    weights, _ = nnls(design, target)
+    weights = weights / size
+    terms = {name: round(float(w), 12) for name, w in zip(names, weights[:-1], strict=True)}
+    return terms, round(float(weights[-1]), 12)
 
 
 def fit_line(

@@ -8,9 +8,10 @@
    also measures an (almost) empty model, the *baseline*, and subtracts it from every entry, so a sum of
    entries counts that fixed cost zero times instead of once per layer.
 3. **Calibrate.** A layer measured on its own runs with its weights and activations hot in the caches;
-   inside a network it does not, and the converter may fuse across layer boundaries. A few architectures
-   are measured end to end and a `Calibration` line is fitted on them. Without calibration the prediction
-   is the sum plus one baseline.
+   inside a network it does not. Architectures are measured end to end and a `Calibration` is fitted on
+   them: with enough measurements (`KERNEL_MEASUREMENTS`) one weight per kernel feature
+   (`kernels.entry_features`), so each entry gets its in-network cost; with fewer, a line on the sum.
+   Without calibration the prediction is the sum plus one baseline.
 
 The file holds the entries, the baseline, the calibration, the source's `config()`, the provenance of the
 measurements, the keras-mnas version and dates, under a format version.
@@ -42,7 +43,7 @@ import numpy as np
 
 from keras_mnas.architecture import ArchSpec, get_architecture
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
-from keras_mnas.latency.lut.calibration import Calibration, fit_line
+from keras_mnas.latency.lut.calibration import Calibration, fit_line, fit_terms
 from keras_mnas.latency.lut.configs import (
     LayerConfig,
     _check_input_shape,
@@ -50,6 +51,7 @@ from keras_mnas.latency.lut.configs import (
     network_configs,
     network_keys,
 )
+from keras_mnas.latency.lut.kernels import entry_features
 from keras_mnas.utils.checks import check_choice, check_number
 from keras_mnas.utils.io import atomic_write_json, read_json
 
@@ -58,8 +60,18 @@ logger = logging.getLogger(__name__)
 #: Identifies a latency table file.
 FORMAT_NAME = "keras-mnas-latency-table"
 #: Bumped whenever the meaning of a table file changes; older or newer files are refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files differ only in having line calibrations: they are read as such.
+_READABLE_VERSIONS = (1, FORMAT_VERSION)
 ON_MISSING = ("error", "profile")
+CALIBRATION_METHODS = ("auto", "kernels", "line")
+#: With at least this many end-to-end measurements, `method="auto"` considers a per-kernel calibration.
+KERNEL_MEASUREMENTS = 30
+# How strongly a per-kernel calibration's weights are pulled towards the table's own figures (weight 1 on an
+# entry's time alone, 0 on the other features).
+_RIDGE = 0.03
+# Folds of the cross-validation with which method="auto" chooses between the two calibrations.
+_FOLDS = 5
 
 # Facts that change with every measurement; dropping them lets thousands of entries share a few records.
 _VOLATILE_PROVENANCE = frozenset(
@@ -194,6 +206,7 @@ class LatencyLookupTable(LatencySource):
         # key -> {"median_ms", "cv", "robust_cv" (when known), "runs", "provenance"}
         self._raw: dict[str, dict[str, Any]] = {}
         self._net: dict[str, float] = {}  # key -> entry minus baseline, what predictions add up
+        self._cost: dict[str, float] = {}  # key -> in-network cost under a per-kernel calibration
         self._provenance: list[dict[str, Any]] = []
         self._provenance_index: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -284,6 +297,15 @@ class LatencyLookupTable(LatencySource):
         baseline = self.baseline["median_ms"] if self.baseline else 0.0
         # A tiny layer may time below the baseline by noise; it then adds nothing rather than a negative time.
         self._net[key] = max(record["median_ms"] - baseline, 0.0)
+        if self.calibration is not None and self.calibration.terms:
+            self._cost[key] = self.calibration.entry_cost(entry_features(key, self._net[key]))
+
+    def _set_calibration(self, calibration: Calibration | None) -> None:
+        self.calibration = calibration
+        self._cost = {}
+        if calibration is not None and calibration.terms:
+            for key, net in self._net.items():
+                self._cost[key] = calibration.entry_cost(entry_features(key, net))
 
     def measure_baseline(self, source: LatencySource | None = None) -> float:
         """Measures the fixed cost of one invocation: a model with a single ReLU on a 1x1x1 input.
@@ -408,18 +430,35 @@ class LatencyLookupTable(LatencySource):
     # ----------------------------------------------------------------------------------------------
     # Predicting.
 
-    def _sum_keys(self, keys: Sequence[str], make_configs: Callable[[], Sequence[LayerConfig]]) -> float:
-        net = self._net
+    def _sum_keys(
+        self, keys: Sequence[str], make_configs: Callable[[], Sequence[LayerConfig]], costs: bool = False
+    ) -> float:
+        values = self._cost if costs else self._net
         try:
-            return sum([net[key] for key in keys])
+            return sum([values[key] for key in keys])
         except KeyError:
             pass
         configs = list(make_configs())
         missing = self.missing(configs)
         if self.on_missing == "profile":
             self.profile(missing, progress=False)
-            return sum(net[config.key] for config in configs)
+            values = self._cost if costs else self._net
+            return sum(values[config.key] for config in configs)
         raise MissingEntryError(missing)
+
+    def features(self, configs: Sequence[LayerConfig]) -> dict[str, float]:
+        """The summed `kernels.entry_features` of a network's entries (what a per-kernel calibration weighs).
+
+        Raises:
+            MissingEntryError: naming the configurations the table lacks (with `on_missing="error"`).
+        """
+        configs = list(configs)
+        self.sum_entries(configs)  # profiles or raises for missing entries
+        total: dict[str, float] = {}
+        for config in configs:
+            for name, value in entry_features(config.key, self._net[config.key]).items():
+                total[name] = total.get(name, 0.0) + value
+        return total
 
     def sum_entries(self, configs: Sequence[LayerConfig]) -> float:
         """The sum of the entries (net of the baseline), uncalibrated; profiles or raises for missing ones."""
@@ -437,12 +476,19 @@ class LatencyLookupTable(LatencySource):
         """
         return self._sum_keys(network_keys(arch, **network), lambda: network_configs(arch, **network))
 
-    def _calibrated(self, lut_ms: float) -> float:
-        if self.calibration is not None:
-            predicted = self.calibration.apply(lut_ms)
-        else:
-            predicted = lut_ms + (self.baseline["median_ms"] if self.baseline else 0.0)
+    def _predict_keys(self, keys: Sequence[str], make_configs: Callable[[], Sequence[LayerConfig]]) -> float:
+        calibration = self.calibration
+        if calibration is not None and calibration.terms:
+            # Each entry's in-network cost was worked out once, when the calibration or the entry was set.
+            return self._positive(calibration.intercept_ms + self._sum_keys(keys, make_configs, costs=True))
+        lut_ms = self._sum_keys(keys, make_configs)
+        if calibration is not None:
+            return self._positive(calibration.apply(lut_ms), lut_ms)
+        return self._positive(lut_ms + (self.baseline["median_ms"] if self.baseline else 0.0), lut_ms)
+
+    def _positive(self, predicted: float, lut_ms: float | None = None) -> float:
         if not predicted > 0:
+            lut_ms = predicted if lut_ms is None else lut_ms
             raise ValueError(
                 f"The calibration maps a sum of entries of {lut_ms:.4f} ms to {predicted:.4f} ms: this "
                 "network is outside the range the table was calibrated on. Calibrate on networks of "
@@ -452,7 +498,8 @@ class LatencyLookupTable(LatencySource):
 
     def predict_configs(self, configs: Sequence[LayerConfig]) -> float:
         """The predicted latency (ms) of a network given as its entries."""
-        return self._calibrated(self.sum_entries(configs))
+        configs = list(configs)
+        return self._predict_keys([config.key for config in configs], lambda: configs)
 
     def predict(self, arch: ArchSpec | str | Sequence[str] | Mapping[str, Any], **network: Any) -> float:
         """Predicts the latency of an architecture in milliseconds, without building it.
@@ -464,7 +511,8 @@ class LatencyLookupTable(LatencySource):
                 `classifier_activation`, `include_preprocessing`, `padding`.
 
         Returns:
-            `scale * sum(entries) + intercept` when calibrated, else `sum(entries) + baseline`.
+            Under a per-kernel calibration, the fixed cost plus each entry's in-network cost; under a line,
+            `scale * sum(entries) + intercept`; uncalibrated, `sum(entries) + baseline`.
 
         Raises:
             MissingEntryError: naming the configurations the table lacks (with `on_missing="error"`).
@@ -475,7 +523,7 @@ class LatencyLookupTable(LatencySource):
         lut.predict("a1", input_shape=(96, 96, 3), depth_multiplier=0.5)
         ```
         """
-        return self._calibrated(self.lut_ms(arch, **network))
+        return self._predict_keys(network_keys(arch, **network), lambda: network_configs(arch, **network))
 
     def _result(self, predicted_ms: float, entries: int) -> LatencyResult:
         threads = (self.source_config or {}).get("threads", 1)
@@ -492,7 +540,8 @@ class LatencyLookupTable(LatencySource):
             quantization=self.quantization,
             provenance={
                 "prediction": True,
-                "method": "sum of lookup-table entries" + (", calibrated" if self.calibration else ""),
+                "method": "sum of lookup-table entries"
+                + (f", calibrated ({self.calibration.method})" if self.calibration else ""),
                 "entries": entries,
                 "table": self.path,
                 "table_source": self.source_config,
@@ -530,7 +579,12 @@ class LatencyLookupTable(LatencySource):
     def config(self) -> dict[str, Any]:
         """What the predictions depend on: the table's source, quantization and calibration."""
         calibration = (
-            {"scale": self.calibration.scale, "intercept_ms": self.calibration.intercept_ms}
+            {
+                "method": self.calibration.method,
+                "scale": self.calibration.scale,
+                "intercept_ms": self.calibration.intercept_ms,
+                "terms": dict(self.calibration.terms),
+            }
             if self.calibration
             else None
         )
@@ -570,13 +624,25 @@ class LatencyLookupTable(LatencySource):
     # ----------------------------------------------------------------------------------------------
     # Calibration.
 
-    def fit_calibration(self, measurements: Sequence[Mapping[str, Any]]) -> Calibration:
-        """Fits and sets the calibration from `{"lut_ms": ..., "measured_ms": ...}` pairs.
+    def fit_calibration(
+        self, measurements: Sequence[Mapping[str, Any]], *, method: str = "auto"
+    ) -> Calibration:
+        """Fits and sets the calibration from end-to-end measurements.
 
-        `lut_ms` is the uncalibrated sum of entries (`sum_entries`) of the measured network. Extra keys (the
-        architecture, its input shape) are kept in the table for the record. The intercept (the network's
-        fixed cost) is kept >= 0 (see `fit_line`), so no network smaller than the calibration ones is
-        predicted a negative latency because of noise in a few measurements.
+        Each measurement is a dict with `measured_ms` and `lut_ms` (the uncalibrated sum of entries,
+        `sum_entries`, of the measured network). A per-kernel calibration also needs each network's entries:
+        their summed `features` (`LatencyLookupTable.features`), or the `architecture` (`ArchSpec.to_dict()`
+        or block strings) and the `network` arguments it was built with, from which the table works them
+        out. Extra keys are kept in the table for the record.
+
+        Args:
+            measurements: The measured networks.
+            method: `"kernels"`: one non-negative weight per kernel feature and a fixed cost
+                (`calibration.fit_terms`), so each entry gets its own in-network cost; `"line"`:
+                `scale * sum + intercept` (`fit_line`); `"auto"` (default): with at least
+                `KERNEL_MEASUREMENTS` measurements, whichever of the two predicts the measurements left out
+                of a 5-fold cross-validation better; a line with fewer. Both keep the fixed cost >= 0, so no
+                network smaller than the calibration ones is predicted a negative latency because of noise.
 
         Raises:
             ValueError: for fewer than two measurements, equal sums, or a fit with a non-positive scale.
@@ -587,23 +653,45 @@ class LatencyLookupTable(LatencySource):
         lut.fit_calibration([{"lut_ms": 1.9, "measured_ms": 2.4}, {"lut_ms": 3.1, "measured_ms": 3.8}])
         ```
         """
+        check_choice("method", method, CALIBRATION_METHODS)
         rows = [dict(m) for m in measurements]
         for row in rows:
             if "lut_ms" not in row or "measured_ms" not in row:
                 raise ValueError(
                     f"Each calibration measurement needs 'lut_ms' and 'measured_ms'; received {row!r}."
                 )
-        scale, intercept = fit_line(
-            [r["lut_ms"] for r in rows], [r["measured_ms"] for r in rows], nonnegative_intercept=True
-        )
-        if scale <= 0:
-            raise ValueError(
-                f"The calibration fit gives a non-positive scale ({scale:.4g}): the measured latencies "
-                "do not grow with the table's sums. Check that the table and the measurements come from "
-                "the same source, and calibrate on architectures of clearly different sizes."
+        if method == "auto" and len(rows) < KERNEL_MEASUREMENTS:
+            method = "line"
+        if method in ("auto", "kernels"):
+            for row in rows:
+                if "features" not in row:
+                    if "architecture" not in row:
+                        raise ValueError(
+                            "A per-kernel calibration needs each measurement's 'features', or its "
+                            f"'architecture' and 'network'; received {sorted(row)}."
+                        )
+                    arch = get_architecture(row["architecture"])
+                    row["features"] = self.features(network_configs(arch, **row.get("network", {})))
+        if method == "auto":
+            # Keep the per-kernel calibration only where it predicts measurements it was not fitted on better
+            # than the line does: how much the kernel types differ in a network depends on the device.
+            method = min(("line", "kernels"), key=lambda m: _cross_validated_error(rows, m))
+        if method == "kernels":
+            terms, intercept = _fit_kernels(rows)
+            calibration = Calibration(1.0, intercept, tuple(_jsonable(rows)), _now(), terms=terms)
+        else:
+            scale, intercept = fit_line(
+                [r["lut_ms"] for r in rows], [r["measured_ms"] for r in rows], nonnegative_intercept=True
             )
+            if scale <= 0:
+                raise ValueError(
+                    f"The calibration fit gives a non-positive scale ({scale:.4g}): the measured latencies "
+                    "do not grow with the table's sums. Check that the table and the measurements come from "
+                    "the same source, and calibrate on architectures of clearly different sizes."
+                )
+            calibration = Calibration(scale, intercept, tuple(_jsonable(rows)), _now())
         with self._lock:
-            self.calibration = Calibration(scale, intercept, tuple(_jsonable(rows)), _now())
+            self._set_calibration(calibration)
             self.updated = _now()
         if self.path:
             self.save()
@@ -615,17 +703,20 @@ class LatencyLookupTable(LatencySource):
         *,
         source: LatencySource | None = None,
         progress: bool = True,
+        method: str = "auto",
         **network: Any,
     ) -> Calibration:
-        """Measures architectures end to end and fits the calibration line on them.
+        """Measures architectures end to end and fits the calibration on them (`fit_calibration`).
 
         Missing entries of these architectures are profiled first. A handful of architectures spanning the
-        sizes you will predict (5-20) is enough for two parameters; more average out measurement noise.
+        sizes you will predict (5-20) is enough for a line; a per-kernel calibration, the accurate one, needs
+        at least `KERNEL_MEASUREMENTS` (docs/latency.md shows how its accuracy grows with their number).
 
         Args:
             architectures: The architectures to measure.
             source: The latency source (default: the profiler; it must be the table's source).
             progress: Whether to print progress lines.
+            method: `"auto"`, `"kernels"` or `"line"`, as for `fit_calibration`.
             **network: How they are built, as for `keras_mnas.build_model` (`input_shape`, `classes`, ...).
 
         Returns:
@@ -655,12 +746,13 @@ class LatencyLookupTable(LatencySource):
                     "architecture": arch.to_dict(),
                     "network": _jsonable(network),
                     "lut_ms": self.lut_ms(arch, **network),
+                    "features": self.features(network_configs(arch, **network)),
                     "measured_ms": float(result.median_ms),
                     "cv": float(result.cv),
                 }
             )
             bar.update(done)
-        return self.fit_calibration(rows)
+        return self.fit_calibration(rows, method=method)
 
     # ----------------------------------------------------------------------------------------------
     # Files.
@@ -716,10 +808,11 @@ class LatencyLookupTable(LatencySource):
         where = f" in {os.fspath(path)!r}" if path is not None else ""
         if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
             raise ValueError(f"Not a keras-mnas latency table{where}: expected 'format': {FORMAT_NAME!r}.")
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in _READABLE_VERSIONS:
             raise ValueError(
                 f"Latency table{where} has format version {data.get('format_version')!r}; this "
-                f"keras-mnas reads version {FORMAT_VERSION}. Profile the table again with this version."
+                f"keras-mnas reads versions {', '.join(map(str, _READABLE_VERSIONS))}. Profile the table "
+                "again with this version."
             )
         table = cls(quantization=data.get("quantization", "float32"))
         table.path = os.fspath(path) if path is not None else None
@@ -744,7 +837,7 @@ class LatencyLookupTable(LatencySource):
             _check_record(record, key, where, len(provenance))
             table._set_entry(key, dict(record))
         if data.get("calibration") is not None:
-            table.calibration = Calibration.from_dict(data["calibration"])
+            table._set_calibration(Calibration.from_dict(data["calibration"]))
         if profiler is not None:
             table._require_profiler(profiler, "A profiler")
             table.profiler = profiler
@@ -779,6 +872,34 @@ class LatencyLookupTable(LatencySource):
         source = (self.source_config or {}).get("name", "no source")
         calibrated = "calibrated" if self.calibration else "uncalibrated"
         return f"LatencyLookupTable({len(self)} entries, {self.quantization}, {source}, {calibrated})"
+
+
+def _fit_kernels(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], float]:
+    prior = {name: 1.0 for row in rows for name in row["features"] if name.endswith(":ms")}
+    return fit_terms(
+        [row["features"] for row in rows], [row["measured_ms"] for row in rows], prior=prior, ridge=_RIDGE
+    )
+
+
+def _cross_validated_error(rows: Sequence[Mapping[str, Any]], method: str) -> float:
+    """The mean relative error of a calibration method on measurements left out of its fit (k folds)."""
+    errors = []
+    for fold in range(_FOLDS):
+        train = [row for i, row in enumerate(rows) if i % _FOLDS != fold]
+        test = [row for i, row in enumerate(rows) if i % _FOLDS == fold]
+        if method == "kernels":
+            terms, intercept = _fit_kernels(train)
+            calibration = Calibration(1.0, intercept, terms=terms)
+            predicted = [calibration.apply_features(row["features"]) for row in test]
+        else:
+            try:
+                x, y = [r["lut_ms"] for r in train], [r["measured_ms"] for r in train]
+                scale, intercept = fit_line(x, y, nonnegative_intercept=True)
+            except ValueError:
+                return math.inf
+            predicted = [scale * row["lut_ms"] + intercept for row in test]
+        errors += [abs(p / row["measured_ms"] - 1) for p, row in zip(predicted, test, strict=True)]
+    return float(np.mean(errors))
 
 
 def budget_limit(budget_ms: float, tolerance: float) -> float:
