@@ -207,6 +207,11 @@ class AbsoluteReward:
         object.__setattr__(self, "target_latency_ms", checked.target_latency_ms)
         object.__setattr__(self, "beta", checked.beta)
 
+    @property
+    def is_hard(self) -> bool:
+        """Always False: the absolute reward has no budget past which a candidate is worthless."""
+        return False
+
     def __call__(self, accuracy: float, latency_ms: float) -> float:
         accuracy = _finite("accuracy", accuracy)
         latency_ms = _finite("latency_ms", latency_ms, positive=True)

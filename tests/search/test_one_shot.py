@@ -112,29 +112,51 @@ def test_a_candidate_is_scored_with_inherited_weights_and_its_own_batch_norm_sta
         OneShotHyperModel(supernet, include_preprocessing=True)
 
 
-def test_a_one_shot_search_runs_trials_in_mnas_tuner_and_exports_the_inherited_winner(tmp_path):
+def test_a_one_shot_search_with_the_absolute_reward_runs_resumes_and_exports_the_inherited_winner(tmp_path):
     from keras_mnas.search.one_shot import OneShotHyperModel
+    from keras_mnas.search.reward import AbsoluteReward
     from keras_mnas.search.tuner import MnasTuner
     from keras_mnas.testing import ScriptedLatency
 
     images, labels = toy_data(96)
     supernet = Supernet(small_space())
     train_supernet(supernet, images[:64], labels[:64], steps=20, batch_size=16)
-    tuner = MnasTuner(
-        OneShotHyperModel(supernet, calibration_batches=2, batch_size=32),
-        latency=ScriptedLatency([2.0, 1.0, 3.0]),
-        target_latency_ms=2.0,
-        max_trials=3,
-        seed=1,
-        directory=tmp_path,
-        project_name="one_shot",
-    )
-    tuner.search(images[:64], labels[:64], validation_data=(images[64:], labels[64:]), epochs=1, verbose=0)
-    records = tuner.trial_records()
+    reward = AbsoluteReward(2.0)
+
+    def tuner(**kwargs):
+        return MnasTuner(
+            OneShotHyperModel(supernet, calibration_batches=2, batch_size=32),
+            latency=ScriptedLatency([2.0, 1.0, 3.0]),
+            max_trials=3,
+            seed=1,
+            directory=tmp_path,
+            project_name="one_shot",
+            **kwargs,
+        )
+
+    searched = tuner(reward=reward)
+    searched.search(images[:64], labels[:64], validation_data=(images[64:], labels[64:]), epochs=1, verbose=0)
+    records = searched.trial_records()
     assert len(records) == 3 and all(0 <= r["metrics"]["val_accuracy"] <= 1 for r in records)
+    for record in records:  # TuNAS's sum, not MnasNet's product, is what the oracle maximised
+        assert record["reward"] == pytest.approx(reward(record["accuracy"], record["latency_ms"]), rel=1e-6)
+    # A reloaded search (overwrite=False) keeps the absolute reward, its records and its best trial.
+    reloaded = tuner(reward="absolute", target_latency_ms=2.0, overwrite=False)
+    assert reloaded.reward == reward
+    assert [r["reward"] for r in reloaded.trial_records()] == [r["reward"] for r in records]
+    best_id = searched.oracle.get_best_trials(1)[0].trial_id
+    assert reloaded.oracle.get_best_trials(1)[0].trial_id == best_id
+    rescored = reloaded.rescore(target_latency_ms=1.0)
+    assert rescored[0]["reward"] == max(AbsoluteReward(1.0)(r["accuracy"], r["latency_ms"]) for r in records)
+    with pytest.raises(ValueError, match="absolute reward has no alpha"):
+        reloaded.rescore(alpha=-0.07)
+    with pytest.raises(ValueError, match="reward"):  # another reward is another search
+        tuner(target_latency_ms=2.0, overwrite=False)
+    with pytest.raises(ValueError, match="absolute reward has no alpha"):
+        tuner(reward="absolute", target_latency_ms=2.0, alpha=-0.07)
     # The winner is the supernet's candidate, with its BN statistics re-estimated on the training images.
-    best = tuner.get_best_models(1)[0]
-    values = tuner.oracle.get_best_trials(1)[0].hyperparameters.values
+    best = reloaded.get_best_models(1)[0]
+    values = reloaded.oracle.get_best_trials(1)[0].hyperparameters.values
     accuracy, _ = evaluate_path(
         supernet,
         values,
