@@ -304,14 +304,20 @@ def describe_search(search_config: Mapping[str, Any], metric: str) -> str | None
     >>> describe_search({"reward": {"target_latency_ms": 0.05, "alpha": -0.07, "beta": -0.07},
     ...                  "latency": {"name": "host"}, "quantization": "float32"}, "val_accuracy")
     'Search: reward reads val_accuracy, target 0.05 ms, alpha -0.07, beta -0.07; latency from host, float32.'
+    >>> describe_search({"reward": {"form": "absolute", "target_latency_ms": 0.05, "beta": -0.1},
+    ...                  "latency": {"name": "host"}}, "val_accuracy")
+    'Search: absolute reward reads val_accuracy, target 0.05 ms, beta -0.1; latency from host, float32.'
     """
     if not search_config:
         return None
     reward = search_config.get("reward") or {}
     latency = search_config.get("latency") or {}
+    # TuNAS's absolute reward has one coefficient and no exponents.
+    form = "absolute " if reward.get("form") == "absolute" else ""
+    exponents = "" if form else f"alpha {reward.get('alpha')}, "
     return (
-        f"Search: reward reads {metric}, target {number(reward.get('target_latency_ms'))} ms, "
-        f"alpha {reward.get('alpha')}, beta {reward.get('beta')}; latency from {latency.get('name', '?')}, "
+        f"Search: {form}reward reads {metric}, target {number(reward.get('target_latency_ms'))} ms, "
+        f"{exponents}beta {reward.get('beta')}; latency from {latency.get('name', '?')}, "
         f"{search_config.get('quantization', 'float32')}."
     )
 

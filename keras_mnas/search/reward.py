@@ -170,3 +170,104 @@ class MnasReward:
             f"{kind} reward: {self.metric} x (latency / {self.target_latency_ms:g} ms) ^ "
             f"({self.alpha:g} if under the target, {self.beta:g} over it)"
         )
+
+
+#: TuNAS's default coefficient of the absolute reward.
+ABSOLUTE_BETA = -0.10
+
+
+@dataclasses.dataclass(frozen=True)
+class AbsoluteReward:
+    """TuNAS's absolute reward: `Q + beta * |T / T0 - 1|`, which aims at the target latency from both sides.
+
+    MnasNet's reward is a product with an exponent; TuNAS (Bender et al., 2020) found that it "typically
+    needed 7 searches to achieve the desired latency", and replaced it with a sum that costs a candidate
+    `|beta|` of accuracy for every 100% it is away from the target, faster or slower. Its interface is
+    `MnasReward`'s: call it, score arrays, round-trip its config (`reward_from_config` reads either).
+
+    Args:
+        target_latency_ms: The target latency T0, in milliseconds.
+        beta: The coefficient (negative: being off the target costs reward), -0.10 by default.
+        metric: Name of the accuracy metric the reward reads (a Keras history key, e.g. `"val_accuracy"`).
+
+    Example:
+
+    >>> reward = AbsoluteReward(10.0)
+    >>> round(reward(accuracy=0.8, latency_ms=15.0), 4), round(reward(accuracy=0.8, latency_ms=5.0), 4)
+    (0.75, 0.75)
+    """
+
+    target_latency_ms: float
+    beta: float = ABSOLUTE_BETA
+    metric: str = "val_accuracy"
+
+    def __post_init__(self):
+        # The same checks as MnasReward's, with its messages.
+        checked = MnasReward(self.target_latency_ms, 0.0, self.beta, self.metric)
+        object.__setattr__(self, "target_latency_ms", checked.target_latency_ms)
+        object.__setattr__(self, "beta", checked.beta)
+
+    @property
+    def is_hard(self) -> bool:
+        """Always False: the absolute reward has no budget past which a candidate is worthless."""
+        return False
+
+    def __call__(self, accuracy: float, latency_ms: float) -> float:
+        accuracy = _finite("accuracy", accuracy)
+        latency_ms = _finite("latency_ms", latency_ms, positive=True)
+        return accuracy + self.beta * abs(latency_ms / self.target_latency_ms - 1.0)
+
+    def score_arrays(self, accuracy: ArrayLike, latency_ms: ArrayLike) -> np.ndarray:
+        """The reward of many candidates at once.
+
+        Example:
+
+        >>> AbsoluteReward(10.0).score_arrays([0.9, 0.9], [10.0, 20.0]).tolist()
+        [0.9, 0.8]
+        """
+        latency = np.asarray(latency_ms, dtype=np.float64)
+        if not np.all(np.isfinite(latency) & (latency > 0)):
+            raise ValueError(f"latency_ms must hold finite, positive numbers; received {latency_ms!r}.")
+        return np.asarray(accuracy, dtype=np.float64) + self.beta * np.abs(
+            latency / self.target_latency_ms - 1
+        )
+
+    def upper_bound(self, latency_ms: float, best_accuracy: float = 1.0) -> float:
+        """The largest reward a model of this latency can reach."""
+        return self(best_accuracy, latency_ms)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"form": "absolute", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> AbsoluteReward:
+        """Rebuilds a reward from `get_config()`; refuses anything else by name."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        if (
+            not isinstance(config, dict)
+            or config.get("form") != "absolute"
+            or not set(config) - {"form"} <= known
+        ):
+            raise ValueError(
+                f"config must be a dict of 'form': 'absolute' and {sorted(known)} from "
+                f"AbsoluteReward.get_config(); received {_shown(config)}."
+            )
+        return cls(**{key: value for key, value in config.items() if key != "form"})
+
+    def describe(self) -> str:
+        return (
+            f"absolute reward: {self.metric} + {self.beta:g} x |latency / {self.target_latency_ms:g} ms - 1|"
+        )
+
+
+def reward_from_config(config: dict[str, Any]) -> MnasReward | AbsoluteReward:
+    """Either reward from its `get_config()`: `AbsoluteReward` when `config["form"]` says so.
+
+    Example:
+
+    >>> reward_from_config(AbsoluteReward(12.0).get_config())
+    AbsoluteReward(target_latency_ms=12.0, beta=-0.1, metric='val_accuracy')
+    """
+    if isinstance(config, dict) and config.get("form") == "absolute":
+        return AbsoluteReward.from_config(config)
+    return MnasReward.from_config(config)

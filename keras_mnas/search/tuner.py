@@ -58,7 +58,7 @@ from keras_mnas.search.results import (
     plot_pareto,
     trial_record,
 )
-from keras_mnas.search.reward import MnasReward
+from keras_mnas.search.reward import AbsoluteReward, MnasReward
 from keras_mnas.search.space import MnasSearchSpace
 from keras_mnas.search.tensorboard import SearchLogger, tensorboard_dir_from_callbacks
 from keras_mnas.tflite import convert_to_tflite
@@ -302,22 +302,32 @@ def chance_threshold(classes: int) -> float:
     return round(1 / classes + min(0.05, 1 / classes), 10)
 
 
-def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward:
-    if isinstance(reward, MnasReward):
+def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward | AbsoluteReward:
+    if isinstance(reward, (MnasReward, AbsoluteReward)):
         if target_latency_ms is not None or alpha is not None or beta is not None:
-            raise ValueError("Pass either reward=MnasReward(...) or target_latency_ms/alpha/beta, not both.")
+            raise ValueError(
+                f"Pass either reward={type(reward).__name__}(...) or target_latency_ms/alpha/beta, not both."
+            )
         return reward
     if target_latency_ms is None:
         raise ValueError(
             "MnasTuner needs target_latency_ms (the latency T of the reward, in ms), e.g. "
             "target_latency_ms=75.0; received None."
         )
+    if reward == "absolute":
+        if alpha is not None:
+            # TuNAS's sum has one coefficient; an exponent under the target means nothing to it.
+            raise ValueError(f"The absolute reward has no alpha (only beta); received alpha={alpha!r}.")
+        return AbsoluteReward(target_latency_ms, *(() if beta is None else (beta,)), metric=metric)
     if reward == "soft":
         base = MnasReward.soft(target_latency_ms, metric)
     elif reward == "hard":
         base = MnasReward.hard(target_latency_ms, metric)
     else:
-        raise ValueError(f"reward must be 'soft', 'hard' or a MnasReward; received {reward!r}.")
+        raise ValueError(
+            "reward must be 'soft', 'hard', 'absolute', a MnasReward or an AbsoluteReward; "
+            f"received {reward!r}."
+        )
     return MnasReward(
         base.target_latency_ms,
         base.alpha if alpha is None else alpha,
@@ -383,9 +393,12 @@ class MnasTuner(keras_tuner.Tuner):
         space: The `MnasSearchSpace` of the default hypermodel.
         latency: Where latency comes from: a `LatencySource` (default: `HostLatency()`, this CPU).
         target_latency_ms: The reward's target latency T in milliseconds.
-        reward: `"soft"` (default, alpha = beta = -0.07), `"hard"` (alpha = 0, beta = -1) or a `MnasReward`.
+        reward: `"soft"` (default, alpha = beta = -0.07), `"hard"` (alpha = 0, beta = -1), `"absolute"`
+            (TuNAS's `accuracy + beta * |latency / T - 1|`, beta = -0.10), a `MnasReward` or an
+            `AbsoluteReward`.
         alpha: Override the under-target exponent of a `"soft"`/`"hard"` reward.
-        beta: Override the over-target exponent of a `"soft"`/`"hard"` reward.
+        beta: Override the over-target exponent of a `"soft"`/`"hard"` reward, or the coefficient of an
+            `"absolute"` one.
         metric: The accuracy metric the reward reads (default `"val_accuracy"`). With a `MnasHyperModel`,
             one its candidates log: a name of its `metrics`, or that name with `val_`.
         quantization: `"float32"` (default) or `"int8"`: which TFLite model's latency is measured (int8:
@@ -457,7 +470,7 @@ class MnasTuner(keras_tuner.Tuner):
         space: MnasSearchSpace | None = None,
         latency: LatencySource | None = None,
         target_latency_ms: float | None = None,
-        reward: str | MnasReward = "soft",
+        reward: str | MnasReward | AbsoluteReward = "soft",
         alpha: float | None = None,
         beta: float | None = None,
         metric: str = "val_accuracy",
@@ -1125,9 +1138,11 @@ class MnasTuner(keras_tuner.Tuner):
         target_latency_ms: float | None = None,
         alpha: float | None = None,
         beta: float | None = None,
-        reward: MnasReward | None = None,
+        reward: MnasReward | AbsoluteReward | None = None,
     ) -> list[dict[str, Any]]:
         """Scores completed trials under another target or exponents, without retraining; best first.
+
+        The search's own reward with `target_latency_ms`, `alpha` or `beta` changed, or any `reward` given.
 
         Example:
 
@@ -1135,7 +1150,12 @@ class MnasTuner(keras_tuner.Tuner):
         tuner.rescore(target_latency_ms=5.0, alpha=0.0, beta=-1.0)[0]["architecture"]
         ```
         """
-        if reward is None:
+        if reward is None and isinstance(self.reward, AbsoluteReward):
+            if alpha is not None:
+                raise ValueError(f"The absolute reward has no alpha (only beta); received alpha={alpha!r}.")
+            changes = {"target_latency_ms": target_latency_ms, "beta": beta}
+            reward = dataclasses.replace(self.reward, **{k: v for k, v in changes.items() if v is not None})
+        elif reward is None:
             reward = MnasReward(
                 self.reward.target_latency_ms if target_latency_ms is None else target_latency_ms,
                 self.reward.alpha if alpha is None else alpha,

@@ -88,3 +88,33 @@ def test_score_arrays_refuses_an_overflowing_reward_like_a_single_candidate():
     with pytest.raises(ValueError, match="too far from the target"):
         reward.score_arrays([0.9, 0.9], [1e-40, 0.2])
     assert reward.score_arrays([0.9], [0.2]).tolist() == [0.9]
+
+
+def test_absolute_reward_is_symmetric_around_the_target_and_round_trips():
+    from keras_mnas.search.reward import AbsoluteReward, reward_from_config
+
+    reward = AbsoluteReward(10.0)
+    assert reward(0.8, 10.0) == 0.8
+    # 50% slower and 50% faster cost the same: 0.10 x 0.5.
+    assert reward(0.8, 15.0) == pytest.approx(0.75) == reward(0.8, 5.0)
+    assert reward.score_arrays([0.8, 0.8], [15.0, 30.0]) == pytest.approx([0.75, 0.6])
+    assert reward_from_config(reward.get_config()) == reward
+    assert reward_from_config(MnasReward.soft(5.0).get_config()) == MnasReward.soft(5.0)
+    assert "absolute" in reward.describe()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"target_latency_ms": 0}, "target_latency_ms must be positive"),
+        ({"target_latency_ms": 10.0, "beta": math.inf}, "beta must be a finite number"),
+        ({"target_latency_ms": 10.0, "metric": " x"}, "metric must be"),
+    ],
+)
+def test_bad_absolute_reward_arguments(kwargs, match):
+    from keras_mnas.search.reward import AbsoluteReward
+
+    with pytest.raises(ValueError, match=match):
+        AbsoluteReward(**kwargs)
+    with pytest.raises(ValueError, match="form"):
+        AbsoluteReward.from_config({"target_latency_ms": 10.0})

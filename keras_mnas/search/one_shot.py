@@ -1,0 +1,332 @@
+"""One-shot search: train a supernet once, then score candidates with the weights they inherit from it.
+
+`train_supernet` follows TuNAS's recipe (Bender et al., 2020): one sampled path per training step; during
+the first quarter of training, with a probability that falls linearly from 1 to 0, every operation runs at
+once (op warm-up) and every block is at its widest (filter warm-up); after that, paths come from the space
+uniformly or from the policy the caller passes. Training resumes where a killed run stopped: the weights,
+the optimizer's state and the step are checkpointed together, as Keras and JSON files.
+
+`evaluate_path` scores one candidate in seconds: it extracts the candidate with its inherited weights,
+re-estimates its batch-norm statistics on a few batches and measures its accuracy.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from keras_mnas.search.hypermodel import MnasHyperModel
+from keras_mnas.search.supernet import Supernet
+from keras_mnas.utils.checks import check_int, check_number, check_type
+from keras_mnas.utils.io import atomic_write_json, read_json
+
+#: TuNAS's warm-up: op and filter warm-up over the first 25% of the steps.
+WARMUP_FRACTION = 0.25
+_STATE = "supernet_state.json"
+
+
+def warmup_probability(step: int, steps: int, fraction: float = WARMUP_FRACTION) -> float:
+    """The probability of warm-up at `step`: 1 at the start, falling linearly to 0 at `fraction * steps`.
+
+    Example:
+
+    >>> [warmup_probability(s, 100) for s in (0, 10, 25, 90)]
+    [1.0, 0.6, 0.0, 0.0]
+    """
+    end = fraction * steps
+    return 0.0 if end <= 0 else max(0.0, 1.0 - step / end)
+
+
+def _uniform_values(space, rng: np.random.Generator) -> dict[str, Any]:
+    values = {}
+    for index in space.searched_blocks:
+        for decision, choices in space._choices().items():
+            values[space.hp_name(index, decision)] = choices[int(rng.integers(len(choices)))]
+    return values
+
+
+def default_optimizer(steps: int, batch_size: int):
+    """TuNAS's supernet optimizer: RMSProp peaking at 0.165 x batch / 256, cosine decay after a 2.5% warm-up.
+
+    With epsilon 1.0, this RMSProp is in effect SGD with momentum 0.9. The learning rate is scaled up
+    linearly for batches over 256, as TuNAS does, but not scaled down for smaller ones: at batch 64 the
+    scaled rate, 0.041, leaves a supernet trained on random paths at chance level for hundreds of steps,
+    where 0.165 trains it (`benchmarks/one_shot.py`).
+
+    Args:
+        steps: Total training steps (the length of the schedule).
+        batch_size: Examples per step.
+
+    Returns:
+        A Keras RMSprop optimizer with its schedule.
+    """
+    import keras
+
+    peak = 0.165 * max(batch_size, 256) / 256
+    warmup = max(1, int(0.025 * steps))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - warmup), warmup_target=peak, warmup_steps=warmup
+    )
+    return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1.0)
+
+
+def train_supernet(
+    supernet: Supernet,
+    x: Any,
+    y: Any,
+    *,
+    steps: int,
+    batch_size: int = 32,
+    directory: str | os.PathLike | None = None,
+    checkpoint_every: int = 50,
+    sample: Callable[[np.random.Generator], Mapping[str, Any]] | None = None,
+    optimizer: Any = None,
+    warmup_fraction: float = WARMUP_FRACTION,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> int:
+    """Trains a supernet with TuNAS's recipe, one sampled path per step, resuming from `directory`.
+
+    Each step draws its batch and its path from a generator seeded with `(seed, step)`, so a resumed run
+    draws exactly what the uninterrupted run would have drawn.
+
+    Args:
+        supernet: The supernet to train (its model is compiled here).
+        x: Training images, `(n, height, width, channels)`.
+        y: Integer labels, `(n,)`.
+        steps: Total training steps (a resumed run continues up to this number).
+        batch_size: Examples per step.
+        directory: Where checkpoints go and are resumed from; `None` keeps nothing.
+        checkpoint_every: Steps between checkpoints (the last step is always checkpointed).
+        sample: `sample(rng) -> hyperparameter values` for the paths after warm-up, e.g. a policy's;
+            uniform over the space by default.
+        optimizer: A Keras optimizer; `default_optimizer(steps, batch_size)` (TuNAS's) by default.
+            Adam is a poor choice here: at 3e-3 it leaves a supernet on random paths at chance level
+            for hundreds of steps where the default learns.
+        warmup_fraction: Fraction of the steps over which the warm-up probability falls to 0.
+        seed: Seed of the batches and the paths.
+        on_step: Called as `on_step(step, loss)` after every step (e.g. to log, or to stop).
+
+    Returns:
+        The number of steps done, `steps` when training completed.
+
+    Raises:
+        ValueError: when the data or the settings are not what is described above.
+    """
+    check_type("supernet", supernet, Supernet, "a Supernet")
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=1)
+    check_number("warmup_fraction", warmup_fraction, low=0, high=1)
+    seed = check_int("seed", seed, minimum=0)
+    x = np.asarray(x, dtype="float32")
+    y = np.asarray(y)
+    if x.shape[1:] != supernet.space.input_shape or len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"x must be (n, {', '.join(map(str, supernet.space.input_shape))}) images and y n labels; "
+            f"received x of shape {x.shape} and y of shape {y.shape}."
+        )
+    model = supernet.model
+    model.compile(
+        optimizer=optimizer or default_optimizer(steps, batch_size),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=False,
+    )
+    model.optimizer.build(model.trainable_variables)
+    done = _restore(supernet, directory) if directory is not None else 0
+    sample = sample or (lambda rng: _uniform_values(supernet.space, rng))
+    for step in range(done, steps):
+        rng = np.random.default_rng([seed, step])
+        indices = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+        probability = warmup_probability(step, steps, warmup_fraction)
+        path = supernet.encode(
+            sample(rng),
+            mix_ops=bool(rng.random() < probability),
+            largest_filters=bool(rng.random() < probability),
+        )
+        paths = np.tile(path, (len(indices), 1))
+        loss = model.train_on_batch([x[indices], paths], y[indices], return_dict=True)["loss"]
+        if directory is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            _checkpoint(supernet, directory, step + 1)
+        if on_step is not None:
+            on_step(step + 1, float(loss))
+    return steps
+
+
+def _checkpoint(supernet: Supernet, directory: str | os.PathLike, step: int) -> None:
+    """Writes weights, optimizer state and step; the state file, written last and atomically, points at them.
+
+    A kill at any instant leaves the previous state file, and the files it names, whole.
+    """
+    os.makedirs(directory, exist_ok=True)
+    weights = f"supernet-{step}.weights.h5"
+    optimizer = f"optimizer-{step}.npz"
+    partial = os.path.join(directory, ".partial-" + weights)
+    supernet.model.save_weights(partial)
+    os.replace(partial, os.path.join(directory, weights))
+    store: dict[str, np.ndarray] = {}
+    supernet.model.optimizer.save_own_variables(store)
+    partial = os.path.join(directory, ".partial-" + optimizer)
+    with open(partial, "wb") as file:
+        np.savez(file, **{str(key): np.asarray(value) for key, value in store.items()})
+    os.replace(partial, os.path.join(directory, optimizer))
+    atomic_write_json(
+        os.path.join(directory, _STATE), {"step": step, "weights": weights, "optimizer": optimizer}
+    )
+    for old in glob.glob(os.path.join(directory, "supernet-*.weights.h5")) + glob.glob(
+        os.path.join(directory, "optimizer-*.npz")
+    ):
+        if os.path.basename(old) not in (weights, optimizer):
+            os.remove(old)
+
+
+def _restore(supernet: Supernet, directory: str | os.PathLike) -> int:
+    state_path = os.path.join(directory, _STATE)
+    if not os.path.exists(state_path):
+        return 0
+    state = read_json(state_path)
+    supernet.model.load_weights(os.path.join(directory, state["weights"]))
+    # allow_pickle=False: the checkpoint holds arrays only, and loading never runs code.
+    with np.load(os.path.join(directory, state["optimizer"]), allow_pickle=False) as stored:
+        supernet.model.optimizer.load_own_variables({key: stored[key] for key in stored.files})
+    return int(state["step"])
+
+
+def reestimate_batch_norm(model, x: Any, *, batches: int = 4, batch_size: int = 64) -> None:
+    """Replaces every BatchNormalization's moving statistics by their average over a few batches of `x`.
+
+    Statistics inherited from a supernet were gathered over many paths; a candidate's own, re-estimated on
+    a few batches, are what its accuracy should be measured with (TuNAS, and every one-shot method since).
+
+    Args:
+        model: A Keras model (e.g. from `Supernet.extract`).
+        x: Images to estimate on.
+        batches: How many batches.
+        batch_size: Examples per batch.
+    """
+    import keras
+
+    batches = check_int("batches", batches, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    x = np.asarray(x, dtype="float32")
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for index in range(batches):
+            chunk = x[index * batch_size : (index + 1) * batch_size]
+            if len(chunk) == 0:
+                break
+            # Momentum index / (index + 1) makes the moving statistics the running mean of the batches'.
+            for layer in norms:
+                layer.momentum = index / (index + 1)
+            model(chunk, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+
+
+def evaluate_path(
+    supernet: Supernet,
+    values: Mapping[str, Any],
+    x: Any,
+    y: Any,
+    *,
+    calibration_x: Any = None,
+    calibration_batches: int = 4,
+    batch_size: int = 64,
+):
+    """A candidate's accuracy with inherited weights: extract it, re-estimate its BN statistics, evaluate.
+
+    Args:
+        supernet: The trained supernet.
+        values: The candidate's hyperparameter values.
+        x: Validation images.
+        y: Validation labels.
+        calibration_x: Images for the BN statistics (training images, usually); `x` by default.
+        calibration_batches: Batches of `calibration_x` to estimate them on.
+        batch_size: Examples per batch.
+
+    Returns:
+        `(accuracy, model)`: the accuracy on `(x, y)` and the stand-alone model, ready to export.
+    """
+    model = supernet.extract(values)
+    reestimate_batch_norm(
+        model,
+        x if calibration_x is None else calibration_x,
+        batches=calibration_batches,
+        batch_size=batch_size,
+    )
+    predictions = model.predict(np.asarray(x, dtype="float32"), batch_size=batch_size, verbose=0)
+    accuracy = float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(y)))
+    return accuracy, model
+
+
+class OneShotHyperModel(MnasHyperModel):
+    """A `MnasHyperModel` whose trials inherit their weights from a trained supernet instead of training.
+
+    Give it to `MnasTuner` in place of a `MnasHyperModel`: the oracle proposes candidates as ever, the
+    tuner measures their latency and scores the reward as ever (TensorBoard HParams, resume, the Pareto
+    front, `results_summary` and `export_best` included), but each trial's "training" is `evaluate_path`:
+    the candidate with the supernet's weights, its BN statistics re-estimated on a few batches of the
+    training data, evaluated on the validation data. A trial takes seconds; `export_best` writes the
+    winner with its inherited weights (fine-tune it, or train it from scratch, with `SearchProject`'s
+    model or `space.build`).
+
+    Args:
+        supernet: The trained `Supernet`.
+        calibration_batches: Batches of the training data the BN statistics are re-estimated on.
+        batch_size: Examples per batch when re-estimating and evaluating.
+        **kwargs: `MnasHyperModel`'s (optimizer, loss, metrics, ...), for the compiled candidates.
+
+    Example:
+
+    ```python
+    tuner = MnasTuner(OneShotHyperModel(supernet), latency=HostLatency(), target_latency_ms=2.0,
+                      max_trials=200, directory="one_shot")
+    tuner.search(x, y, validation_data=(x_val, y_val), epochs=1)
+    ```
+    """
+
+    def __init__(self, supernet: Supernet, *, calibration_batches: int = 4, batch_size: int = 64, **kwargs):
+        check_type("supernet", supernet, Supernet, "a trained Supernet")
+        kwargs.setdefault("bn_momentum", supernet.bn_momentum)
+        if kwargs.get("include_preprocessing"):
+            # The supernet has no preprocessing layers to hand down: its inputs are normalised beforehand.
+            raise ValueError(
+                "OneShotHyperModel takes inputs normalised beforehand, as the supernet was trained on them; "
+                "received include_preprocessing=True."
+            )
+        super().__init__(supernet.space, **kwargs)
+        self.supernet = supernet
+        self.calibration_batches = check_int("calibration_batches", calibration_batches, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+
+    def build(self, hp):
+        model = super().build(hp)  # compiled as every candidate is; its weights come from the supernet
+        model.set_weights(self.supernet.extract(self.architecture(hp)).get_weights())
+        return model
+
+    def fit(self, hp, model, x=None, y=None, *, validation_data=None, callbacks=None, **kwargs):
+        if x is None or not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise ValueError(
+                "A one-shot trial needs the training images as x (for the BN statistics) and "
+                f"validation_data=(x_val, y_val); received x={type(x).__name__} and validation_data of "
+                f"type {type(validation_data).__name__}."
+            )
+        import keras
+
+        history = keras.callbacks.History()
+        hooks = keras.callbacks.CallbackList([*(callbacks or []), history], model=model)
+        hooks.on_train_begin()
+        hooks.on_epoch_begin(0)
+        reestimate_batch_norm(model, x, batches=self.calibration_batches, batch_size=self.batch_size)
+        x_val, y_val = validation_data
+        scores = model.evaluate(x_val, y_val, batch_size=self.batch_size, return_dict=True, verbose=0)
+        logs = {f"val_{name}": float(value) for name, value in scores.items()}
+        hooks.on_epoch_end(0, logs)
+        hooks.on_train_end(logs)
+        return history
