@@ -34,8 +34,8 @@ def warmup_probability(step: int, steps: int, fraction: float = WARMUP_FRACTION)
 
     Example:
 
-    >>> [warmup_probability(s, 100) for s in (0, 10, 25, 90)]
-    [1.0, 0.6, 0.0, 0.0]
+    >>> warmup_probability(0, 100), warmup_probability(10, 100), warmup_probability(25, 100)
+    (1.0, 0.6, 0.0)
     """
     end = fraction * steps
     return 0.0 if end <= 0 else max(0.0, 1.0 - step / end)
