@@ -1056,6 +1056,23 @@ def test_a_phones_own_port_is_not_taken_for_an_adb_server(binary):
             assert "phone -" not in message and message.count(address) == 1, message
 
 
+def test_a_server_request_cut_by_adbutils_own_timeout_says_the_same():
+    # adbutils' socket timeout equals the call's deadline and may fire a moment first (it did under load):
+    # the same silence of the server gets the same words, not "went silent" on a phone.
+    from keras_mnas.latency.android.adb import Phone
+
+    def silent():
+        raise adbutils.AdbTimeout("adb read timeout")
+
+    phone = Phone("S", "127.0.0.1", 5555, call_timeout_s=5.0)
+    with pytest.raises(DeadlineExceededError, match="does not answer like an adb server") as info:
+        phone.call("listing the phones", silent, of_server=True)
+    assert "127.0.0.1:5555" in str(info.value) and "went silent" not in str(info.value)
+    # A phone's own request cut the same way is the phone's silence.
+    with pytest.raises(DeadlineExceededError, match="went silent"):
+        phone.call("running the benchmark", silent)
+
+
 def test_a_full_disk_keeps_adbds_reason(serve, binary):
     # Room for the lease, not for the files.
     phone = FakePhone("F", free_bytes=len(binary.read_bytes()) + 100)

@@ -274,7 +274,10 @@ class Phone:
             except (adbutils.AdbError, OSError, EOFError, ValueError) as e:
                 # ValueError: adbutils' shell v1 fails to parse its exit marker when the output was cut.
                 error = e
-        if deadline.expired:
+        # adbutils' own socket timeout may fire a moment before the deadline does: for a request to the
+        # server itself, either is the same silence.
+        server_silent = (of_server or self.serial == PROBE) and isinstance(error, adbutils.AdbTimeout)
+        if deadline.expired or server_silent:
             if of_server or self.serial == PROBE:
                 # A request to the server itself hangs: most often the port is a phone's (wireless
                 # debugging), whose adbd never answers a client's request.
