@@ -136,7 +136,7 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         return rows
 
     def time_in_processes(directory, count):
-        """Each file's median over `count` fresh processes, in file order; and every process's figures."""
+        """Every file's figures (in file order), one per fresh process, the processes run in turn."""
         runs = []
         for _ in range(count):
             command = [sys.executable, os.path.abspath(__file__), "--remeasure", directory]
@@ -144,25 +144,23 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
             command += ["--min-seconds", str(args.min_seconds)]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(output))
-        names = sorted(runs[0])
-        return [float(np.median([run[name] for run in runs])) for name in names], runs
+        return [[run[name] for run in runs] for name in sorted(runs[0])]
 
     with tempfile.TemporaryDirectory() as calibration_dir, tempfile.TemporaryDirectory() as held_out_dir:
         start = time.monotonic()
         calibration_rows = convert_all(calibration_archs, "calibration", calibration_dir)
-        medians, _ = time_in_processes(calibration_dir, args.processes)
-        for row, ms in zip(calibration_rows, medians, strict=True):
-            row["measured_ms"] = ms
+        calibration_figures = time_in_processes(calibration_dir, args.processes)
+        for row, figures in zip(calibration_rows, calibration_figures, strict=True):
+            row["measured_ms"] = float(np.median(figures))
         calibration_seconds = time.monotonic() - start
         held_out_rows = convert_all(held_out, "held-out", held_out_dir)
         # 3. The measurement and, in as many other fresh processes, the re-measurement (the noise floor),
         # interleaved so that a drift of the machine touches both alike.
-        _, runs = time_in_processes(held_out_dir, 2 * args.processes)
-    names = sorted(runs[0])
-    for row, name in zip(held_out_rows, names, strict=True):
-        row["measured_ms"] = float(np.median([run[name] for run in runs[0::2]]))
-        row["remeasured_ms"] = float(np.median([run[name] for run in runs[1::2]]))
-        row["process_ms"] = [run[name] for run in runs]
+        held_out_figures = time_in_processes(held_out_dir, 2 * args.processes)
+    for row, figures in zip(held_out_rows, held_out_figures, strict=True):
+        row["measured_ms"] = float(np.median(figures[0::2]))
+        row["remeasured_ms"] = float(np.median(figures[1::2]))
+        row["process_ms"] = figures
 
     # 4. Fit on the calibration architectures only.
     start = time.monotonic()
