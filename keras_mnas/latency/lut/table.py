@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -406,21 +406,17 @@ class LatencyLookupTable(LatencySource):
             return 0
         if self.baseline is None:
             self.measure_baseline(source)
-        bar = _Progress(len(todo), progress, "Profiling layer configurations")
-        last_save = time.monotonic()
-        for done, config in enumerate(todo, start=1):
-            model = config.build_model()
-            try:
-                result = self._measure(source, model, (*config.input_size, config.input_filters))
-            except BaseException:
-                # The source's own error (a model error, a device error) or an interrupt reaches the caller
-                # unchanged; what was measured so far is kept.
-                logger.error("Profiling %r on %r failed.", config.key, source.name)
-                if self.path:
-                    self.save()
-                raise
-            finally:
-                del model
+        measured = self._measure_each(
+            todo,
+            source,
+            build=lambda config: config.build_model(),
+            input_shape=lambda config: (*config.input_size, config.input_filters),
+            name=lambda config: config.key,
+            label="Profiling layer configurations",
+            progress=progress,
+            save_every_seconds=save_every_seconds,
+        )
+        for config, result in measured:
             record = self._record(result)
             profile = result.provenance.get("op_profile")
             if isinstance(profile, Mapping) and profile.get("by_node"):
@@ -430,13 +426,46 @@ class LatencyLookupTable(LatencySource):
             with self._lock:
                 self._set_entry(config.key, record)
                 self.updated = _now()
+        return len(todo)
+
+    def _measure_each(
+        self,
+        items: Sequence[Any],
+        source: LatencySource,
+        *,
+        build: Callable[[Any], Any],
+        input_shape: Callable[[Any], tuple[int, ...]],
+        name: Callable[[Any], str],
+        label: str,
+        progress: bool,
+        save_every_seconds: float,
+    ) -> Iterator[tuple[Any, LatencyResult]]:
+        """Builds and measures each item, yielding `(item, result)`; saves along the way and at the end.
+
+        The caller records each result before the next is measured, so a periodic save holds it.
+        """
+        bar = _Progress(len(items), progress, label)
+        last_save = time.monotonic()
+        for done, item in enumerate(items, start=1):
+            model = build(item)
+            try:
+                result = self._measure(source, model, input_shape(item))
+            except BaseException:
+                # The source's own error (a model error, a device error) or an interrupt reaches the caller
+                # unchanged; what was measured so far is kept.
+                logger.error("%s: %r on %r failed.", label, name(item), source.name)
+                if self.path:
+                    self.save()
+                raise
+            finally:
+                del model
+            yield item, result
             bar.update(done)
             if self.path and time.monotonic() - last_save >= save_every_seconds:
                 self.save()
                 last_save = time.monotonic()
         if self.path:
             self.save()
-        return len(todo)
 
     def profile_architectures(
         self,
@@ -524,20 +553,18 @@ class LatencyLookupTable(LatencySource):
         input_shape = _check_input_shape(network.get("input_shape", (224, 224, 3)))
         if self.baseline is None and architectures:
             self.measure_baseline(source)
-        bar = _Progress(len(architectures), progress, "Profiling whole networks")
-        last_save = time.monotonic()
         covered: set[str] = set()
-        for done, arch in enumerate(architectures, start=1):
-            model = build_model(arch, **network)
-            try:
-                result = self._measure(source, model, input_shape)
-            except BaseException:
-                logger.error("Profiling the network %r on %r failed.", arch.name, source.name)
-                if self.path:
-                    self.save()
-                raise
-            finally:
-                del model
+        measured = self._measure_each(
+            architectures,
+            source,
+            build=lambda arch: build_model(arch, **network),
+            input_shape=lambda arch: input_shape,
+            name=lambda arch: arch.name,
+            label="Profiling whole networks",
+            progress=progress,
+            save_every_seconds=save_every_seconds,
+        )
+        for arch, result in measured:
             profile = result.provenance.get("op_profile")
             if not isinstance(profile, Mapping) or not profile.get("by_node"):
                 raise ValueError(
@@ -564,12 +591,6 @@ class LatencyLookupTable(LatencySource):
                     )
                 covered.update(times)
                 self.updated = _now()
-            bar.update(done)
-            if self.path and time.monotonic() - last_save >= save_every_seconds:
-                self.save()
-                last_save = time.monotonic()
-        if self.path:
-            self.save()
         return len(covered)
 
     # ----------------------------------------------------------------------------------------------
