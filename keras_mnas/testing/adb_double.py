@@ -203,9 +203,10 @@ class FakeBenchmark:
 @functools.lru_cache(maxsize=64)
 def _model_operators(tflite_bytes: bytes) -> tuple[tuple[str, str, int], ...]:
     """A TFLite model's operators in run order: (profile name, type, output elements)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from keras_mnas.tflite import load_interpreter
 
-    interpreter = Interpreter(model_content=tflite_bytes)
+    # Without the default delegate: the operators as the model holds them, as an undelegated run has them.
+    interpreter = load_interpreter(tflite_bytes, use_default_delegate=False)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     operators = []
     for op in interpreter._get_ops_details():
