@@ -50,7 +50,7 @@ def _uniform_values(space, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def default_optimizer(steps: int, batch_size: int):
-    """TuNAS's supernet optimizer: RMSProp peaking at 0.165 x batch / 256, cosine decay after a 2.5% warm-up.
+    """TuNAS's supernet optimizer: RMSProp peaking at 0.165 (x batch / 256 over 256), with a cosine decay.
 
     With epsilon 1.0, this RMSProp is in effect SGD with momentum 0.9. The learning rate is scaled up
     linearly for batches over 256, as TuNAS does, but not scaled down for smaller ones: at batch 64 the

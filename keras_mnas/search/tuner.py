@@ -302,6 +302,12 @@ def chance_threshold(classes: int) -> float:
     return round(1 / classes + min(0.05, 1 / classes), 10)
 
 
+def _refuse_alpha(alpha: float | None) -> None:
+    # TuNAS's sum has one coefficient; an exponent under the target means nothing to it.
+    if alpha is not None:
+        raise ValueError(f"The absolute reward has no alpha (only beta); received alpha={alpha!r}.")
+
+
 def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward | AbsoluteReward:
     if isinstance(reward, (MnasReward, AbsoluteReward)):
         if target_latency_ms is not None or alpha is not None or beta is not None:
@@ -315,9 +321,7 @@ def _make_reward(reward, target_latency_ms, alpha, beta, metric) -> MnasReward |
             "target_latency_ms=75.0; received None."
         )
     if reward == "absolute":
-        if alpha is not None:
-            # TuNAS's sum has one coefficient; an exponent under the target means nothing to it.
-            raise ValueError(f"The absolute reward has no alpha (only beta); received alpha={alpha!r}.")
+        _refuse_alpha(alpha)
         return AbsoluteReward(target_latency_ms, *(() if beta is None else (beta,)), metric=metric)
     if reward == "soft":
         base = MnasReward.soft(target_latency_ms, metric)
@@ -1151,8 +1155,7 @@ class MnasTuner(keras_tuner.Tuner):
         ```
         """
         if reward is None and isinstance(self.reward, AbsoluteReward):
-            if alpha is not None:
-                raise ValueError(f"The absolute reward has no alpha (only beta); received alpha={alpha!r}.")
+            _refuse_alpha(alpha)
             changes = {"target_latency_ms": target_latency_ms, "beta": beta}
             reward = dataclasses.replace(self.reward, **{k: v for k, v in changes.items() if v is not None})
         elif reward is None:
