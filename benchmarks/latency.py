@@ -1,18 +1,22 @@
 """The lookup-table predictor against measured host latency, beside the host's own noise and mult-adds.
 
-    python benchmarks/latency.py [--resolutions 128,224] [--archs 60] [--calibration 40] [--seed 0]
-                                 [--processes 3] [--table-dir DIR] [--markdown out.md] [--json out.json]
+    python benchmarks/latency.py [--resolutions 128,224] [--archs 60] [--calibration 40] [--pool 80]
+                                 [--seed 0] [--processes 3] [--table-dir DIR] [--markdown out.md]
+                                 [--json out.json]
 
 For each resolution, draws `--archs` held-out random architectures of the default MnasNet search space
-(`MnasSearchSpace`, 1000 classes) with `--seed`, and `--calibration` other ones with another seed.
-Profiles the lookup-table entries they all need on this CPU (`HostLatency`), measures every architecture
-end to end, and fits on the calibration architectures only: the table's per-kernel calibration, its
-two-number line, and a line on mult-adds; it also says which of the first two `method="auto"` picks.
+(`MnasSearchSpace`, 1000 classes) with `--seed`, and a pool of `--pool` other ones with another seed.
+Profiles the lookup-table entries they all need on this CPU (`HostLatency`) and measures architectures end
+to end. The calibration measures `--calibration` of the pool as `keras-mnas lut build` chooses them: half
+as drawn, the rest a few at a time where per-kernel fits on bootstrap resamples disagree most
+(`LatencyLookupTable.choose_calibration`). On those it fits the table's per-kernel calibration, its
+two-number line and a line on mult-adds, and says which of the first two `method="auto"` picks; the pool's
+first `--calibration` architectures, all drawn at random, give a second per-kernel calibration to compare.
 A measurement is the median over `--processes` fresh processes (`HostLatency` in each): one process's
 figure moves by several percent with its memory layout, more than a predictor's error.
 Then, on the same held-out architectures, side by side:
 
-- **predicted vs measured** for the three predictors;
+- **predicted vs measured** for the four predictors;
 - **measured vs re-measured**: the same TFLite files timed again in as many other fresh processes, the
   noise floor a predictor is judged against (a prediction cannot agree with one measurement better than a
   second measurement does); and one process against another, the noise of a single-process figure;
@@ -40,14 +44,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
 
 from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite
 from keras_mnas.latency.host import host_provenance
 from keras_mnas.latency.lut import fit_line, prediction_report
-from keras_mnas.search import MnasSearchSpace
-from keras_mnas.search.latency_table import predict_candidate
 from keras_mnas.utils.io import atomic_write_json
 
 # A different seed for the calibration architectures than for the held-out ones.
@@ -93,6 +94,13 @@ def rate(function, items, seconds=2.0) -> float:
 
 def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     """Profiles, measures, fits and compares at one resolution; returns the markdown lines and the data."""
+    # Imported here, not above: a --remeasure process needs only LiteRT and starts in a second instead of
+    # the five that loading TensorFlow takes.
+    import keras
+
+    from keras_mnas.search import MnasSearchSpace
+    from keras_mnas.search.latency_table import predict_candidate
+
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     space = MnasSearchSpace(input_shape=(resolution, resolution, 3))
@@ -105,18 +113,20 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         lut = LatencyLookupTable(profiler=host, path=path)
 
     held_out = space.sample_architectures(args.archs, seed=args.seed)
-    calibration_archs = space.sample_architectures(
-        args.calibration, seed=args.seed + _CALIBRATION_SEED_OFFSET, exclude=held_out
+    # The calibration pool, in random order: its first --calibration architectures are the random
+    # calibration; the adaptive one starts from their first half and chooses the rest from the whole pool.
+    pool = space.sample_architectures(
+        max(args.pool, args.calibration), seed=args.seed + _CALIBRATION_SEED_OFFSET, exclude=held_out
     )
 
     # 1. Profile the entries these architectures need.
     space_entries = len(space.layer_configs())
     start = time.monotonic()
-    profiled = lut.profile_architectures([*calibration_archs, *held_out], **network)
+    profiled = lut.profile_architectures([*pool, *held_out], **network)
     profile_seconds = time.monotonic() - start
 
-    # 2. Convert every architecture; time the files end to end in fresh processes (the figure of one
-    # process moves with its memory layout: the median of several is the measurement).
+    # 2. Convert architectures; time the files end to end in fresh processes (the figure of one process
+    # moves with its memory layout: the median of several is the measurement).
     def convert_all(archs, label, directory):
         rows = []
         for i, arch in enumerate(archs, start=1):
@@ -146,15 +156,42 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
             runs.append(json.loads(output))
         return [[run[name] for run in runs] for name in sorted(runs[0])]
 
-    with tempfile.TemporaryDirectory() as calibration_dir, tempfile.TemporaryDirectory() as held_out_dir:
-        start = time.monotonic()
-        calibration_rows = convert_all(calibration_archs, "calibration", calibration_dir)
-        calibration_figures = time_in_processes(calibration_dir, args.processes)
-        for row, figures in zip(calibration_rows, calibration_figures, strict=True):
-            row["measured_ms"] = float(np.median(figures))
-        calibration_seconds = time.monotonic() - start
+    pool_rows: dict[int, dict] = {}  # pool index -> its measured row
+
+    def measure_pool(indices):
+        indices = [i for i in indices if i not in pool_rows]
+        if not indices:
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            rows = convert_all([pool[i] for i in indices], "calibration", directory)
+            figures = time_in_processes(directory, args.processes)
+            for i, row, timings in zip(indices, rows, figures, strict=True):
+                row["measured_ms"] = float(np.median(timings))
+                pool_rows[i] = row
+
+    # 3. The calibration measurements: the random ones, then the adaptive ones, a few per refit, where
+    # per-kernel fits on bootstrap resamples disagree most (LatencyLookupTable.choose_calibration, as
+    # LatencyLookupTable.calibrate(count=...) and `keras-mnas lut build` choose them).
+    start = time.monotonic()
+    measure_pool(range(args.calibration))
+    random_rows = [pool_rows[i] for i in range(args.calibration)]
+    drawn = max(2, args.calibration // 2)
+    adaptive = list(range(drawn))
+    position = {json.dumps(arch.to_dict(), sort_keys=True): i for i, arch in enumerate(pool)}
+    step = max(1, args.calibration // 8)
+    while len(adaptive) < args.calibration:
+        candidates = [arch for i, arch in enumerate(pool) if i not in adaptive]
+        count = min(step, args.calibration - len(adaptive))
+        picks = lut.choose_calibration([pool_rows[i] for i in adaptive], candidates, count, **network)
+        picked = [position[json.dumps(arch.to_dict(), sort_keys=True)] for arch in picks]
+        measure_pool(picked)
+        adaptive += picked
+    calibration_rows = [pool_rows[i] for i in adaptive]
+    calibration_seconds = time.monotonic() - start
+
+    with tempfile.TemporaryDirectory() as held_out_dir:
         held_out_rows = convert_all(held_out, "held-out", held_out_dir)
-        # 3. The measurement and, in as many other fresh processes, the re-measurement (the noise floor),
+        # 4. The measurement and, in as many other fresh processes, the re-measurement (the noise floor),
         # interleaved so that a drift of the machine touches both alike.
         held_out_figures = time_in_processes(held_out_dir, 2 * args.processes)
     for row, figures in zip(held_out_rows, held_out_figures, strict=True):
@@ -162,7 +199,9 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         row["remeasured_ms"] = float(np.median(figures[1::2]))
         row["process_ms"] = figures
 
-    # 4. Fit on the calibration architectures only.
+    # 5. Fit on calibration architectures only: the random ones for one row, the adaptive ones for the rest.
+    lut.fit_calibration(random_rows, method="kernels")
+    random_predicted = [lut.predict(arch, **network) for arch in held_out]
     start = time.monotonic()
     line = lut.fit_calibration(calibration_rows, method="line")
     line_predicted = [line.apply(row["lut_ms"]) for row in held_out_rows]
@@ -175,30 +214,41 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     )
     macs_predicted = [macs_scale * row["macs"] + macs_intercept for row in held_out_rows]
     measured = [row["measured_ms"] for row in held_out_rows]
-    for row, a, b, c in zip(held_out_rows, predicted, line_predicted, macs_predicted, strict=True):
-        row["predicted_ms"], row["line_predicted_ms"], row["macs_predicted_ms"] = a, b, c
+    for row, a, b, c, d in zip(
+        held_out_rows, predicted, random_predicted, line_predicted, macs_predicted, strict=True
+    ):
+        row["predicted_ms"], row["random_calibration_predicted_ms"] = a, b
+        row["line_predicted_ms"], row["macs_predicted_ms"] = c, d
 
-    # 5. Prediction speed from hyperparameter values (decode and look up, nothing built).
+    # 6. Prediction speed from hyperparameter values (decode and look up, nothing built).
     values = space.sample_values(args.archs, seed=args.seed)  # the held-out architectures' values
     per_second = rate(lambda v: predict_candidate(lut, space, v), values)
     if path:
         lut.save(path)
 
     per_entry = profile_seconds / profiled if profiled else float("nan")
-    per_measurement = calibration_seconds / max(len(calibration_rows), 1)
+    per_measurement = calibration_seconds / max(len(pool_rows), 1)
     whole_space_minutes = (space_entries * per_entry + len(calibration_rows) * per_measurement) / 60
     n = len(held_out_rows)
     lines = [
         f"### {resolution}x{resolution}",
         "",
-        f"{n} held-out random architectures of the MnasNet space (1000 classes, seed {args.seed}); the "
-        f"calibrations are fitted on {len(calibration_rows)} other architectures measured end to end; "
+        f"{n} held-out random architectures of the MnasNet space (1000 classes, seed {args.seed}). The "
+        f"calibrations are fitted on {len(calibration_rows)} other architectures measured end to end, "
+        f"{drawn} drawn at random "
+        f"and the rest chosen adaptively from a pool of {len(pool)} (where bootstrap fits disagree most); "
+        f"one row uses {len(random_rows)} random ones instead. "
         f'`method="auto"` picks the {"per-kernel calibration" if chosen == "kernels" else "line"} here.',
         "",
         "| predicted or re-measured, against measured | within +-10% | within +-5% | Spearman | median error "
         "| 95th percentile | worst |",
         "|---|---|---|---|---|---|---|",
-        accuracy_row("lookup table, per-kernel calibration", predicted, measured),
+        accuracy_row("lookup table, per-kernel calibration (adaptive)", predicted, measured),
+        accuracy_row(
+            f"lookup table, per-kernel calibration on {len(random_rows)} random architectures",
+            random_predicted,
+            measured,
+        ),
         accuracy_row("lookup table, line on the sum", line_predicted, measured),
         accuracy_row("mult-adds, line", macs_predicted, measured),
         accuracy_row(
@@ -222,7 +272,7 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         ),
         f"| end-to-end measurements the calibration used | {len(calibration_rows)}, each the median of "
         f"{args.processes} processes ({per_measurement:.1f} s each with its conversion; fit "
-        f"{fit_seconds:.1f} s) |",
+        f"{fit_seconds:.1f} s); {len(pool_rows)} with the random calibration's |",
         f"| profiling the whole space ({space_entries} entries) and calibrating, estimated from the two "
         f"rows above | "
         + (f"{whole_space_minutes:.0f} min |" if profiled else "n/a (nothing profiled in this run) |"),
@@ -236,6 +286,7 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     data = {
         "resolution": resolution,
         "calibration": kernels.to_dict(),
+        "random_calibration": random_rows,
         "auto_method": chosen,
         "line": {"scale": line.scale, "intercept_ms": line.intercept_ms},
         "macs_fit": {"scale_ms_per_mac": macs_scale, "intercept_ms": macs_intercept},
@@ -258,6 +309,9 @@ def main(argv=None):
     parser.add_argument("--resolutions", default="128,224", help="input sizes, comma-separated (128,224)")
     parser.add_argument("--archs", type=int, default=60, help="held-out architectures per resolution (60)")
     parser.add_argument("--calibration", type=int, default=40, help="calibration architectures (40)")
+    parser.add_argument(
+        "--pool", type=int, default=80, help="random architectures the adaptive calibration chooses from (80)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out architectures (0)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (50)")
     parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs per measurement (10)")
@@ -277,9 +331,9 @@ def main(argv=None):
         resolutions = [int(r) for r in args.resolutions.split(",")]
     except ValueError:
         parser.error(f"--resolutions expects comma-separated integers; received {args.resolutions!r}")
-    if args.archs < 2 or args.calibration < 2 or args.runs < 1 or args.processes < 1 or min(resolutions) < 32:
+    if args.archs < 2 or args.calibration < 4 or args.runs < 1 or args.processes < 1 or min(resolutions) < 32:
         parser.error(
-            "expected --archs and --calibration >= 2, --runs and --processes >= 1 and resolutions >= 32"
+            "expected --archs >= 2, --calibration >= 4, --runs and --processes >= 1 and resolutions >= 32"
         )
     if args.table_dir:
         os.makedirs(args.table_dir, exist_ok=True)

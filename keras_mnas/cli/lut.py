@@ -76,6 +76,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(chosen by cross-validation), the accurate one; with fewer it is a line",
     )
     lut_build.add_argument(
+        "--calibration-pool",
+        type=int,
+        default=None,
+        metavar="P",
+        help="choose the K calibration architectures adaptively from P random ones (default: 4 x K from "
+        f"K = {KERNEL_MEASUREMENTS} on, else K): half "
+        "as drawn, then those the calibration is least sure of (its bootstrap fits disagree most). Only the "
+        "K are measured end to end; the pool's entries are profiled. P = K: K random ones",
+    )
+    lut_build.add_argument(
         "--from-networks",
         type=int,
         default=0,
@@ -258,6 +268,16 @@ def _lut_build(args: argparse.Namespace) -> int:
             "--calibration needs 0 (none) or at least 2 architectures (a scale and an intercept are "
             f"fitted); received {args.calibration}."
         )
+    pool_size = args.calibration_pool
+    if pool_size is None:
+        # Choosing adaptively uses per-kernel fits: worth it where the calibration can be per kernel.
+        pool_size = 4 * args.calibration if args.calibration >= KERNEL_MEASUREMENTS else args.calibration
+    pool_size = pool_size if args.calibration else 0
+    if pool_size < args.calibration:
+        raise CliError(
+            f"--calibration-pool must hold at least the --calibration architectures ({args.calibration}); "
+            f"received {args.calibration_pool}."
+        )
     if args.from_networks < 0:
         raise CliError(
             f"--from-networks must be 0 (off) or a number of networks; received {args.from_networks}."
@@ -290,11 +310,9 @@ def _lut_build(args: argparse.Namespace) -> int:
     say(f"Search space: {space!r}. Measuring on {describe_source(source)}.")
 
     start = time.monotonic()
-    drawn = space.sample_architectures(
-        (args.archs or 0) + args.calibration + args.from_networks, seed=args.seed
-    )
-    calibration_archs = drawn[: args.calibration]
-    network_archs = drawn[args.calibration + (args.archs or 0) :]
+    drawn = space.sample_architectures((args.archs or 0) + pool_size + args.from_networks, seed=args.seed)
+    calibration_archs = drawn[:pool_size]
+    network_archs = drawn[pool_size + (args.archs or 0) :]
     from_networks = 0
     try:
         if network_archs:
@@ -314,7 +332,7 @@ def _lut_build(args: argparse.Namespace) -> int:
             )
             profiled = table.profile(configs, progress=True)
         else:
-            profile_archs = drawn[args.calibration : args.calibration + args.archs]
+            profile_archs = drawn[pool_size : pool_size + args.archs]
             if len(profile_archs) < args.archs:
                 say(
                     f"The space has only {len(drawn)} distinct architectures; profiling {len(profile_archs)}."
@@ -334,8 +352,16 @@ def _lut_build(args: argparse.Namespace) -> int:
                 raise CliError(
                     "The space has fewer than two distinct architectures: nothing to calibrate on."
                 )
-            say(f"Calibrating on {len(calibration_archs)} random architectures measured end to end...")
-            table.calibrate(calibration_archs, progress=True, **network)
+            count = min(args.calibration, len(calibration_archs))
+            if count < len(calibration_archs):
+                say(
+                    f"Calibrating on {count} architectures measured end to end: {max(2, count // 2)} drawn "
+                    f"at random, the rest chosen from {len(calibration_archs)} where the calibration is "
+                    "least sure..."
+                )
+            else:
+                say(f"Calibrating on {count} random architectures measured end to end...")
+            table.calibrate(calibration_archs, count=count, progress=True, **network)
     except KeyboardInterrupt:
         if table.baseline is not None:
             table.save(args.table)

@@ -311,6 +311,24 @@ def write_tiny_space(path, **overrides):
     return path
 
 
+def test_lut_build_chooses_part_of_its_calibration_from_a_pool(capsys, tmp_path):
+    space_file = write_tiny_space(
+        tmp_path / "space.json",
+        input_shape=[32, 32, 3],
+        conv_ops=["dconv", "conv"],
+        filter_multipliers=[1.0, 3.0],
+    )
+    table_path = tmp_path / "lut.json"
+    status, out, err = run(
+        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 3,
+        "--calibration-pool", 5, "--runs", 10, "--warmup-runs", 2,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "3 architectures measured end to end: 2 drawn at random, the rest chosen from 5" in err
+    chosen = [m["chosen"] for m in LatencyLookupTable.load(table_path).calibration.measurements]
+    assert chosen == ["as given", "as given", "least certain"]
+
+
 def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
     # Four architectures 3 to 100 times apart in mult-adds, and big enough that a pre-empted run does not
     # swamp them: a calibration on any two of them, timed on a busy machine, sees latency grow with the
@@ -367,6 +385,8 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
     assert_clean_failure(status, err, "No latency table", "lut build")
     status, _, err = run(capsys, "lut", "build", table_path, "--calibration", 1)
     assert_clean_failure(status, err, "--calibration needs 0")
+    status, _, err = run(capsys, "lut", "build", table_path, "--calibration", 2, "--calibration-pool", 1)
+    assert_clean_failure(status, err, "--calibration-pool must hold at least", "received 1")
     (tmp_path / "bad_space.json").write_text('{"input_size": 3}')
     status, _, err = run(capsys, "lut", "build", tmp_path / "t.json", "--space", tmp_path / "bad_space.json")
     assert_clean_failure(status, err, "not a MnasSearchSpace setting")

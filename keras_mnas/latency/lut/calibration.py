@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_mnas.utils.checks import check_number
+from keras_mnas.utils.checks import check_int, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +170,8 @@ def fit_terms(
         ridge: The strength of that pull, relative to one measurement's squared relative error (>= 0).
 
     Returns:
-        `({feature: weight}, intercept_ms)`, over the features that occur in `features`.
+        `({feature: weight}, intercept_ms)`, over the features that occur in `features` and, with
+        `ridge > 0`, those with a non-zero `prior` (one no measurement holds keeps its prior weight).
 
     Raises:
         ValueError: for mismatched lengths, fewer than two measurements, non-positive latencies or no
@@ -196,9 +197,14 @@ def fit_terms(
     if not (np.all(np.isfinite(y)) and np.all(y > 0)):
         raise ValueError("fit_terms needs positive, finite measured latencies.")
     check_number("ridge", ridge, low=0)
-    names = sorted({name for row in rows for name, value in row.items() if value})
+    names = {name for row in rows for name, value in row.items() if value}
     if not names:
         raise ValueError("fit_terms needs at least one non-zero feature.")
+    if ridge > 0:
+        # A feature no measurement holds keeps its prior weight (what the ridge alone says): a kernel type
+        # missing from the calibration networks costs what the prior says, not nothing.
+        names |= {name for name, weight in (prior or {}).items() if weight}
+    names = sorted(names)
     x = np.array([[row.get(name, 0.0) for name in names] + [1.0] for row in rows], dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("fit_terms needs finite features.")
@@ -218,6 +224,81 @@ def fit_terms(
     weights = weights / size
     terms = {name: round(float(w), 12) for name, w in zip(names, weights[:-1], strict=True)}
     return terms, round(float(weights[-1]), 12)
+
+
+def bootstrap_spread(
+    features: Sequence[Mapping[str, float]],
+    measured: Sequence[float],
+    candidates: Sequence[Mapping[str, float]],
+    *,
+    fits: int = 16,
+    seed: int = 0,
+    prior: Mapping[str, float] | None = None,
+    ridge: float = 0.01,
+    prior_spread: float = 0.5,
+) -> list[float]:
+    """How unsure a per-kernel calibration is of each candidate: the spread of its bootstrap predictions.
+
+    `fit_terms` is fitted `fits` times, each time on a resample (with replacement) of the measurements and
+    with each prior weight drawn around its value (log-normal, `prior_spread`), and each candidate is
+    predicted by every fit. Where the fits disagree, the measurements say little about the candidate's mix of
+    kernels: measuring it there teaches the calibration most. The drawn priors matter for a kernel type no
+    measurement holds yet: resampling alone would give it the same weight in every fit, and no spread.
+
+    This is how a table chooses its calibration architectures adaptively
+    (`LatencyLookupTable.choose_calibration`): it samples where the error is likely high, as nn-Meter
+    samples kernel configurations.
+
+    Args:
+        features: For each measured network, its summed entry features.
+        measured: The measured latencies, in the same order.
+        candidates: The summed entry features of each network that could be measured next.
+        fits: How many bootstrap fits (at least 2).
+        seed: Seeds the resampling.
+        prior: As for `fit_terms`.
+        ridge: As for `fit_terms`.
+        prior_spread: The standard deviation of the log of each drawn prior weight (>= 0).
+
+    Returns:
+        For each candidate, the standard deviation of its predictions over the mean prediction.
+
+    Raises:
+        ValueError: as `fit_terms`, or for `fits < 2`.
+
+    Example:
+
+    >>> rows = [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}, {"a": 4.0, "b": 1.0}]
+    >>> near, far = bootstrap_spread(rows, [1.0, 2.1, 2.9, 5.0], [{"a": 2.5}, {"b": 3.0}], ridge=0.0)
+    >>> near < far
+    True
+    """
+    check_int("fits", fits, minimum=2)
+    check_number("prior_spread", prior_spread, low=0)
+    rows = [dict(f) for f in features]
+    y = list(measured)
+    if len(rows) != len(y):
+        raise ValueError(
+            f"bootstrap_spread needs as many feature rows as measurements; received {len(rows)} and {len(y)}."
+        )
+    rng = np.random.default_rng(seed)
+    predictions = []
+    for _ in range(int(fits)):
+        picked = rng.integers(0, len(rows), len(rows))
+        drawn = {name: w * math.exp(rng.normal(0, prior_spread)) for name, w in (prior or {}).items()}
+        try:
+            terms, intercept = fit_terms(
+                [rows[i] for i in picked], [y[i] for i in picked], prior=drawn, ridge=ridge
+            )
+        except ValueError:
+            continue  # a resample without a single non-zero feature: another draw decides
+        calibration = Calibration(1.0, intercept, terms=terms)
+        predictions.append([calibration.apply_features(c) for c in candidates])
+    if len(predictions) < 2:
+        raise ValueError("bootstrap_spread needs measurements with non-zero features to fit on.")
+    values = np.asarray(predictions, dtype=np.float64)
+    mean = np.mean(values, axis=0)
+    spread = np.std(values, axis=0) / np.where(mean > 0, mean, 1.0)
+    return [float(s) for s in spread]
 
 
 def fit_line(

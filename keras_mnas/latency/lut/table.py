@@ -46,7 +46,7 @@ import numpy as np
 
 from keras_mnas.architecture import ArchSpec, get_architecture
 from keras_mnas.latency.base import QUANTIZATIONS, LatencyResult, LatencySource
-from keras_mnas.latency.lut.calibration import Calibration, fit_line, fit_terms
+from keras_mnas.latency.lut.calibration import Calibration, bootstrap_spread, fit_line, fit_terms
 from keras_mnas.latency.lut.configs import (
     LayerConfig,
     _check_input_shape,
@@ -55,8 +55,8 @@ from keras_mnas.latency.lut.configs import (
     network_keys,
     network_layer_names,
 )
-from keras_mnas.latency.lut.kernels import entry_features, entry_times, operators_ms
-from keras_mnas.utils.checks import check_choice, check_number
+from keras_mnas.latency.lut.kernels import KERNEL_TYPES, entry_features, entry_times, operators_ms
+from keras_mnas.utils.checks import check_choice, check_int, check_number
 from keras_mnas.utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ KERNEL_MEASUREMENTS = 30
 # How strongly a per-kernel calibration's weights are pulled towards the table's own figures (weight 1 on an
 # entry's time alone, 0 on the other features).
 _RIDGE = 0.03
+# The share of its measurements an adaptive calibration chooses between two refits (4 refits for its
+# chosen half).
+_CHOSEN_PER_REFIT = 0.125
 # Folds of the cross-validation with which method="auto" chooses between the two calibrations.
 _FOLDS = 5
 
@@ -829,15 +832,7 @@ class LatencyLookupTable(LatencySource):
         if method == "auto" and len(rows) < KERNEL_MEASUREMENTS:
             method = "line"
         if method in ("auto", "kernels"):
-            for row in rows:
-                if "features" not in row:
-                    if "architecture" not in row:
-                        raise ValueError(
-                            "A per-kernel calibration needs each measurement's 'features', or its "
-                            f"'architecture' and 'network'; received {sorted(row)}."
-                        )
-                    arch = get_architecture(row["architecture"])
-                    row["features"] = self.features(network_configs(arch, **row.get("network", {})))
+            rows = [self._with_features(row) for row in rows]
         if method == "auto":
             # Keep the per-kernel calibration only where it predicts measurements it was not fitted on better
             # than the line does: how much the kernel types differ in a network depends on the device.
@@ -863,10 +858,70 @@ class LatencyLookupTable(LatencySource):
             self.save()
         return self.calibration
 
+    def choose_calibration(
+        self,
+        measurements: Sequence[Mapping[str, Any]],
+        candidates: Iterable[ArchSpec | str | Sequence[str]],
+        count: int,
+        *,
+        seed: int = 0,
+        **network: Any,
+    ) -> list[ArchSpec]:
+        """The `count` candidates a per-kernel calibration is least sure of: the ones to measure next.
+
+        Adaptive sampling, as nn-Meter does it for kernel configurations: random architectures leave some
+        mixes of kernels rare, and the calibration's error is highest there. Per-kernel fits on bootstrap
+        resamples of `measurements` each predict every candidate (`calibration.bootstrap_spread`); the
+        candidates on which they disagree most are returned. No candidate is built or measured here, but
+        their entries must be in the table (they are profiled with `on_missing="profile"`).
+
+        Args:
+            measurements: The networks measured so far, as for `fit_calibration` (each with `measured_ms`
+                and its `features`, or its `architecture` and `network`); at least two.
+            candidates: The architectures that may be measured next (e.g. a pool of random ones).
+            count: How many to return (at most the number of candidates).
+            seed: Seeds the bootstrap resamples.
+            **network: How the candidates are built, as for `keras_mnas.build_model`.
+
+        Returns:
+            The chosen architectures, the least certain first.
+
+        Raises:
+            ValueError: for fewer than two measurements or a `count` below 1.
+            MissingEntryError: for candidates with entries the table lacks (with `on_missing="error"`).
+
+        Example:
+
+        ```python
+        pool = space.sample_architectures(200, seed=1)
+        rows = [...]  # what was measured so far: dicts with architecture, network and measured_ms
+        lut.choose_calibration(rows, pool, 5, input_shape=(128, 128, 3))
+        ```
+        """
+        check_int("count", count, minimum=1)
+        rows = [self._with_features(row) for row in measurements]
+        if len(rows) < 2:
+            raise ValueError(
+                f"Choosing calibration architectures needs at least 2 measurements; received {len(rows)}."
+            )
+        candidates = [get_architecture(a) for a in candidates]
+        features = [self.features(network_configs(arch, **network)) for arch in candidates]
+        spread = bootstrap_spread(
+            [row["features"] for row in rows],
+            [row["measured_ms"] for row in rows],
+            features,
+            seed=seed,
+            prior=_kernel_prior(rows),
+            ridge=_RIDGE,
+        )
+        order = sorted(range(len(candidates)), key=lambda i: -spread[i])
+        return [candidates[i] for i in order[:count]]
+
     def calibrate(
         self,
         architectures: Iterable[ArchSpec | str | Sequence[str]],
         *,
+        count: int | None = None,
         source: LatencySource | None = None,
         progress: bool = True,
         method: str = "auto",
@@ -878,8 +933,15 @@ class LatencyLookupTable(LatencySource):
         sizes you will predict (5-20) is enough for a line; a per-kernel calibration, the accurate one, needs
         at least `KERNEL_MEASUREMENTS` (docs/latency.md shows how its accuracy grows with their number).
 
+        With `count` smaller than the number of `architectures`, these are a pool to choose from
+        adaptively: the first half of `count` is measured as given (pass them in random order), then, a few
+        at a time, those the calibration is least sure of (`choose_calibration`). Each measurement made
+        this way also records `predicted_before_ms`, what the calibration fitted on the measurements before
+        it predicted: an honest check on architectures the fit had not seen.
+
         Args:
-            architectures: The architectures to measure.
+            architectures: The architectures to measure, or the pool to choose `count` of.
+            count: How many to measure (default: all of them).
             source: The latency source (default: the profiler; it must be the table's source).
             progress: Whether to print progress lines.
             method: `"auto"`, `"kernels"` or `"line"`, as for `fit_calibration`.
@@ -893,32 +955,78 @@ class LatencyLookupTable(LatencySource):
         ```python
         calibration = lut.calibrate(["a1", "b1", "small"], input_shape=(128, 128, 3))
         calibration.scale, calibration.intercept_ms, calibration.relative_errors
+        pool = space.sample_architectures(160, seed=1)
+        lut.calibrate(pool, count=40, input_shape=(128, 128, 3))  # 20 as drawn, 20 chosen
         ```
         """
-        from keras_mnas.builder import build_model
-
         source = self._require_profiler(source, "Calibrating")
         architectures = [get_architecture(a) for a in architectures]
+        count = len(architectures) if count is None else check_int("count", count, minimum=2)
+        if count > len(architectures):
+            raise ValueError(
+                f"calibrate(count={count}) chooses from the architectures given, but received only "
+                f"{len(architectures)}."
+            )
         self.profile_architectures(architectures, source=source, progress=progress, **network)
         input_shape = _check_input_shape(network.get("input_shape", (224, 224, 3)))
+        start = count if count == len(architectures) else max(2, count // 2)
         rows = []
-        bar = _Progress(len(architectures), progress, "Measuring calibration models")
-        for done, arch in enumerate(architectures, start=1):
-            model = build_model(arch, **network)
-            result = self._measure(source, model, input_shape)
-            del model
-            rows.append(
-                {
-                    "architecture": arch.to_dict(),
-                    "network": _jsonable(network),
-                    "lut_ms": self.lut_ms(arch, **network),
-                    "features": self.features(network_configs(arch, **network)),
-                    "measured_ms": float(result.median_ms),
-                    "cv": float(result.cv),
-                }
-            )
-            bar.update(done)
+        bar = _Progress(count, progress, "Measuring calibration models")
+        for arch in architectures[:start]:
+            rows.append(self._calibration_row(source, arch, input_shape, network, "as given"))
+            bar.update(len(rows))
+        pool = architectures[start:]
+        step = max(1, int(count * _CHOSEN_PER_REFIT))
+        while len(rows) < count:
+            chosen = self.choose_calibration(rows, pool, min(step, count - len(rows)), **network)
+            before = self.fit_calibration(rows, method=method)
+            for arch in chosen:
+                row = self._calibration_row(source, arch, input_shape, network, "least certain")
+                row["predicted_before_ms"] = self._predict_with(before, arch, network)
+                rows.append(row)
+                bar.update(len(rows))
+            pool = [arch for arch in pool if all(arch is not c for c in chosen)]
         return self.fit_calibration(rows, method=method)
+
+    def _calibration_row(
+        self, source: LatencySource, arch: ArchSpec, input_shape, network: Mapping[str, Any], chosen: str
+    ) -> dict[str, Any]:
+        """Builds and measures one calibration network: the row `fit_calibration` takes."""
+        from keras_mnas.builder import build_model
+
+        model = build_model(arch, **network)
+        result = self._measure(source, model, input_shape)
+        del model
+        return {
+            "architecture": arch.to_dict(),
+            "network": _jsonable(network),
+            "lut_ms": self.lut_ms(arch, **network),
+            "features": self.features(network_configs(arch, **network)),
+            "measured_ms": float(result.median_ms),
+            "cv": float(result.cv),
+            "chosen": chosen,
+        }
+
+    def _predict_with(self, calibration: Calibration, arch: ArchSpec, network: Mapping[str, Any]) -> float:
+        configs = network_configs(arch, **network)
+        if calibration.terms:
+            return calibration.apply_features(self.features(configs))
+        return calibration.apply(self.sum_entries(configs))
+
+    def _with_features(self, measurement: Mapping[str, Any]) -> dict[str, Any]:
+        """A measurement with its network's summed entry `features` (worked out from its architecture)."""
+        row = dict(measurement)
+        if "measured_ms" not in row:
+            raise ValueError(f"Each calibration measurement needs 'measured_ms'; received {sorted(row)}.")
+        if "features" not in row:
+            if "architecture" not in row:
+                raise ValueError(
+                    "A per-kernel calibration needs each measurement's 'features', or its "
+                    f"'architecture' and 'network'; received {sorted(row)}."
+                )
+            arch = get_architecture(row["architecture"])
+            row["features"] = self.features(network_configs(arch, **row.get("network", {})))
+        return row
 
     # ----------------------------------------------------------------------------------------------
     # Files.
@@ -1040,10 +1148,20 @@ class LatencyLookupTable(LatencySource):
         return f"LatencyLookupTable({len(self)} entries, {self.quantization}, {source}, {calibrated})"
 
 
+def _kernel_prior(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Weight 1 on every entry's time alone: inside a network a kernel costs what it costs alone unless the
+    measurements say otherwise."""
+    return {f"{kind}:ms": 1.0 for kind in KERNEL_TYPES} | {
+        name: 1.0 for row in rows for name in row["features"] if name.endswith(":ms")
+    }
+
+
 def _fit_kernels(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], float]:
-    prior = {name: 1.0 for row in rows for name in row["features"] if name.endswith(":ms")}
     return fit_terms(
-        [row["features"] for row in rows], [row["measured_ms"] for row in rows], prior=prior, ridge=_RIDGE
+        [row["features"] for row in rows],
+        [row["measured_ms"] for row in rows],
+        prior=_kernel_prior(rows),
+        ridge=_RIDGE,
     )
 
 

@@ -80,3 +80,64 @@ def test_prediction_report_gives_the_figures_lut_eval_prints():
     ]:
         with pytest.raises(ValueError, match=match):
             prediction_report(predicted, measured)
+
+
+def _networks(rng, count):
+    """Feature sums of random networks: kernels a and b in every one, c and d in one network in ten."""
+    rows = []
+    for _ in range(count):
+        row = {"a:ms": rng.uniform(0.5, 2.0), "b:ms": rng.uniform(0.5, 2.0)}
+        for rare in ("c:ms", "d:ms"):
+            if rng.random() < 0.1:
+                row[rare] = rng.uniform(0.5, 2.0)
+        rows.append(row)
+    return rows
+
+
+def _latency(row, rng):
+    weights = {"a:ms": 1.3, "b:ms": 0.8, "c:ms": 1.8, "d:ms": 0.5}  # in-network cost per ms alone
+    true = 0.2 + sum(weights[name] * value for name, value in row.items())
+    return true * (1 + rng.normal(0, 0.02))
+
+
+def _p95_error(rows, test, truth, prior):
+    """The 95th percentile of the relative error on `test` of a per-kernel fit on `rows`."""
+    terms, intercept = calibration_lib.fit_terms(rows, [truth[id(r)] for r in rows], prior=prior, ridge=0.01)
+    fitted = calibration_lib.Calibration(1.0, intercept, terms=terms)
+    return np.percentile([abs(fitted.apply_features(r) / truth[id(r)] - 1) for r in test], 95)
+
+
+def test_bootstrap_spread_points_at_the_kernels_the_measurements_lack():
+    rows = [{"a:ms": 1.0 + i / 10} for i in range(10)]
+    measured = [1.3 * r["a:ms"] for r in rows]
+    candidates = [{"a:ms": 1.5}, {"a:ms": 1.5, "c:ms": 0.5}]
+    prior = {"a:ms": 1.0, "c:ms": 1.0}
+    familiar, unseen = calibration_lib.bootstrap_spread(rows, measured, candidates, prior=prior)
+    assert unseen > familiar
+    with pytest.raises(ValueError, match="fits"):
+        calibration_lib.bootstrap_spread(rows, measured, [{"a:ms": 1.0}], fits=1)
+    with pytest.raises(ValueError, match="as many"):
+        calibration_lib.bootstrap_spread(rows, measured[:-1], [{"a:ms": 1.0}])
+
+
+def test_measuring_where_the_fits_disagree_predicts_unseen_networks_better_than_random_picks():
+    # The adaptive sampling of LatencyLookupTable.calibrate, on numbers: 8 random measurements, then 8 more
+    # chosen two at a time where bootstrap fits disagree, against 8 more drawn at random from the same pool.
+    prior = {name: 1.0 for name in ("a:ms", "b:ms", "c:ms", "d:ms")}
+    adaptive_errors, random_errors = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        start, pool, test = _networks(rng, 8), _networks(rng, 200), _networks(rng, 300)
+        truth = {id(row): _latency(row, rng) for row in start + pool + test}
+
+        chosen, left = list(start), list(pool)
+        while len(chosen) < 16:
+            spread = calibration_lib.bootstrap_spread(
+                chosen, [truth[id(r)] for r in chosen], left, prior=prior, ridge=0.01, seed=seed
+            )
+            for i in sorted(range(len(left)), key=lambda i: -spread[i])[:2]:
+                chosen.append(left[i])
+            left = [r for r in left if all(r is not c for c in chosen)]
+        adaptive_errors.append(_p95_error(chosen, test, truth, prior))
+        random_errors.append(_p95_error(start + pool[:8], test, truth, prior))
+    assert np.mean(adaptive_errors) < 0.8 * np.mean(random_errors), (adaptive_errors, random_errors)

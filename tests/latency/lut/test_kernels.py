@@ -102,6 +102,9 @@ def test_fit_terms_recovers_weights_and_stays_non_negative():
     twins = [{"a": r["a"], "c": r["a"]} for r in rows]
     terms, _ = fit_terms(twins, measured, prior={"a": 1.0}, ridge=0.1)
     assert terms["a"] > terms["c"]
+    # A kernel type no measurement holds keeps its prior weight: it is not predicted to cost nothing.
+    terms, _ = fit_terms(rows, measured, prior={"a": 1.0, "unseen": 1.0}, ridge=0.1)
+    assert terms["unseen"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="as many"):
         fit_terms(rows, measured[:-1])
     with pytest.raises(ValueError, match="positive"):
@@ -185,7 +188,10 @@ def test_auto_keeps_the_per_kernel_calibration_only_where_it_predicts_better():
     # Kernel types that cost differently in a network: one scale cannot fit them, one weight each can.
     by_type = table.fit_calibration(rows(0.3 + 2.0 * conv + 1.0 * mbconv))
     assert by_type.method == "kernels"
-    assert by_type.terms == pytest.approx({"conv:ms": 2.0, "mbconv:ms": 1.0}, rel=0.05)
+    seen = {name: by_type.terms[name] for name in ("conv:ms", "mbconv:ms")}
+    assert seen == pytest.approx({"conv:ms": 2.0, "mbconv:ms": 1.0}, rel=0.05)
+    # Kernel types none of the measured networks holds cost their time alone, not nothing.
+    assert by_type.terms["dconv_se:ms"] == pytest.approx(1.0)
     # One common factor: the line is exact, and the ridge of the per-kernel fit only costs accuracy.
     common = table.fit_calibration(rows(0.3 + 1.6 * (conv + mbconv)))
     assert common.method == "line" and common.scale == pytest.approx(1.6)

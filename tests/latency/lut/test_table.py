@@ -5,7 +5,7 @@ import sys
 
 import keras
 import pytest
-from _fake_source import FOUR_BLOCKS, NETWORK, TWO_BLOCKS, FakeSource
+from _fake_source import FOUR_BLOCKS, NETWORK, SHAPE, TWO_BLOCKS, FakeSource
 
 import keras_mnas
 from keras_mnas.architecture import ArchSpec
@@ -319,3 +319,42 @@ def test_the_latency_package_imports_nothing_of_the_search_package():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_adaptive_calibration_measures_half_as_given_then_what_it_is_least_sure_of():
+    from keras_mnas.search import MnasSearchSpace
+
+    space = MnasSearchSpace(
+        skeleton=[(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2)],
+        kernel_sizes=(3,),
+        filter_multipliers=(1.0,),
+        layer_deltas=(0,),
+        fixed_blocks={0: "r1_k3_s11_e1_i16_o16_noskip"},
+        input_shape=SHAPE,
+        classes=10,
+        head_filters=64,
+    )
+    network = space.network_kwargs()
+    source = FakeSource(network_factor=1.3)
+    table = LatencyLookupTable(profiler=source)
+    pool = space.sample_architectures(8, seed=0)
+    calibration = table.calibrate(pool, count=4, progress=False, **network)
+
+    rows = calibration.measurements
+    assert [row["chosen"] for row in rows] == ["as given"] * 2 + ["least certain"] * 2
+    assert [row["architecture"] for row in rows[:2]] == [arch.to_dict() for arch in pool[:2]]
+    # Each chosen one is what the bootstrap fits on the measurements before it disagreed on most, and it
+    # carries what the calibration of those measurements predicted for it.
+    first_choice = table.choose_calibration(rows[:2], pool[2:], 1, **network)[0]
+    assert rows[2]["architecture"] == first_choice.to_dict()
+    assert all(row["predicted_before_ms"] > 0 for row in rows[2:])
+    names = [{layer.name for layer in model.layers} for model, *_ in source.measured]
+    whole_networks = [n for n in names if {"stem_conv", "top_conv"} <= n]
+    assert len(whole_networks) == 4  # four measured end to end, whatever the pool's size
+
+    with pytest.raises(ValueError, match="received only 8"):
+        table.calibrate(pool, count=9, progress=False, **network)
+    with pytest.raises(ValueError, match="count"):
+        table.calibrate(pool, count=1, progress=False, **network)
+    with pytest.raises(ValueError, match="at least 2 measurements"):
+        table.choose_calibration(rows[:1], pool, 1, **network)
