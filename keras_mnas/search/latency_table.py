@@ -247,6 +247,52 @@ class Prefilter:
         )
 
 
+# The settings that decide which runtime a figure describes, as sources' `config()` name them. A phone
+# and a pool of such phones are one kind; runs, repeats and the like only change how long it takes to know.
+_RUNTIME_SETTINGS = ("threads", "delegate", "core_mask")
+_SOURCE_KINDS = {"android-pool": "android"}
+
+
+def check_table_source(table: LatencyLookupTable, latency: LatencySource) -> None:
+    """Refuses a table profiled on another runtime than the one a search measures with.
+
+    A table predicts the latency of the source it was profiled on: a host table says nothing about a phone,
+    and a phone without a delegate (as `profile_from_networks` profiles it) runs at another speed than with
+    XNNPACK. Such a prefilter would skip candidates by the wrong numbers, silently. Tables without a
+    recorded source, and settings a source does not name, are not checked.
+
+    Args:
+        table: The prefilter's table.
+        latency: What the search measures with (a lookup table counts as the source it was profiled on).
+
+    Raises:
+        ValueError: naming the setting that differs.
+
+    Example:
+
+    ```python
+    check_table_source(LatencyLookupTable.load("lut-host.json"), HostLatency())  # no error
+    ```
+    """
+    profiled_on = table.source_config
+    measured_on = latency.source_config if isinstance(latency, LatencyLookupTable) else latency.config()
+    if not profiled_on or not measured_on:
+        return
+    differences = []
+    kinds = [_SOURCE_KINDS.get(c.get("name"), c.get("name")) for c in (profiled_on, measured_on)]
+    if kinds[0] != kinds[1]:
+        differences.append(f"source {profiled_on.get('name')!r} vs {measured_on.get('name')!r}")
+    for setting in _RUNTIME_SETTINGS:
+        if setting in profiled_on and setting in measured_on and profiled_on[setting] != measured_on[setting]:
+            differences.append(f"{setting} {profiled_on[setting]!r} vs {measured_on[setting]!r}")
+    if differences:
+        raise ValueError(
+            "prefilter must predict the latency the search measures, but its table was profiled on another "
+            f"runtime (table vs search: {'; '.join(differences)}). Profile a table on the search's own "
+            "source (e.g. `keras-mnas lut build` with the same --device and --delegate)."
+        )
+
+
 def budget_filter(
     table: LatencyLookupTable,
     space: Any,

@@ -46,7 +46,7 @@ from keras_mnas.quantization import (
 )
 from keras_mnas.search.distributed import ChiefOracleClient, WorkProgress
 from keras_mnas.search.hypermodel import MnasHyperModel
-from keras_mnas.search.latency_table import Prefilter
+from keras_mnas.search.latency_table import Prefilter, check_table_source
 from keras_mnas.search.oracle import MnasOracle
 from keras_mnas.search.results import (
     INT8_METRIC,
@@ -632,6 +632,7 @@ class MnasTuner(keras_tuner.Tuner):
                 f"prefilter must predict the latency the search measures: the table holds "
                 f"{prefilter.quantization} timings, the search measures quantization={self.quantization!r}."
             )
+        check_table_source(prefilter, self.latency)
         return prefilter, float(tolerance)
 
     def _search_config(self, hypermodel, controller) -> dict[str, Any]:

@@ -319,7 +319,7 @@ def test_lut_build_chooses_part_of_its_calibration_from_a_pool(capsys, tmp_path)
         filter_multipliers=[1.0, 3.0],
     )
     table_path = tmp_path / "lut.json"
-    status, out, err = run(
+    status, _, err = run(
         capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 3,
         "--calibration-pool", 5, "--runs", 10, "--warmup-runs", 2,
     )  # fmt: skip

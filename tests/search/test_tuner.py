@@ -642,6 +642,38 @@ def test_without_a_prefilter_the_search_settings_say_so(tmp_path):
     assert tuner.oracle.search_config["prefilter"] is None
 
 
+def test_a_prefilter_profiled_on_another_runtime_is_refused(tmp_path):
+    from keras_mnas.latency import AndroidLatency
+    from keras_mnas.testing import fake_benchmark_binary
+
+    binary = tmp_path / "android_aarch64_benchmark_model"
+    binary.write_bytes(fake_benchmark_binary("arm64-v8a"))
+    phone = AndroidLatency("PHONE1", binary=binary, delegate="xnnpack")
+    settings = dict(
+        space=tiny_space(),
+        target_latency_ms=1.0,
+        reward="hard",
+        directory=str(tmp_path),
+        project_name="prefilter_runtime",
+    )
+
+    def table_from(source):
+        table = LatencyLookupTable()
+        table.source_config = source.config()
+        return table
+
+    with pytest.raises(ValueError, match=r"source 'host' vs 'android'"):
+        MnasTuner(latency=phone, prefilter=table_from(HostLatency()), **settings)
+    # A table read off operator profiles runs without a delegate: not the runtime of an XNNPACK search.
+    no_delegate = AndroidLatency("PHONE1", binary=binary, delegate="none", op_profile=True)
+    with pytest.raises(ValueError, match=r"delegate 'none' vs 'xnnpack'"):
+        MnasTuner(latency=phone, prefilter=table_from(no_delegate), **settings)
+    # Other runs or another phone of the search's pool: the same runtime.
+    quicker = AndroidLatency("PHONE2", binary=binary, delegate="xnnpack", runs=20)
+    tuner = MnasTuner(latency=phone, prefilter=table_from(quicker), **settings)
+    assert tuner.prefilter.source_config["runs"] == 20
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
