@@ -5,8 +5,12 @@ CI (`.ci/run`, which sets `CI=true`) installs the package and runs the tests wit
 test command) imports the source, and only the checks that hold for any install run.
 """
 
+import ast
+import importlib.metadata
 import os
 import pathlib
+import re
+import sys
 import sysconfig
 
 import numpy as np
@@ -56,3 +60,52 @@ def test_the_package_data_is_where_the_code_reads_it():
     assert index.is_file(), f"{index} is missing: pyproject.toml's package-data must include it."
     decoded = applications.decode_predictions(np.eye(1, 1000, 7), top=1)
     assert decoded[0][0][1] == "cock"
+
+
+def _distribution_name(requirement: str) -> str:
+    """`"keras>=3.8,<4"` -> `"keras"`, normalised as pip compares names."""
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def _required_by(names: set[str]) -> set[str]:
+    """`names` and everything they need, unconditionally, as installed here."""
+    needed, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        try:
+            requirements = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for requirement in requirements:
+            marker = requirement.partition(";")[2]
+            if "extra" not in marker and not re.search(r"platform_system|sys_platform", marker):
+                todo.append(_distribution_name(requirement))
+    return needed
+
+
+def test_every_package_the_code_imports_is_installed_by_pip_install():
+    # `pip install keras-mnas` must bring every module the package imports outside an extra's feature: a
+    # lazily imported one is otherwise missing only for a user, far from the import line.
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
+    project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    core = {_distribution_name(r) for r in project["dependencies"]}
+    extras = {_distribution_name(r) for rs in project["optional-dependencies"].values() for r in rs}
+    installed_with_core = _required_by(core)
+    modules = set()
+    for path in SOURCE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    distributions = importlib.metadata.packages_distributions()
+    missing = {}
+    for module in sorted(modules - set(sys.stdlib_module_names) - {"keras_mnas"}):
+        for distribution in distributions.get(module, [module]):
+            name = _distribution_name(distribution)
+            if name not in installed_with_core and name not in extras:
+                missing[module] = name
+    assert not missing, f"imported by keras_mnas but installed by no dependency or extra: {missing}"
