@@ -211,7 +211,7 @@ class Prefilter:
         self.budget_ms, self.tolerance = float(budget_ms), float(tolerance)
         check_include_preprocessing(include_preprocessing, space.network_kwargs()["input_shape"][-1])
         self.include_preprocessing = bool(include_preprocessing)
-        if self.include_preprocessing and table.on_missing == "error":
+        if self.include_preprocessing and table.on_missing != "profile":
             preprocessing = network_configs(
                 space.decode(space.default_values()), **space.network_kwargs(), include_preprocessing=True
             )[0]

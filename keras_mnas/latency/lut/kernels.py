@@ -65,8 +65,14 @@ def kernel_type(config: LayerConfig) -> str:
     return "top"
 
 
-def _traffic(config: LayerConfig) -> tuple[float, float]:
-    """(activation elements read and written, weight elements) of an entry, as its kernels run."""
+def traffic(config: LayerConfig) -> tuple[float, float]:
+    """(activation elements read and written, weight elements) of an entry, as its kernels run.
+
+    Example:
+
+    >>> traffic(LayerConfig("layer", (8, 8), 16, 32, op="conv", kernel_size=3))
+    (3072.0, 4608.0)
+    """
     h, w = config.input_size
     ho, wo = config.output_size
     cin, cout, k = config.input_filters, config.output_filters, config.kernel_size
@@ -97,10 +103,39 @@ def _traffic(config: LayerConfig) -> tuple[float, float]:
     return float(activations), float(weights)
 
 
+def mult_adds(config: LayerConfig) -> float:
+    """The multiply-adds of one entry's kernels, as they run (SE and pooling skip included).
+
+    Example:
+
+    >>> mult_adds(LayerConfig("layer", (8, 8), 16, 32, op="conv", kernel_size=3))
+    294912.0
+    """
+    h, w = config.input_size
+    ho, wo = config.output_size
+    cin, cout, k = config.input_filters, config.output_filters, config.kernel_size
+    if config.kind == "stem":
+        return float(ho * wo * k * k * cin * cout)
+    if config.kind == "head":
+        return float(h * w * cin * cout)
+    if config.kind != "layer":
+        return float(h * w * cin + (cin * cout if config.kind == "classifier" else 0))
+    if config.op == "conv":
+        macs = ho * wo * k * k * cin * cout
+    else:
+        expanded = config.expanded_filters
+        macs = (h * w * cin * expanded if config.op == "mbconv" else 0) + ho * wo * expanded * (k * k + cout)
+        if config.se_filters:
+            macs += ho * wo * expanded * 2 + 2 * expanded * config.se_filters
+    if config.skip == "pool":
+        macs += h * w * cin + ho * wo * cin * cout
+    return float(macs)
+
+
 @functools.lru_cache(maxsize=65536)
 def _static_features(key: str) -> tuple[str, float, float]:
     config = LayerConfig.from_key(key)
-    activations, weights = _traffic(config)
+    activations, weights = traffic(config)
     return kernel_type(config), activations * _BYTES / 1e6, weights * _BYTES / 1e6
 
 

@@ -55,6 +55,7 @@ from keras_mnas.latency.lut.configs import (
     network_keys,
     network_layer_names,
 )
+from keras_mnas.latency.lut.estimate import EntryEstimator
 from keras_mnas.latency.lut.kernels import KERNEL_TYPES, entry_features, entry_times, operators_ms
 from keras_mnas.utils.checks import check_choice, check_int, check_number
 from keras_mnas.utils.io import atomic_write_json, read_json
@@ -70,7 +71,7 @@ FORMAT_VERSION = 2
 IN_NETWORK_FORMAT_VERSION = 3
 # Version 1 files differ only in having line calibrations: they are read as such.
 _READABLE_VERSIONS = (1, FORMAT_VERSION, IN_NETWORK_FORMAT_VERSION)
-ON_MISSING = ("error", "profile")
+ON_MISSING = ("error", "profile", "estimate")
 CALIBRATION_METHODS = ("auto", "kernels", "line")
 #: With at least this many end-to-end measurements, `method="auto"` considers a per-kernel calibration.
 KERNEL_MEASUREMENTS = 30
@@ -169,7 +170,10 @@ class LatencyLookupTable(LatencySource):
         quantization: `"float32"` or `"int8"`: which TFLite models the entries time.
         on_missing: `"error"` (default): predicting a network with unprofiled entries raises
             `MissingEntryError`, naming them; `"profile"`: they are profiled on demand with `profiler`
-            (and the table is saved again when it has a `path`).
+            (and the table is saved again when it has a `path`); `"estimate"`: a missing layer entry is
+            estimated from its configuration by a regressor per kernel type fitted on the table's entries
+            (`estimate.EntryEstimator`; a missing stem, head or classifier still raises). Estimates are
+            not stored: the table keeps measurements only.
         path: Where the table is saved. A table with a path (given here, or set by `load` and `save`) is
             saved after profiling (and every `save_every_seconds` during it) and after calibration.
 
@@ -226,6 +230,8 @@ class LatencyLookupTable(LatencySource):
         self._net: dict[str, float] = {}  # key -> entry minus baseline, what predictions add up
         self._cost: dict[str, float] = {}  # key -> in-network cost under a per-kernel calibration
         self._in_network: set[str] = set()  # keys read off operator profiles
+        self._estimator: EntryEstimator | None = None  # fitted on the entries when first needed
+        self._estimated: dict[str, float] = {}  # key -> estimated net ms, while the entries stay as they are
         self._provenance: list[dict[str, Any]] = []
         self._provenance_index: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -318,6 +324,7 @@ class LatencyLookupTable(LatencySource):
 
     def _set_entry(self, key: str, record: dict[str, Any]) -> None:
         self._raw[key] = record
+        self._estimator, self._estimated = None, {}
         if "in_network_ms" in record:
             self._in_network.add(key)
             # Read off a network's operator profile: the entry's own kernels, no invocation cost to remove.
@@ -613,7 +620,34 @@ class LatencyLookupTable(LatencySource):
             self.profile(missing, progress=False)
             values = self._cost if costs else self._net
             return sum(values[config.key] for config in configs)
+        if self.on_missing == "estimate":
+            estimates = self._estimate(missing)
+            return sum(self._entry_value(config.key, estimates, costs) for config in configs)
         raise MissingEntryError(missing)
+
+    def _estimate(self, configs: Sequence[LayerConfig]) -> dict[str, float]:
+        """`{key: estimated net ms}` of missing entries (on_missing="estimate"); raises for the others."""
+        with self._lock:
+            if self._estimator is None:
+                self._estimator = EntryEstimator.fit(self._net)
+            impossible = [c for c in configs if not self._estimator.can_estimate(c)]
+            if impossible:
+                raise MissingEntryError(impossible)
+            for config in configs:
+                if config.key not in self._estimated:
+                    self._estimated[config.key] = self._estimator.predict(config)
+            return {config.key: self._estimated[config.key] for config in configs}
+
+    def _entry_value(self, key: str, estimates: Mapping[str, float], costs: bool = False) -> float:
+        """An entry's net time (or in-network cost, with `costs`): profiled, else from `estimates`."""
+        if key in self._net:
+            return self._cost[key] if costs else self._net[key]
+        net = estimates[key]
+        return self.calibration.entry_cost(entry_features(key, net)) if costs else net
+
+    def estimated(self, configs: Sequence[LayerConfig]) -> list[LayerConfig]:
+        """The configurations among `configs` a prediction estimates: the missing ones, with "estimate"."""
+        return self.missing(configs) if self.on_missing == "estimate" else []
 
     def features(self, configs: Sequence[LayerConfig]) -> dict[str, float]:
         """The summed `kernels.entry_features` of a network's entries (what a per-kernel calibration weighs).
@@ -623,9 +657,10 @@ class LatencyLookupTable(LatencySource):
         """
         configs = list(configs)
         self.sum_entries(configs)  # profiles or raises for missing entries
+        estimates = self._estimate(self.missing(configs)) if self.on_missing == "estimate" else {}
         total: dict[str, float] = {}
         for config in configs:
-            for name, value in entry_features(config.key, self._net[config.key]).items():
+            for name, value in entry_features(config.key, self._entry_value(config.key, estimates)).items():
                 total[name] = total.get(name, 0.0) + value
         return total
 
@@ -694,7 +729,7 @@ class LatencyLookupTable(LatencySource):
         """
         return self._predict_keys(network_keys(arch, **network), lambda: network_configs(arch, **network))
 
-    def _result(self, predicted_ms: float, entries: int) -> LatencyResult:
+    def _result(self, predicted_ms: float, entries: int, estimated: int = 0) -> LatencyResult:
         threads = (self.source_config or {}).get("threads", 1)
         return LatencyResult(
             median_ms=predicted_ms,
@@ -712,6 +747,7 @@ class LatencyLookupTable(LatencySource):
                 "method": "sum of lookup-table entries"
                 + (f", calibrated ({self.calibration.method})" if self.calibration else ""),
                 "entries": entries,
+                **({"estimated_entries": estimated} if estimated else {}),
                 "table": self.path,
                 "table_source": self.source_config,
                 "format_version": self.format_version,
@@ -743,7 +779,7 @@ class LatencyLookupTable(LatencySource):
                 f"quantization={quantization!r}."
             )
         configs = model_configs(model)
-        return self._result(self.predict_configs(configs), len(configs))
+        return self._result(self.predict_configs(configs), len(configs), len(self.estimated(configs)))
 
     def config(self) -> dict[str, Any]:
         """What the predictions depend on: the table's source, quantization and calibration."""
@@ -1132,7 +1168,7 @@ class LatencyLookupTable(LatencySource):
         Args:
             path: The JSON file.
             profiler: Optional source to extend the table with (its `config()` must match the table's).
-            on_missing: `"error"` or `"profile"` (needs `profiler`), as for the constructor.
+            on_missing: `"error"`, `"profile"` (needs `profiler`) or `"estimate"`, as for the constructor.
 
         Example:
 
