@@ -171,6 +171,12 @@ class ControllerConfig:
             "perturbation": check_int("perturbation", self.perturbation, minimum=0, maximum=10**6),
             "elite_replay": check_int("elite_replay", self.elite_replay, minimum=0, maximum=100_000),
         }
+        if checked["perturbation"] and checked["neighbour_search"] != "exhaustive":
+            raise ValueError(
+                "perturbation restarts the exhaustive neighbour search; expected perturbation=0 or "
+                f"neighbour_search='exhaustive', received perturbation={checked['perturbation']} with "
+                f"neighbour_search={checked['neighbour_search']!r}."
+            )
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

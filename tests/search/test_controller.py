@@ -500,6 +500,8 @@ def test_without_perturbation_the_search_moves_to_the_next_elite_and_old_states_
     assert _distance(tokens, second) == 1 and tokens == controller.sample()[0]
     with pytest.raises(ValueError, match="perturbation"):
         ControllerConfig(perturbation=-1)
+    with pytest.raises(ValueError, match="neighbour_search='exhaustive'"):
+        ControllerConfig(perturbation=2, neighbour_search="random")
 
 
 def test_elite_replay_keeps_teaching_the_policy_the_best_architecture_found():
