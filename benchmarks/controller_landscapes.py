@@ -15,7 +15,9 @@ alike, since T only scales it):
 - `acc`: NAS-Bench-201's accuracy alone;
 - `relabel`: the soft reward with the five operations relabelled (a fixed permutation);
 - `pair0`, `pair1`: random tables over the same 6 x 5 space, a sum of one term per decision and one per
-  pair of decisions (normal, the pairs at half the scale), from a fixed seed.
+  pair of decisions (normal, the pairs at half the scale), from a fixed seed;
+- `pair10x4`: such a table over a larger space, 10 decisions of 4 options (1,048,576 architectures), so
+  settings are not chosen for NAS-Bench-201's 6 x 5 space only.
 """
 
 from __future__ import annotations
@@ -33,8 +35,20 @@ MAX_RESAMPLES = 5
 BUDGETS = (100, 200, 500)
 
 
-def landscapes() -> dict[str, np.ndarray]:
-    """Reward of every cell, indexed as `nasbench201.tokens_to_index`, for each landscape."""
+def _pair_table(rng: np.random.Generator, decisions: int, options: int) -> np.ndarray:
+    """One normal term per decision plus one per pair of decisions (half their scale), per architecture."""
+    tokens = np.array(list(itertools.product(range(options), repeat=decisions)), dtype=np.int8)
+    single = rng.normal(size=(decisions, options))
+    pairs = rng.normal(size=(decisions, decisions, options, options)) * 0.5
+    values = single[np.arange(decisions), tokens].sum(axis=1)
+    for i, j in itertools.combinations(range(decisions), 2):
+        values += pairs[i, j, tokens[:, i], tokens[:, j]]
+    # itertools.product's order is np.ravel_multi_index's (the first decision most significant).
+    return values
+
+
+def landscapes() -> dict[str, tuple[list[int], np.ndarray]]:
+    """Options per decision and reward of every architecture (in np.ravel_multi_index order), by landscape."""
     from nasbench201 import NB201Table, tokens_to_index
 
     table = NB201Table()
@@ -51,24 +65,26 @@ def landscapes() -> dict[str, np.ndarray]:
     relabelled[[tokens_to_index([permutation[op] for op in cell]) for cell in cells]] = soft
     out["relabel"] = relabelled
     rng = np.random.default_rng(12345)
-    tokens = np.array(cells)
     for k in range(2):
-        single, pairs = rng.normal(size=(6, 5)), rng.normal(size=(6, 6, 5, 5)) * 0.5
-        values = single[np.arange(6), tokens].sum(axis=1)
-        for i, j in itertools.combinations(range(6), 2):
-            values += pairs[i, j, tokens[:, i], tokens[:, j]]
-        # itertools.product's order is tokens_to_index's (the first edge most significant).
-        out[f"pair{k}"] = values
-    return out
+        out[f"pair{k}"] = _pair_table(rng, 6, 5)  # tokens_to_index's order is np.ravel_multi_index's
+    tables = {name: ([5] * 6, rewards) for name, rewards in out.items()}
+    tables["pair10x4"] = ([4] * 10, _pair_table(np.random.default_rng(54321), 10, 4))
+    return tables
 
 
-def run(config, rewards: np.ndarray, seed: int, budget: int = max(BUDGETS)) -> dict[int, int]:
+def run(
+    config, choice_counts: list[int], rewards: np.ndarray, seed: int, budget: int = max(BUDGETS)
+) -> dict[int, int]:
     """One search; the rank of the best found after each budget of distinct architectures."""
-    from nasbench201 import index_to_tokens, tokens_to_index
-
     from keras_mnas.search.controller import Controller
 
-    controller = Controller([5] * 6, config, seed=seed)
+    def tokens_to_index(tokens):
+        return int(np.ravel_multi_index(tokens, choice_counts))
+
+    def index_to_tokens(index):
+        return [int(t) for t in np.unravel_index(index, choice_counts)]
+
+    controller = Controller(choice_counts, config, seed=seed)
     rng = np.random.default_rng(seed + 7)
     seen: dict[int, float] = {}
     best, ranks = -np.inf, {}
@@ -102,7 +118,7 @@ def main(argv=None) -> None:
     tables = landscapes()
     medians = {}
     for name in names:
-        found = [run(config, tables[name], seed) for seed in seeds]
+        found = [run(config, *tables[name], seed) for seed in seeds]
         medians[name] = {b: float(np.median([ranks[b] for ranks in found])) for b in BUDGETS}
     print(json.dumps(settings), json.dumps(medians), flush=True)
 

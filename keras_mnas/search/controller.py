@@ -40,7 +40,12 @@ STATE_FORMAT = "keras_mnas.search.Controller/1"
 ADVANTAGE_NORMALIZATIONS = (None, "std", "rank")
 NEIGHBOUR_SEARCHES = ("exhaustive", "random")
 # Settings added after states were first saved, with the value a state saved without them searched with.
-_SETTINGS_BEFORE_SAVED = {"neighbour_search": "random", "elite_warmup": 0}
+_SETTINGS_BEFORE_SAVED = {
+    "neighbour_search": "random",
+    "elite_warmup": 0,
+    "perturbation": 0,
+    "elite_replay": 0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +90,15 @@ class ControllerConfig:
         elite_warmup: Rewards observed before elite mutation starts; until then the LSTM (near uniform at
             first) proposes alone, so the local search starts from the best of a first spread of
             architectures, not from the first one seen.
+        perturbation: With `neighbour_search="exhaustive"`, how the local search goes on from a local
+            optimum (an architecture none of whose one-decision neighbours is better). 0: it moves to the
+            next elite that has an untried neighbour. `k > 0`: an iterated local search; once the best
+            architecture's neighbourhood and the current climb's are exhausted, it proposes the best with
+            `k` decisions changed at random and climbs from there (to the first better neighbour each time,
+            whether or not the start beats the elites), until that climb is stuck too and it restarts.
+        elite_replay: How many of the best elites join every PPO minibatch again, scored by the current
+            policy, so the LSTM keeps learning where the best architectures found lie, not only from the
+            latest rewards. 0 learns from each reward once.
 
     Raises:
         ValueError: if a setting is out of range, naming it and the value received.
@@ -115,6 +129,8 @@ class ControllerConfig:
     elite_size: int = 10
     neighbour_search: str = "exhaustive"
     elite_warmup: int = 20
+    perturbation: int = 0
+    elite_replay: int = 0
 
     def __post_init__(self):
         # Stored in canonical types (an int learning rate becomes a float), so configs compare and save alike.
@@ -152,7 +168,15 @@ class ControllerConfig:
             "elite_size": check_int("elite_size", self.elite_size, minimum=1, maximum=100_000),
             "neighbour_search": check_choice("neighbour_search", self.neighbour_search, NEIGHBOUR_SEARCHES),
             "elite_warmup": check_int("elite_warmup", self.elite_warmup, minimum=0, maximum=10**9),
+            "perturbation": check_int("perturbation", self.perturbation, minimum=0, maximum=10**6),
+            "elite_replay": check_int("elite_replay", self.elite_replay, minimum=0, maximum=100_000),
         }
+        if checked["perturbation"] and checked["neighbour_search"] != "exhaustive":
+            raise ValueError(
+                "perturbation restarts the exhaustive neighbour search; expected perturbation=0 or "
+                f"neighbour_search='exhaustive', received perturbation={checked['perturbation']} with "
+                f"neighbour_search={checked['neighbour_search']!r}."
+            )
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -411,6 +435,10 @@ class Controller:
         self._pending: list[dict[str, Any]] = []
         # The best architectures observed: [reward, tokens], best first, distinct tokens.
         self._elites: list[list] = []
+        # The iterated local search's current start, [reward, tokens, tried], when it is not the best elite;
+        # and the last restart proposed, which becomes the start once its reward is observed.
+        self._climb: list | None = None
+        self._restart: list[int] | None = None
         self._num_observed = 0
         self._num_updates = 0
         self._loads = 0  # set_state calls: each may change the weights without an update
@@ -634,7 +662,11 @@ class Controller:
             token = int(self._rng.integers(self.choice_counts[position] - 1))
             tokens[position] = token + (token >= tokens[position])
             return tokens
-        for _, elite, tried in self._elites:  # best first
+        if self.config.perturbation:
+            candidates = ([self._climb] if self._climb is not None else []) + self._elites[:1]
+        else:
+            candidates = self._elites
+        for _, elite, tried in candidates:  # best first
             untried = [
                 option
                 for step, position in enumerate(self._active)
@@ -644,7 +676,7 @@ class Controller:
             if untried:
                 break
         else:
-            return None
+            return self._perturb_best() if self.config.perturbation else None
         # The LSTM's probability of each new option given the elite's earlier decisions: one pass over the
         # elite scores every change at once.
         steps = np.array([[elite[t] for t in self._active]], dtype=np.int64)
@@ -658,6 +690,17 @@ class Controller:
         step = int(np.searchsorted(self._offsets, option, side="right")) - 1
         tokens = list(elite)
         tokens[self._active[step]] = option - int(self._offsets[step])
+        return tokens
+
+    def _perturb_best(self) -> list[int]:
+        """The best elite with `perturbation` decisions changed uniformly at random: a restart's start."""
+        tokens = list(self._elites[0][1])
+        count = min(self.config.perturbation, len(self._active))
+        for step in sorted(self._rng.choice(len(self._active), size=count, replace=False)):
+            position = self._active[int(step)]
+            token = int(self._rng.integers(self.choice_counts[position] - 1))
+            tokens[position] = token + (token >= tokens[position])
+        self._restart = tokens
         return tokens
 
     def log_probs(self, tokens: Sequence[int]) -> list[float]:
@@ -734,6 +777,8 @@ class Controller:
             )
         self._num_observed += 1
         self._remember_elite(tokens, reward)
+        if self.config.perturbation and self.config.elite_mutation > 0 and self._active:
+            self._follow_climb(tokens, reward)
         self._pending.append(
             {"tokens": tokens, "log_probs": log_probs, "reward": reward, "advantage": advantage}
         )
@@ -742,7 +787,7 @@ class Controller:
         return self._update()
 
     def _remember_elite(self, tokens: list[int], reward: float) -> None:
-        if self.config.elite_mutation <= 0 or not self._active:
+        if (self.config.elite_mutation <= 0 and self.config.elite_replay <= 0) or not self._active:
             return
         # An architecture one decision away from an elite is that elite's neighbour tried.
         for _, elite, tried in self._elites:
@@ -761,6 +806,25 @@ class Controller:
         self._elites.sort(key=lambda item: -item[0])
         del self._elites[self.config.elite_size :]
 
+    def _follow_climb(self, tokens: list[int], reward: float) -> None:
+        """Moves the iterated local search's start: to an observed restart, or to a better neighbour."""
+        if self._climb is not None:
+            option = self._changed_option(self._climb[1], tokens)
+            if option is not None:
+                self._climb[2].add(option)
+                if reward > self._climb[0]:  # first improvement: climb on from there
+                    self._climb = [reward, list(tokens), self._known_neighbours(tokens)]
+        if self._restart is not None and tokens == self._restart:
+            self._restart = None
+            self._climb = [reward, list(tokens), self._known_neighbours(tokens)]
+        if self._climb is not None and self._climb[1] == self._elites[0][1]:
+            self._climb = None  # the climb reached the best: the best elite's own search goes on
+
+    def _known_neighbours(self, tokens: list[int]) -> set[int]:
+        """The changes of `tokens` that lead to an elite or to the current climb's start: known already."""
+        others = [elite for _, elite, _ in self._elites] + ([self._climb[1]] if self._climb else [])
+        return {option for other in others if (option := self._changed_option(tokens, other)) is not None}
+
     def _changed_option(self, origin: list[int], tokens: list[int]) -> int | None:
         """The option id `tokens` takes at the one decision where it differs from `origin`, else `None`."""
         differing = [step for step, t in enumerate(self._active) if origin[t] != tokens[t]]
@@ -771,6 +835,18 @@ class Controller:
 
     def _update(self) -> dict[str, Any]:
         batch, self._pending = self._pending, []
+        fresh = len(batch)  # the statistics describe the new observations, not the replayed elites
+        replayed = self._elites[: self.config.elite_replay] if self._active else []
+        if replayed:
+            # On-policy for the current weights: their ratio starts at 1, as a fresh sample's would.
+            steps = np.array([[tokens[t] for t in self._active] for _, tokens, _ in replayed], dtype=np.int64)
+            current, _ = self._teacher_forced_log_probs(steps)
+            for (reward, tokens, _), values in zip(replayed, current, strict=True):
+                log_probs = [0.0] * len(self.choice_counts)
+                for step, position in enumerate(self._active):
+                    log_probs[position] = float(values[step])
+                batch = [*batch, {"tokens": tokens, "log_probs": log_probs, "reward": reward,
+                                  "advantage": reward - self._baseline}]
         rewards = np.array([item["reward"] for item in batch])
         advantages = np.array([item["advantage"] for item in batch])
         if self.config.advantage_normalization == "std":
@@ -782,10 +858,10 @@ class Controller:
             # transform of the reward gives the same update.
             advantages = _centred_ranks(rewards)
         stats: dict[str, Any] = {
-            "mean_reward": float(rewards.mean()),
-            "max_reward": float(rewards.max()),
+            "mean_reward": float(rewards[:fresh].mean()),
+            "max_reward": float(rewards[:fresh].max()),
             "baseline": float(self._baseline),
-            "mean_advantage": float(np.mean([item["advantage"] for item in batch])),
+            "mean_advantage": float(np.mean([item["advantage"] for item in batch[:fresh]])),
         }
         self._num_updates += 1
         stats["num_updates"] = self._num_updates
@@ -841,6 +917,10 @@ class Controller:
             "rng": self._rng.bit_generator.state,
             "pending": [dict(item) for item in self._pending],
             "elites": [[reward, list(tokens), sorted(tried)] for reward, tokens, tried in self._elites],
+            "climb": None
+            if self._climb is None
+            else [self._climb[0], list(self._climb[1]), sorted(self._climb[2])],
+            "restart": None if self._restart is None else list(self._restart),
             "num_observed": self._num_observed,
             "num_updates": self._num_updates,
         }
@@ -925,6 +1005,12 @@ class Controller:
             [float(item[0]), [int(t) for t in item[1]], {int(o) for o in (item[2] if len(item) > 2 else [])}]
             for item in state.get("elites", [])
         ]
+        # Absent from states saved before iterated local search: those controllers had neither.
+        climb, restart = state.get("climb"), state.get("restart")
+        self._climb = None
+        if climb is not None:
+            self._climb = [float(climb[0]), [int(t) for t in climb[1]], {int(o) for o in climb[2]}]
+        self._restart = None if restart is None else [int(t) for t in restart]
         self._num_observed = int(state["num_observed"])
         self._num_updates = int(state["num_updates"])
 

@@ -454,3 +454,70 @@ def test_a_state_saved_before_exhaustive_neighbour_search_resumes_with_random_mu
     assert [restored.sample() for _ in range(5)] == [controller.sample() for _ in range(5)]
     with pytest.raises(ValueError, match="neighbour_search"):
         ControllerConfig(neighbour_search="greedy")
+
+
+def test_iterated_local_search_restarts_from_a_perturbed_best_and_climbs_from_there():
+    controller = Controller(
+        [4, 4, 4], seed=3, units=8, elite_mutation=0.99, elite_size=1, elite_warmup=1, perturbation=2
+    )
+    best = [0, 0, 0]
+    controller.observe(best, controller.log_probs(best), 1.0)
+    for _ in range(9):  # the best's 9 neighbours, all worse: a local optimum
+        tokens, log_probs = controller.sample()
+        assert _distance(tokens, best) == 1
+        controller.observe(tokens, log_probs, 0.5)
+    restart, log_probs = controller.sample()
+    assert _distance(restart, best) == 2, "stuck: the best with 2 decisions changed"
+    controller.observe(restart, log_probs, 0.1)  # worse than the best, and still climbed from
+    tokens, log_probs = controller.sample()
+    assert _distance(tokens, restart) == 1
+    controller.observe(tokens, log_probs, 0.2)  # better than the restart: the climb moves there
+    twin = Controller.from_state(json.loads(json.dumps(controller.get_state())))
+    moved = [controller.sample()[0] for _ in range(3)]
+    assert all(_distance(t, tokens) == 1 and t != restart for t in moved)
+    assert [twin.sample()[0] for _ in range(3)] == moved
+    # A neighbour better than the best ends the climb: the best elite's own neighbourhood comes next.
+    found = moved[0]
+    controller.observe(found, controller.log_probs(found), 2.0)
+    assert controller.get_state()["climb"] is None
+    assert all(_distance(controller.sample()[0], found) == 1 for _ in range(3))
+
+
+def test_without_perturbation_the_search_moves_to_the_next_elite_and_old_states_resume_that_way():
+    controller = Controller([4, 4], seed=5, units=8, elite_mutation=0.99, elite_size=2, elite_warmup=1)
+    first, second = [0, 0], [3, 3]
+    controller.observe(first, controller.log_probs(first), 1.0)
+    controller.observe(second, controller.log_probs(second), 0.9)
+    for _ in range(6):  # the best's neighbourhood
+        tokens, log_probs = controller.sample()
+        assert _distance(tokens, first) == 1
+        controller.observe(tokens, log_probs, 0.0)
+    state = json.loads(json.dumps(controller.get_state()))
+    del state["config"]["perturbation"], state["climb"], state["restart"]
+    restored = Controller.from_state(state)
+    assert restored.config.perturbation == 0
+    tokens = restored.sample()[0]
+    assert _distance(tokens, second) == 1 and tokens == controller.sample()[0]
+    with pytest.raises(ValueError, match="perturbation"):
+        ControllerConfig(perturbation=-1)
+    with pytest.raises(ValueError, match="neighbour_search='exhaustive'"):
+        ControllerConfig(perturbation=2, neighbour_search="random")
+
+
+def test_elite_replay_keeps_teaching_the_policy_the_best_architecture_found():
+    def run(replay):
+        controller = Controller(
+            [4, 4, 4], seed=7, units=8, minibatch_size=5, elite_warmup=10**6, elite_replay=replay
+        )
+        best = [3, 3, 3]
+        controller.observe(best, controller.log_probs(best), 10.0)
+        stats = [s for _, s in _drive(controller, 14, lambda tokens: float(tokens[0] == 0)) if s]
+        return sum(controller.log_probs(best)), stats
+
+    replayed, replay_stats = run(2)
+    once, _ = run(0)
+    assert replayed > once + 0.1
+    # The statistics describe the new observations only: the second and third minibatches lack the 10.
+    assert [s["max_reward"] == 10.0 for s in replay_stats] == [True, False, False]
+    with pytest.raises(ValueError, match="elite_replay"):
+        ControllerConfig(elite_replay=-2)
