@@ -281,7 +281,7 @@ def _compiled(function: Callable) -> Callable:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(function, reduce_retracing=True)
+        return tf.function(function, reduce_retracing=True, autograph=False)
     if backend == "jax":
         import jax
 
