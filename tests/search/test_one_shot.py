@@ -198,7 +198,7 @@ def test_the_supernet_scores_a_path_as_the_extracted_candidate_does_with_the_sam
         evaluation_batch_size=40,
     )
     batch = PathScorer(supernet, x_val, y_val, bn="batch", evaluation_batch_size=64)
-    for values in supernet.space.sample_values(3, seed=11):
+    for values in supernet.space.sample_values(2, seed=11):
         model = supernet.extract(values)
         reestimate_batch_norm(model, images, batches=3, batch_size=24)
         expected = model.predict(x_val, verbose=0)
