@@ -67,8 +67,8 @@ def space() -> MnasSearchSpace:
 def train_alone(search_space, values, train, valid, epochs: int) -> tuple[float, float]:
     """Stand-alone accuracy after `epochs` epochs from scratch, and the CPU seconds it took.
 
-    Adam with a cosine decay to 0: with a constant rate the last epoch's accuracy swings by several points
-    from run to run, and the stand-alone ranking is then mostly noise.
+    Adam with a cosine decay to 0, so that the accuracy is read at the end of a schedule, not mid-way at the
+    full rate.
     """
     keras.backend.clear_session()
     start = time.process_time()

@@ -297,11 +297,13 @@ class PathScore:
         accuracy: Top-1 accuracy on the scorer's validation data.
         loss: Mean sparse categorical cross-entropy there.
         predictions: The class probabilities, one row per validation image.
+        statistics: The batch-norm statistics the path was scored with (for `PathScorer.extract`).
     """
 
     accuracy: float
     loss: float
     predictions: np.ndarray
+    statistics: tuple = dataclasses.field(default=(), repr=False)
 
 
 class PathScorer:
@@ -386,7 +388,6 @@ class PathScorer:
             position[id(v)] for layer in self._norms for v in (layer.moving_mean, layer.moving_variance)
         ]
         self._run = _compiled(self._score_function)
-        self._last: tuple[bytes, tuple] | None = None
 
     def _score_function(self, trainable, non_trainable, calibration, validation, path):
         from keras import ops
@@ -412,23 +413,20 @@ class PathScorer:
         from keras import ops
 
         path = self.supernet.encode(values)
-        key = path.tobytes()
-        if self._last is None or self._last[0] != key:
-            model = self.supernet.model
-            trainable = [v.value for v in model.trainable_variables]
-            non_trainable = [v.value for v in model.non_trainable_variables]
-            momenta = [layer.momentum for layer in self._norms]
-            try:
-                for layer in self._norms:
-                    layer.momentum = 0.0
-                predictions, statistics = self._run(
-                    trainable, non_trainable, self._calibration, self._validation, ops.convert_to_tensor(path)
-                )
-            finally:
-                for layer, momentum in zip(self._norms, momenta, strict=True):
-                    layer.momentum = momentum
-            self._last = (key, (np.asarray(predictions), [np.asarray(s) for s in statistics]))
-        return self._last[1]
+        model = self.supernet.model
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        momenta = [layer.momentum for layer in self._norms]
+        try:
+            for layer in self._norms:
+                layer.momentum = 0.0
+            predictions, statistics = self._run(
+                trainable, non_trainable, self._calibration, self._validation, ops.convert_to_tensor(path)
+            )
+        finally:
+            for layer, momentum in zip(self._norms, momenta, strict=True):
+                layer.momentum = momentum
+        return np.asarray(predictions), [np.asarray(s) for s in statistics]
 
     def score(self, values: Mapping[str, Any] | ArchSpec) -> PathScore:
         """A candidate's accuracy and loss on the validation data, with inherited weights.
@@ -439,16 +437,19 @@ class PathScorer:
         Returns:
             A `PathScore`.
         """
-        predictions, _ = self._evaluate(values)
+        predictions, statistics = self._evaluate(values)
         picked = predictions[np.arange(len(self.y)), self.y]
         return PathScore(
             accuracy=float(np.mean(np.argmax(predictions, axis=-1) == self.y)),
             # Clipped as Keras' cross-entropy clips probabilities.
             loss=float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
             predictions=predictions,
+            statistics=tuple(statistics),
         )
 
-    def extract(self, values: Mapping[str, Any] | ArchSpec, *, model: Any = None):
+    def extract(
+        self, values: Mapping[str, Any] | ArchSpec, *, model: Any = None, score: PathScore | None = None
+    ):
         """The stand-alone candidate with inherited weights and the statistics this scorer gave its path.
 
         With `bn="batch"` the statistics are the supernet's own (there is no estimate to hand down).
@@ -456,11 +457,13 @@ class PathScorer:
         Args:
             values: The candidate's hyperparameter values, or its `ArchSpec`.
             model: The candidate already built by the space's builder; built here by default.
+            score: This path's `PathScore`, when already measured (its statistics are reused, not
+                estimated again).
 
         Returns:
             The `keras.Model`, as `Supernet.extract` returns it.
         """
-        _, statistics = self._evaluate(values)
+        statistics = score.statistics if score is not None else self._evaluate(values)[1]
         variables = self.supernet.model.non_trainable_variables
         kept = [np.asarray(variables[index]) for index in self._statistics]
         try:
@@ -550,10 +553,11 @@ class OneShotHyperModel(MnasHyperModel):
         x_val, y_val = validation_data
         scorer = self.scorer(x, x_val, y_val)
         arch = self.architecture(hp)
+        scored = scorer.score(arch)
         # The model gets the statistics the score was measured with: the exported winner is what was scored.
-        scorer.extract(arch, model=model)
+        scorer.extract(arch, model=model, score=scored)
         if self.loss == "sparse_categorical_crossentropy" and self.metrics == ["accuracy"]:
-            scored = scorer.score(arch)  # the defaults: read off the supernet's pass, no Keras evaluation
+            # The defaults: read off the supernet's pass, no Keras evaluation.
             logs = {"val_loss": scored.loss, "val_accuracy": scored.accuracy}
         else:
             scores = model.evaluate(x_val, y_val, batch_size=self.batch_size, return_dict=True, verbose=0)
