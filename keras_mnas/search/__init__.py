@@ -6,8 +6,8 @@
 - `MnasReward`: accuracy traded against latency (`AbsoluteReward`: TuNAS's form); `MnasTuner`: the whole
   search from a Keras script.
 - `Supernet`: the weight-sharing supernet of a space, whose paths extract to stand-alone candidates;
-  `train_supernet` and `evaluate_path`: one-shot training and scoring; `proxy_check`: whether a cheap score
-  ranks candidates as full training does.
+  `train_supernet`, `PathScorer` and `evaluate_path`: one-shot training and scoring; `proxy_check`:
+  whether a cheap score ranks candidates as full training does.
 - `SearchProject`: reads a search directory's trials without the script that ran it.
 
 The names are imported on first use, so reading a search's results (`SearchProject`, `pareto_front`) does
@@ -31,6 +31,7 @@ _EXPORTS = {
     "MnasSearchSpace": "keras_mnas.search.space",
     "MnasTuner": "keras_mnas.search.tuner",
     "OneShotHyperModel": "keras_mnas.search.one_shot",
+    "PathScorer": "keras_mnas.search.one_shot",
     "SearchProject": "keras_mnas.search.project",
     "SkeletonBlock": "keras_mnas.search.space",
     "Supernet": "keras_mnas.search.supernet",
@@ -54,6 +55,7 @@ __all__ = [
     "MnasSearchSpace",
     "MnasTuner",
     "OneShotHyperModel",
+    "PathScorer",
     "SearchProject",
     "SkeletonBlock",
     "Supernet",

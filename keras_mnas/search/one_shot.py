@@ -6,12 +6,15 @@ once (op warm-up) and every block is at its widest (filter warm-up); after that,
 uniformly or from the policy the caller passes. Training resumes where a killed run stopped: the weights,
 the optimizer's state and the step are checkpointed together, as Keras and JSON files.
 
-`evaluate_path` scores one candidate in seconds: it extracts the candidate with its inherited weights,
-re-estimates its batch-norm statistics on a few batches and measures its accuracy.
+`PathScorer` scores candidates through the supernet itself, in a fraction of a second each: one compiled
+function takes the path as a tensor, re-estimates the path's batch-norm statistics on a few batches and
+evaluates, without building a model. `evaluate_path` does the same by extracting the candidate as a Keras
+model, which it returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from collections.abc import Callable, Mapping
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_mnas.architecture import ArchSpec
 from keras_mnas.search.hypermodel import MnasHyperModel
 from keras_mnas.search.supernet import Supernet
 from keras_mnas.utils.checks import check_int, check_number, check_type
@@ -265,16 +269,224 @@ def evaluate_path(
     return accuracy, model
 
 
+#: How `PathScorer` gives a path its batch-norm statistics.
+BN_METHODS = ("reestimate", "batch")
+
+
+def _compiled(function: Callable) -> Callable:
+    """`function` compiled by the Keras backend (traced once per input structure), or as it is on others."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True, autograph=False)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
+
+
+@dataclasses.dataclass(frozen=True)
+class PathScore:
+    """What `PathScorer.score` measured for one candidate.
+
+    Attributes:
+        accuracy: Top-1 accuracy on the scorer's validation data.
+        loss: Mean sparse categorical cross-entropy there.
+        predictions: The class probabilities, one row per validation image.
+        statistics: The batch-norm statistics the path was scored with (for `PathScorer.extract`).
+    """
+
+    accuracy: float
+    loss: float
+    predictions: np.ndarray
+    statistics: tuple = dataclasses.field(default=(), repr=False)
+
+
+class PathScorer:
+    """Scores candidates through the supernet itself: one compiled function serves every path.
+
+    `evaluate_path` builds each candidate as a Keras model, which costs more than scoring it. A scorer
+    builds nothing: the path is a tensor input of one traced function that runs the supernet stateless (its
+    variables are never written), so every candidate after the first costs only the arithmetic.
+
+    Batch-norm statistics, with `bn="reestimate"` (the default, TuNAS's): the supernet runs in training mode
+    on `calibration_batches` batches of `calibration_x`, the mean of each batch's statistics (what
+    `reestimate_batch_norm` computes on the extracted candidate) normalises the validation pass. With
+    `bn="batch"`: the validation images are normalised by the statistics of their own batches of
+    `evaluation_batch_size` (no calibration pass; the score then depends on how the batches are drawn).
+
+    Args:
+        supernet: The trained supernet (later training is seen: the weights are read at every call).
+        x: Validation images.
+        y: Validation labels (integers).
+        calibration_x: Images for the statistics (training images, usually); `x` by default.
+        calibration_batches: Batches of `calibration_x` to estimate them on.
+        batch_size: Examples per calibration batch.
+        evaluation_batch_size: Examples per validation batch.
+        bn: `"reestimate"` or `"batch"`, as above.
+
+    Raises:
+        ValueError: when the data or the settings are not what is described above.
+
+    Example:
+
+    ```python
+    scorer = PathScorer(supernet, x_val, y_val, calibration_x=x_train)
+    scores = [scorer.score(values).accuracy for values in space.sample_values(500)]
+    ```
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        x: Any,
+        y: Any,
+        *,
+        calibration_x: Any = None,
+        calibration_batches: int = 4,
+        batch_size: int = 64,
+        evaluation_batch_size: int = 256,
+        bn: str = "reestimate",
+    ):
+        from keras import ops
+
+        self.supernet = check_type("supernet", supernet, Supernet, "a Supernet")
+        calibration_batches = check_int("calibration_batches", calibration_batches, minimum=1)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        evaluation_batch_size = check_int("evaluation_batch_size", evaluation_batch_size, minimum=1)
+        if bn not in BN_METHODS:
+            raise ValueError(f"bn must be one of {BN_METHODS}; received {bn!r}.")
+        self.bn = bn
+        shape = supernet.space.input_shape
+        x = np.asarray(x, dtype="float32")
+        self.y = np.asarray(y)
+        calibration = x if calibration_x is None else np.asarray(calibration_x, dtype="float32")
+        for name, images in (("x", x), ("calibration_x", calibration)):
+            if images.shape[1:] != shape or len(images) == 0:
+                raise ValueError(
+                    f"{name} must be (n, {', '.join(map(str, shape))}) images; received shape {images.shape}."
+                )
+        if self.y.shape != (len(x),):
+            raise ValueError(
+                f"y must hold one label per image of x ({len(x)}); received shape {self.y.shape}."
+            )
+        self._validation = [
+            ops.convert_to_tensor(x[i : i + evaluation_batch_size])
+            for i in range(0, len(x), evaluation_batch_size)
+        ]
+        chunks = [calibration[i * batch_size : (i + 1) * batch_size] for i in range(calibration_batches)]
+        self._calibration = [ops.convert_to_tensor(c) for c in chunks if len(c)] if bn == "reestimate" else []
+        model = supernet.model
+        self._norms = supernet.batch_norms()
+        position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
+        # Where each BN's moving mean and variance sit among the model's non-trainable variables.
+        self._statistics = [
+            position[id(v)] for layer in self._norms for v in (layer.moving_mean, layer.moving_variance)
+        ]
+        self._run = _compiled(self._score_function)
+
+    def _score_function(self, trainable, non_trainable, calibration, validation, path):
+        from keras import ops
+
+        model = self.supernet.model
+
+        def call(state, images, training):
+            paths = ops.broadcast_to(ops.expand_dims(path, 0), (ops.shape(images)[0], path.shape[0]))
+            return model.stateless_call(trainable, state, [images, paths], training=training)
+
+        state = list(non_trainable)
+        if calibration:
+            # Momentum 0 while this is traced (see `_momentum_zero`): a training-mode call returns the
+            # batch's own statistics as the "updated" moving ones; their mean is the re-estimate.
+            estimates = [call(state, images, True)[1] for images in calibration]
+            for index in self._statistics:
+                state[index] = sum(e[index] for e in estimates) / len(estimates)
+        training = self.bn == "batch"
+        predictions = ops.concatenate([call(state, images, training)[0] for images in validation], axis=0)
+        return predictions, [state[index] for index in self._statistics]
+
+    def _evaluate(self, values: Mapping[str, Any] | ArchSpec) -> tuple[np.ndarray, list]:
+        from keras import ops
+
+        path = self.supernet.encode(values)
+        model = self.supernet.model
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        momenta = [layer.momentum for layer in self._norms]
+        try:
+            for layer in self._norms:
+                layer.momentum = 0.0
+            predictions, statistics = self._run(
+                trainable, non_trainable, self._calibration, self._validation, ops.convert_to_tensor(path)
+            )
+        finally:
+            for layer, momentum in zip(self._norms, momenta, strict=True):
+                layer.momentum = momentum
+        return np.asarray(predictions), [np.asarray(s) for s in statistics]
+
+    def score(self, values: Mapping[str, Any] | ArchSpec) -> PathScore:
+        """A candidate's accuracy and loss on the validation data, with inherited weights.
+
+        Args:
+            values: The candidate's hyperparameter values, or its `ArchSpec`.
+
+        Returns:
+            A `PathScore`.
+        """
+        predictions, statistics = self._evaluate(values)
+        picked = predictions[np.arange(len(self.y)), self.y]
+        return PathScore(
+            accuracy=float(np.mean(np.argmax(predictions, axis=-1) == self.y)),
+            # Clipped as Keras' cross-entropy clips probabilities.
+            loss=float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))),
+            predictions=predictions,
+            statistics=tuple(statistics),
+        )
+
+    def extract(
+        self, values: Mapping[str, Any] | ArchSpec, *, model: Any = None, score: PathScore | None = None
+    ):
+        """The stand-alone candidate with inherited weights and the statistics this scorer gave its path.
+
+        With `bn="batch"` the statistics are the supernet's own (there is no estimate to hand down).
+
+        Args:
+            values: The candidate's hyperparameter values, or its `ArchSpec`.
+            model: The candidate already built by the space's builder; built here by default.
+            score: This path's `PathScore`, when already measured (its statistics are reused, not
+                estimated again).
+
+        Returns:
+            The `keras.Model`, as `Supernet.extract` returns it.
+        """
+        statistics = score.statistics if score is not None else self._evaluate(values)[1]
+        variables = self.supernet.model.non_trainable_variables
+        kept = [np.asarray(variables[index]) for index in self._statistics]
+        try:
+            if self.bn == "reestimate":
+                for index, value in zip(self._statistics, statistics, strict=True):
+                    variables[index].assign(value)
+            return self.supernet.extract(values, model=model)
+        finally:
+            for index, value in zip(self._statistics, kept, strict=True):
+                variables[index].assign(value)
+
+
 class OneShotHyperModel(MnasHyperModel):
     """A `MnasHyperModel` whose trials inherit their weights from a trained supernet instead of training.
 
     Give it to `MnasTuner` in place of a `MnasHyperModel`: the oracle proposes candidates as ever, the
     tuner measures their latency and scores the reward as ever (TensorBoard HParams, resume, the Pareto
-    front, `results_summary` and `export_best` included), but each trial's "training" is `evaluate_path`:
-    the candidate with the supernet's weights, its BN statistics re-estimated on a few batches of the
-    training data, evaluated on the validation data. A trial takes seconds; `export_best` writes the
-    winner with its inherited weights (fine-tune it, or train it from scratch, with `SearchProject`'s
-    model or `space.build`).
+    front, `results_summary` and `export_best` included), but each trial's "training" is a `PathScorer`'s
+    score: the candidate's path through the supernet, its BN statistics re-estimated on a few batches of
+    the training data, evaluated on the validation data (one compiled function shared by every trial). The
+    candidate model gets the supernet's weights and those statistics, so `export_best` writes the winner
+    as it was scored (fine-tune it, or train it from scratch, with `SearchProject`'s model or
+    `space.build`). With other metrics than the default accuracy, the model is also evaluated by Keras.
 
     Args:
         supernet: The trained `Supernet`.
@@ -307,8 +519,23 @@ class OneShotHyperModel(MnasHyperModel):
 
     def build(self, hp):
         model = super().build(hp)  # compiled as every candidate is; its weights come from the supernet
-        model.set_weights(self.supernet.extract(self.architecture(hp)).get_weights())
-        return model
+        return self.supernet.extract(self.architecture(hp), model=model)
+
+    def scorer(self, x: Any, x_val: Any, y_val: Any) -> PathScorer:
+        """The `PathScorer` of this data, made once and kept while the trials pass the same arrays."""
+        data = (x, x_val, y_val)
+        kept = getattr(self, "_scorer", None)
+        if kept is None or any(a is not b for a, b in zip(kept[0], data, strict=True)):
+            scorer = PathScorer(
+                self.supernet,
+                x_val,
+                y_val,
+                calibration_x=x,
+                calibration_batches=self.calibration_batches,
+                batch_size=self.batch_size,
+            )
+            self._scorer = kept = (data, scorer)
+        return kept[1]
 
     def fit(self, hp, model, x=None, y=None, *, validation_data=None, callbacks=None, **kwargs):
         if x is None or not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
@@ -323,10 +550,18 @@ class OneShotHyperModel(MnasHyperModel):
         hooks = keras.callbacks.CallbackList([*(callbacks or []), history], model=model)
         hooks.on_train_begin()
         hooks.on_epoch_begin(0)
-        reestimate_batch_norm(model, x, batches=self.calibration_batches, batch_size=self.batch_size)
         x_val, y_val = validation_data
-        scores = model.evaluate(x_val, y_val, batch_size=self.batch_size, return_dict=True, verbose=0)
-        logs = {f"val_{name}": float(value) for name, value in scores.items()}
+        scorer = self.scorer(x, x_val, y_val)
+        arch = self.architecture(hp)
+        scored = scorer.score(arch)
+        # The model gets the statistics the score was measured with: the exported winner is what was scored.
+        scorer.extract(arch, model=model, score=scored)
+        if self.loss == "sparse_categorical_crossentropy" and self.metrics == ["accuracy"]:
+            # The defaults: read off the supernet's pass, no Keras evaluation.
+            logs = {"val_loss": scored.loss, "val_accuracy": scored.accuracy}
+        else:
+            scores = model.evaluate(x_val, y_val, batch_size=self.batch_size, return_dict=True, verbose=0)
+            logs = {f"val_{name}": float(value) for name, value in scores.items()}
         hooks.on_epoch_end(0, logs)
         hooks.on_train_end(logs)
         return history

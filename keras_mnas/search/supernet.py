@@ -480,7 +480,18 @@ class Supernet:
         # Keras' predict compiles the model once; calling it eagerly would, on JAX, compile op by op.
         return self.model.predict([images, self.paths(values, len(images))], batch_size=batch_size, verbose=0)
 
-    def extract(self, values: Mapping[str, Any] | ArchSpec):
+    def batch_norms(self) -> list:
+        """Every BatchNormalization layer of the supernet, the slots' included, in network order."""
+        import keras
+
+        norms = []
+        for layer in self.model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                norms.append(layer)
+            norms.extend(getattr(layer, "bns", {}).values())
+        return norms
+
+    def extract(self, values: Mapping[str, Any] | ArchSpec, *, model: Any = None):
         """The stand-alone candidate of a path, built by the builder, with the supernet's weights.
 
         This is how a one-shot search exports a winner: the model is an ordinary keras-mnas model (built as
@@ -488,12 +499,15 @@ class Supernet:
 
         Args:
             values: The candidate's hyperparameter values, or its `ArchSpec`.
+            model: The candidate already built by the space's builder (e.g. by `MnasHyperModel.build`)
+                to copy the weights into; built here by default.
 
         Returns:
             A `keras.Model` whose outputs in inference mode equal the supernet's on this path.
         """
         arch = self.architecture(values)
-        model = self.space.build(arch, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+        if model is None:
+            model = self.space.build(arch, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         layers = {layer.name: layer for layer in model.layers}
         supernet = {layer.name: layer for layer in self.model.layers}
 

@@ -181,3 +181,45 @@ def test_a_one_shot_search_with_the_absolute_reward_resumes_and_exports_its_winn
     )
     predictions = best.predict(x_val, verbose=0)
     assert float(np.mean(np.argmax(predictions, -1) == y_val)) == pytest.approx(accuracy)
+
+
+def test_the_supernet_scores_a_path_as_the_extracted_candidate_does_with_the_same_statistics(trained):
+    from keras_mnas.search.one_shot import PathScorer, reestimate_batch_norm
+
+    supernet, (images, _), (x_val, y_val) = trained["supernet"], trained["train"], trained["valid"]
+    before = [np.asarray(v) for v in supernet.model.non_trainable_variables]
+    scorer = PathScorer(
+        supernet,
+        x_val,
+        y_val,
+        calibration_x=images,
+        calibration_batches=3,
+        batch_size=24,
+        evaluation_batch_size=40,
+    )
+    batch = PathScorer(supernet, x_val, y_val, bn="batch", evaluation_batch_size=64)
+    for values in supernet.space.sample_values(2, seed=11):
+        model = supernet.extract(values)
+        reestimate_batch_norm(model, images, batches=3, batch_size=24)
+        expected = model.predict(x_val, verbose=0)
+        scored = scorer.score(values)
+        np.testing.assert_allclose(scored.predictions, expected, atol=1e-5)
+        assert scored.accuracy == float(np.mean(np.argmax(expected, -1) == y_val))
+        loss = -np.mean(np.log(expected[np.arange(len(y_val)), y_val]))
+        assert scored.loss == pytest.approx(loss, rel=1e-4)
+        # The candidate it hands out carries the statistics it scored with.
+        np.testing.assert_allclose(scorer.extract(values).predict(x_val, verbose=0), expected, atol=1e-5)
+        # bn="batch": the validation batch normalised by its own statistics (the candidate's dropout aside,
+        # what it computes in training mode).
+        fresh = supernet.extract(values)
+        reestimate_batch_norm(fresh, x_val, batches=1, batch_size=len(x_val))
+        np.testing.assert_allclose(
+            batch.score(values).predictions, fresh.predict(x_val, verbose=0), atol=1e-5
+        )
+    # Scoring never writes the supernet's variables.
+    for want, got in zip(before, supernet.model.non_trainable_variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    with pytest.raises(ValueError, match="bn must be one of"):
+        PathScorer(supernet, x_val, y_val, bn="moving")
+    with pytest.raises(ValueError, match="y must hold one label per image"):
+        PathScorer(supernet, x_val, y_val[:-1])
