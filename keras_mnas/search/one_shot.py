@@ -400,7 +400,7 @@ class PathScorer:
 
         state = list(non_trainable)
         if calibration:
-            # Momentum 0 while this is traced (see `_momentum_zero`): a training-mode call returns the
+            # Momentum 0 while this is traced (set by `_evaluate`): a training-mode call returns the
             # batch's own statistics as the "updated" moving ones; their mean is the re-estimate.
             estimates = [call(state, images, True)[1] for images in calibration]
             for index in self._statistics:
