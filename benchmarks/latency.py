@@ -44,11 +44,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Imported by every --remeasure process too: a figure is timed as in a search's process, TensorFlow loaded.
+# A process with LiteRT alone starts faster, but its figures moved more from one process to the next (4% at
+# 128x128 against 2.5%) and drifted apart between groups of processes.
+import keras
 import numpy as np
 
 from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite
 from keras_mnas.latency.host import host_provenance
 from keras_mnas.latency.lut import fit_line, network_keys, prediction_report
+from keras_mnas.search import MnasSearchSpace
+from keras_mnas.search.latency_table import predict_candidate
 from keras_mnas.utils.io import atomic_write_json
 
 # A different seed for the calibration architectures than for the held-out ones.
@@ -94,13 +100,6 @@ def rate(function, items, seconds=2.0) -> float:
 
 def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
     """Profiles, measures, fits and compares at one resolution; returns the markdown lines and the data."""
-    # Imported here, not above: a --remeasure process needs only LiteRT and starts in a second instead of
-    # the five that loading TensorFlow takes.
-    import keras
-
-    from keras_mnas.search import MnasSearchSpace
-    from keras_mnas.search.latency_table import predict_candidate
-
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     space = MnasSearchSpace(input_shape=(resolution, resolution, 3))
