@@ -1,19 +1,21 @@
 """The lookup-table predictor against measured host latency, beside the host's own noise and mult-adds.
 
     python benchmarks/latency.py [--resolutions 128,224] [--archs 60] [--calibration 40] [--pool 80]
-                                 [--seed 0] [--processes 3] [--table-dir DIR] [--markdown out.md]
-                                 [--json out.json]
+                                 [--seed 0] [--processes 3] [--choice-processes 1] [--table-dir DIR]
+                                 [--markdown out.md] [--json out.json]
 
 For each resolution, draws `--archs` held-out random architectures of the default MnasNet search space
 (`MnasSearchSpace`, 1000 classes) with `--seed`, and a pool of `--pool` other ones with another seed.
-Profiles the lookup-table entries they all need on this CPU (`HostLatency`) and measures architectures end
-to end. The calibration measures `--calibration` of the pool as `keras-mnas lut build` chooses them: half
-as drawn, the rest a few at a time where per-kernel fits on bootstrap resamples disagree most
-(`LatencyLookupTable.choose_calibration`). On those it fits the table's per-kernel calibration, its
-two-number line and a line on mult-adds, and says which of the first two `method="auto"` picks; the pool's
-first `--calibration` architectures, all drawn at random, give a second per-kernel calibration to compare.
-A measurement is the median over `--processes` fresh processes (`HostLatency` in each): one process's
-figure moves by several percent with its memory layout, more than a predictor's error.
+Profiles the lookup-table entries they all need on this CPU (`HostLatency`). The calibration uses
+`--calibration` of the pool, chosen as `keras-mnas lut build` chooses them: half as drawn, the rest a few at
+a time where per-kernel fits on bootstrap resamples disagree most (`LatencyLookupTable.choose_calibration`),
+on figures from `--choice-processes` fresh processes. Then every file, calibration and held-out alike, is
+timed in the same `2 x --processes` fresh processes, so that a drift of the machine during the run touches
+both alike: a measurement is the median of the even ones (`HostLatency` in each; one process's figure moves
+by several percent with its memory layout), the re-measurement that of the odd ones. On the calibration
+architectures it fits the table's per-kernel calibration, its two-number line and a line on mult-adds, and
+says which of the first two `method="auto"` picks; the pool's first `--calibration` architectures, all
+drawn at random, give a second per-kernel calibration to compare.
 Then, on the same held-out architectures, side by side:
 
 - **predicted vs measured** for the four predictors;
@@ -126,26 +128,19 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
 
     # 2. Convert architectures; time the files end to end in fresh processes (the figure of one process
     # moves with its memory layout: the median of several is the measurement).
-    def convert_all(archs, label, directory):
-        rows = []
-        for i, arch in enumerate(archs, start=1):
-            keras.backend.clear_session()
-            with open(os.path.join(directory, f"{i:05d}.tflite"), "wb") as f:
-                f.write(convert_to_tflite(space.build(arch)))
-            rows.append(
-                {
-                    "architecture": arch.to_dict(),
-                    "network": {"input_shape": list(space.input_shape)},
-                    "lut_ms": lut.lut_ms(arch, **network),
-                    "macs": space.cost(arch).macs,
-                }
-            )
-            if i % 20 == 0 or i == len(archs):
-                print(f"{resolution}: {label}: converted {i}/{len(archs)}", file=sys.stderr, flush=True)
-        return rows
+    def convert(arch, path):
+        keras.backend.clear_session()
+        with open(path, "wb") as f:
+            f.write(convert_to_tflite(space.build(arch)))
+        return {
+            "architecture": arch.to_dict(),
+            "network": {"input_shape": list(space.input_shape)},
+            "lut_ms": lut.lut_ms(arch, **network),
+            "macs": space.cost(arch).macs,
+        }
 
     def time_in_processes(directory, count):
-        """Every file's figures (in file order), one per fresh process, the processes run in turn."""
+        """`{file name: [its figure in each process]}`, one fresh process after another."""
         runs = []
         for _ in range(count):
             command = [sys.executable, os.path.abspath(__file__), "--remeasure", directory]
@@ -153,50 +148,65 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
             command += ["--min-seconds", str(args.min_seconds)]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(output))
-        return [[run[name] for run in runs] for name in sorted(runs[0])]
+        return {name: [run[name] for run in runs] for name in runs[0]}
 
-    pool_rows: dict[int, dict] = {}  # pool index -> its measured row
+    with tempfile.TemporaryDirectory() as work:
+        every_file = os.path.join(work, "all")
+        os.makedirs(every_file)
+        pool_rows: dict[int, dict] = {}  # pool index -> its row
+        first_figures: dict[int, float] = {}  # pool index -> the figure the choice was made on
 
-    def measure_pool(indices):
-        indices = [i for i in indices if i not in pool_rows]
-        if not indices:
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            rows = convert_all([pool[i] for i in indices], "calibration", directory)
-            figures = time_in_processes(directory, args.processes)
-            for i, row, timings in zip(indices, rows, figures, strict=True):
-                row["measured_ms"] = float(np.median(timings))
-                pool_rows[i] = row
+        def measure_pool(indices):
+            indices = [i for i in indices if i not in pool_rows]
+            if not indices:
+                return
+            batch = tempfile.mkdtemp(dir=work)
+            for i in indices:
+                pool_rows[i] = convert(pool[i], os.path.join(batch, f"pool{i:05d}.tflite"))
+            print(f"{resolution}: calibration: measured {len(pool_rows)}", file=sys.stderr, flush=True)
+            for name, timings in time_in_processes(batch, args.choice_processes).items():
+                first_figures[int(name[4:9])] = float(np.median(timings))
+                os.replace(os.path.join(batch, name), os.path.join(every_file, name))
 
-    # 3. The calibration measurements: the random ones, then the adaptive ones, a few per refit, where
-    # per-kernel fits on bootstrap resamples disagree most (LatencyLookupTable.choose_calibration, as
-    # LatencyLookupTable.calibrate(count=...) and `keras-mnas lut build` choose them).
-    start = time.monotonic()
-    measure_pool(range(args.calibration))
+        def rows_with(indices):
+            return [{**pool_rows[i], "measured_ms": first_figures[i]} for i in indices]
+
+        # 3. The calibration architectures: the random ones, then the adaptive ones, a few per refit, where
+        # per-kernel fits on bootstrap resamples disagree most (LatencyLookupTable.choose_calibration, as
+        # LatencyLookupTable.calibrate(count=...) and `keras-mnas lut build` choose them). These first
+        # figures only choose; every file is timed again below.
+        start = time.monotonic()
+        measure_pool(range(args.calibration))
+        drawn = max(2, args.calibration // 2)
+        adaptive = list(range(drawn))
+        position = {json.dumps(arch.to_dict(), sort_keys=True): i for i, arch in enumerate(pool)}
+        step = max(1, args.calibration // 8)
+        while len(adaptive) < args.calibration:
+            candidates = [arch for i, arch in enumerate(pool) if i not in adaptive]
+            count = min(step, args.calibration - len(adaptive))
+            picks = lut.choose_calibration(rows_with(adaptive), candidates, count, **network)
+            picked = [position[json.dumps(arch.to_dict(), sort_keys=True)] for arch in picks]
+            measure_pool(picked)
+            adaptive += picked
+        choice_seconds = time.monotonic() - start
+
+        held_out_rows = []
+        for i, arch in enumerate(held_out):
+            held_out_rows.append(convert(arch, os.path.join(every_file, f"held{i:05d}.tflite")))
+        print(f"{resolution}: held-out: converted {len(held_out)}", file=sys.stderr, flush=True)
+        # 4. Every file, calibration and held-out alike, timed in the same fresh processes: the measurement
+        # is the median of the even ones, the re-measurement (the noise floor) that of the odd ones. So a
+        # drift of the machine during the run touches the calibration and the held-out figures alike.
+        figures = time_in_processes(every_file, 2 * args.processes)
+    for i, row in pool_rows.items():
+        row["measured_ms"] = float(np.median(figures[f"pool{i:05d}.tflite"][0::2]))
+        row["chosen_on_ms"] = first_figures[i]
+    for i, row in enumerate(held_out_rows):
+        row["process_ms"] = figures[f"held{i:05d}.tflite"]
+        row["measured_ms"] = float(np.median(row["process_ms"][0::2]))
+        row["remeasured_ms"] = float(np.median(row["process_ms"][1::2]))
     random_rows = [pool_rows[i] for i in range(args.calibration)]
-    drawn = max(2, args.calibration // 2)
-    adaptive = list(range(drawn))
-    position = {json.dumps(arch.to_dict(), sort_keys=True): i for i, arch in enumerate(pool)}
-    step = max(1, args.calibration // 8)
-    while len(adaptive) < args.calibration:
-        candidates = [arch for i, arch in enumerate(pool) if i not in adaptive]
-        count = min(step, args.calibration - len(adaptive))
-        picks = lut.choose_calibration([pool_rows[i] for i in adaptive], candidates, count, **network)
-        picked = [position[json.dumps(arch.to_dict(), sort_keys=True)] for arch in picks]
-        measure_pool(picked)
-        adaptive += picked
     calibration_rows = [pool_rows[i] for i in adaptive]
-    calibration_seconds = time.monotonic() - start
-
-    with tempfile.TemporaryDirectory() as held_out_dir:
-        held_out_rows = convert_all(held_out, "held-out", held_out_dir)
-        # 4. The measurement and, in as many other fresh processes, the re-measurement (the noise floor),
-        # interleaved so that a drift of the machine touches both alike.
-        held_out_figures = time_in_processes(held_out_dir, 2 * args.processes)
-    for row, figures in zip(held_out_rows, held_out_figures, strict=True):
-        row["measured_ms"] = float(np.median(figures[0::2]))
-        row["remeasured_ms"] = float(np.median(figures[1::2]))
-        row["process_ms"] = figures
 
     # 5. Fit on calibration architectures only: the random ones for one row, the adaptive ones for the rest.
     lut.fit_calibration(random_rows, method="kernels")
@@ -238,7 +248,7 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
         lut.save(path)
 
     per_entry = profile_seconds / profiled if profiled else float("nan")
-    per_measurement = calibration_seconds / max(len(pool_rows), 1)
+    per_measurement = choice_seconds / max(len(pool_rows), 1)
     whole_space_minutes = (space_entries * per_entry + len(calibration_rows) * per_measurement) / 60
     n = len(held_out_rows)
     lines = [
@@ -287,9 +297,10 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
             if profiled
             else f"| table entries profiled for these architectures | none: {path} already held them |"
         ),
-        f"| end-to-end measurements the calibration used | {len(calibration_rows)}, each the median of "
-        f"{args.processes} processes ({per_measurement:.1f} s each with its conversion; fit "
-        f"{fit_seconds:.1f} s); {len(pool_rows)} with the random calibration's |",
+        f"| end-to-end measurements the calibration used | {len(calibration_rows)}, chosen on the median of "
+        f"{args.choice_processes} process(es) ({per_measurement:.1f} s each with its conversion; fit "
+        f"{fit_seconds:.1f} s); {len(pool_rows)} with the random calibration's; all then timed again with "
+        "the held-out ones |",
         f"| profiling the whole space ({space_entries} entries) and calibrating, estimated from the two "
         f"rows above | "
         + (f"{whole_space_minutes:.0f} min |" if profiled else "n/a (nothing profiled in this run) |"),
@@ -336,6 +347,12 @@ def main(argv=None):
     parser.add_argument(
         "--processes", type=int, default=3, help="fresh processes whose median is a measurement (3)"
     )
+    parser.add_argument(
+        "--choice-processes",
+        type=int,
+        default=1,
+        help="fresh processes whose median the adaptive calibration chooses on (1)",
+    )
     parser.add_argument("--table-dir", help="directory of lookup-table JSON files to reuse and extend")
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--json", help="write every architecture's figures to this JSON file")
@@ -348,9 +365,11 @@ def main(argv=None):
         resolutions = [int(r) for r in args.resolutions.split(",")]
     except ValueError:
         parser.error(f"--resolutions expects comma-separated integers; received {args.resolutions!r}")
-    if args.archs < 2 or args.calibration < 4 or args.runs < 1 or args.processes < 1 or min(resolutions) < 32:
+    counts = (args.runs, args.processes, args.choice_processes)
+    if args.archs < 2 or args.calibration < 4 or min(counts) < 1 or min(resolutions) < 32:
         parser.error(
-            "expected --archs >= 2, --calibration >= 4, --runs and --processes >= 1 and resolutions >= 32"
+            "expected --archs >= 2, --calibration >= 4, --runs, --processes and --choice-processes >= 1 "
+            "and resolutions >= 32"
         )
     if args.table_dir:
         os.makedirs(args.table_dir, exist_ok=True)
