@@ -656,8 +656,11 @@ class LatencyLookupTable(LatencySource):
             MissingEntryError: naming the configurations the table lacks (with `on_missing="error"`).
         """
         configs = list(configs)
-        self.sum_entries(configs)  # profiles or raises for missing entries
-        estimates = self._estimate(self.missing(configs)) if self.on_missing == "estimate" else {}
+        if self.on_missing == "estimate":
+            estimates = self._estimate(self.missing(configs))
+        else:
+            self.sum_entries(configs)  # profiles or raises for missing entries
+            estimates = {}
         total: dict[str, float] = {}
         for config in configs:
             for name, value in entry_features(config.key, self._entry_value(config.key, estimates)).items():
