@@ -10,9 +10,10 @@ Profiles the lookup-table entries they all need on this CPU (`HostLatency`). The
 `--calibration` of the pool, chosen as `keras-mnas lut build` chooses them: half as drawn, the rest a few at
 a time where per-kernel fits on bootstrap resamples disagree most (`LatencyLookupTable.choose_calibration`),
 on figures from `--choice-processes` fresh processes. Then every file, calibration and held-out alike, is
-timed in the same `2 x --processes` fresh processes, so that a drift of the machine during the run touches
-both alike: a measurement is the median of the even ones (`HostLatency` in each; one process's figure moves
-by several percent with its memory layout), the re-measurement that of the odd ones. On the calibration
+timed in the same `2 x --processes` fresh processes, each in its own random order, so that a drift of the
+machine during the run touches both alike: a measurement is the median of the even ones (`HostLatency` in
+each; one process's figure moves by several percent with its memory layout), the re-measurement that of the
+odd ones. On the calibration
 architectures it fits the table's per-kernel calibration, its two-number line and a line on mult-adds, and
 says which of the first two `method="auto"` picks; the pool's first `--calibration` architectures, all
 drawn at random, give a second per-kernel calibration to compare.
@@ -70,14 +71,19 @@ def _host(args) -> HostLatency:
 
 
 def remeasure(directory: str, args) -> None:
-    """Times every `.tflite` file of `directory` (in name order) and prints `{name: median_ms}` as JSON."""
+    """Times every `.tflite` file of `directory` and prints `{name: median_ms}` as JSON.
+
+    The files are timed in an order shuffled with `--order-seed`: the machine drifts by a few percent over
+    the minutes one process takes, and in a fixed order that drift would bias the files timed last (the
+    calibration's, say) against those timed first (the held-out ones).
+    """
     host = _host(args)
+    names = sorted(name for name in os.listdir(directory) if name.endswith(".tflite"))
     figures = {}
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".tflite"):
-            with open(os.path.join(directory, name), "rb") as f:
-                figures[name] = host.measure_tflite(f.read()).median_ms
-    print(json.dumps(figures))
+    for index in np.random.default_rng(args.order_seed).permutation(len(names)):
+        with open(os.path.join(directory, names[index]), "rb") as f:
+            figures[names[index]] = host.measure_tflite(f.read()).median_ms
+    print(json.dumps(dict(sorted(figures.items()))))
 
 
 def accuracy_row(name: str, predicted, measured) -> str:
@@ -139,11 +145,15 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
             "macs": space.cost(arch).macs,
         }
 
+    order_seeds: list[int] = []  # one per process started, so that no two processes time in the same order
+
     def time_in_processes(directory, count):
         """`{file name: [its figure in each process]}`, one fresh process after another."""
         runs = []
         for _ in range(count):
             command = [sys.executable, os.path.abspath(__file__), "--remeasure", directory]
+            command += ["--order-seed", str(len(order_seeds))]
+            order_seeds.append(len(order_seeds))
             command += ["--runs", str(args.runs), "--warmup-runs", str(args.warmup_runs)]
             command += ["--min-seconds", str(args.min_seconds)]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -357,6 +367,7 @@ def main(argv=None):
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--json", help="write every architecture's figures to this JSON file")
     parser.add_argument("--remeasure", help=argparse.SUPPRESS)  # a fresh process timing a directory
+    parser.add_argument("--order-seed", type=int, default=0, help=argparse.SUPPRESS)  # its files' order
     args = parser.parse_args(argv)
     if args.remeasure:
         remeasure(args.remeasure, args)

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from keras_mnas.architecture import ArchSpec, get_architecture, plan_layers
+from keras_mnas.architecture import ArchSpec, LayerPlan, get_architecture, plan_layers
 from keras_mnas.utils.checks import check_bool, check_int, is_integer
 
 
@@ -38,6 +38,70 @@ class ModelCost:
 def _out_size(size: int, stride: int) -> int:
     # "same" and symmetric k // 2 padding give the same output size for odd kernels.
     return math.ceil(size / stride)
+
+
+def count_layer(plan: LayerPlan, input_size: tuple[int, int]) -> ModelCost:
+    """Counts parameters and mult-adds of one layer, as `count_cost` counts them for a whole network.
+
+    The latency lookup table describes its entries with the same figures, so a layer costs the same
+    mult-adds wherever it is counted.
+
+    Args:
+        plan: The layer, as `plan_layers` resolves it.
+        input_size: `(height, width)` of the layer's input.
+
+    Returns:
+        A `ModelCost` of the layer alone: its convolutions, batch normalisations, SE and skip projection.
+
+    Example:
+
+    >>> from keras_mnas.architecture import get_architecture, plan_layers
+    >>> _, plans = plan_layers(get_architecture("a1"))
+    >>> count_layer(plans[0], (112, 112)).macs  # depthwise 3x3 over 32 channels, then 1x1 to 16
+    10035200
+    """
+    height, width = (int(d) for d in input_size)
+    out_height, out_width = _out_size(height, plan.strides[0]), _out_size(width, plan.strides[1])
+    trainable = non_trainable = macs = 0
+
+    def conv(cin, cout, kernel, pixels, depthwise=False):
+        nonlocal trainable, macs
+        weights = kernel * kernel * (cin if depthwise else cin * cout)
+        trainable += weights
+        macs += weights * pixels
+
+    def batch_norm(filters):
+        nonlocal trainable, non_trainable
+        trainable += 2 * filters
+        non_trainable += 2 * filters
+
+    def squeeze_excite(filters, se_filters):
+        nonlocal trainable, macs
+        weights = 2 * filters * se_filters
+        trainable += weights + se_filters + filters  # both 1x1 convs have a bias
+        macs += weights
+
+    out_pixels = out_height * out_width
+    if plan.op == "conv":
+        conv(plan.input_filters, plan.output_filters, plan.kernel_size, out_pixels)
+        batch_norm(plan.output_filters)
+        if plan.se_filters:
+            squeeze_excite(plan.output_filters, plan.se_filters)
+    else:
+        if plan.expanded_filters != plan.input_filters:
+            conv(plan.input_filters, plan.expanded_filters, 1, height * width)
+            batch_norm(plan.expanded_filters)
+        conv(plan.expanded_filters, None, plan.kernel_size, out_pixels, depthwise=True)
+        batch_norm(plan.expanded_filters)
+        if plan.se_filters:
+            squeeze_excite(plan.expanded_filters, plan.se_filters)
+        conv(plan.expanded_filters, plan.output_filters, 1, out_pixels)
+        batch_norm(plan.output_filters)
+    if plan.projects_skip:
+        # The projection runs on the pooled input, at the layer's output resolution.
+        conv(plan.input_filters, plan.output_filters, 1, out_pixels)
+        batch_norm(plan.output_filters)
+    return ModelCost(trainable, non_trainable, macs)
 
 
 def count_cost(
@@ -81,52 +145,22 @@ def count_cost(
     classes = check_int("classes", classes, minimum=1)
     check_bool("include_top", include_top)
     height, width, channels = (int(d) for d in input_shape)
-    trainable = non_trainable = macs = 0
-
-    def conv(cin, cout, kernel, stride, depthwise=False):
-        nonlocal trainable, height, width, macs
-        height, width = _out_size(height, stride[0]), _out_size(width, stride[1])
-        weights = kernel * kernel * (cin if depthwise else cin * cout)
-        trainable += weights
-        macs += weights * height * width
-
-    def batch_norm(filters):
-        nonlocal trainable, non_trainable
-        trainable += 2 * filters
-        non_trainable += 2 * filters
-
-    def squeeze_excite(filters, se_filters):
-        nonlocal trainable, macs
-        weights = 2 * filters * se_filters
-        trainable += weights + se_filters + filters  # both 1x1 convs have a bias
-        macs += weights
-
     stem_filters, plans = plan_layers(arch, depth_multiplier)
-    conv(channels, stem_filters, 3, (2, 2))
-    batch_norm(stem_filters)
+    height, width = _out_size(height, 2), _out_size(width, 2)
+    stem_weights = 3 * 3 * channels * stem_filters
+    trainable = stem_weights + 2 * stem_filters  # the conv and its BN's scale and offset
+    non_trainable = 2 * stem_filters
+    macs = stem_weights * height * width
     for plan in plans:
-        if plan.op == "conv":
-            conv(plan.input_filters, plan.output_filters, plan.kernel_size, plan.strides)
-            batch_norm(plan.output_filters)
-            if plan.se_filters:
-                squeeze_excite(plan.output_filters, plan.se_filters)
-        else:
-            if plan.expanded_filters != plan.input_filters:
-                conv(plan.input_filters, plan.expanded_filters, 1, (1, 1))
-                batch_norm(plan.expanded_filters)
-            conv(plan.expanded_filters, None, plan.kernel_size, plan.strides, depthwise=True)
-            batch_norm(plan.expanded_filters)
-            if plan.se_filters:
-                squeeze_excite(plan.expanded_filters, plan.se_filters)
-            conv(plan.expanded_filters, plan.output_filters, 1, (1, 1))
-            batch_norm(plan.output_filters)
-        if plan.projects_skip:
-            # The projection runs on the pooled input, at the layer's output resolution.
-            trainable += plan.input_filters * plan.output_filters
-            macs += plan.input_filters * plan.output_filters * height * width
-            batch_norm(plan.output_filters)
-    conv(plans[-1].output_filters, arch.head_filters, 1, (1, 1))
-    batch_norm(arch.head_filters)
+        cost = count_layer(plan, (height, width))
+        trainable += cost.trainable_params
+        non_trainable += cost.non_trainable_params
+        macs += cost.macs
+        height, width = _out_size(height, plan.strides[0]), _out_size(width, plan.strides[1])
+    head_weights = plans[-1].output_filters * arch.head_filters
+    trainable += head_weights + 2 * arch.head_filters
+    non_trainable += 2 * arch.head_filters
+    macs += head_weights * height * width
     if include_top:
         trainable += arch.head_filters * classes + classes
         macs += arch.head_filters * classes

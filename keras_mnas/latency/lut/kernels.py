@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from keras_mnas.counting import count_layer
 from keras_mnas.latency.lut.configs import LayerConfig
 
 #: Kernel types, one per kind of entry the runtime executes differently.
@@ -65,13 +66,23 @@ def kernel_type(config: LayerConfig) -> str:
     return "top"
 
 
+def _se_channels(config: LayerConfig) -> int:
+    # SE runs on the conv's output, or on the depthwise conv's (expanded) output.
+    if not config.se_filters:
+        return 0
+    return config.output_filters if config.op == "conv" else config.expanded_filters
+
+
 def traffic(config: LayerConfig) -> tuple[float, float]:
     """(activation elements read and written, weight elements) of an entry, as its kernels run.
+
+    A layer's weights are its trainable parameters as `counting.count_layer` counts them (batch
+    normalisation folds into per-channel biases of about the same size).
 
     Example:
 
     >>> traffic(LayerConfig("layer", (8, 8), 16, 32, op="conv", kernel_size=3))
-    (3072.0, 4608.0)
+    (3072.0, 4672.0)
     """
     h, w = config.input_size
     ho, wo = config.output_size
@@ -84,27 +95,26 @@ def traffic(config: LayerConfig) -> tuple[float, float]:
     if config.kind != "layer":
         return inputs + cout, cin * cout if config.kind == "classifier" else 0
     if config.op == "conv":
-        activations, weights = inputs + outputs, k * k * cin * cout
+        activations = inputs + outputs
     else:
         expanded = config.expanded_filters
         # The expand conv writes the wide tensor and the depthwise conv reads it (mbconv only); the depthwise
         # conv writes its strided output and the projection reads it.
         wide = h * w * expanded if config.op == "mbconv" else 0
         activations = inputs + 2 * wide + 2 * ho * wo * expanded + outputs
-        weights = (cin * expanded if config.op == "mbconv" else 0) + k * k * expanded + expanded * cout
-        if config.se_filters:
-            activations += 2 * ho * wo * expanded  # the excitation reads and rescales the tensor
-            weights += 2 * expanded * config.se_filters
+    activations += 2 * ho * wo * _se_channels(config)  # the excitation reads and rescales the tensor
     if config.skip == "pool":
         activations += inputs + 2 * outputs
-        weights += cin * cout
     elif config.skip == "identity":
         activations += 2 * outputs
-    return float(activations), float(weights)
+    return float(activations), float(count_layer(config.to_plan(), config.input_size).trainable_params)
 
 
 def mult_adds(config: LayerConfig) -> float:
-    """The multiply-adds of one entry's kernels, as they run (SE and pooling skip included).
+    """The multiply-adds of one entry's kernels, as they run.
+
+    A layer's are `counting.count_layer`'s plus what the published figures leave out and the runtime still
+    computes: SE's global mean and rescaling, and the pooling skip's averaging.
 
     Example:
 
@@ -120,15 +130,10 @@ def mult_adds(config: LayerConfig) -> float:
         return float(h * w * cin * cout)
     if config.kind != "layer":
         return float(h * w * cin + (cin * cout if config.kind == "classifier" else 0))
-    if config.op == "conv":
-        macs = ho * wo * k * k * cin * cout
-    else:
-        expanded = config.expanded_filters
-        macs = (h * w * cin * expanded if config.op == "mbconv" else 0) + ho * wo * expanded * (k * k + cout)
-        if config.se_filters:
-            macs += ho * wo * expanded * 2 + 2 * expanded * config.se_filters
+    macs = count_layer(config.to_plan(), config.input_size).macs
+    macs += 2 * ho * wo * _se_channels(config)
     if config.skip == "pool":
-        macs += h * w * cin + ho * wo * cin * cout
+        macs += h * w * cin
     return float(macs)
 
 

@@ -8,6 +8,7 @@ import pytest
 from _fake_source import FOUR_BLOCKS, NETWORK, TWO_BLOCKS, FakeSource
 
 import keras_mnas
+from keras_mnas.counting import count_layer, count_model_macs
 from keras_mnas.latency import convert_to_tflite
 from keras_mnas.latency.lut import Calibration, LatencyLookupTable, LayerConfig, network_configs
 from keras_mnas.latency.lut import kernels as kernels_lib
@@ -78,14 +79,40 @@ def test_kernel_types_and_features():
     features = entry_features(se, 0.25)
     assert features["mbconv_se:ms"] == 0.25 and features["mbconv_se:count"] == 1.0
     assert set(features) <= set(FEATURES)
-    # Weights: expand 24x72, depthwise 5x5x72, project 72x40, SE 2x72x6, the skip's 1x1 conv 24x40.
-    weights = 24 * 72 + 25 * 72 + 72 * 40 + 2 * 72 * 6 + 24 * 40
+    # Weights: expand 24x72, depthwise 5x5x72, project 72x40, SE 2x72x6 (+ biases), the skip's 1x1 conv
+    # 24x40, and the batch normalisations' scales and offsets.
+    weights = 24 * 72 + 25 * 72 + 72 * 40 + (2 * 72 * 6 + 6 + 72) + 24 * 40 + 2 * (72 + 72 + 40 + 40)
     assert features["weight_mb"] == pytest.approx(weights * 4 / 1e6)
     # A wider layer moves more activations.
     wider = LayerConfig.from_key("layer:mbconv_k5_s22_i24_e144_o40_se6_poolskip@48x48")
     assert entry_features(wider, 0.25)["activation_mb"] > features["activation_mb"]
     with pytest.raises(ValueError, match="Malformed"):
         entry_features("layer:nonsense@1x1", 0.1)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "layer:conv_k3_s22_i16_o24_se6_poolskip@16x16",  # SE after a plain conv
+        "layer:conv_k3_s11_i24_o24_poolskip@8x8",  # a pooling skip without a projection
+        "layer:dconv_k5_s11_i24_o24_se6@8x8",
+        "layer:mbconv_k5_s22_i24_e72_o40_se6_poolskip@16x16",
+    ],
+)
+def test_layer_entries_count_what_their_models_compute(key):
+    config = LayerConfig.from_key(key)
+    model = config.build_model()
+    convolutions = count_model_macs(model)
+    assert count_layer(config.to_plan(), config.input_size).macs == convolutions
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert kernels_lib.traffic(config)[1] == trainable
+    # What the runtime computes beyond the convolutions: SE's mean and rescaling, the skip's averaging.
+    ho, wo = config.output_size
+    se_channels = (config.output_filters if config.op == "conv" else config.expanded_filters) * bool(
+        config.se_filters
+    )
+    pooled = config.input_size[0] * config.input_size[1] * config.input_filters * (config.skip == "pool")
+    assert kernels_lib.mult_adds(config) == convolutions + 2 * ho * wo * se_channels + pooled
 
 
 def test_fit_terms_recovers_weights_and_stays_non_negative():
