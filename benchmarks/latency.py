@@ -178,26 +178,23 @@ def run_resolution(resolution: int, args) -> tuple[list[str], dict]:
                 first_figures[int(name[4:9])] = float(np.median(timings))
                 os.replace(os.path.join(batch, name), os.path.join(every_file, name))
 
-        def rows_with(indices):
-            return [{**pool_rows[i], "measured_ms": first_figures[i]} for i in indices]
+        position = {json.dumps(arch.to_dict(), sort_keys=True): i for i, arch in enumerate(pool)}
 
-        # 3. The calibration architectures: the random ones, then the adaptive ones, a few per refit, where
-        # per-kernel fits on bootstrap resamples disagree most (LatencyLookupTable.choose_calibration, as
-        # LatencyLookupTable.calibrate(count=...) and `keras-mnas lut build` choose them). These first
-        # figures only choose; every file is timed again below.
+        def measure_architectures(archs):
+            indices = [position[json.dumps(arch.to_dict(), sort_keys=True)] for arch in archs]
+            measure_pool(indices)
+            return [first_figures[i] for i in indices]
+
+        # 3. The calibration architectures: the random ones, then the adaptive ones as
+        # `LatencyLookupTable.calibrate(pool, count=...)` (and `keras-mnas lut build`) chooses them, measured
+        # here in fresh processes. These first figures only choose; every file is timed again below.
         start = time.monotonic()
         measure_pool(range(args.calibration))
-        drawn = max(2, args.calibration // 2)
-        adaptive = list(range(drawn))
-        position = {json.dumps(arch.to_dict(), sort_keys=True): i for i, arch in enumerate(pool)}
-        step = max(1, args.calibration // 8)
-        while len(adaptive) < args.calibration:
-            candidates = [arch for i, arch in enumerate(pool) if i not in adaptive]
-            count = min(step, args.calibration - len(adaptive))
-            picks = lut.choose_calibration(rows_with(adaptive), candidates, count, **network)
-            picked = [position[json.dumps(arch.to_dict(), sort_keys=True)] for arch in picks]
-            measure_pool(picked)
-            adaptive += picked
+        choice = lut.calibrate(
+            pool, count=args.calibration, progress=False, measure=measure_architectures, **network
+        )
+        adaptive = [position[json.dumps(row["architecture"], sort_keys=True)] for row in choice.measurements]
+        drawn = sum(row["chosen"] == "as given" for row in choice.measurements)
         choice_seconds = time.monotonic() - start
 
         held_out_rows = []

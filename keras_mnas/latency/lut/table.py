@@ -35,6 +35,7 @@ import datetime
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import threading
@@ -964,6 +965,7 @@ class LatencyLookupTable(LatencySource):
         source: LatencySource | None = None,
         progress: bool = True,
         method: str = "auto",
+        measure: Callable[[list[ArchSpec]], Sequence[float]] | None = None,
         **network: Any,
     ) -> Calibration:
         """Measures architectures end to end and fits the calibration on them (`fit_calibration`).
@@ -984,10 +986,17 @@ class LatencyLookupTable(LatencySource):
             source: The latency source (default: the profiler; it must be the table's source).
             progress: Whether to print progress lines.
             method: `"auto"`, `"kernels"` or `"line"`, as for `fit_calibration`.
+            measure: Measures a few architectures end to end and returns their milliseconds, in order, for
+                measurements made another way than by `source` (other processes, another machine). The
+                table's entries are still profiled with `source`. Default: `source` measures each one.
             **network: How they are built, as for `keras_mnas.build_model` (`input_shape`, `classes`, ...).
 
         Returns:
             The `Calibration`, also stored in the table.
+
+        Raises:
+            ValueError: for a `count` above the number of architectures or below 2, or a `measure` that
+                does not return one positive figure per architecture.
 
         Example:
 
@@ -1007,42 +1016,64 @@ class LatencyLookupTable(LatencySource):
                 f"{len(architectures)}."
             )
         self.profile_architectures(architectures, source=source, progress=progress, **network)
-        input_shape = _check_input_shape(network.get("input_shape", (224, 224, 3)))
         start = count if count == len(architectures) else max(2, count // 2)
-        rows = []
+        rows: list[dict[str, Any]] = []
         bar = _Progress(count, progress, "Measuring calibration models")
-        for arch in architectures[:start]:
-            rows.append(self._calibration_row(source, arch, input_shape, network, "as given"))
+
+        def measure_rows(archs: list[ArchSpec], chosen: str) -> Iterator[dict[str, Any]]:
+            if measure is None:
+                for arch in archs:
+                    measured = self._measure_network(source, arch, network)
+                    yield self._calibration_row(arch, network, chosen, measured)
+                return
+            figures = list(measure(list(archs)))
+            if len(figures) != len(archs) or not all(
+                isinstance(ms, numbers.Real) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0
+                for ms in figures
+            ):
+                raise ValueError(
+                    "calibrate's `measure` must return one positive number of milliseconds per "
+                    f"architecture; given {len(archs)} architectures, it returned {figures!r}."
+                )
+            for arch, ms in zip(archs, figures, strict=True):
+                yield self._calibration_row(arch, network, chosen, {"measured_ms": float(ms)})
+
+        for row in measure_rows(architectures[:start], "as given"):
+            rows.append(row)
             bar.update(len(rows))
         pool = architectures[start:]
         step = max(1, int(count * _CHOSEN_PER_REFIT))
         while len(rows) < count:
             chosen = self.choose_calibration(rows, pool, min(step, count - len(rows)), **network)
             before = self.fit_calibration(rows, method=method)
-            for arch in chosen:
-                row = self._calibration_row(source, arch, input_shape, network, "least certain")
+            for arch, row in zip(chosen, measure_rows(chosen, "least certain"), strict=True):
                 row["predicted_before_ms"] = self._predict_with(before, arch, network)
                 rows.append(row)
                 bar.update(len(rows))
             pool = [arch for arch in pool if all(arch is not c for c in chosen)]
         return self.fit_calibration(rows, method=method)
 
-    def _calibration_row(
-        self, source: LatencySource, arch: ArchSpec, input_shape, network: Mapping[str, Any], chosen: str
-    ) -> dict[str, Any]:
-        """Builds and measures one calibration network: the row `fit_calibration` takes."""
+    def _measure_network(
+        self, source: LatencySource, arch: ArchSpec, network: Mapping[str, Any]
+    ) -> dict[str, float]:
+        """Builds and measures one calibration network end to end."""
         from keras_mnas.builder import build_model
 
         model = build_model(arch, **network)
-        result = self._measure(source, model, input_shape)
+        result = self._measure(source, model, _check_input_shape(network.get("input_shape", (224, 224, 3))))
         del model
+        return {"measured_ms": float(result.median_ms), "cv": float(result.cv)}
+
+    def _calibration_row(
+        self, arch: ArchSpec, network: Mapping[str, Any], chosen: str, measured: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """The row `fit_calibration` takes for one measured calibration network."""
         return {
             "architecture": arch.to_dict(),
             "network": _jsonable(network),
             "lut_ms": self.lut_ms(arch, **network),
             "features": self.features(network_configs(arch, **network)),
-            "measured_ms": float(result.median_ms),
-            "cv": float(result.cv),
+            **measured,
             "chosen": chosen,
         }
 

@@ -358,3 +358,22 @@ def test_an_adaptive_calibration_measures_half_as_given_then_what_it_is_least_su
         table.calibrate(pool, count=1, progress=False, **network)
     with pytest.raises(ValueError, match="at least 2 measurements"):
         table.choose_calibration(rows[:1], pool, 1, **network)
+
+    # Measured another way (other processes, another machine): `measure` gets each batch, the source
+    # profiles the entries only.
+    batches = []
+
+    def measure(archs):
+        batches.append([arch.to_dict() for arch in archs])
+        return [1.25 * table.lut_ms(arch, **network) for arch in archs]
+
+    source.measured.clear()
+    calibration = table.calibrate(pool, count=4, progress=False, measure=measure, **network)
+    assert [len(batch) for batch in batches] == [2, 1, 1]  # half as given, then one per refit
+    assert [row["architecture"] for row in calibration.measurements] == [a for b in batches for a in b]
+    assert all(row["measured_ms"] == pytest.approx(1.25 * row["lut_ms"]) for row in calibration.measurements)
+    assert not any("top_conv" in {layer.name for layer in m.layers} for m, *_ in source.measured)
+    with pytest.raises(ValueError, match="one positive number of milliseconds per architecture"):
+        table.calibrate(pool, count=4, progress=False, measure=lambda archs: [1.0], **network)
+    with pytest.raises(ValueError, match="one positive number"):
+        table.calibrate(pool, count=4, progress=False, measure=lambda archs: [-1.0] * len(archs), **network)
