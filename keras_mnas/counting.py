@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from keras_mnas.architecture import ArchSpec, LayerPlan, get_architecture, plan_layers
-from keras_mnas.utils.checks import check_bool, check_int, is_integer
+from keras_mnas.utils.checks import check_bool, check_input_shape, check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,18 +133,9 @@ def count_cost(
     311.6
     """
     arch = get_architecture(arch)
-    if (
-        not isinstance(input_shape, (tuple, list))
-        or len(input_shape) != 3
-        or not all(is_integer(d) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(
-            "count_cost needs a concrete input_shape (height, width, channels) of positive integers; "
-            f"received {input_shape!r}."
-        )
+    height, width, channels = check_input_shape(input_shape, "count_cost")
     classes = check_int("classes", classes, minimum=1)
     check_bool("include_top", include_top)
-    height, width, channels = (int(d) for d in input_shape)
     stem_filters, plans = plan_layers(arch, depth_multiplier)
     height, width = _out_size(height, 2), _out_size(width, 2)
     stem_weights = 3 * 3 * channels * stem_filters

@@ -384,14 +384,7 @@ class TFLiteLatencySource(LatencySource):
 
     def _prepare(self, model, quantization: str, representative_data) -> _Prepared:
         """The one conversion path: calibration data, cache lookup, then (on a miss) a timed conversion."""
-        check_choice("quantization", quantization, QUANTIZATIONS)
-        specs = tflite_lib.model_input_specs(model)
-        batches = None
-        if quantization == "int8":
-            # Materialised once: it is both fingerprinted and fed to the converter.
-            batches = tflite_lib.calibration_batches(
-                representative_data, specs, num_samples=self.calibration_samples
-            )
+        specs, batches = self._specs_and_batches(model, quantization, representative_data)
         key = self._cache_key(model, specs, quantization, batches) if self.cache else None
         if key is not None:
             cached = self._lookup(key)
@@ -474,13 +467,7 @@ class TFLiteLatencySource(LatencySource):
         source.cache_key(model) == source.cache_key(model)  # True
         ```
         """
-        check_choice("quantization", quantization, QUANTIZATIONS)
-        specs = tflite_lib.model_input_specs(model)
-        batches = None
-        if quantization == "int8":
-            batches = tflite_lib.calibration_batches(
-                representative_data, specs, num_samples=self.calibration_samples
-            )
+        specs, batches = self._specs_and_batches(model, quantization, representative_data)
         key = self._cache_key(model, specs, quantization, batches)
         if key is None:
             raise ValueError(
@@ -488,6 +475,17 @@ class TFLiteLatencySource(LatencySource):
                 "latency cannot be cached."
             )
         return key
+
+    def _specs_and_batches(self, model, quantization: str, representative_data):
+        """The model's input specs, and for int8 its calibration batches (else `None`)."""
+        check_choice("quantization", quantization, QUANTIZATIONS)
+        specs = tflite_lib.model_input_specs(model)
+        if quantization != "int8":
+            return specs, None
+        # Materialised once: they are both fingerprinted and fed to the converter.
+        return specs, tflite_lib.calibration_batches(
+            representative_data, specs, num_samples=self.calibration_samples
+        )
 
     def _cache_key(self, model, specs, quantization, batches) -> str | None:
         try:

@@ -218,3 +218,23 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...], expected: 
     if not isinstance(value, types):
         raise _refuse(name, expected, value, TypeError)
     return value
+
+
+def check_input_shape(input_shape: Any, purpose: str) -> tuple[int, int, int]:
+    """Returns a concrete `(height, width, channels)` as ints, else raises `ValueError` naming `purpose`.
+
+    Example:
+
+    >>> check_input_shape([96, 96, 3], "count_cost")
+    (96, 96, 3)
+    """
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or len(input_shape) != 3
+        or not all(is_integer(d) and d > 0 for d in input_shape)
+    ):
+        raise ValueError(
+            f"{purpose} needs a concrete input_shape (height, width, channels) of positive integers; "
+            f"received {input_shape!r}."
+        )
+    return (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))

@@ -28,7 +28,7 @@ from keras_mnas.builder import (
     check_preprocessing_channels,
     get_build_config,
 )
-from keras_mnas.utils.checks import check_choice, check_int, is_integer
+from keras_mnas.utils.checks import check_choice, check_input_shape, check_int
 
 #: The kinds of entries, in network order.
 KINDS = ("preprocessing", "stem", "layer", "head", "pooling", "classifier")
@@ -323,16 +323,7 @@ class LayerConfig:
 
 
 def _check_input_shape(input_shape: Any) -> tuple[int, int, int]:
-    if (
-        not isinstance(input_shape, (tuple, list))
-        or len(input_shape) != 3
-        or not all(is_integer(d) and d > 0 for d in input_shape)
-    ):
-        raise ValueError(
-            "A latency prediction needs a concrete input_shape (height, width, channels) of positive "
-            f"integers; received {input_shape!r}."
-        )
-    return (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+    return check_input_shape(input_shape, "A latency prediction")
 
 
 def network_configs(
