@@ -161,6 +161,20 @@ def describe_source(source) -> str:
     return str(name)
 
 
+def add_int8_options(parser: argparse.ArgumentParser, *, int8_help: str) -> None:
+    """Adds `--int8` (described by `int8_help`) and `--calibration-data` to a command's parser."""
+    parser.add_argument("--int8", action="store_true", help=int8_help)
+    parser.add_argument(
+        "--calibration-data", metavar="FILE.npy", help="int8 calibration samples, shape (N, H, W, C)"
+    )
+
+
+def check_int8_options(args: argparse.Namespace) -> None:
+    """Refuses `--calibration-data` without `--int8`."""
+    if args.calibration_data and not args.int8:
+        raise CliError("--calibration-data calibrates int8 quantization: add --int8.")
+
+
 def random_inputs(shape: Sequence[int], count: int = RANDOM_CALIBRATION_SAMPLES, seed: int = 0):
     """`count` uniform random inputs of `shape`, float32: int8 calibration fit for timing only."""
     import numpy as np

@@ -7,7 +7,14 @@ import os
 
 from keras_mnas.cli import _format as fmt
 from keras_mnas.cli._common import EXIT_OK, CliError, say
-from keras_mnas.cli._measure import add_measure_options, calibration_data, describe_source, make_source
+from keras_mnas.cli._measure import (
+    add_int8_options,
+    add_measure_options,
+    calibration_data,
+    check_int8_options,
+    describe_source,
+    make_source,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -19,14 +26,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "machine's CPU with LiteRT or on Android phones with benchmark_model.",
     )
     bench.add_argument("model", metavar="MODEL", help="a .keras or .tflite file")
-    bench.add_argument(
-        "--int8",
-        action="store_true",
-        help="(.keras) full-integer post-training quantization; calibrated on random inputs unless "
+    add_int8_options(
+        bench,
+        int8_help="(.keras) full-integer post-training quantization; calibrated on random inputs unless "
         "--calibration-data is given (random calibration is fine for latency only)",
-    )
-    bench.add_argument(
-        "--calibration-data", metavar="FILE.npy", help="int8 calibration samples, shape (N, H, W, C)"
     )
     bench.add_argument("--json", action="store_true", help="print the full result as JSON")
     add_measure_options(bench, title="where and how to measure")
@@ -124,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"MODEL must be a .keras or .tflite file; received {path!r}.")
     if not os.path.isfile(path):
         raise CliError(f"No such model file: {path}")
-    if args.calibration_data and not args.int8:
-        raise CliError("--calibration-data calibrates int8 quantization: add --int8.")
+    check_int8_options(args)
     source = make_source(args)
     quantization = "int8" if args.int8 else "float32"
     if suffix == ".tflite":

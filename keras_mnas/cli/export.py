@@ -6,7 +6,7 @@ import argparse
 
 from keras_mnas.cli import _format as fmt
 from keras_mnas.cli._common import EXIT_OK, CliError, say
-from keras_mnas.cli._measure import calibration_data
+from keras_mnas.cli._measure import add_int8_options, calibration_data, check_int8_options
 from keras_mnas.cli.results import open_project
 
 
@@ -29,14 +29,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--out", metavar="PATH", help="output path without suffix (default: PROJECT_trial_ID)"
     )
-    export.add_argument(
-        "--int8",
-        action="store_true",
-        help="write a full-integer int8 .tflite (random-data calibration unless --calibration-data: for "
-        "latency only)",
-    )
-    export.add_argument(
-        "--calibration-data", metavar="FILE.npy", help="int8 calibration samples, shape (N, H, W, C)"
+    add_int8_options(
+        export,
+        int8_help="write a full-integer int8 .tflite (random-data calibration unless --calibration-data: "
+        "for latency only)",
     )
     export.add_argument("--json", action="store_true", help="print JSON")
     export.set_defaults(handler=run)
@@ -48,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_mnas.search.results import export_model
     from keras_mnas.tflite import convert_to_tflite
 
-    if args.calibration_data and not args.int8:
-        raise CliError("--calibration-data calibrates int8 quantization: add --int8.")
+    check_int8_options(args)
     project = open_project(args.directory, args.project)
     if project.search_config.get("quantization") == "int8" and not args.int8:
         say(
