@@ -1253,16 +1253,12 @@ class AdbDouble:
     def stop(self) -> None:
         """Stops answering and closes every open connection (hung commands end)."""
         self._stopping.set()
-        # close() alone does not wake a thread blocked in accept() on Linux; shutdown() does.
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._listener.close()
+        close_socket(self._listener)
         with self._lock:
             connections = list(self._connections)
             threads = list(self._threads)
         for conn in connections:
-            _shutdown(conn)
+            close_socket(conn)
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=5)
         for thread in threads:
@@ -1322,7 +1318,7 @@ class AdbDouble:
         except (_ConnectionClosedError, OSError):
             pass
         finally:
-            _shutdown(conn)
+            close_socket(conn)
             with self._lock:
                 self._connections.discard(conn)
                 self._threads.discard(threading.current_thread())
@@ -1553,7 +1549,7 @@ class _SocketChannel:
             self.conn.sendall(partial)
         # The adb server closes the socket when the device's transport dies: a clean end of stream, with
         # no exit status (v2) and no exit marker (v1).
-        _shutdown(self.conn)
+        close_socket(self.conn)
         raise _ConnectionClosedError
 
 
@@ -1590,7 +1586,11 @@ def _v2_packet(kind: int, data: bytes) -> bytes:
     return bytes([kind]) + struct.pack("<I", len(data)) + data
 
 
-def _shutdown(conn: socket.socket) -> None:
+def close_socket(conn: socket.socket) -> None:
+    """Shuts a socket down and closes it, whatever state it is in.
+
+    close() alone does not wake a thread blocked in accept() or recv() on Linux; shutdown() does.
+    """
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):

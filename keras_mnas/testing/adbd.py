@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from keras_mnas.testing.adb_double import FakePhone, Fault
+from keras_mnas.testing.adb_double import FakePhone, Fault, close_socket
 
 A_CNXN = 0x4E584E43
 A_AUTH = 0x48545541
@@ -214,10 +214,7 @@ class _Transport:
     def kill(self) -> None:
         """Cuts the connection: to the server, the phone is gone."""
         self.dead = True
-        with contextlib.suppress(OSError):
-            self.conn.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.conn.close()
+        close_socket(self.conn)
         with self._lock:
             streams = list(self._streams.values())
         for stream in streams:
@@ -409,10 +406,7 @@ class AdbdDevice:
     def stop(self) -> None:
         """Stops listening and cuts every connection."""
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._listener.close()
+        close_socket(self._listener)
         self.disconnect()
         for thread in self._threads:
             thread.join(timeout=5)
