@@ -496,6 +496,15 @@ def _lut_eval(args: argparse.Namespace) -> int:
         f"  absolute error: median {100 * summary['median_abs_error']:.1f}%, "
         f"worst {100 * summary['max_abs_error']:.1f}%"
     )
+    print(f"  signed error (predicted against measured): median {100 * report['median_error']:+.1f}%")
+    if report["shift"] is not None:
+        pace = "slower" if report["shift"] < 0 else "faster"
+        print(
+            f"  The predictions are {100 * report['shift']:+.1f}% off across the board: "
+            f"{describe_source(source)} now runs {pace} than when the table was calibrated (other load, "
+            "clock, temperature or software). Calibrate it again on an idle device: `keras-mnas lut build "
+            f"{args.table}` with the same space options keeps the entries and measures a new calibration."
+        )
     unstable = sum(r["measured_unstable"] for r in rows)
     if unstable:
         print(

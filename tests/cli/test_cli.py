@@ -374,6 +374,7 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
 
     status, out, _ = run(capsys, "lut", "eval", table_path, "--space", space_file, "--archs", 2)
     assert status == 0 and "within +-10% of measured" in out and "Spearman rank correlation" in out
+    assert "signed error" in out and "off across the board" not in out  # two networks are too few to tell
 
     # Another source configuration cannot extend or evaluate this table.
     status, _, err = run(capsys, "lut", "eval", table_path, "--space", space_file, "--runs", 11)
@@ -390,6 +391,33 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
     (tmp_path / "bad_space.json").write_text('{"input_size": 3}')
     status, _, err = run(capsys, "lut", "build", tmp_path / "t.json", "--space", tmp_path / "bad_space.json")
     assert_clean_failure(status, err, "not a MnasSearchSpace setting")
+
+
+def test_lut_eval_says_when_a_calibration_no_longer_matches_the_machine(capsys, tmp_path):
+    space_file = write_tiny_space(  # eight architectures
+        tmp_path / "space.json",
+        input_shape=[32, 32, 3],
+        conv_ops=["dconv", "conv"],
+        filter_multipliers=[1.0, 3.0],
+    )
+    table_path = tmp_path / "lut.json"
+    status, _, err = run(
+        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 2, "--runs", 10,
+        "--warmup-runs", 2,
+    )  # fmt: skip
+    assert status == 0, err
+    # As if the machine had become half again as fast since: every prediction is high.
+    data = json.loads(table_path.read_text())
+    data["calibration"]["scale"] *= 1.5
+    data["calibration"]["intercept_ms"] *= 1.5
+    table_path.write_text(json.dumps(data))
+    status, out, err = run(capsys, "lut", "eval", table_path, "--space", space_file, "--archs", 5)
+    assert status == 0, err
+    assert "off across the board" in out and "now runs faster" in out
+    assert f"keras-mnas lut build {table_path}" in out
+    status, out, _ = run(capsys, "lut", "eval", table_path, "--space", space_file, "--archs", 5, "--json")
+    report = json.loads(out)
+    assert report["shift"] == pytest.approx(report["median_error"]) and report["shift"] > 0.2
 
 
 def test_an_interrupted_lut_build_keeps_what_it_measured(capsys, tmp_path, monkeypatch):

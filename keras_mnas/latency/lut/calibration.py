@@ -389,6 +389,14 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     return round(covariance / spread, 12) if spread > 0 else None
 
 
+#: A median signed error this large, with most predictions on the same side, says the device no longer
+#: runs as fast as when the table was calibrated (another load, clock, thermal state or software): a
+#: measurement's own noise moves a median over processes by 2-3% on the host.
+SHIFT_THRESHOLD = 0.05
+_SHIFT_SHARE = 0.8
+_SHIFT_MIN_NETWORKS = 5  # fewer are too easily all on one side by chance
+
+
 def prediction_report(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, Any]:
     """How well predicted latencies match measured ones: the figures `keras-mnas lut eval` prints.
 
@@ -400,8 +408,11 @@ def prediction_report(predicted: Sequence[float], measured: Sequence[float]) -> 
 
     Returns:
         A dict with `within_10_percent` and `within_5_percent` (the shares of predictions with an error of
-        at most 10% and 5%), `spearman` (the rank correlation, `None` when undefined), `median_abs_error`
-        and `max_abs_error`.
+        at most 10% and 5%), `spearman` (the rank correlation, `None` when undefined), `median_abs_error`,
+        `max_abs_error`, `median_error` (the median of `predicted / measured - 1`, signed: how far the
+        predictions sit above or below the measurements as a whole) and `shift`: that median when the
+        predictions are off across the board (by `SHIFT_THRESHOLD` or more, four in five of them on the
+        same side, over at least five networks), else `None`.
 
     Raises:
         ValueError: for sequences of different lengths, no measurement, or a measurement that is not a
@@ -421,11 +432,21 @@ def prediction_report(predicted: Sequence[float], measured: Sequence[float]) -> 
         )
     for value in measured:
         check_number("measured", value, low=0, low_open=True)
-    errors = [abs(p / m - 1) for p, m in zip(predicted, measured, strict=True)]
+    signed = [p / m - 1 for p, m in zip(predicted, measured, strict=True)]
+    errors = [abs(e) for e in signed]
+    median_error = statistics.median(signed)
+    same_side = sum(e * median_error > 0 for e in signed) / len(signed)
+    shifted = (
+        len(signed) >= _SHIFT_MIN_NETWORKS
+        and abs(median_error) >= SHIFT_THRESHOLD
+        and same_side >= _SHIFT_SHARE
+    )
     return {
         "within_10_percent": sum(e <= 0.10 for e in errors) / len(errors),
         "within_5_percent": sum(e <= 0.05 for e in errors) / len(errors),
         "spearman": spearman(predicted, measured),
         "median_abs_error": statistics.median(errors),
         "max_abs_error": max(errors),
+        "median_error": median_error,
+        "shift": median_error if shifted else None,
     }

@@ -66,6 +66,8 @@ def test_prediction_report_gives_the_figures_lut_eval_prints():
         "spearman",
         "median_abs_error",
         "max_abs_error",
+        "median_error",
+        "shift",
     }
     assert report["within_10_percent"] == sum(e <= 0.10 for e in errors) / 5 == 0.6
     assert report["within_5_percent"] == sum(e <= 0.05 for e in errors) / 5
@@ -73,6 +75,17 @@ def test_prediction_report_gives_the_figures_lut_eval_prints():
     assert report["median_abs_error"] == pytest.approx(sorted(errors)[2])
     assert report["max_abs_error"] == pytest.approx(0.3)
     assert prediction_report([2.0], [2.0])["spearman"] is None  # one model has no ranking
+    assert report["median_error"] == pytest.approx(0.0) and report["shift"] is None
+
+
+def test_prediction_report_tells_a_shift_across_the_board_from_scattered_errors():
+    measured = [1.0, 2.0, 3.0, 4.0, 5.0]
+    slower = prediction_report([0.93 * m for m in measured[:4]] + [5.1], measured)  # the device slowed down
+    assert slower["median_error"] == pytest.approx(-0.07) and slower["shift"] == pytest.approx(-0.07)
+    scattered = prediction_report([0.9, 2.2, 2.8, 4.3, 4.6], measured)  # as large, but both ways
+    assert scattered["shift"] is None and scattered["max_abs_error"] >= 0.07
+    small = prediction_report([1.03 * m for m in measured], measured)  # within a measurement's noise
+    assert small["median_error"] == pytest.approx(0.03) and small["shift"] is None
     for predicted, measured, match in [
         ([1.0], [1.0, 2.0], "as many predictions as measurements"),
         ([], [], "at least one"),
