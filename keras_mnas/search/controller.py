@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -389,16 +390,23 @@ class _RewardModel:
         return ((1.0 + shared / self._steps) / 2.0) ** 2
 
     def upper_bound(self, ids: np.ndarray, exploration: float) -> np.ndarray:
-        """Predicted centred rank plus `exploration` predictive standard deviations, per row of `ids`."""
+        """Predicted centred rank plus `exploration` standard deviations per row; -inf: not the best."""
         count = len(self.keys)
         kernel = self._kernel(self._one_hot(ids), count)
         mean = kernel @ self._weights
         if exploration == 0:
             return mean
-        # Triangular solves: a few milliseconds for hundreds of candidates against 500 observations.
-        whitened = scipy.linalg.solve_triangular(self._cholesky[:count, :count], kernel.T, lower=True)
+        # The predictive standard deviation is at most the prior's, 1: a candidate whose mean trails the best
+        # mean by more than `exploration` cannot have the highest bound, and skips the triangular solve
+        # (most of the cost: hundreds of candidates against hundreds of observations).
+        bound = np.full(len(mean), -np.inf)
+        contenders = mean >= mean.max() - exploration
+        whitened = scipy.linalg.solve_triangular(
+            self._cholesky[:count, :count], kernel[contenders].T, lower=True
+        )
         variance = 1.0 - np.sum(whitened * whitened, axis=0)
-        return mean + exploration * np.sqrt(np.maximum(variance, 0.0))
+        bound[contenders] = mean[contenders] + exploration * np.sqrt(np.maximum(variance, 0.0))
+        return bound
 
 
 class _PolicyNetwork(keras.Model):
@@ -554,7 +562,10 @@ class Controller:
         # With a surrogate: every observation folded into a PPO update, [tokens, reward]; with `_pending`,
         # every reward observed. It changes only at an update, so it is saved with the weights.
         self._history: list[list] = []
-        self._model_cache: tuple[int, _RewardModel, dict] | None = None
+        # The surrogate's data, kept up to date by `observe`: option ids -> latest reward, in arrival order
+        # (rebuilt from `_history` and `_pending` on load); and the model fitted at an observation count.
+        self._observed_rewards: dict[tuple[int, ...], float] = {}
+        self._model_cache: tuple[int, _RewardModel] | None = None
         self._num_observed = 0
         self._num_updates = 0
         self._loads = 0  # set_state calls: each may change the weights without an update
@@ -820,21 +831,19 @@ class Controller:
         Keyed by option ids. The model grows by the architectures observed since the last call and is
         refitted only when a reward arrived, so a proposal costs a few triangular solves, not a factorisation.
         """
+        observed = self._observed_rewards
         if self._model_cache is None or self._model_cache[0] != self._num_observed:
-            observed: dict[tuple[int, ...], float] = {}
-            offsets = [int(offset) for offset in self._offsets[:-1]]
-            for tokens, reward in [*self._history, *((i["tokens"], i["reward"]) for i in self._pending)]:
-                key = tuple(offset + tokens[t] for offset, t in zip(offsets, self._active, strict=True))
-                observed[key] = reward
             model = self._model_cache[1] if self._model_cache is not None else None
-            if model is None or list(observed)[: len(model.keys)] != model.keys:
+            if model is None:
                 model = _RewardModel(len(self._active), self._num_options)
-            new = list(observed)[len(model.keys) :]
-            if new:
-                model.add(np.array(new, dtype=np.int64))
-            model.fit(np.array(list(observed.values())))
-            self._model_cache = (self._num_observed, model, observed)
-        return self._model_cache[1], self._model_cache[2]
+            if len(observed) > len(model.keys):  # keys only ever join the end of the dict
+                model.add(np.array(list(itertools.islice(observed, len(model.keys), None)), dtype=np.int64))
+            model.fit(np.fromiter(observed.values(), dtype=np.float64, count=len(observed)))
+            self._model_cache = (self._num_observed, model)
+        return self._model_cache[1], observed
+
+    def _option_ids(self, tokens: Sequence[int]) -> tuple[int, ...]:
+        return tuple(int(self._offsets[step]) + tokens[t] for step, t in enumerate(self._active))
 
     def _sample_steps(self, count: int) -> np.ndarray:
         """`count` architectures sampled from the LSTM at once, as step tokens (count, steps)."""
@@ -967,6 +976,8 @@ class Controller:
             )
         self._num_observed += 1
         self._remember_elite(tokens, reward)
+        if self.config.surrogate is not None:
+            self._observed_rewards[self._option_ids(tokens)] = reward
         if self.config.perturbation and self.config.elite_mutation > 0 and self._active:
             self._follow_climb(tokens, reward)
         self._pending.append(
@@ -1208,6 +1219,9 @@ class Controller:
         self._history = [
             [[int(t) for t in tokens], float(reward)] for tokens, reward in state.get("history", [])
         ]
+        self._observed_rewards = {}
+        for tokens, reward in [*self._history, *((item["tokens"], item["reward"]) for item in self._pending)]:
+            self._observed_rewards[self._option_ids(tokens)] = reward
         self._model_cache = None
         self._num_observed = int(state["num_observed"])
         self._num_updates = int(state["num_updates"])
