@@ -34,7 +34,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import scipy.linalg
 
 from keras_mnas.utils.checks import check_choice, check_int, check_number, is_integer
 
@@ -343,6 +342,9 @@ class _RewardModel:
     noise = 0.1
 
     def __init__(self, num_steps: int, num_options: int):
+        import scipy.linalg  # here: only a controller with a surrogate pays for importing it
+
+        self._linalg = scipy.linalg
         self._num_options = num_options
         self._steps = num_steps
         self.keys: list[tuple[int, ...]] = []  # the architectures fitted, as option ids, in arrival order
@@ -368,7 +370,7 @@ class _RewardModel:
         for row in ids:
             self._features[count] = self._one_hot(row[None, :])[0]
             kernel = self._kernel(self._features[count : count + 1], count)[0]
-            factor = scipy.linalg.solve_triangular(self._cholesky[:count, :count], kernel, lower=True)
+            factor = self._linalg.solve_triangular(self._cholesky[:count, :count], kernel, lower=True)
             self._cholesky[count, :count] = factor
             self._cholesky[count, count] = math.sqrt(max(1.0 + self.noise - float(factor @ factor), 1e-12))
             self.keys.append(tuple(int(i) for i in row))
@@ -378,7 +380,7 @@ class _RewardModel:
         """Fits the model to the rewards of `keys`, in order (a key's reward may change between fits)."""
         ranks = _centred_ranks(rewards) * math.sqrt(12.0)  # unit variance, as the kernel's prior
         count = len(self.keys)
-        self._weights = scipy.linalg.cho_solve((self._cholesky[:count, :count], True), ranks)
+        self._weights = self._linalg.cho_solve((self._cholesky[:count, :count], True), ranks)
 
     def _one_hot(self, ids: np.ndarray) -> np.ndarray:
         features = np.zeros((ids.shape[0], self._num_options))
@@ -401,7 +403,7 @@ class _RewardModel:
         # (most of the cost: hundreds of candidates against hundreds of observations).
         bound = np.full(len(mean), -np.inf)
         contenders = mean >= mean.max() - exploration
-        whitened = scipy.linalg.solve_triangular(
+        whitened = self._linalg.solve_triangular(
             self._cholesky[:count, :count], kernel[contenders].T, lower=True
         )
         variance = 1.0 - np.sum(whitened * whitened, axis=0)
