@@ -40,7 +40,7 @@ from keras_mnas.utils.checks import check_choice, check_int, check_number, is_in
 STATE_FORMAT = "keras_mnas.search.Controller/1"
 ADVANTAGE_NORMALIZATIONS = (None, "std", "rank")
 NEIGHBOUR_SEARCHES = ("exhaustive", "random")
-SURROGATES = (None, "neighbours", "screen")
+SURROGATES = (None, "neighbours", "screen", "samples")
 # Settings added after states were first saved, with the value a state saved without them searched with.
 _SETTINGS_BEFORE_SAVED = {
     "neighbour_search": "random",
@@ -104,16 +104,18 @@ class ControllerConfig:
         elite_replay: How many of the best elites join every PPO minibatch again, scored by the current
             policy, so the LSTM keeps learning where the best architectures found lie, not only from the
             latest rewards. 0 learns from each reward once.
-        surrogate: Whether a model of the reward chooses the elite mutations. A kernel ridge regression (a
+        surrogate: Whether a model of the reward chooses among proposals. A kernel ridge regression (a
             Gaussian process) over the one-hot decisions and their pairs is fitted to the centred ranks of
             every reward observed, and scores a proposal by its predicted rank plus `surrogate_exploration`
             times its predictive standard deviation (an upper confidence bound). `None`: no model.
             `"neighbours"`: the exhaustive neighbour search takes the untried neighbour with the highest
             bound instead of one drawn with the LSTM's probabilities. `"screen"`: an elite mutation becomes
             the best, by the bound, of `surrogate_candidates` LSTM samples and every untried one-decision
-            neighbour of every elite, leaving out architectures already observed. The LSTM stays the policy
+            neighbour of every elite, leaving out architectures already observed. `"samples"`: the elite
+            mutations stay as they are, and each LSTM proposal after the warm-up becomes the best, by the
+            bound, of `surrogate_candidates` LSTM samples not yet observed. The LSTM stays the policy
             and learns from every reward; the model is refitted from the observations the state keeps.
-        surrogate_candidates: With `surrogate="screen"`, how many LSTM samples join the candidates.
+        surrogate_candidates: With `surrogate="screen"` or `"samples"`, how many LSTM samples are screened.
         surrogate_exploration: The weight of the predictive standard deviation in the upper confidence
             bound; 0 takes the highest predicted reward.
 
@@ -767,6 +769,11 @@ class Controller:
             tokens = self._screen() if self.config.surrogate == "screen" else self._mutate_elite()
             if tokens is not None:
                 return tokens, self.log_probs(tokens)
+        warm = self._elites and self._num_observed >= self.config.elite_warmup
+        if self.config.surrogate == "samples" and warm:
+            tokens = self._screen(neighbours=False)
+            if tokens is not None:
+                return tokens, self.log_probs(tokens)
         tokens = [0] * len(self.choice_counts)
         log_probs = [0.0] * len(self.choice_counts)
         state = self._zero_state(1)
@@ -860,7 +867,7 @@ class Controller:
             ids = 1 + self._offsets[step] + steps[:, step]
         return steps
 
-    def _screen(self) -> list[int] | None:
+    def _screen(self, neighbours: bool = True) -> list[int] | None:
         """The candidate with the surrogate's highest upper bound: LSTM samples and the elites' neighbours.
 
         Architectures already observed are left out; `None` when no candidate is left.
@@ -869,7 +876,7 @@ class Controller:
         candidates: dict[tuple[int, ...], None] = {}
         for row in self._sample_steps(self.config.surrogate_candidates):
             candidates[tuple(int(t) for t in row)] = None
-        for _, elite, tried in self._elites:
+        for _, elite, tried in self._elites if neighbours else []:
             base = [elite[t] for t in self._active]
             for step in range(len(self._active)):
                 for token in range(self.choice_counts[self._active[step]]):

@@ -43,7 +43,7 @@ def _distinct_until_found(settings, seed, cap=200):
     return cap
 
 
-@pytest.mark.parametrize("surrogate", ["screen", "neighbours"])
+@pytest.mark.parametrize("surrogate", ["screen", "neighbours", "samples"])
 def test_the_surrogate_finds_a_planted_optimum_in_fewer_architectures(surrogate):
     seeds = range(4)
     without = [_distinct_until_found({}, seed) for seed in seeds]
@@ -62,7 +62,7 @@ def _drive(controller, steps):
     return out
 
 
-@pytest.mark.parametrize("surrogate", ["screen", "neighbours"])
+@pytest.mark.parametrize("surrogate", ["screen", "neighbours", "samples"])
 def test_resume_with_the_surrogate_proposes_and_learns_as_the_original(surrogate):
     settings = dict(units=8, minibatch_size=4, elite_warmup=3, surrogate=surrogate, surrogate_candidates=4)
     a = Controller(COUNTS, seed=11, **settings)
