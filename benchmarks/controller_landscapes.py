@@ -109,10 +109,43 @@ def run(
     return ranks
 
 
+def proposal_cost(settings: dict, decisions: int, options: int = 5, trials: int = 500) -> tuple[float, float]:
+    """CPU milliseconds of `sample` + `observe`, median over trials 1-100 and over the last 100.
+
+    On a random additive reward over `decisions` x `options`; `PYTHONPATH=. python
+    benchmarks/controller_landscapes.py --cost '{"surrogate": "screen"}'` prints them for 6 and 40 decisions
+    (NAS-Bench-201's and about MnasNet's number of decisions).
+    """
+    import time
+
+    from keras_mnas.search.controller import Controller, ControllerConfig
+
+    controller = Controller([options] * decisions, ControllerConfig(**settings), seed=0)
+    terms = np.random.default_rng(0).normal(size=(decisions, options))
+    costs = []
+    for _ in range(trials):
+        start = time.process_time()
+        tokens, log_probs = controller.sample()
+        controller.observe(tokens, log_probs, float(terms[np.arange(decisions), tokens].sum()))
+        costs.append(time.process_time() - start)
+    # PPO updates (one in 20 observations) are left in: the medians skip them, as most trials do.
+    return 1e3 * float(np.median(costs[:100])), 1e3 * float(np.median(costs[-100:]))
+
+
 def main(argv=None) -> None:
     from keras_mnas.search.controller import ControllerConfig
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--cost":
+        settings = json.loads(argv[1])
+        for decisions in (6, 40):
+            first, last = proposal_cost(settings, decisions)
+            print(
+                f"{json.dumps(settings)} {decisions} decisions: {first:.2f} ms per proposal over trials "
+                f"1-100, {last:.2f} over trials 401-500 (CPU, median)",
+                flush=True,
+            )
+        return
     settings, names, seeds = json.loads(argv[0]), argv[1].split(","), [int(s) for s in argv[2].split(",")]
     config = ControllerConfig(**settings)
     tables = landscapes()

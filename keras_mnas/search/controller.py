@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,12 +40,16 @@ from keras_mnas.utils.checks import check_choice, check_int, check_number, is_in
 STATE_FORMAT = "keras_mnas.search.Controller/1"
 ADVANTAGE_NORMALIZATIONS = (None, "std", "rank")
 NEIGHBOUR_SEARCHES = ("exhaustive", "random")
+SURROGATES = (None, "neighbours", "screen", "samples")
 # Settings added after states were first saved, with the value a state saved without them searched with.
 _SETTINGS_BEFORE_SAVED = {
     "neighbour_search": "random",
     "elite_warmup": 0,
     "perturbation": 0,
     "elite_replay": 0,
+    "surrogate": None,
+    "surrogate_candidates": 16,
+    "surrogate_exploration": 1.0,
 }
 
 
@@ -99,6 +104,20 @@ class ControllerConfig:
         elite_replay: How many of the best elites join every PPO minibatch again, scored by the current
             policy, so the LSTM keeps learning where the best architectures found lie, not only from the
             latest rewards. 0 learns from each reward once.
+        surrogate: Whether a model of the reward chooses among proposals. A kernel ridge regression (a
+            Gaussian process) over the one-hot decisions and their pairs is fitted to the centred ranks of
+            every reward observed, and scores a proposal by its predicted rank plus `surrogate_exploration`
+            times its predictive standard deviation (an upper confidence bound). `None`: no model.
+            `"neighbours"`: the exhaustive neighbour search takes the untried neighbour with the highest
+            bound instead of one drawn with the LSTM's probabilities. `"screen"`: an elite mutation becomes
+            the best, by the bound, of `surrogate_candidates` LSTM samples and every untried one-decision
+            neighbour of every elite, leaving out architectures already observed. `"samples"`: the elite
+            mutations stay as they are, and each LSTM proposal after the warm-up becomes the best, by the
+            bound, of `surrogate_candidates` LSTM samples not yet observed. The LSTM stays the policy
+            and learns from every reward; the model is refitted from the observations the state keeps.
+        surrogate_candidates: With `surrogate="screen"` or `"samples"`, how many LSTM samples are screened.
+        surrogate_exploration: The weight of the predictive standard deviation in the upper confidence
+            bound; 0 takes the highest predicted reward.
 
     Raises:
         ValueError: if a setting is out of range, naming it and the value received.
@@ -131,6 +150,9 @@ class ControllerConfig:
     elite_warmup: int = 20
     perturbation: int = 0
     elite_replay: int = 0
+    surrogate: str | None = None
+    surrogate_candidates: int = 16
+    surrogate_exploration: float = 1.0
 
     def __post_init__(self):
         # Stored in canonical types (an int learning rate becomes a float), so configs compare and save alike.
@@ -170,12 +192,30 @@ class ControllerConfig:
             "elite_warmup": check_int("elite_warmup", self.elite_warmup, minimum=0, maximum=10**9),
             "perturbation": check_int("perturbation", self.perturbation, minimum=0, maximum=10**6),
             "elite_replay": check_int("elite_replay", self.elite_replay, minimum=0, maximum=100_000),
+            "surrogate": check_choice("surrogate", self.surrogate, SURROGATES),
+            "surrogate_candidates": check_int(
+                "surrogate_candidates", self.surrogate_candidates, minimum=0, maximum=100_000
+            ),
+            "surrogate_exploration": check_number(
+                "surrogate_exploration", self.surrogate_exploration, low=0, high=100
+            ),
         }
         if checked["perturbation"] and checked["neighbour_search"] != "exhaustive":
             raise ValueError(
                 "perturbation restarts the exhaustive neighbour search; expected perturbation=0 or "
                 f"neighbour_search='exhaustive', received perturbation={checked['perturbation']} with "
                 f"neighbour_search={checked['neighbour_search']!r}."
+            )
+        if checked["surrogate"] == "neighbours" and checked["neighbour_search"] != "exhaustive":
+            raise ValueError(
+                "surrogate='neighbours' orders the exhaustive neighbour search; expected "
+                "neighbour_search='exhaustive' or another surrogate, received "
+                f"neighbour_search={checked['neighbour_search']!r}."
+            )
+        if checked["surrogate"] is not None and checked["elite_mutation"] <= 0:
+            raise ValueError(
+                "the surrogate chooses elite mutations; expected elite_mutation > 0 with "
+                f"surrogate={checked['surrogate']!r}, received elite_mutation={checked['elite_mutation']}."
             )
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -287,6 +327,90 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - np.max(x, axis=-1, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+class _RewardModel:
+    """A Gaussian process over architectures, with the kernel of a model additive in decisions and pairs.
+
+    An architecture is its one-hot option ids. With `m` the number of decisions two architectures share, of
+    `n`, the kernel `((1 + m / n) / 2) ** 2` is an inner product of features made of a constant, one
+    indicator per option and one per pair of options: a ridge regression on every decision and every pair of
+    decisions, solved in its dual form, so its cost grows with the observations, not with the pairs (about
+    800 of them for MnasNet's space). The targets are centred ranks, so a few disastrous rewards do not
+    flatten the differences between good ones.
+    """
+
+    #: Variance of the misfit: the additive-plus-pairs model does not fit a real table exactly.
+    noise = 0.1
+
+    def __init__(self, num_steps: int, num_options: int):
+        import scipy.linalg  # here: only a controller with a surrogate pays for importing it
+
+        self._linalg = scipy.linalg
+        self._num_options = num_options
+        self._steps = num_steps
+        self.keys: list[tuple[int, ...]] = []  # the architectures fitted, as option ids, in arrival order
+        self._features = np.zeros((0, num_options))
+        self._cholesky = np.zeros((0, 0))
+        self._weights = np.zeros(0)
+
+    def add(self, ids: np.ndarray) -> None:
+        """Appends architectures (rows of option ids): one row of the kernel's Cholesky factor each.
+
+        Row by row, whatever the grouping: the factor of a model grown one observation at a time is the
+        one a restored controller rebuilds, to the last bit (the kernel's entries are exact small counts).
+        """
+        count = len(self.keys)
+        capacity = self._cholesky.shape[0]
+        if count + len(ids) > capacity:
+            # Grown by doubling, so appending N rows one at a time copies O(N^2) numbers, not O(N^3).
+            capacity = max(2 * capacity, count + len(ids), 64)
+            features, cholesky = np.zeros((capacity, self._num_options)), np.zeros((capacity, capacity))
+            features[:count] = self._features[:count]
+            cholesky[:count, :count] = self._cholesky[:count, :count]
+            self._features, self._cholesky = features, cholesky
+        for row in ids:
+            self._features[count] = self._one_hot(row[None, :])[0]
+            kernel = self._kernel(self._features[count : count + 1], count)[0]
+            factor = self._linalg.solve_triangular(self._cholesky[:count, :count], kernel, lower=True)
+            self._cholesky[count, :count] = factor
+            self._cholesky[count, count] = math.sqrt(max(1.0 + self.noise - float(factor @ factor), 1e-12))
+            self.keys.append(tuple(int(i) for i in row))
+            count += 1
+
+    def fit(self, rewards: np.ndarray) -> None:
+        """Fits the model to the rewards of `keys`, in order (a key's reward may change between fits)."""
+        ranks = _centred_ranks(rewards) * math.sqrt(12.0)  # unit variance, as the kernel's prior
+        count = len(self.keys)
+        self._weights = self._linalg.cho_solve((self._cholesky[:count, :count], True), ranks)
+
+    def _one_hot(self, ids: np.ndarray) -> np.ndarray:
+        features = np.zeros((ids.shape[0], self._num_options))
+        np.put_along_axis(features, ids, 1.0, axis=1)
+        return features
+
+    def _kernel(self, features: np.ndarray, count: int) -> np.ndarray:
+        shared = features @ self._features[:count].T
+        return ((1.0 + shared / self._steps) / 2.0) ** 2
+
+    def upper_bound(self, ids: np.ndarray, exploration: float) -> np.ndarray:
+        """Predicted centred rank plus `exploration` standard deviations per row; -inf: not the best."""
+        count = len(self.keys)
+        kernel = self._kernel(self._one_hot(ids), count)
+        mean = kernel @ self._weights
+        if exploration == 0:
+            return mean
+        # The predictive standard deviation is at most the prior's, 1: a candidate whose mean trails the best
+        # mean by more than `exploration` cannot have the highest bound, and skips the triangular solve
+        # (most of the cost: hundreds of candidates against hundreds of observations).
+        bound = np.full(len(mean), -np.inf)
+        contenders = mean >= mean.max() - exploration
+        whitened = self._linalg.solve_triangular(
+            self._cholesky[:count, :count], kernel[contenders].T, lower=True
+        )
+        variance = 1.0 - np.sum(whitened * whitened, axis=0)
+        bound[contenders] = mean[contenders] + exploration * np.sqrt(np.maximum(variance, 0.0))
+        return bound
 
 
 class _PolicyNetwork(keras.Model):
@@ -439,6 +563,13 @@ class Controller:
         # and the last restart proposed, which becomes the start once its reward is observed.
         self._climb: list | None = None
         self._restart: list[int] | None = None
+        # With a surrogate: every observation folded into a PPO update, [tokens, reward]; with `_pending`,
+        # every reward observed. It changes only at an update, so it is saved with the weights.
+        self._history: list[list] = []
+        # The surrogate's data, kept up to date by `observe`: option ids -> latest reward, in arrival order
+        # (rebuilt from `_history` and `_pending` on load); and the model fitted at an observation count.
+        self._observed_rewards: dict[tuple[int, ...], float] = {}
+        self._model_cache: tuple[int, _RewardModel] | None = None
         self._num_observed = 0
         self._num_updates = 0
         self._loads = 0  # set_state calls: each may change the weights without an update
@@ -529,7 +660,7 @@ class Controller:
 
     #: The keys of `get_state()` that change only at a PPO update (the weights and optimizer slots, most of
     #: the state). `MnasOracle` stores them in a file of their own, written once per update, not per trial.
-    checkpoint_keys = ("weights", "optimizer")
+    checkpoint_keys = ("weights", "optimizer", "history")
 
     @property
     def checkpoint_version(self) -> tuple[int, int]:
@@ -635,7 +766,12 @@ class Controller:
             and self._num_observed >= self.config.elite_warmup
             and self._rng.random() < mutate
         ):
-            tokens = self._mutate_elite()
+            tokens = self._screen() if self.config.surrogate == "screen" else self._mutate_elite()
+            if tokens is not None:
+                return tokens, self.log_probs(tokens)
+        warm = self._elites and self._num_observed >= self.config.elite_warmup
+        if self.config.surrogate == "samples" and warm:
+            tokens = self._screen(neighbours=False)
             if tokens is not None:
                 return tokens, self.log_probs(tokens)
         tokens = [0] * len(self.choice_counts)
@@ -677,19 +813,91 @@ class Controller:
                 break
         else:
             return self._perturb_best() if self.config.perturbation else None
-        # The LSTM's probability of each new option given the elite's earlier decisions: one pass over the
-        # elite scores every change at once.
         steps = np.array([[elite[t] for t in self._active]], dtype=np.int64)
-        _, distributions = self._teacher_forced_log_probs(steps, full=True)
-        weights = np.exp(distributions[0, untried])
-        option = untried[
-            min(int(np.searchsorted(np.cumsum(weights), self._rng.random() * weights.sum(), side="right")),
-                len(untried) - 1)
-        ]
+        if self.config.surrogate == "neighbours":
+            model, _ = self._reward_model()
+            ids = np.repeat(steps + self._offsets[None, :-1], len(untried), axis=0)
+            for row, option in enumerate(untried):
+                step = int(np.searchsorted(self._offsets, option, side="right")) - 1
+                ids[row, step] = option
+            option = untried[int(np.argmax(model.upper_bound(ids, self.config.surrogate_exploration)))]
+        else:
+            # The LSTM's probability of each new option given the elite's earlier decisions: one pass over
+            # the elite scores every change at once.
+            _, distributions = self._teacher_forced_log_probs(steps, full=True)
+            weights = np.exp(distributions[0, untried])
+            drawn = np.searchsorted(np.cumsum(weights), self._rng.random() * weights.sum(), side="right")
+            option = untried[min(int(drawn), len(untried) - 1)]
         tried.add(option)
         step = int(np.searchsorted(self._offsets, option, side="right")) - 1
         tokens = list(elite)
         tokens[self._active[step]] = option - int(self._offsets[step])
+        return tokens
+
+    def _reward_model(self) -> tuple[_RewardModel, dict[tuple[int, ...], float]]:
+        """The surrogate fitted to every distinct architecture observed, and those architectures' rewards.
+
+        Keyed by option ids. The model grows by the architectures observed since the last call and is
+        refitted only when a reward arrived, so a proposal costs a few triangular solves, not a factorisation.
+        """
+        observed = self._observed_rewards
+        if self._model_cache is None or self._model_cache[0] != self._num_observed:
+            model = self._model_cache[1] if self._model_cache is not None else None
+            if model is None:
+                model = _RewardModel(len(self._active), self._num_options)
+            if len(observed) > len(model.keys):  # keys only ever join the end of the dict
+                model.add(np.array(list(itertools.islice(observed, len(model.keys), None)), dtype=np.int64))
+            model.fit(np.fromiter(observed.values(), dtype=np.float64, count=len(observed)))
+            self._model_cache = (self._num_observed, model)
+        return self._model_cache[1], observed
+
+    def _option_ids(self, tokens: Sequence[int]) -> tuple[int, ...]:
+        return tuple(int(self._offsets[step]) + tokens[t] for step, t in enumerate(self._active))
+
+    def _sample_steps(self, count: int) -> np.ndarray:
+        """`count` architectures sampled from the LSTM at once, as step tokens (count, steps)."""
+        steps = np.zeros((count, len(self._active)), dtype=np.int64)
+        state = self._zero_state(count)
+        ids = np.zeros((count,), dtype=np.int64)
+        for step in range(len(self._active)):
+            log_p, state = self._step(ids, state, step)
+            cumulative = np.cumsum(np.exp(log_p), axis=1)
+            draws = self._rng.random(count)[:, None] * cumulative[:, -1:]
+            steps[:, step] = np.minimum(np.sum(cumulative <= draws, axis=1), log_p.shape[1] - 1)
+            ids = 1 + self._offsets[step] + steps[:, step]
+        return steps
+
+    def _screen(self, neighbours: bool = True) -> list[int] | None:
+        """The candidate with the surrogate's highest upper bound: LSTM samples and the elites' neighbours.
+
+        Architectures already observed are left out; `None` when no candidate is left.
+        """
+        model, observed = self._reward_model()
+        candidates: dict[tuple[int, ...], None] = {}
+        for row in self._sample_steps(self.config.surrogate_candidates):
+            candidates[tuple(int(t) for t in row)] = None
+        for _, elite, tried in self._elites if neighbours else []:
+            base = [elite[t] for t in self._active]
+            for step in range(len(self._active)):
+                for token in range(self.choice_counts[self._active[step]]):
+                    if token != base[step] and int(self._offsets[step]) + token not in tried:
+                        candidates[(*base[:step], token, *base[step + 1 :])] = None
+        offsets = [int(offset) for offset in self._offsets[:-1]]
+        fresh = [
+            ids for steps in candidates
+            if (ids := tuple(o + t for o, t in zip(offsets, steps, strict=True))) not in observed
+        ]
+        if not fresh:
+            return None
+        ids = np.array(fresh, dtype=np.int64)
+        best = ids[int(np.argmax(model.upper_bound(ids, self.config.surrogate_exploration)))]
+        tokens = [0] * len(self.choice_counts)
+        for step, position in enumerate(self._active):
+            tokens[position] = int(best[step] - self._offsets[step])
+        for _, elite, tried in self._elites:
+            option = self._changed_option(elite, tokens)
+            if option is not None:
+                tried.add(option)
         return tokens
 
     def _perturb_best(self) -> list[int]:
@@ -777,6 +985,8 @@ class Controller:
             )
         self._num_observed += 1
         self._remember_elite(tokens, reward)
+        if self.config.surrogate is not None:
+            self._observed_rewards[self._option_ids(tokens)] = reward
         if self.config.perturbation and self.config.elite_mutation > 0 and self._active:
             self._follow_climb(tokens, reward)
         self._pending.append(
@@ -836,6 +1046,8 @@ class Controller:
     def _update(self) -> dict[str, Any]:
         batch, self._pending = self._pending, []
         fresh = len(batch)  # the statistics describe the new observations, not the replayed elites
+        if self.config.surrogate is not None:
+            self._history.extend([list(item["tokens"]), item["reward"]] for item in batch)
         replayed = self._elites[: self.config.elite_replay] if self._active else []
         if replayed:
             # On-policy for the current weights: their ratio starts at 1, as a fresh sample's would.
@@ -921,6 +1133,7 @@ class Controller:
             if self._climb is None
             else [self._climb[0], list(self._climb[1]), sorted(self._climb[2])],
             "restart": None if self._restart is None else list(self._restart),
+            "history": [[list(tokens), reward] for tokens, reward in self._history],
             "num_observed": self._num_observed,
             "num_updates": self._num_updates,
         }
@@ -1011,6 +1224,14 @@ class Controller:
         if climb is not None:
             self._climb = [float(climb[0]), [int(t) for t in climb[1]], {int(o) for o in climb[2]}]
         self._restart = None if restart is None else [int(t) for t in restart]
+        # Absent from states saved before the surrogate: those controllers kept no history.
+        self._history = [
+            [[int(t) for t in tokens], float(reward)] for tokens, reward in state.get("history", [])
+        ]
+        self._observed_rewards = {}
+        for tokens, reward in [*self._history, *((item["tokens"], item["reward"]) for item in self._pending)]:
+            self._observed_rewards[self._option_ids(tokens)] = reward
+        self._model_cache = None
         self._num_observed = int(state["num_observed"])
         self._num_updates = int(state["num_updates"])
 

@@ -307,3 +307,28 @@ def test_state_written_per_trial_does_not_grow_with_the_policy(tmp_path, monkeyp
     # A fresh oracle reloads the pair and goes on from the same controller.
     resumed = make_tuner(tmp_path, 24, overwrite=False)
     assert resumed.oracle.controller.get_state() == tuner.oracle.controller.get_state()
+
+
+def test_resume_with_the_reward_surrogate_continues_exactly_and_keeps_its_history_with_the_weights(tmp_path):
+    def tuner(path, max_trials, overwrite=True):
+        oracle = MnasOracle(
+            max_trials=max_trials,
+            seed=3,
+            controller={"minibatch_size": 4, "elite_warmup": 2, "surrogate": "screen", "units": 8},
+        )
+        return FakeTuner(
+            oracle=oracle, hypermodel=build_space, directory=str(path), project_name="fake",
+            overwrite=overwrite,
+        )
+
+    straight = tuner(tmp_path / "straight", 12)
+    straight.search(verbose=0)
+    first = tuner(tmp_path / "resumed", 6)
+    first.search(verbose=0)
+    saved = json.loads((tmp_path / "resumed" / "fake" / "oracle.json").read_text())["mnas"]["controller"]
+    assert "history" not in saved, "the history is written with the weights, once per policy update"
+    second = tuner(tmp_path / "resumed", 12, overwrite=False)
+    assert len(second.oracle.controller.get_state()["history"]) == 4  # one update of 4 made before the stop
+    second.search(verbose=0)
+    assert first.evaluated + second.evaluated == straight.evaluated
+    assert second.oracle.controller_updates == straight.oracle.controller_updates
