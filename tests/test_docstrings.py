@@ -11,6 +11,7 @@ MODULES = [
     "keras_mnas.counting",
     "keras_mnas.search.reward",
     "keras_mnas.search.results",
+    "keras_mnas.search.surrogate",
     "keras_mnas.utils.checks",
     "keras_mnas.utils.text",
 ]

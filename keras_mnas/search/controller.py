@@ -35,6 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_mnas.search.surrogate import RewardModel, centred_ranks
 from keras_mnas.utils.checks import check_choice, check_int, check_number, is_integer
 
 STATE_FORMAT = "keras_mnas.search.Controller/1"
@@ -307,19 +308,6 @@ def _decode_array(payload: Mapping[str, Any]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(payload["dtype"])).reshape(tuple(payload["shape"])).copy()
 
 
-def _centred_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks of `values` scaled to [-0.5, 0.5]; ties share their mean rank (so equal rewards stay equal)."""
-    if len(values) < 2:
-        return np.zeros_like(values)
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks / (len(values) - 1) - 0.5
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -327,90 +315,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - np.max(x, axis=-1, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
-class _RewardModel:
-    """A Gaussian process over architectures, with the kernel of a model additive in decisions and pairs.
-
-    An architecture is its one-hot option ids. With `m` the number of decisions two architectures share, of
-    `n`, the kernel `((1 + m / n) / 2) ** 2` is an inner product of features made of a constant, one
-    indicator per option and one per pair of options: a ridge regression on every decision and every pair of
-    decisions, solved in its dual form, so its cost grows with the observations, not with the pairs (about
-    800 of them for MnasNet's space). The targets are centred ranks, so a few disastrous rewards do not
-    flatten the differences between good ones.
-    """
-
-    #: Variance of the misfit: the additive-plus-pairs model does not fit a real table exactly.
-    noise = 0.1
-
-    def __init__(self, num_steps: int, num_options: int):
-        import scipy.linalg  # here: only a controller with a surrogate pays for importing it
-
-        self._linalg = scipy.linalg
-        self._num_options = num_options
-        self._steps = num_steps
-        self.keys: list[tuple[int, ...]] = []  # the architectures fitted, as option ids, in arrival order
-        self._features = np.zeros((0, num_options))
-        self._cholesky = np.zeros((0, 0))
-        self._weights = np.zeros(0)
-
-    def add(self, ids: np.ndarray) -> None:
-        """Appends architectures (rows of option ids): one row of the kernel's Cholesky factor each.
-
-        Row by row, whatever the grouping: the factor of a model grown one observation at a time is the
-        one a restored controller rebuilds, to the last bit (the kernel's entries are exact small counts).
-        """
-        count = len(self.keys)
-        capacity = self._cholesky.shape[0]
-        if count + len(ids) > capacity:
-            # Grown by doubling, so appending N rows one at a time copies O(N^2) numbers, not O(N^3).
-            capacity = max(2 * capacity, count + len(ids), 64)
-            features, cholesky = np.zeros((capacity, self._num_options)), np.zeros((capacity, capacity))
-            features[:count] = self._features[:count]
-            cholesky[:count, :count] = self._cholesky[:count, :count]
-            self._features, self._cholesky = features, cholesky
-        for row in ids:
-            self._features[count] = self._one_hot(row[None, :])[0]
-            kernel = self._kernel(self._features[count : count + 1], count)[0]
-            factor = self._linalg.solve_triangular(self._cholesky[:count, :count], kernel, lower=True)
-            self._cholesky[count, :count] = factor
-            self._cholesky[count, count] = math.sqrt(max(1.0 + self.noise - float(factor @ factor), 1e-12))
-            self.keys.append(tuple(int(i) for i in row))
-            count += 1
-
-    def fit(self, rewards: np.ndarray) -> None:
-        """Fits the model to the rewards of `keys`, in order (a key's reward may change between fits)."""
-        ranks = _centred_ranks(rewards) * math.sqrt(12.0)  # unit variance, as the kernel's prior
-        count = len(self.keys)
-        self._weights = self._linalg.cho_solve((self._cholesky[:count, :count], True), ranks)
-
-    def _one_hot(self, ids: np.ndarray) -> np.ndarray:
-        features = np.zeros((ids.shape[0], self._num_options))
-        np.put_along_axis(features, ids, 1.0, axis=1)
-        return features
-
-    def _kernel(self, features: np.ndarray, count: int) -> np.ndarray:
-        shared = features @ self._features[:count].T
-        return ((1.0 + shared / self._steps) / 2.0) ** 2
-
-    def upper_bound(self, ids: np.ndarray, exploration: float) -> np.ndarray:
-        """Predicted centred rank plus `exploration` standard deviations per row; -inf: not the best."""
-        count = len(self.keys)
-        kernel = self._kernel(self._one_hot(ids), count)
-        mean = kernel @ self._weights
-        if exploration == 0:
-            return mean
-        # The predictive standard deviation is at most the prior's, 1: a candidate whose mean trails the best
-        # mean by more than `exploration` cannot have the highest bound, and skips the triangular solve
-        # (most of the cost: hundreds of candidates against hundreds of observations).
-        bound = np.full(len(mean), -np.inf)
-        contenders = mean >= mean.max() - exploration
-        whitened = self._linalg.solve_triangular(
-            self._cholesky[:count, :count], kernel[contenders].T, lower=True
-        )
-        variance = 1.0 - np.sum(whitened * whitened, axis=0)
-        bound[contenders] = mean[contenders] + exploration * np.sqrt(np.maximum(variance, 0.0))
-        return bound
 
 
 class _PolicyNetwork(keras.Model):
@@ -569,7 +473,7 @@ class Controller:
         # The surrogate's data, kept up to date by `observe`: option ids -> latest reward, in arrival order
         # (rebuilt from `_history` and `_pending` on load); and the model fitted at an observation count.
         self._observed_rewards: dict[tuple[int, ...], float] = {}
-        self._model_cache: tuple[int, _RewardModel] | None = None
+        self._model_cache: tuple[int, RewardModel] | None = None
         self._num_observed = 0
         self._num_updates = 0
         self._loads = 0  # set_state calls: each may change the weights without an update
@@ -834,7 +738,7 @@ class Controller:
         tokens[self._active[step]] = option - int(self._offsets[step])
         return tokens
 
-    def _reward_model(self) -> tuple[_RewardModel, dict[tuple[int, ...], float]]:
+    def _reward_model(self) -> tuple[RewardModel, dict[tuple[int, ...], float]]:
         """The surrogate fitted to every distinct architecture observed, and those architectures' rewards.
 
         Keyed by option ids. The model grows by the architectures observed since the last call and is
@@ -844,7 +748,7 @@ class Controller:
         if self._model_cache is None or self._model_cache[0] != self._num_observed:
             model = self._model_cache[1] if self._model_cache is not None else None
             if model is None:
-                model = _RewardModel(len(self._active), self._num_options)
+                model = RewardModel(len(self._active), self._num_options)
             if len(observed) > len(model.keys):  # keys only ever join the end of the dict
                 model.add(np.array(list(itertools.islice(observed, len(model.keys), None)), dtype=np.int64))
             model.fit(np.fromiter(observed.values(), dtype=np.float64, count=len(observed)))
@@ -1068,7 +972,7 @@ class Controller:
         elif self.config.advantage_normalization == "rank":
             # Ranks of the rewards themselves: the minibatch is its own baseline, and any monotone
             # transform of the reward gives the same update.
-            advantages = _centred_ranks(rewards)
+            advantages = centred_ranks(rewards)
         stats: dict[str, Any] = {
             "mean_reward": float(rewards[:fresh].mean()),
             "max_reward": float(rewards[:fresh].max()),
