@@ -2,7 +2,7 @@
 
     python benchmarks/one_shot.py [--architectures 30] [--repeats 2] [--supernet-steps 2000]
         [--search-candidates 1000] [--epochs 1] [--copies 8] [--learning-rate 0.01] [--noise 0.6]
-        [--bn reestimate] [--calibration-batches 4] [--seed 0]
+        [--bn reestimate] [--calibration-batches 4] [--op-sampling choices] [--seed 0]
 
 Data: scikit-learn's bundled 8x8 digits, upsampled to 16x16, with Gaussian noise of `--noise` (in units of
 the pixel range) so that accuracies do not saturate near 100% and the candidates can be told apart. The
@@ -12,7 +12,8 @@ searched blocks over a small skeleton (every op kind, kernels 3 and 5, SE, every
 deltas 0 and +1).
 
 1. Trains the supernet (`train_supernet`, TuNAS's warm-up) for `--supernet-steps` batches of 64, timed in
-   CPU seconds of this process.
+   CPU seconds of this process. Its paths are drawn uniformly over the space's choices, or with
+   `--op-sampling kinds` each kind of operation equally often (`kind_balanced_sampler`).
 2. Rank agreement: the first `--architectures` of the search's `--search-candidates` random candidates, each
    scored with inherited weights through the supernet (`PathScorer`, batch-norm statistics per `--bn`, on
    `--calibration-batches` batches) and trained stand-alone from scratch `--repeats` times (each with its
@@ -42,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from keras_mnas.search.one_shot import BN_METHODS, PathScorer, train_supernet
+from keras_mnas.search.one_shot import BN_METHODS, PathScorer, kind_balanced_sampler, train_supernet
 from keras_mnas.search.proxy import kendall_tau, repeat_tau
 from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasSearchSpace
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bn", choices=BN_METHODS, default="reestimate")
     parser.add_argument("--calibration-batches", type=int, default=4)
+    parser.add_argument("--op-sampling", choices=("choices", "kinds"), default="choices")
     args = parser.parse_args()
     if min(args.repeats, args.copies) < 1 or not 2 <= args.architectures <= args.search_candidates:
         parser.error(
@@ -147,7 +149,8 @@ def main() -> None:
     start = time.process_time()
     # train_supernet's default optimizer, TuNAS's: Adam (which the stand-alone candidates use) leaves the
     # supernet on random paths at chance level for hundreds of steps.
-    train_supernet(supernet, *train, steps=args.supernet_steps, batch_size=64, seed=args.seed)
+    sample = kind_balanced_sampler(search_space) if args.op_sampling == "kinds" else None
+    train_supernet(supernet, *train, steps=args.supernet_steps, batch_size=64, seed=args.seed, sample=sample)
     supernet_cpu = time.process_time() - start
     print(f"supernet: {args.supernet_steps} steps in {supernet_cpu / 60:.1f} CPU-minutes")
 
