@@ -56,6 +56,34 @@ def kendall_tau(first: Sequence[float], second: Sequence[float]) -> float:
     return float(np.sum(da * db) / np.sqrt(untied_a * untied_b))
 
 
+def repeat_tau(runs: Sequence[Sequence[float]]) -> float:
+    """How well repeated full trainings rank candidates alike: the mean Kendall tau between every two repeats.
+
+    A cheap score is compared with full training, but full training is itself noisy: two trainings of the
+    same candidates with different initial weights do not rank them alike. This is the ceiling: no cheap
+    score agrees with one training better, on average, than another training does.
+
+    Args:
+        runs: At least 2 repeats, each the scores of the same candidates in the same order.
+
+    Returns:
+        The mean of `kendall_tau` over every pair of repeats.
+
+    Raises:
+        ValueError: with fewer than 2 repeats, or repeats that `kendall_tau` cannot compare.
+
+    Example:
+
+    >>> repeat_tau([[0.5, 0.6, 0.7, 0.8], [0.52, 0.58, 0.75, 0.74]])
+    0.6666666666666666
+    """
+    runs = [list(run) for run in runs]
+    if len(runs) < 2:
+        raise ValueError(f"repeat_tau needs at least 2 repeats of the same candidates; received {len(runs)}.")
+    taus = [kendall_tau(runs[i], runs[j]) for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    return float(np.mean(taus))
+
+
 @dataclasses.dataclass(frozen=True)
 class ProxyReport:
     """What `proxy_check` found.

@@ -5,7 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from keras_mnas.search.one_shot import evaluate_path, train_supernet, warmup_probability
+from keras_mnas.search.one_shot import (
+    evaluate_path,
+    kind_balanced_sampler,
+    train_supernet,
+    warmup_probability,
+)
 from keras_mnas.search.space import MnasSearchSpace
 from keras_mnas.search.supernet import Supernet
 
@@ -223,3 +228,17 @@ def test_the_supernet_scores_a_path_as_the_extracted_candidate_does_with_the_sam
         PathScorer(supernet, x_val, y_val, bn="moving")
     with pytest.raises(ValueError, match="y must hold one label per image"):
         PathScorer(supernet, x_val, y_val[:-1])
+
+
+def test_kind_balanced_sampler_draws_every_kind_of_operation_equally_often():
+    space = small_space(conv_ops=("conv", "dconv", "mbconv3", "mbconv6"))
+    sample, rng = kind_balanced_sampler(space), np.random.default_rng(0)
+    draws = [sample(rng) for _ in range(400)]
+    ops = [values[space.hp_name(i, "conv_op")] for values in draws for i in space.searched_blocks]
+    share = {op: ops.count(op) / len(ops) for op in space.conv_ops}
+    # Uniform over the four choices would give mbconv half of the draws; by kind, a third.
+    expected = {"conv": 1 / 3, "dconv": 1 / 3, "mbconv3": 1 / 6, "mbconv6": 1 / 6}
+    assert share == pytest.approx(expected, abs=0.05)
+    assert all(space.architecture(values) for values in draws[:20])  # every draw is a candidate of the space
+    with pytest.raises(TypeError, match="MnasSearchSpace"):
+        kind_balanced_sampler("not a space")

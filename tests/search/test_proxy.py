@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_mnas.search.proxy import kendall_tau, proxy_check
+from keras_mnas.search.proxy import kendall_tau, proxy_check, repeat_tau
 
 
 def test_kendall_tau_counts_agreeing_pairs():
@@ -31,3 +31,12 @@ def test_proxy_check_reports_rank_agreement_and_the_noise_of_repeated_training()
         proxy_check([1, 2], cheap_score=float, full_score=float)
     with pytest.raises(ValueError, match="cheap_score must return a finite number"):
         proxy_check(list(range(5)), cheap_score=lambda c: None, full_score=float)
+
+
+def test_repeat_tau_averages_the_agreement_of_every_two_repeats():
+    first, second, reversed_ = [1, 2, 3, 4], [1, 2, 4, 3], [4, 3, 2, 1]
+    assert repeat_tau([first, second]) == pytest.approx(4 / 6)
+    # Pairs: (first, second) 4/6, (first, reversed) -1, (second, reversed) -4/6.
+    assert repeat_tau([first, second, reversed_]) == pytest.approx((4 / 6 - 1 - 4 / 6) / 3)
+    with pytest.raises(ValueError, match="at least 2 repeats"):
+        repeat_tau([first])
