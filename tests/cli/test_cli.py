@@ -311,6 +311,27 @@ def write_tiny_space(path, **overrides):
     return path
 
 
+def build_host_table(capsys, tmp_path, **space_overrides):
+    """`lut build` on the host over a tiny space at 32x32 (conv and dconv, widths x1 and x3), calibrated on 2.
+
+    Returns the space file, the table's path, and the command's standard output and error.
+    """
+    space_file = write_tiny_space(
+        tmp_path / "space.json",
+        input_shape=[32, 32, 3],
+        conv_ops=["dconv", "conv"],
+        filter_multipliers=[1.0, 3.0],
+        **space_overrides,
+    )
+    table_path = tmp_path / "lut.json"
+    status, out, err = run(
+        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 2, "--runs", 10,
+        "--warmup-runs", 2,
+    )  # fmt: skip
+    assert status == 0, err
+    return space_file, table_path, out, err
+
+
 def test_lut_build_chooses_part_of_its_calibration_from_a_pool(capsys, tmp_path):
     space_file = write_tiny_space(
         tmp_path / "space.json",
@@ -333,19 +354,7 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
     # Four architectures 3 to 100 times apart in mult-adds, and big enough that a pre-empted run does not
     # swamp them: a calibration on any two of them, timed on a busy machine, sees latency grow with the
     # table's sums.
-    space_file = write_tiny_space(
-        tmp_path / "space.json",
-        input_shape=[32, 32, 3],
-        conv_ops=["dconv", "conv"],
-        kernel_sizes=[5],
-        filter_multipliers=[1.0, 3.0],
-    )
-    table_path = tmp_path / "lut.json"
-    status, out, err = run(
-        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 2, "--runs", 10,
-        "--warmup-runs", 2,
-    )  # fmt: skip
-    assert status == 0, err
+    space_file, table_path, out, err = build_host_table(capsys, tmp_path, kernel_sizes=[5])
     space = _space_from_option(str(space_file), None, None)
     configs = len(search_space_configs(space))
     assert f"Profiling layer configurations: {configs}/{configs}" in err  # progress, on stderr
@@ -394,18 +403,7 @@ def test_lut_build_then_eval_on_the_host(capsys, tmp_path):
 
 
 def test_lut_eval_says_when_a_calibration_no_longer_matches_the_machine(capsys, tmp_path):
-    space_file = write_tiny_space(  # eight architectures
-        tmp_path / "space.json",
-        input_shape=[32, 32, 3],
-        conv_ops=["dconv", "conv"],
-        filter_multipliers=[1.0, 3.0],
-    )
-    table_path = tmp_path / "lut.json"
-    status, _, err = run(
-        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 2, "--runs", 10,
-        "--warmup-runs", 2,
-    )  # fmt: skip
-    assert status == 0, err
+    space_file, table_path, _, _ = build_host_table(capsys, tmp_path)  # eight architectures
     # As if the machine had become half again as fast since: every prediction is high.
     data = json.loads(table_path.read_text())
     data["calibration"]["scale"] *= 1.5
