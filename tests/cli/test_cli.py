@@ -311,8 +311,9 @@ def write_tiny_space(path, **overrides):
     return path
 
 
-def build_host_table(capsys, tmp_path, **space_overrides):
-    """`lut build` on the host over a tiny space at 32x32 (conv and dconv, widths x1 and x3), calibrated on 2.
+def build_host_table(capsys, tmp_path, calibration=("--calibration", 2), **space_overrides):
+    """`lut build` on the host over a tiny space at 32x32 (conv and dconv, widths x1 and x3), calibrated on 2
+    (or with the `calibration` options given).
 
     Returns the space file, the table's path, and the command's standard output and error.
     """
@@ -325,7 +326,7 @@ def build_host_table(capsys, tmp_path, **space_overrides):
     )
     table_path = tmp_path / "lut.json"
     status, out, err = run(
-        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 2, "--runs", 10,
+        capsys, "lut", "build", table_path, "--space", space_file, *calibration, "--runs", 10,
         "--warmup-runs", 2,
     )  # fmt: skip
     assert status == 0, err
@@ -333,18 +334,8 @@ def build_host_table(capsys, tmp_path, **space_overrides):
 
 
 def test_lut_build_chooses_part_of_its_calibration_from_a_pool(capsys, tmp_path):
-    space_file = write_tiny_space(
-        tmp_path / "space.json",
-        input_shape=[32, 32, 3],
-        conv_ops=["dconv", "conv"],
-        filter_multipliers=[1.0, 3.0],
-    )
-    table_path = tmp_path / "lut.json"
-    status, _, err = run(
-        capsys, "lut", "build", table_path, "--space", space_file, "--calibration", 3,
-        "--calibration-pool", 5, "--runs", 10, "--warmup-runs", 2,
-    )  # fmt: skip
-    assert status == 0, err
+    pool = ("--calibration", 3, "--calibration-pool", 5)
+    _, table_path, _, err = build_host_table(capsys, tmp_path, calibration=pool)
     assert "3 architectures measured end to end: 2 drawn at random, the rest chosen from 5" in err
     chosen = [m["chosen"] for m in LatencyLookupTable.load(table_path).calibration.measurements]
     assert chosen == ["as given", "as given", "least certain"]
