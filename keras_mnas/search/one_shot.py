@@ -53,15 +53,11 @@ def _uniform_values(space, rng: np.random.Generator) -> dict[str, Any]:
     return values
 
 
-def kind_balanced_sampler(space) -> Callable[[np.random.Generator], dict[str, Any]]:
-    """A path sampler for `train_supernet` that trains every kind of operation equally often.
+def uniform_sampler(space) -> Callable[[np.random.Generator], dict[str, Any]]:
+    """A path sampler for `train_supernet` that draws every decision uniformly over its choices.
 
-    Each kind (`conv`, `dconv`, `mbconv`) owns its weight set in the supernet. Drawn uniformly over the
-    space's operations, the kind with several choices (every `mbconv<E>` shares the `mbconv` weights) gets
-    most of the steps: with the default operations half of them, where `conv` and `dconv` get a quarter
-    each, and candidates built of the better-trained kind then score higher with inherited weights. This
-    sampler draws the kind first, uniformly, then its choice (the expansion); every other decision stays
-    uniform.
+    The operations too: the kind with several choices (every `mbconv<E>`) then gets most of the training
+    steps (see `kind_balanced_sampler`, the default).
 
     Args:
         space: The `MnasSearchSpace` the supernet was made for.
@@ -72,7 +68,37 @@ def kind_balanced_sampler(space) -> Callable[[np.random.Generator], dict[str, An
     Example:
 
     ```python
-    train_supernet(supernet, x, y, steps=2000, sample=kind_balanced_sampler(supernet.space))
+    train_supernet(supernet, x, y, steps=2000, sample=uniform_sampler(supernet.space))
+    ```
+    """
+    from keras_mnas.search.space import MnasSearchSpace
+
+    check_type("space", space, MnasSearchSpace, "a MnasSearchSpace")
+    return lambda rng: _uniform_values(space, rng)
+
+
+def kind_balanced_sampler(space) -> Callable[[np.random.Generator], dict[str, Any]]:
+    """The path sampler `train_supernet` uses by default: every kind of operation trains equally often.
+
+    Each kind (`conv`, `dconv`, `mbconv`) owns its weight set in the supernet. Drawn uniformly over the
+    space's operations (`uniform_sampler`), the kind with several choices (every `mbconv<E>` shares the
+    `mbconv` weights) gets most of the steps: with the default operations half of them, where `conv` and
+    `dconv` get a quarter each, and candidates built of the better-trained kind then score higher with
+    inherited weights. This sampler draws the kind first, uniformly, then its choice (the expansion); every
+    other decision stays uniform. On the one-shot benchmark's digits it is what makes inherited-weight
+    accuracy rank candidates as stand-alone training does (`docs/one-shot.md`).
+
+    Args:
+        space: The `MnasSearchSpace` the supernet was made for.
+
+    Returns:
+        `sample(rng) -> hyperparameter values`, for `train_supernet(..., sample=...)`.
+
+    Example:
+
+    ```python
+    sample = kind_balanced_sampler(space)
+    values = sample(np.random.default_rng(0))  # one path's hyperparameter values
     ```
     """
     from keras_mnas.search.space import MnasSearchSpace
@@ -147,8 +173,8 @@ def train_supernet(
         directory: Where checkpoints go and are resumed from; `None` keeps nothing.
         checkpoint_every: Steps between checkpoints (the last step is always checkpointed).
         sample: `sample(rng) -> hyperparameter values` for the paths after warm-up, e.g. a policy's;
-            uniform over the space's choices by default (`kind_balanced_sampler` trains every kind of
-            operation equally often).
+            by default `kind_balanced_sampler(supernet.space)`, which trains every kind of operation
+            equally often (`uniform_sampler` draws every choice alike).
         optimizer: A Keras optimizer; `default_optimizer(steps, batch_size)` (TuNAS's) by default.
             Adam is a poor choice here: at 3e-3 it leaves a supernet on random paths at chance level
             for hundreds of steps where the default learns.
@@ -183,7 +209,7 @@ def train_supernet(
     )
     model.optimizer.build(model.trainable_variables)
     done = _restore(supernet, directory) if directory is not None else 0
-    sample = sample or (lambda rng: _uniform_values(supernet.space, rng))
+    sample = sample or kind_balanced_sampler(supernet.space)
     for step in range(done, steps):
         rng = np.random.default_rng([seed, step])
         indices = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)

@@ -9,6 +9,7 @@ from keras_mnas.search.one_shot import (
     evaluate_path,
     kind_balanced_sampler,
     train_supernet,
+    uniform_sampler,
     warmup_probability,
 )
 from keras_mnas.search.space import MnasSearchSpace
@@ -40,15 +41,19 @@ def toy_data(count=48, seed=0, noise=0.3):
 
 @pytest.fixture(scope="module")
 def trained():
-    """A supernet over every kind of operation, trained on random paths with the default recipe (shared)."""
+    """A supernet over every kind of operation, trained with the default optimizer (shared).
+
+    On paths drawn uniformly, as when the figures of the optimizer test below were measured.
+    """
     images, labels = toy_data(256, noise=1.0)
     supernet = Supernet(small_space(conv_ops=("conv", "dconv", "mbconv3", "mbconv6")))
-    train_supernet(supernet, images[:192], labels[:192], steps=40, batch_size=32)
+    sample = uniform_sampler(supernet.space)
+    train_supernet(supernet, images[:192], labels[:192], steps=40, batch_size=32, sample=sample)
     train, valid = (images[:192], labels[:192]), (images[192:], labels[192:])
     return {"supernet": supernet, "train": train, "valid": valid}
 
 
-def test_random_paths_learn_with_the_default_recipe(trained):
+def test_random_paths_learn_with_the_default_optimizer(trained):
     # Paths drawn apart from training's. With Adam at 3e-3, or TuNAS's rate scaled down to this batch
     # (0.165 x 32 / 256), these paths stayed between 0.39 and 0.77 after the same 40 steps.
     supernet, (x, _), (x_val, y_val) = trained["supernet"], trained["train"], trained["valid"]
@@ -242,3 +247,36 @@ def test_kind_balanced_sampler_draws_every_kind_of_operation_equally_often():
     assert all(space.architecture(values) for values in draws[:20])  # every draw is a candidate of the space
     with pytest.raises(TypeError, match="MnasSearchSpace"):
         kind_balanced_sampler("not a space")
+
+
+def test_uniform_sampler_gives_the_kind_with_several_choices_most_draws():
+    space = small_space(conv_ops=("conv", "dconv", "mbconv3", "mbconv6"))
+    sample, rng = uniform_sampler(space), np.random.default_rng(0)
+    ops = [
+        values[space.hp_name(i, "conv_op")]
+        for values in (sample(rng) for _ in range(400))
+        for i in space.searched_blocks
+    ]
+    assert {op: ops.count(op) / len(ops) for op in space.conv_ops} == pytest.approx(
+        dict.fromkeys(space.conv_ops, 0.25), abs=0.05
+    )
+    with pytest.raises(TypeError, match="MnasSearchSpace"):
+        uniform_sampler("not a space")
+
+
+def test_train_supernet_trains_every_kind_of_operation_equally_often_by_default(monkeypatch):
+    images, labels = toy_data(32)
+    supernet = Supernet(small_space(conv_ops=("conv", "dconv", "mbconv3", "mbconv6")))
+    drawn = []
+    encode = supernet.encode
+
+    def recording_encode(values, **kwargs):
+        drawn.extend(values[supernet.space.hp_name(i, "conv_op")] for i in supernet.space.searched_blocks)
+        return encode(values, **kwargs)
+
+    monkeypatch.setattr(supernet, "encode", recording_encode)
+    train_supernet(supernet, images, labels, steps=150, batch_size=4)
+    kinds = ["mbconv" if op.startswith("mbconv") else op for op in drawn]
+    assert {kind: kinds.count(kind) / len(kinds) for kind in ("conv", "dconv", "mbconv")} == pytest.approx(
+        dict.fromkeys(("conv", "dconv", "mbconv"), 1 / 3), abs=0.08
+    )
