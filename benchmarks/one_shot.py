@@ -44,7 +44,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from keras_mnas.search.one_shot import BN_METHODS, PathScorer, kind_balanced_sampler, train_supernet
+from keras_mnas.search.one_shot import (
+    BN_METHODS,
+    PathScorer,
+    kind_balanced_sampler,
+    train_supernet,
+    uniform_sampler,
+)
 from keras_mnas.search.proxy import kendall_tau, repeat_tau
 from keras_mnas.search.reward import MnasReward
 from keras_mnas.search.space import MnasSearchSpace
@@ -178,7 +184,8 @@ def main() -> None:
     start = time.process_time()
     # train_supernet's default optimizer, TuNAS's: Adam (which the stand-alone candidates use) leaves the
     # supernet on random paths at chance level for hundreds of steps.
-    sample = kind_balanced_sampler(search_space) if args.op_sampling == "kinds" else None
+    sampler = kind_balanced_sampler if args.op_sampling == "kinds" else uniform_sampler
+    sample = sampler(search_space)
     train_supernet(supernet, *train, steps=args.supernet_steps, batch_size=64, seed=args.seed, sample=sample)
     supernet_cpu = time.process_time() - start
     print(f"supernet: {args.supernet_steps} steps in {supernet_cpu / 60:.1f} CPU-minutes")

@@ -85,8 +85,9 @@ def kind_balanced_sampler(space) -> Callable[[np.random.Generator], dict[str, An
     `mbconv` weights) gets most of the steps: with the default operations half of them, where `conv` and
     `dconv` get a quarter each, and candidates built of the better-trained kind then score higher with
     inherited weights. This sampler draws the kind first, uniformly, then its choice (the expansion); every
-    other decision stays uniform. On the one-shot benchmark's digits it is what makes inherited-weight
-    accuracy rank candidates as stand-alone training does (`docs/one-shot.md`).
+    other decision stays uniform. On the one-shot benchmark's digits, supernets trained on uniform draws
+    ranked 10 candidates unlike stand-alone training (Kendall tau 0.00 to 0.04), kind-balanced ones at 0.27
+    to 0.43, by how the batch-norm statistics were set (`docs/one-shot.md`).
 
     Args:
         space: The `MnasSearchSpace` the supernet was made for.
