@@ -36,7 +36,6 @@ from test_distributed import (
     free_port,
     join_all,
     load,
-    start_cluster,
 )
 
 from keras_mnas.latency import LatencyResult, LatencySource
@@ -339,8 +338,14 @@ def test_a_worker_hung_in_a_trial_loses_it_and_the_search_finishes(context, tmp_
         chief_timeout=30,
     )
     configs["tuner0"]["stall_at"] = 0  # tuner0's first trial hangs for an hour, heartbeats and all
-    processes = start_cluster(context, configs)
+    processes = {role: start(context, run_search, configs[role]) for role in ("chief", "tuner0")}
     try:
+        # tuner1 joins once tuner0 hangs: started together, tuner1 could run every trial before tuner0
+        # asked for one (a slow start under load), and tuner0 would finish without ever hanging.
+        deadline = time.monotonic() + 60
+        while not any("stalled_" in name for name in os.listdir(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        processes["tuner1"] = start(context, run_search, configs["tuner1"])
         rest = {role: processes[role] for role in ("chief", "tuner1")}
         codes, _ = join_all(rest, configs, timeout=60)
         assert processes["tuner0"].exitcode is None, "tuner0 hangs until killed"
