@@ -1,13 +1,14 @@
 """One-shot search on digits: rank agreement of inherited weights, and candidates per CPU-minute.
 
     python benchmarks/one_shot.py [--architectures 30] [--repeats 3] [--supernet-steps 2000]
-        [--search-candidates 1000] [--epochs 1] [--copies 24] [--learning-rate 0.01] [--noise 0.6]
-        [--bn batch] [--calibration-batches 4] [--op-sampling kinds] [--workers 2] [--seed 0]
+        [--search-candidates 1000] [--epochs 1] [--copies 24] [--reference-draws 8] [--learning-rate 0.01]
+        [--noise 0.6] [--bn batch] [--calibration-batches 4] [--op-sampling kinds] [--workers 2] [--seed 0]
 
 Data: scikit-learn's bundled 8x8 digits, upsampled to 16x16, with Gaussian noise of `--noise` (in units of
 the pixel range) so that accuracies do not saturate near 100% and the candidates can be told apart. The
 1,200 training images come `--copies` times, each copy with noise of its own, so that a training sees fresh
-noise instead of learning a fixed draw by heart; the 597 validation images have one draw. The space: three
+noise instead of learning a fixed draw by heart; the 597 validation images have one draw, on which the
+searches score candidates, and `--reference-draws` more for the reference. The space: three
 searched blocks over a small skeleton (every op kind, kernels 3 and 5, SE, every skip, three widths, layer
 deltas 0 and +1).
 
@@ -19,14 +20,17 @@ deltas 0 and +1).
    `reestimate` uses `--calibration-batches` batches) and trained stand-alone from scratch `--repeats` times
    (each with its own initial weights and batch order) for `--epochs` passes over the training copies (Adam
    from `--learning-rate`, cosine decay to 0), `--workers` trainings side by side in processes of one
-   thread each. The reference is the mean of the repeats; Kendall's tau between
-   the inherited accuracy and the reference (`kendall_tau`). The tau between repeats is printed too: it
-   says how well the reference agrees with itself, the ceiling of any cheap score.
+   thread each. The reference is the mean of the repeats' accuracies on the reference draws (the validation
+   images with noise drawn `--reference-draws` times, apart from the validation draw the inherited score
+   uses); Kendall's tau between the inherited accuracy and the reference (`kendall_tau`). The tau between
+   repeats is printed too: it says how well the reference agrees with itself, the ceiling of any cheap
+   score.
 3. Cost: candidates evaluated per CPU-minute by the one-shot search (supernet training shared over every
    candidate it scores, tracing the scorer once, and each candidate's seconds) against per-candidate
    training (the mean CPU time of one stand-alone training, what MnasTuner spends per candidate), at the
    same budget: the CPU time the one-shot search took to score its candidates. The per-candidate search
-   trains the pool's first candidates once each (the rank-agreement trainings are reused). Both winners
+   trains the pool's first candidates once each and scores them on the validation draw (the rank-agreement
+   trainings are reused). Both winners
    (the best soft MnasNet reward, latency in mult-adds against the pool's median) are judged by the
    reference: their mean stand-alone accuracy over `--repeats` trainings.
 
@@ -61,13 +65,19 @@ EPOCHS = 1
 LEARNING_RATE = 1e-2
 NOISE = 0.6
 COPIES = 24
+REFERENCE_DRAWS = 8
 
 
-def digits(noise: float, seed: int = 0, copies: int = 1):
+def digits(noise: float, seed: int = 0, copies: int = 1, reference_draws: int = 0):
     """Digits at 16x16 with Gaussian noise: 1,200 training images, `copies` times, and 597 for validation.
 
     Each copy of the training images has noise of its own: a training that passes over them sees fresh noise
-    and cannot learn the noise by heart. The validation images have one fixed draw.
+    and cannot learn the noise by heart. The validation images have one fixed draw, what a search scores
+    candidates on. The reference set is the same 597 images with `reference_draws` other draws of noise
+    each (an empty set with 0): a trained network's accuracy on it moves less with the draw than on one.
+
+    Returns:
+        `(x_train, y_train), (x_valid, y_valid), (x_reference, y_reference)`.
     """
     from sklearn.datasets import load_digits
 
@@ -76,11 +86,18 @@ def digits(noise: float, seed: int = 0, copies: int = 1):
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     images, labels = images[order], data.target[order]
-    noisy = lambda clean: clean + rng.normal(0, noise, clean.shape).astype("float32")  # noqa: E731
+    noisy = lambda clean, rng=rng: clean + rng.normal(0, noise, clean.shape).astype("float32")  # noqa: E731
     # The validation draw first: the same validation images whatever `copies` is.
     valid = (noisy(images[1200:]), labels[1200:])
     x_train = np.concatenate([noisy(images[:1200]) for _ in range(copies)])
-    return (x_train, np.tile(labels[:1200], copies)), valid
+    # A generator of its own: the training and validation draws are the same whatever `reference_draws` is.
+    draws = np.random.default_rng([seed, 1])
+    x_reference = [noisy(images[1200:], draws) for _ in range(reference_draws)]
+    reference = (
+        np.concatenate(x_reference) if x_reference else np.zeros((0, *images.shape[1:]), "float32"),
+        np.tile(labels[1200:], reference_draws),
+    )
+    return (x_train, np.tile(labels[:1200], copies)), valid, reference
 
 
 def space() -> MnasSearchSpace:
@@ -100,14 +117,15 @@ def train_alone(
     search_space,
     values,
     train,
-    valid,
+    evaluations,
     epochs: int,
     *,
     seed: int = 0,
     learning_rate: float = 3e-3,
     batch_size: int = 64,
-) -> tuple[float, float]:
-    """Stand-alone accuracy after `epochs` epochs from scratch, and the CPU seconds it took.
+) -> tuple[list[float], float]:
+    """Stand-alone accuracies on each `(x, y)` of `evaluations` after `epochs` epochs from scratch, and the
+    CPU seconds it took.
 
     Adam with a cosine decay to 0, so that the accuracy is read at the end of a schedule, not mid-way at the
     full rate. `seed` sets the initial weights and the order of the batches: repeated trainings of one
@@ -124,15 +142,18 @@ def train_alone(
         metrics=["accuracy"],
     )
     model.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0)
-    accuracy = float(model.evaluate(*valid, verbose=0, return_dict=True)["accuracy"])
-    return accuracy, time.process_time() - start
+    accuracies = [
+        float(model.evaluate(x, y, batch_size=512, verbose=0, return_dict=True)["accuracy"])
+        for x, y in evaluations
+    ]
+    return accuracies, time.process_time() - start
 
 
 #: What a worker process of `--workers` needs to train candidates: the space and the data, built once.
 _WORKER: dict = {}
 
 
-def _start_worker(noise: float, seed: int, copies: int) -> None:
+def _start_worker(noise: float, seed: int, copies: int, reference_draws: int) -> None:
     # One thread per worker, `--workers` of them side by side: each training's CPU time is then its own,
     # as the per-candidate search's cost should be.
     import tensorflow as tf
@@ -142,13 +163,20 @@ def _start_worker(noise: float, seed: int, copies: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # the runtime already started: keep its threads
         pass
-    _WORKER.update(space=space(), data=digits(noise, seed, copies))
+    train, valid, reference = digits(noise, seed, copies, reference_draws)
+    _WORKER.update(space=space(), train=train, evaluations=(valid, reference))
 
 
-def _train_in_worker(job: tuple) -> tuple[float, float]:
+def _train_in_worker(job: tuple) -> tuple[list[float], float]:
     values, seed, epochs, learning_rate = job
     return train_alone(
-        _WORKER["space"], values, *_WORKER["data"], epochs, seed=seed, learning_rate=learning_rate
+        _WORKER["space"],
+        values,
+        _WORKER["train"],
+        _WORKER["evaluations"],
+        epochs,
+        seed=seed,
+        learning_rate=learning_rate,
     )
 
 
@@ -162,6 +190,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--noise", type=float, default=NOISE)
     parser.add_argument("--copies", type=int, default=COPIES)
+    parser.add_argument("--reference-draws", type=int, default=REFERENCE_DRAWS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bn", choices=BN_METHODS, default="batch")
     parser.add_argument("--calibration-batches", type=int, default=4)
@@ -169,17 +198,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     if (
-        min(args.repeats, args.copies, args.workers) < 1
+        min(args.repeats, args.copies, args.workers, args.reference_draws) < 1
         or not 2 <= args.architectures <= args.search_candidates
     ):
         parser.error(
-            "expected --repeats >= 1, --copies >= 1, --workers >= 1, --architectures >= 2 and "
-            f"--search-candidates >= --architectures; received {args.repeats}, {args.copies}, "
-            f"{args.workers}, {args.architectures} and {args.search_candidates}."
+            "expected --repeats >= 1, --copies >= 1, --workers >= 1, --reference-draws >= 1, "
+            "--architectures >= 2 and --search-candidates >= --architectures; received "
+            f"{args.repeats}, {args.copies}, {args.workers}, {args.reference_draws}, {args.architectures} "
+            f"and {args.search_candidates}."
         )
     wall = time.perf_counter()
     search_space = space()
-    train, valid = digits(args.noise, args.seed, args.copies)
+    train, valid, reference_set = digits(args.noise, args.seed, args.copies, args.reference_draws)
     supernet = Supernet(search_space, seed=args.seed)
     start = time.process_time()
     # train_supernet's default optimizer, TuNAS's: Adam (which the stand-alone candidates use) leaves the
@@ -206,28 +236,34 @@ def main() -> None:
     # The search's pool; its first candidates are the rank-agreement ones (also the per-candidate search's).
     pool = search_space.sample_values(args.search_candidates, seed=args.seed + 2)
     train_cpu: list[float] = []
-    trained: dict[int, list[float]] = {}  # pool index: accuracies of the repeated trainings
+    # pool index: (validation accuracy, reference accuracy) of each of the repeated trainings
+    trained: dict[int, list[tuple[float, float]]] = {}
 
     def training_seed(index: int, repeat: int) -> int:
         # Each repeat its own initial weights and batch order; the same ones for a candidate in any run.
         return int(np.random.SeedSequence([args.seed, index, repeat]).generate_state(1)[0])
 
-    def reference(index: int, repeats: int) -> list[float]:
-        """The first `repeats` stand-alone accuracies of pool[index] (trained when not yet)."""
+    def trainings(index: int, repeats: int) -> list[tuple[float, float]]:
+        """The first `repeats` stand-alone trainings of pool[index] (trained when not yet): each one's
+        accuracy on the validation draw and on the reference draws."""
         runs = trained.setdefault(index, [])
         while len(runs) < repeats:
-            accuracy, cpu = train_alone(
+            accuracies, cpu = train_alone(
                 search_space,
                 pool[index],
                 train,
-                valid,
+                (valid, reference_set),
                 args.epochs,
                 seed=training_seed(index, len(runs)),
                 learning_rate=args.learning_rate,
             )
-            runs.append(accuracy)
+            runs.append(tuple(accuracies))
             train_cpu.append(cpu)
         return runs[:repeats]
+
+    def reference(index: int, repeats: int) -> list[float]:
+        """The reference accuracies of pool[index]'s first `repeats` trainings."""
+        return [on_reference for _, on_reference in trainings(index, repeats)]
 
     worker_cpu = 0.0
     if args.workers > 1:
@@ -237,14 +273,15 @@ def main() -> None:
 
         jobs = [(index, repeat) for index in range(args.architectures) for repeat in range(args.repeats)]
         context = multiprocessing.get_context("spawn")
-        with context.Pool(args.workers, _start_worker, (args.noise, args.seed, args.copies)) as workers:
+        initargs = (args.noise, args.seed, args.copies, args.reference_draws)
+        with context.Pool(args.workers, _start_worker, initargs) as workers:
             results = workers.map(
                 _train_in_worker,
                 [(pool[i], training_seed(i, r), args.epochs, args.learning_rate) for i, r in jobs],
                 chunksize=1,
             )
-        for (index, _), (accuracy, cpu) in zip(jobs, results, strict=True):
-            trained.setdefault(index, []).append(accuracy)
+        for (index, _), (accuracies, cpu) in zip(jobs, results, strict=True):
+            trained.setdefault(index, []).append(tuple(accuracies))
             train_cpu.append(cpu)
         worker_cpu = sum(train_cpu)  # not in this process's CPU time
 
@@ -267,7 +304,8 @@ def main() -> None:
     tau = kendall_tau(cheap, full)
     print(
         f"stand-alone: {args.epochs} passes over {args.copies} noisy copies of the training images, "
-        f"{np.mean(train_cpu):.1f} CPU-seconds per training; accuracies {full.min():.3f} to {full.max():.3f}"
+        f"{np.mean(train_cpu):.1f} CPU-seconds per training; accuracies on {args.reference_draws} draws of "
+        f"the validation images' noise {full.min():.3f} to {full.max():.3f}"
     )
     if args.repeats > 1:
         print(
@@ -290,8 +328,9 @@ def main() -> None:
     per_candidate_cpu = float(np.mean(train_cpu))
     budget_candidates = min(len(pool), max(1, int(one_shot_cpu // per_candidate_cpu)))
     # Per-candidate search at the same budget: the pool's first candidates, one stand-alone training each
-    # (as MnasTuner trains a candidate), the rank-agreement trainings reused.
-    per_candidate = [(reward(reference(i, 1)[0], macs[i]), i) for i in range(budget_candidates)]
+    # (as MnasTuner trains a candidate), scored on the validation draw as the one-shot search's candidates
+    # are; the rank-agreement trainings reused.
+    per_candidate = [(reward(trainings(i, 1)[0][0], macs[i]), i) for i in range(budget_candidates)]
     best_one_shot = max(scored)[1]
     best_per_candidate = max(per_candidate)[1]
     ratio = (len(pool) / one_shot_cpu) / (1.0 / per_candidate_cpu)

@@ -1,0 +1,27 @@
+"""The one-shot benchmark's data: the reference is measured apart from what the search scores on."""
+
+import numpy as np
+import one_shot  # benchmarks/one_shot.py, put on sys.path by this folder's conftest
+
+
+def test_reference_draws_are_the_validation_images_with_noise_of_their_own():
+    (x_train, _), (x_valid, y_valid), (x_reference, y_reference) = one_shot.digits(
+        0.6, seed=3, copies=2, reference_draws=3
+    )
+    assert x_train.shape == (2400, 16, 16, 1) and x_valid.shape == (597, 16, 16, 1)
+    assert x_reference.shape == (3 * 597, 16, 16, 1)
+    np.testing.assert_array_equal(y_reference, np.tile(y_valid, 3))
+    draws = x_reference.reshape(3, 597, 16, 16, 1)
+    # The same images under different noise: the draws differ from each other and from the validation
+    # draw by noise of the stated size, about sqrt(2) x 0.6 per pixel.
+    for first, second in ((draws[0], draws[1]), (draws[2], x_valid), (draws[0], x_valid)):
+        assert abs(np.std(first - second) - 0.6 * np.sqrt(2)) < 0.01
+
+
+def test_reference_draws_leave_the_training_and_validation_data_as_they_were():
+    without = one_shot.digits(0.6, seed=3, copies=2)
+    with_draws = one_shot.digits(0.6, seed=3, copies=2, reference_draws=4)
+    for plain, drawn in zip(without[:2], with_draws[:2], strict=True):
+        np.testing.assert_array_equal(plain[0], drawn[0])
+        np.testing.assert_array_equal(plain[1], drawn[1])
+    assert without[2][0].shape == (0, 16, 16, 1) and len(without[2][1]) == 0
