@@ -1,6 +1,6 @@
 """One-shot search on digits: rank agreement of inherited weights, and candidates per CPU-minute.
 
-    python benchmarks/one_shot.py [--architectures 30] [--repeats 3] [--supernet-steps 2000]
+    python benchmarks/one_shot.py [--architectures 30] [--repeats 3] [--supernet-steps 2000] [--widest-first]
         [--search-candidates 1000] [--epochs 1] [--copies 24] [--reference-draws 8] [--learning-rate 0.01]
         [--noise 0.6] [--bn batch] [--calibration-batches 4] [--op-sampling kinds] [--workers 2] [--seed 0]
 
@@ -13,8 +13,10 @@ searched blocks over a small skeleton (every op kind, kernels 3 and 5, SE, every
 deltas 0 and +1).
 
 1. Trains the supernet (`train_supernet`, TuNAS's warm-up) for `--supernet-steps` batches of 64, timed in
-   CPU seconds of this process. Its paths train each kind of operation equally often
-   (`kind_balanced_sampler`), or with `--op-sampling choices` are drawn uniformly over the space's choices.
+   CPU seconds of this process. With `--widest-first`, each step after warm-up trains the sampled path at
+   its widest, then the path (`train_supernet(widest_first=True)`). Its paths train each kind of operation
+   equally often (`kind_balanced_sampler`), or with `--op-sampling choices` are drawn uniformly over the
+   space's choices.
 2. Rank agreement: the first `--architectures` of the search's `--search-candidates` random candidates, each
    scored with inherited weights through the supernet (`PathScorer`, batch-norm statistics per `--bn`;
    `reestimate` uses `--calibration-batches` batches) and trained stand-alone from scratch `--repeats` times
@@ -187,6 +189,7 @@ def main() -> None:
     parser.add_argument("--architectures", type=int, default=30)
     parser.add_argument("--search-candidates", type=int, default=1000)
     parser.add_argument("--supernet-steps", type=int, default=2000)
+    parser.add_argument("--widest-first", action="store_true")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
@@ -218,9 +221,18 @@ def main() -> None:
     # supernet on random paths at chance level for hundreds of steps.
     sampler = kind_balanced_sampler if args.op_sampling == "kinds" else uniform_sampler
     sample = sampler(search_space)
-    train_supernet(supernet, *train, steps=args.supernet_steps, batch_size=64, seed=args.seed, sample=sample)
+    train_supernet(
+        supernet,
+        *train,
+        steps=args.supernet_steps,
+        batch_size=64,
+        seed=args.seed,
+        sample=sample,
+        widest_first=args.widest_first,
+    )
     supernet_cpu = time.process_time() - start
-    print(f"supernet: {args.supernet_steps} steps in {supernet_cpu / 60:.1f} CPU-minutes")
+    widest = " (each after warm-up at its widest, then as sampled)" if args.widest_first else ""
+    print(f"supernet: {args.supernet_steps} steps{widest} in {supernet_cpu / 60:.1f} CPU-minutes")
 
     # One compiled function scores every candidate; tracing it, once, is part of the one-shot search's cost.
     begin = time.process_time()

@@ -72,7 +72,8 @@ def test_warmup_falls_linearly_to_zero_over_the_first_quarter():
     assert warmup_probability(10, 40) == warmup_probability(39, 40) == 0.0
 
 
-def test_training_resumes_after_a_kill_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("widest_first", [False, True])
+def test_training_resumes_after_a_kill_where_it_stopped(tmp_path, widest_first):
     import keras
 
     images, labels = toy_data()
@@ -84,7 +85,9 @@ def test_training_resumes_after_a_kill_where_it_stopped(tmp_path):
     # A smaller space than the others (no SE, one layer count): resuming does not depend on the choices.
     space = small_space(se_ratios=(0.0,), skip_ops=("identity", "none"), layer_deltas=(0,))
     straight = Supernet(space)
-    train_supernet(straight, images, labels, steps=steps, batch_size=8, optimizer=optimizer())
+    train_supernet(
+        straight, images, labels, steps=steps, batch_size=8, optimizer=optimizer(), widest_first=widest_first
+    )
 
     def kill_at_4(step, loss):
         assert np.isfinite(loss)
@@ -103,12 +106,20 @@ def test_training_resumes_after_a_kill_where_it_stopped(tmp_path):
             directory=tmp_path,
             checkpoint_every=2,
             on_step=kill_at_4,
+            widest_first=widest_first,
         )
     state = json.loads((tmp_path / "supernet_state.json").read_text())
     assert state["step"] == 4
     resumed = Supernet(space, seed=7)  # a fresh process: other initial weights, restored from disk
     train_supernet(
-        resumed, images, labels, steps=steps, batch_size=8, optimizer=optimizer(), directory=tmp_path
+        resumed,
+        images,
+        labels,
+        steps=steps,
+        batch_size=8,
+        optimizer=optimizer(),
+        directory=tmp_path,
+        widest_first=widest_first,
     )
     assert json.loads((tmp_path / "supernet_state.json").read_text())["step"] == steps
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -280,3 +291,59 @@ def test_train_supernet_trains_every_kind_of_operation_equally_often_by_default(
     assert {kind: kinds.count(kind) / len(kinds) for kind in ("conv", "dconv", "mbconv")} == pytest.approx(
         dict.fromkeys(("conv", "dconv", "mbconv"), 1 / 3), abs=0.08
     )
+
+
+@pytest.mark.parametrize("widest_first", [True, False])
+def test_widest_first_trains_each_path_at_its_widest_before_the_path(monkeypatch, widest_first):
+    from keras_mnas.search.supernet import _SLOT_FIELDS
+
+    images, labels = toy_data(32)
+    supernet = Supernet(small_space())
+    trained_paths = []
+    train_on_batch = supernet.model.train_on_batch
+
+    def recording_train_on_batch(inputs, *args, **kwargs):
+        trained_paths.append(np.asarray(inputs[1][0]))  # every row holds the batch's path
+        return train_on_batch(inputs, *args, **kwargs)
+
+    def output_widths(path):
+        starts = np.cumsum([0] + [slot.size for slot in supernet.slots[:-1]])
+        at = _SLOT_FIELDS.index("output")
+        return np.array(
+            [path[start + len(slot.kinds) + at] for start, slot in zip(starts, supernet.slots, strict=True)]
+        )
+
+    monkeypatch.setattr(supernet.model, "train_on_batch", recording_train_on_batch)
+    # No warm-up: every step trains its path as sampled.
+    train_supernet(
+        supernet, images, labels, steps=6, batch_size=4, warmup_fraction=0.0, widest_first=widest_first
+    )
+    if widest_first:
+        assert int(supernet.model.optimizer.iterations) == len(trained_paths) == 12
+        widths = [
+            (output_widths(w), output_widths(s))
+            for w, s in zip(trained_paths[::2], trained_paths[1::2], strict=True)
+        ]
+        assert all((wide >= narrow).all() for wide, narrow in widths)
+        assert any((wide > narrow).any() for wide, narrow in widths)  # six draws, not all at the widest
+        # Every layer a path uses is at its widest: one width per layer (0 where a path skips it).
+        per_layer = np.array([wide for wide, _ in widths]).T
+        assert all(len(set(layer) - {0.0}) == 1 for layer in per_layer)
+    else:
+        assert int(supernet.model.optimizer.iterations) == len(trained_paths) == 6
+    with pytest.raises(TypeError, match="widest_first"):
+        train_supernet(supernet, images, labels, steps=1, widest_first="yes")
+
+
+def test_widest_first_sizes_the_default_schedule_to_end_with_the_last_update():
+    images, labels = toy_data(32)
+    supernet = Supernet(small_space())
+    # Warm-up over half the steps: its steps train one path, the others two.
+    train_supernet(supernet, images, labels, steps=8, batch_size=4, warmup_fraction=0.5, widest_first=True)
+    optimizer = supernet.model.optimizer
+    updates = int(optimizer.iterations)
+    assert 8 < updates < 16
+    # The learning rate reaches 0 with the last update, not before.
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-6)
+    optimizer.iterations.assign(updates - 1)
+    assert float(optimizer.learning_rate) > 0.0
