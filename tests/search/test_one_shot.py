@@ -84,10 +84,9 @@ def test_training_resumes_after_a_kill_where_it_stopped(tmp_path, widest_first):
 
     # A smaller space than the others (no SE, one layer count): resuming does not depend on the choices.
     space = small_space(se_ratios=(0.0,), skip_ops=("identity", "none"), layer_deltas=(0,))
+    settings = dict(steps=steps, batch_size=8, widest_first=widest_first)
     straight = Supernet(space)
-    train_supernet(
-        straight, images, labels, steps=steps, batch_size=8, optimizer=optimizer(), widest_first=widest_first
-    )
+    train_supernet(straight, images, labels, optimizer=optimizer(), **settings)
 
     def kill_at_4(step, loss):
         assert np.isfinite(loss)
@@ -100,27 +99,16 @@ def test_training_resumes_after_a_kill_where_it_stopped(tmp_path, widest_first):
             killed,
             images,
             labels,
-            steps=steps,
-            batch_size=8,
             optimizer=optimizer(),
             directory=tmp_path,
             checkpoint_every=2,
             on_step=kill_at_4,
-            widest_first=widest_first,
+            **settings,
         )
     state = json.loads((tmp_path / "supernet_state.json").read_text())
     assert state["step"] == 4
     resumed = Supernet(space, seed=7)  # a fresh process: other initial weights, restored from disk
-    train_supernet(
-        resumed,
-        images,
-        labels,
-        steps=steps,
-        batch_size=8,
-        optimizer=optimizer(),
-        directory=tmp_path,
-        widest_first=widest_first,
-    )
+    train_supernet(resumed, images, labels, optimizer=optimizer(), directory=tmp_path, **settings)
     assert json.loads((tmp_path / "supernet_state.json").read_text())["step"] == steps
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"optimizer-{steps}.npz",
