@@ -1,8 +1,9 @@
 """One-shot search on digits: rank agreement of inherited weights, and candidates per CPU-minute.
 
-    python benchmarks/one_shot.py [--architectures 30] [--repeats 3] [--supernet-steps 2000] [--widest-first]
-        [--search-candidates 1000] [--epochs 1] [--copies 24] [--reference-draws 8] [--learning-rate 0.01]
-        [--noise 0.6] [--bn batch] [--calibration-batches 4] [--op-sampling kinds] [--workers 2] [--seed 0]
+    python benchmarks/one_shot.py [--architectures 30] [--repeats 3] [--supernet-steps 2000]
+        [--no-widest-first] [--search-candidates 1000] [--epochs 1] [--copies 24] [--reference-draws 8]
+        [--learning-rate 0.01] [--noise 0.6] [--bn batch] [--calibration-batches 4] [--op-sampling kinds]
+        [--workers 2] [--seed 0]
 
 Data: scikit-learn's bundled 8x8 digits, upsampled to 16x16, with Gaussian noise of `--noise` (in units of
 the pixel range) so that accuracies do not saturate near 100% and the candidates can be told apart. The
@@ -13,10 +14,10 @@ searched blocks over a small skeleton (every op kind, kernels 3 and 5, SE, every
 deltas 0 and +1).
 
 1. Trains the supernet (`train_supernet`, TuNAS's warm-up) for `--supernet-steps` batches of 64, timed in
-   CPU seconds of this process. With `--widest-first`, each step after warm-up trains the sampled path at
-   its widest, then the path (`train_supernet(widest_first=True)`). Its paths train each kind of operation
-   equally often (`kind_balanced_sampler`), or with `--op-sampling choices` are drawn uniformly over the
-   space's choices.
+   CPU seconds of this process. Each step after warm-up trains the sampled path at its widest, then the
+   path (`train_supernet`'s default; `--no-widest-first`: the path alone). Its paths train each kind of
+   operation equally often (`kind_balanced_sampler`), or with `--op-sampling choices` are drawn uniformly
+   over the space's choices.
 2. Rank agreement: the first `--architectures` of the search's `--search-candidates` random candidates, each
    scored with inherited weights through the supernet (`PathScorer`, batch-norm statistics per `--bn`;
    `reestimate` uses `--calibration-batches` batches) and trained stand-alone from scratch `--repeats` times
@@ -153,6 +154,24 @@ def train_alone(
     return accuracies, cpu
 
 
+def held_out_taus(cheap, scored_once, reference_runs) -> tuple[float, float]:
+    """Kendall tau of one training's own score, and of the cheap score, against the other trainings' mean.
+
+    What per-candidate search ranks by, one training scored on the validation draw (`scored_once[k]`, the
+    k-th repeat's accuracies), judged as the cheap score is: against the mean of the other repeats'
+    reference accuracies, each repeat left out in turn, since a training agrees with a mean that holds it.
+    Both taus are averaged over the repeat left out.
+
+    Args:
+        cheap: One cheap score per candidate.
+        scored_once: `(repeats, candidates)` validation accuracies, one row per training.
+        reference_runs: `(repeats, candidates)` reference accuracies of the same trainings.
+    """
+    others = [np.delete(reference_runs, k, axis=0).mean(axis=0) for k in range(len(reference_runs))]
+    one_training = np.mean([kendall_tau(own, rest) for own, rest in zip(scored_once, others, strict=True)])
+    return float(one_training), float(np.mean([kendall_tau(cheap, rest) for rest in others]))
+
+
 #: What a worker process of `--workers` needs to train candidates: the space and the data, built once.
 _WORKER: dict = {}
 
@@ -189,7 +208,7 @@ def main() -> None:
     parser.add_argument("--architectures", type=int, default=30)
     parser.add_argument("--search-candidates", type=int, default=1000)
     parser.add_argument("--supernet-steps", type=int, default=2000)
-    parser.add_argument("--widest-first", action="store_true")
+    parser.add_argument("--widest-first", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
@@ -231,7 +250,7 @@ def main() -> None:
         widest_first=args.widest_first,
     )
     supernet_cpu = time.process_time() - start
-    widest = " (each after warm-up at its widest, then as sampled)" if args.widest_first else ""
+    widest = " (each after warm-up at its widest, then as sampled)" if args.widest_first else " (paths alone)"
     print(f"supernet: {args.supernet_steps} steps{widest} in {supernet_cpu / 60:.1f} CPU-minutes")
 
     # One compiled function scores every candidate; tracing it, once, is part of the one-shot search's cost.
@@ -325,6 +344,15 @@ def main() -> None:
         print(
             f"repeated trainings: Kendall tau {repeat_tau(runs):.2f} between repeats, mean "
             f"|difference| {np.mean(np.abs(runs - full)):.3f} from their mean"
+        )
+        scored_once = np.asarray(
+            [[on_valid for on_valid, _ in trainings(i, args.repeats)] for i in range(args.architectures)]
+        ).T
+        one_training, inherited_left_out = held_out_taus(cheap, scored_once, runs)
+        print(
+            f"against the mean of the other {args.repeats - 1} trainings, each left out in turn: one "
+            f"stand-alone training scored on the validation draw (what per-candidate search ranks by) "
+            f"Kendall tau {one_training:.2f}, the inherited accuracy {inherited_left_out:.2f}"
         )
 
     # The search: latency in mult-adds, target the median of the pool's.

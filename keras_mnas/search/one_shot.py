@@ -1,10 +1,11 @@
 """One-shot search: train a supernet once, then score candidates with the weights they inherit from it.
 
-`train_supernet` follows TuNAS's recipe (Bender et al., 2020): one sampled path per training step; during
+`train_supernet` follows TuNAS's recipe (Bender et al., 2020), one sampled path per training step: during
 the first quarter of training, with a probability that falls linearly from 1 to 0, every operation runs at
 once (op warm-up) and every block is at its widest (filter warm-up); after that, paths come from the space
-uniformly or from the policy the caller passes. Training resumes where a killed run stopped: the weights,
-the optimizer's state and the step are checkpointed together, as Keras and JSON files.
+or from the policy the caller passes, and each step trains its path at its widest first, then as drawn.
+Training resumes where a killed run stopped: the weights, the optimizer's state and the step are
+checkpointed together, as Keras and JSON files.
 
 `PathScorer` scores candidates through the supernet itself, in a fraction of a second each: one compiled
 function takes the path as a tensor, re-estimates the path's batch-norm statistics on a few batches and
@@ -157,7 +158,7 @@ def train_supernet(
     sample: Callable[[np.random.Generator], Mapping[str, Any]] | None = None,
     optimizer: Any = None,
     warmup_fraction: float = WARMUP_FRACTION,
-    widest_first: bool = False,
+    widest_first: bool = True,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
 ) -> int:
@@ -166,11 +167,12 @@ def train_supernet(
     Each step draws its batch and its path from a generator seeded with `(seed, step)`, so a resumed run
     draws exactly what the uninterrupted run would have drawn.
 
-    With `widest_first`, each step after warm-up first trains the sampled path at its widest (every searched
-    block at its widest output and mbconv expansion, the filter warm-up's path), then the path itself, on
-    the same batch, so the widest channels, which every narrower path slices, keep training; warm-up steps
-    train their one path. Such a step costs two updates, so it takes about half the steps for the same
-    CPU time. Off by default: TuNAS's recipe as published.
+    Each step after warm-up first trains the sampled path at its widest (every searched block at its widest
+    output and mbconv expansion, the filter warm-up's path), then the path itself, on the same batch, so the
+    widest channels, which every narrower path slices, keep training; warm-up steps train their one path.
+    Such a step costs two updates. Trained on paths alone, a supernet ranks wide candidates below where
+    stand-alone training puts them. `widest_first=False` trains each step's path alone, TuNAS's recipe as
+    published.
 
     Args:
         supernet: The supernet to train (its model is compiled here).
@@ -184,12 +186,13 @@ def train_supernet(
             by default `kind_balanced_sampler(supernet.space)`, which trains every kind of operation
             equally often (`uniform_sampler` draws every choice alike).
         optimizer: A Keras optimizer; `default_optimizer(updates, batch_size)` (TuNAS's) by default, where
-            `updates` is `steps`, plus with `widest_first` one per step after warm-up (its schedule then
-            ends with the last update).
+            `updates` is `steps`, plus with `widest_first` one per step after warm-up (the schedule ends
+            with the last update).
             Adam is a poor choice here: at 3e-3 it leaves a supernet on random paths at chance level
             for hundreds of steps where the default learns.
         warmup_fraction: Fraction of the steps over which the warm-up probability falls to 0.
-        widest_first: Whether each step after warm-up trains the sampled path at its widest first.
+        widest_first: Whether each step after warm-up trains the sampled path at its widest first
+            (`False`: the path alone).
         seed: Seed of the batches and the paths.
         on_step: Called as `on_step(step, loss)` after every step (e.g. to log, or to stop).
 

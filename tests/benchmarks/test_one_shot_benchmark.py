@@ -1,7 +1,10 @@
-"""The one-shot benchmark's data: the reference is measured apart from what the search scores on."""
+"""The one-shot benchmark: the reference is measured apart from what the search scores on."""
 
 import numpy as np
 import one_shot  # benchmarks/one_shot.py, put on sys.path by this folder's conftest
+import pytest
+
+from keras_mnas.search.proxy import kendall_tau
 
 
 def test_reference_draws_are_the_validation_images_with_noise_of_their_own():
@@ -25,3 +28,18 @@ def test_reference_draws_leave_the_training_and_validation_data_as_they_were():
         np.testing.assert_array_equal(plain[0], drawn[0])
         np.testing.assert_array_equal(plain[1], drawn[1])
     assert without[2][0].shape == (0, 16, 16, 1) and len(without[2][1]) == 0
+
+
+def test_one_training_is_judged_against_trainings_it_is_not_part_of():
+    truth = np.arange(8, dtype=float)
+    rng = np.random.default_rng(0)
+    # Three trainings, each with a large error of its own that its validation score shares.
+    errors = rng.normal(0, 4, (3, 8))
+    reference_runs = truth + errors
+    scored_once = truth + errors
+    one_training, cheap_tau = one_shot.held_out_taus(truth, scored_once, reference_runs)
+    # Against a mean that held it, a training would look better than it is.
+    with_itself = np.mean([kendall_tau(scored_once[k], reference_runs.mean(axis=0)) for k in range(3)])
+    assert one_training < with_itself - 0.1
+    others = [np.delete(reference_runs, k, axis=0).mean(axis=0) for k in range(3)]
+    assert cheap_tau == pytest.approx(np.mean([kendall_tau(truth, rest) for rest in others]))

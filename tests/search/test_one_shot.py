@@ -43,12 +43,14 @@ def toy_data(count=48, seed=0, noise=0.3):
 def trained():
     """A supernet over every kind of operation, trained with the default optimizer (shared).
 
-    On paths drawn uniformly, as when the figures of the optimizer test below were measured.
+    On paths drawn uniformly and trained alone, as when the figures of the optimizer test below were measured.
     """
     images, labels = toy_data(256, noise=1.0)
     supernet = Supernet(small_space(conv_ops=("conv", "dconv", "mbconv3", "mbconv6")))
     sample = uniform_sampler(supernet.space)
-    train_supernet(supernet, images[:192], labels[:192], steps=40, batch_size=32, sample=sample)
+    train_supernet(
+        supernet, images[:192], labels[:192], steps=40, batch_size=32, sample=sample, widest_first=False
+    )
     train, valid = (images[:192], labels[:192]), (images[192:], labels[192:])
     return {"supernet": supernet, "train": train, "valid": valid}
 
@@ -281,8 +283,8 @@ def test_train_supernet_trains_every_kind_of_operation_equally_often_by_default(
     )
 
 
-@pytest.mark.parametrize("widest_first", [True, False])
-def test_widest_first_trains_each_path_at_its_widest_before_the_path(monkeypatch, widest_first):
+@pytest.mark.parametrize("widest_first", [None, False], ids=["default", "path-alone"])
+def test_each_path_trains_at_its_widest_before_the_path_by_default(monkeypatch, widest_first):
     from keras_mnas.search.supernet import _SLOT_FIELDS
 
     images, labels = toy_data(32)
@@ -303,10 +305,9 @@ def test_widest_first_trains_each_path_at_its_widest_before_the_path(monkeypatch
 
     monkeypatch.setattr(supernet.model, "train_on_batch", recording_train_on_batch)
     # No warm-up: every step trains its path as sampled.
-    train_supernet(
-        supernet, images, labels, steps=6, batch_size=4, warmup_fraction=0.0, widest_first=widest_first
-    )
-    if widest_first:
+    chosen = {} if widest_first is None else {"widest_first": widest_first}
+    train_supernet(supernet, images, labels, steps=6, batch_size=4, warmup_fraction=0.0, **chosen)
+    if widest_first is None:
         assert int(supernet.model.optimizer.iterations) == len(trained_paths) == 12
         widths = [
             (output_widths(w), output_widths(s))
