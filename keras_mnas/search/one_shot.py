@@ -170,9 +170,9 @@ def train_supernet(
     Each step after warm-up first trains the sampled path at its widest (every searched block at its widest
     output and mbconv expansion, the filter warm-up's path), then the path itself, on the same batch, so the
     widest channels, which every narrower path slices, keep training; warm-up steps train their one path.
-    Such a step costs two updates. Trained on paths alone, a supernet ranks wide candidates below where
-    stand-alone training puts them. `widest_first=False` trains each step's path alone, TuNAS's recipe as
-    published.
+    Such a step costs two updates. On the one-shot benchmark's digits, supernets trained on the paths alone
+    ranked wide candidates below where stand-alone training put them (`docs/one-shot.md`).
+    `widest_first=False` trains each step's path alone, TuNAS's recipe as published.
 
     Args:
         supernet: The supernet to train (its model is compiled here).
