@@ -114,7 +114,8 @@ def dense_tuner(tmp_path, latency, **kwargs) -> MnasTuner:
 def test_a_hanging_latency_source_fails_its_trial_by_the_deadline_and_the_search_goes_on(tmp_path, capsys):
     (x, y), validation = dense_data()
     latency = HangingLatency(hang_on=(0,))
-    tuner = dense_tuner(tmp_path, latency, max_trials=2, trial_deadline=5.0)
+    # Room for the second trial's training, tracing included, on a loaded machine.
+    tuner = dense_tuner(tmp_path, latency, max_trials=2, trial_deadline=15.0)
     try:
         started = time.monotonic()
         tuner.search(x, y, validation_data=validation, epochs=1, batch_size=64, verbose=0)
@@ -125,9 +126,9 @@ def test_a_hanging_latency_source_fails_its_trial_by_the_deadline_and_the_search
     assert [t.status for t in trials] == ["FAILED", "COMPLETED"], "the search goes on after the hang"
     message = trials[0].message
     assert "TrialTimeoutError" in message
-    assert "latency measurement (source 'hanging') did not finish within the 5 s trial_deadline" in message
+    assert "latency measurement (source 'hanging') did not finish within the 15 s trial_deadline" in message
     assert trials[0].score is None and not trials[0].metrics.exists("val_accuracy"), "never trained"
-    assert elapsed < 30, f"the search took {elapsed:.0f} s"
+    assert elapsed < 60, f"the search took {elapsed:.0f} s"
     assert "Trial 0 FAILED" in capsys.readouterr().out
 
 
