@@ -111,6 +111,7 @@ def dense_tuner(tmp_path, latency, **kwargs) -> MnasTuner:
     )
 
 
+@pytest.mark.exclusive_cpu  # its next trial must train within the deadline
 def test_a_hanging_latency_source_fails_its_trial_by_the_deadline_and_the_search_goes_on(tmp_path, capsys):
     (x, y), validation = dense_data()
     latency = HangingLatency(hang_on=(0,))

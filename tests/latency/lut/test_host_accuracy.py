@@ -3,11 +3,13 @@
 import statistics
 
 import keras
+import pytest
 
 from keras_mnas.latency import HostLatency, LatencyLookupTable, convert_to_tflite
 from keras_mnas.search import MnasSearchSpace
 
 
+@pytest.mark.exclusive_cpu  # tables against re-measurements: a training beside it skews the timings
 def test_a_host_table_predicts_held_out_networks_within_its_noise_floor():
     # A tiny space (two small searched blocks at 64x64, with and without SE and residuals): the table is
     # built, calibrated as a user's would be (10 measurements: a line) and checked in seconds.
