@@ -1,9 +1,9 @@
 """One-shot search on digits: rank agreement of inherited weights, and candidates per CPU-minute.
 
     python benchmarks/one_shot.py [--architectures 30] [--repeats 3] [--supernet-steps 2000]
-        [--no-widest-first] [--search-candidates 1000] [--epochs 1] [--copies 24] [--reference-draws 8]
-        [--learning-rate 0.01] [--noise 0.6] [--bn batch] [--calibration-batches 4] [--op-sampling kinds]
-        [--workers 2] [--seed 0]
+        [--no-widest-first] [--rank-set spread] [--search-candidates 1000] [--epochs 1] [--copies 24]
+        [--reference-draws 8] [--learning-rate 0.01] [--noise 0.6] [--bn batch] [--calibration-batches 4]
+        [--op-sampling kinds] [--workers 2] [--seed 0]
 
 Data: scikit-learn's bundled 8x8 digits, upsampled to 16x16, with Gaussian noise of `--noise` (in units of
 the pixel range) so that accuracies do not saturate near 100% and the candidates can be told apart. The
@@ -18,24 +18,26 @@ deltas 0 and +1).
    path (`train_supernet`'s default; `--no-widest-first`: the path alone). Its paths train each kind of
    operation equally often (`kind_balanced_sampler`), or with `--op-sampling choices` are drawn uniformly
    over the space's choices.
-2. Rank agreement: the first `--architectures` of the search's `--search-candidates` random candidates, each
-   scored with inherited weights through the supernet (`PathScorer`, batch-norm statistics per `--bn`;
-   `reestimate` uses `--calibration-batches` batches) and trained stand-alone from scratch `--repeats` times
+2. Rank agreement: `--architectures` of the search's `--search-candidates` random candidates, spread over
+   their mult-adds (`spread_by_cost`: the middle one of each of equal slices of the candidates sorted by
+   mult-adds; `--rank-set first` takes the first ones), each scored with inherited weights through the
+   supernet (`PathScorer`, batch-norm statistics per `--bn`; `reestimate` uses `--calibration-batches`
+   batches) and trained stand-alone from scratch `--repeats` times
    (each with its own initial weights and batch order) for `--epochs` passes over the training copies (Adam
    from `--learning-rate`, cosine decay to 0), `--workers` trainings side by side in processes of one
    thread each. The reference is the mean of the repeats' accuracies on the reference draws (the validation
    images with noise drawn `--reference-draws` times, apart from the validation draw the inherited score
    uses); Kendall's tau between the inherited accuracy and the reference (`kendall_tau`). The tau between
    repeats is printed too: it says how well the reference agrees with itself, the ceiling of any cheap
-   score.
+   score; so is the tau of mult-adds alone, the floor a cheap score must beat.
 3. Cost: candidates evaluated per CPU-minute by the one-shot search (supernet training shared over every
    candidate it scores, tracing the scorer once, and each candidate's seconds) against per-candidate
    training (the mean CPU time of one stand-alone training, what MnasTuner spends per candidate), at the
    same budget: the CPU time the one-shot search took to score its candidates. The per-candidate search
-   trains the pool's first candidates once each and scores them on the validation draw (the rank-agreement
-   trainings are reused). Both winners
-   (the best soft MnasNet reward, latency in mult-adds against the pool's median) are judged by the
-   reference: their mean stand-alone accuracy over `--repeats` trainings.
+   trains the pool's first candidates once each and scores them on the validation draw (a rank-agreement
+   training is reused where there is one). Both winners (the best soft MnasNet reward, latency in mult-adds
+   against the pool's median) are judged by the reference: their mean stand-alone accuracy over
+   `--repeats` trainings.
 
 The last two lines state the headline figures in words.
 """
@@ -154,6 +156,23 @@ def train_alone(
     return accuracies, cpu
 
 
+def spread_by_cost(costs, count: int) -> list[int]:
+    """Indices of `count` candidates spread over the range of `costs`: the middle one of each of `count`
+    equal slices of the candidates sorted by cost.
+
+    Random candidates crowd around the typical cost; these cover the small and the large ones too.
+
+    Example:
+
+    >>> spread_by_cost([5.0, 1.0, 4.0, 2.0, 3.0, 6.0], 3)
+    [3, 2, 5]
+    """
+    if not 1 <= count <= len(costs):
+        raise ValueError(f"expected a count between 1 and the {len(costs)} candidates; received {count}.")
+    order = np.argsort(np.asarray(costs), kind="stable")
+    return [int(order[int((k + 0.5) * len(costs) / count)]) for k in range(count)]
+
+
 def held_out_taus(cheap, scored_once, reference_runs) -> tuple[float, float]:
     """Kendall tau of one training's own score, and of the cheap score, against the other trainings' mean.
 
@@ -206,6 +225,7 @@ def _train_in_worker(job: tuple) -> tuple[list[float], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--architectures", type=int, default=30)
+    parser.add_argument("--rank-set", choices=("spread", "first"), default="spread")
     parser.add_argument("--search-candidates", type=int, default=1000)
     parser.add_argument("--supernet-steps", type=int, default=2000)
     parser.add_argument("--widest-first", action=argparse.BooleanOptionalAction, default=True)
@@ -233,7 +253,7 @@ def main() -> None:
         )
     wall = time.perf_counter()
     search_space = space()
-    train, valid, reference_set = digits(args.noise, args.seed, args.copies, args.reference_draws)
+    train_data, valid, reference_set = digits(args.noise, args.seed, args.copies, args.reference_draws)
     supernet = Supernet(search_space, seed=args.seed)
     start = time.process_time()
     # train_supernet's default optimizer, TuNAS's: Adam (which the stand-alone candidates use) leaves the
@@ -242,7 +262,7 @@ def main() -> None:
     sample = sampler(search_space)
     train_supernet(
         supernet,
-        *train,
+        *train_data,
         steps=args.supernet_steps,
         batch_size=64,
         seed=args.seed,
@@ -256,7 +276,11 @@ def main() -> None:
     # One compiled function scores every candidate; tracing it, once, is part of the one-shot search's cost.
     begin = time.process_time()
     scorer = PathScorer(
-        supernet, *valid, calibration_x=train[0], calibration_batches=args.calibration_batches, bn=args.bn
+        supernet,
+        *valid,
+        calibration_x=train_data[0],
+        calibration_batches=args.calibration_batches,
+        bn=args.bn,
     )
     scorer.score(search_space.default_values())
     trace_cpu = time.process_time() - begin
@@ -266,8 +290,14 @@ def main() -> None:
         accuracy = scorer.score(values).accuracy
         return accuracy, time.process_time() - begin
 
-    # The search's pool; its first candidates are the rank-agreement ones (also the per-candidate search's).
+    # The search's pool; the rank-agreement candidates are drawn from it (`--rank-set`), and the per-candidate
+    # search trains its first ones.
     pool = search_space.sample_values(args.search_candidates, seed=args.seed + 2)
+    macs = [search_space.cost(search_space.architecture(v)).macs / 1e6 for v in pool]
+    if args.rank_set == "spread":
+        rank_set = spread_by_cost(macs, args.architectures)
+    else:
+        rank_set = list(range(args.architectures))
     train_cpu: list[float] = []
     # pool index: (validation accuracy, reference accuracy) of each of the repeated trainings
     trained: dict[int, list[tuple[float, float]]] = {}
@@ -276,60 +306,47 @@ def main() -> None:
         # Each repeat its own initial weights and batch order; the same ones for a candidate in any run.
         return int(np.random.SeedSequence([args.seed, index, repeat]).generate_state(1)[0])
 
-    def trainings(index: int, repeats: int) -> list[tuple[float, float]]:
-        """The first `repeats` stand-alone trainings of pool[index] (trained when not yet): each one's
-        accuracy on the validation draw and on the reference draws."""
-        runs = trained.setdefault(index, [])
-        while len(runs) < repeats:
-            accuracies, cpu = train_alone(
-                search_space,
-                pool[index],
-                train,
-                (valid, reference_set),
-                args.epochs,
-                seed=training_seed(index, len(runs)),
-                learning_rate=args.learning_rate,
-            )
-            runs.append(tuple(accuracies))
-            train_cpu.append(cpu)
-        return runs[:repeats]
-
-    def reference(index: int, repeats: int) -> list[float]:
-        """The reference accuracies of pool[index]'s first `repeats` trainings."""
-        return [on_reference for _, on_reference in trainings(index, repeats)]
-
-    worker_cpu = 0.0
+    workers = None
     if args.workers > 1:
-        # The rank-agreement trainings, side by side in worker processes (wall time only: each training's
-        # CPU time is counted as it is).
+        # The stand-alone trainings run side by side in worker processes of one thread each (wall time
+        # only: each training's CPU time is counted as it is).
         import multiprocessing
 
-        jobs = [(index, repeat) for index in range(args.architectures) for repeat in range(args.repeats)]
-        context = multiprocessing.get_context("spawn")
         initargs = (args.noise, args.seed, args.copies, args.reference_draws)
-        with context.Pool(args.workers, _start_worker, initargs) as workers:
-            results = workers.map(
-                _train_in_worker,
-                [(pool[i], training_seed(i, r), args.epochs, args.learning_rate) for i, r in jobs],
-                chunksize=1,
-            )
+        workers = multiprocessing.get_context("spawn").Pool(args.workers, _start_worker, initargs)
+
+    def train_missing(wanted: dict[int, int]) -> None:
+        """Trains each pool[index] of `wanted` until it has `wanted[index]` stand-alone trainings."""
+        jobs = [(i, r) for i, count in wanted.items() for r in range(len(trained.get(i, [])), count)]
+        tasks = [(pool[i], training_seed(i, r), args.epochs, args.learning_rate) for i, r in jobs]
+        if workers is not None:
+            results = workers.map(_train_in_worker, tasks, chunksize=1)
+        else:
+            evaluations = (valid, reference_set)
+            results = [
+                train_alone(search_space, values, train_data, evaluations, n, seed=seed, learning_rate=rate)
+                for values, seed, n, rate in tasks
+            ]
         for (index, _), (accuracies, cpu) in zip(jobs, results, strict=True):
             trained.setdefault(index, []).append(tuple(accuracies))
             train_cpu.append(cpu)
-        worker_cpu = sum(train_cpu)  # not in this process's CPU time
 
+    def reference(index: int, repeats: int) -> list[float]:
+        """The reference accuracies of pool[index]'s first `repeats` trainings."""
+        return [on_reference for _, on_reference in trained[index][:repeats]]
+
+    train_missing(dict.fromkeys(rank_set, args.repeats))
     print("| # | architecture | inherited acc | stand-alone acc (each training) | MMACs |")
     print("|---|---|---|---|---|")
-    macs = [search_space.cost(search_space.architecture(v)).macs / 1e6 for v in pool]
     cheap, runs = [], []
-    for index in range(args.architectures):
+    for row, index in enumerate(rank_set):
         accuracy, _ = inherited(pool[index])
         alone = reference(index, args.repeats)
         cheap.append(accuracy)
         runs.append(alone)
         arch = search_space.architecture(pool[index])
         print(
-            f"| {index + 1} | {' '.join(arch.block_strings[1:])} | {accuracy:.3f} | {np.mean(alone):.3f} "
+            f"| {row + 1} | {' '.join(arch.block_strings[1:])} | {accuracy:.3f} | {np.mean(alone):.3f} "
             f"({', '.join(f'{a:.3f}' for a in alone)}) | {macs[index]:.2f} |"
         )
     runs = np.asarray(runs).T  # repeats x candidates
@@ -340,13 +357,15 @@ def main() -> None:
         f"{np.mean(train_cpu):.1f} CPU-seconds per training; accuracies on {args.reference_draws} draws of "
         f"the validation images' noise {full.min():.3f} to {full.max():.3f}"
     )
+    # The baseline any cheap score must beat: a larger network is the more accurate one.
+    print(f"mult-adds alone: Kendall tau {kendall_tau([macs[i] for i in rank_set], full):.2f}")
     if args.repeats > 1:
         print(
             f"repeated trainings: Kendall tau {repeat_tau(runs):.2f} between repeats, mean "
             f"|difference| {np.mean(np.abs(runs - full)):.3f} from their mean"
         )
         scored_once = np.asarray(
-            [[on_valid for on_valid, _ in trainings(i, args.repeats)] for i in range(args.architectures)]
+            [[on_valid for on_valid, _ in trained[i][: args.repeats]] for i in rank_set]
         ).T
         one_training, inherited_left_out = held_out_taus(cheap, scored_once, runs)
         print(
@@ -372,9 +391,16 @@ def main() -> None:
     # Per-candidate search at the same budget: the pool's first candidates, one stand-alone training each
     # (as MnasTuner trains a candidate), scored on the validation draw as the one-shot search's candidates
     # are; the rank-agreement trainings reused.
-    per_candidate = [(reward(trainings(i, 1)[0][0], macs[i]), i) for i in range(budget_candidates)]
+    train_missing(dict.fromkeys(range(budget_candidates), 1))
+    per_candidate = [(reward(trained[i][0][0], macs[i]), i) for i in range(budget_candidates)]
     best_one_shot = max(scored)[1]
     best_per_candidate = max(per_candidate)[1]
+    # Both winners are judged by the reference (the mean of repeated trainings), not by what chose them.
+    train_missing({best_one_shot: args.repeats, best_per_candidate: args.repeats})
+    if workers is not None:
+        workers.close()
+        workers.join()
+    worker_cpu = sum(train_cpu) if workers is not None else 0.0  # not in this process's CPU time
     ratio = (len(pool) / one_shot_cpu) / (1.0 / per_candidate_cpu)
     print()
     print(
@@ -386,7 +412,6 @@ def main() -> None:
         ("one-shot", one_shot_cpu, len(pool), best_one_shot),
         ("per-candidate", budget_candidates * per_candidate_cpu, budget_candidates, best_per_candidate),
     ):
-        # Both winners are judged by the reference (the mean of repeated trainings), not by what chose them.
         accuracy = float(np.mean(reference(index, args.repeats)))
         print(
             f"| {name} | {cpu / 60:.1f} | {count} | {reward(accuracy, macs[index]):.3f} | {accuracy:.3f} "

@@ -43,3 +43,20 @@ def test_one_training_is_judged_against_trainings_it_is_not_part_of():
     assert one_training < with_itself - 0.1
     others = [np.delete(reference_runs, k, axis=0).mean(axis=0) for k in range(3)]
     assert cheap_tau == pytest.approx(np.mean([kendall_tau(truth, rest) for rest in others]))
+
+
+def test_the_rank_set_spreads_over_the_costs_not_around_the_typical_one():
+    rng = np.random.default_rng(0)
+    costs = rng.lognormal(0, 0.5, 1000)  # crowded around the typical cost, with a long tail
+    picks = one_shot.spread_by_cost(costs, 30)
+    assert len(set(picks)) == 30
+    ranks = np.argsort(np.argsort(costs))[picks]
+    # One from each thirtieth of the candidates sorted by cost, smallest to largest.
+    np.testing.assert_array_equal(np.floor(ranks * 30 / 1000), np.arange(30))
+    assert costs[picks].min() < np.quantile(costs, 0.02) and costs[picks].max() > np.quantile(costs, 0.98)
+
+
+@pytest.mark.parametrize("count", [0, 7])
+def test_the_rank_set_refuses_a_count_it_cannot_pick(count):
+    with pytest.raises(ValueError, match="between 1 and the 6 candidates; received " + str(count)):
+        one_shot.spread_by_cost([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], count)
