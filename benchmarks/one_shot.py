@@ -390,7 +390,7 @@ def main() -> None:
     budget_candidates = min(len(pool), max(1, int(one_shot_cpu // per_candidate_cpu)))
     # Per-candidate search at the same budget: the pool's first candidates, one stand-alone training each
     # (as MnasTuner trains a candidate), scored on the validation draw as the one-shot search's candidates
-    # are; the rank-agreement trainings reused.
+    # are; a rank-agreement training reused where there is one.
     train_missing(dict.fromkeys(range(budget_candidates), 1))
     per_candidate = [(reward(trained[i][0][0], macs[i]), i) for i in range(budget_candidates)]
     best_one_shot = max(scored)[1]

@@ -24,7 +24,6 @@ def no_real_adb(monkeypatch, tmp_path):
     return marker
 
 
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Lets a test marked ``exclusive_cpu`` run while no other test does.

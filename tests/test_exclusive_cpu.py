@@ -39,7 +39,8 @@ def test_a_marked_test_overlaps_no_other_test(tmp_path):
     (tmp_path / "test_timing.py").write_text(TESTS)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "-c", "/dev/null"]
     run = subprocess.run(
-        [*command, "--rootdir", str(tmp_path), str(tmp_path)],
+        # A base temp directory of its own: pytest's default one prunes older runs', this suite's among them.
+        [*command, "--rootdir", str(tmp_path), "--basetemp", str(tmp_path / "temp"), str(tmp_path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
