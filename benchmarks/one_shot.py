@@ -29,7 +29,8 @@ deltas 0 and +1).
    images with noise drawn `--reference-draws` times, apart from the validation draw the inherited score
    uses); Kendall's tau between the inherited accuracy and the reference (`kendall_tau`). The tau between
    repeats is printed too: it says how well the reference agrees with itself, the ceiling of any cheap
-   score; so is the tau of mult-adds alone, the floor a cheap score must beat.
+   score; so are the tau of the inherited cross-entropy (the same pass's loss, lowest first) and of
+   mult-adds alone, the floor a cheap score must beat.
 3. Cost: candidates evaluated per CPU-minute by the one-shot search (supernet training shared over every
    candidate it scores, tracing the scorer once, and each candidate's seconds) against per-candidate
    training (the mean CPU time of one stand-alone training, what MnasTuner spends per candidate), at the
@@ -285,10 +286,11 @@ def main() -> None:
     scorer.score(search_space.default_values())
     trace_cpu = time.process_time() - begin
 
-    def inherited(values) -> tuple[float, float]:
+    def inherited(values) -> tuple[float, float, float]:
+        """A candidate's accuracy and loss with inherited weights, and the CPU seconds they took."""
         begin = time.process_time()
-        accuracy = scorer.score(values).accuracy
-        return accuracy, time.process_time() - begin
+        score = scorer.score(values)
+        return score.accuracy, score.loss, time.process_time() - begin
 
     # The search's pool; the rank-agreement candidates are drawn from it (`--rank-set`), and the per-candidate
     # search trains its first ones.
@@ -338,11 +340,12 @@ def main() -> None:
     train_missing(dict.fromkeys(rank_set, args.repeats))
     print("| # | architecture | inherited acc | stand-alone acc (each training) | MMACs |")
     print("|---|---|---|---|---|")
-    cheap, runs = [], []
+    cheap, cheap_loss, runs = [], [], []
     for row, index in enumerate(rank_set):
-        accuracy, _ = inherited(pool[index])
+        accuracy, loss, _ = inherited(pool[index])
         alone = reference(index, args.repeats)
         cheap.append(accuracy)
+        cheap_loss.append(loss)
         runs.append(alone)
         arch = search_space.architecture(pool[index])
         print(
@@ -357,6 +360,10 @@ def main() -> None:
         f"{np.mean(train_cpu):.1f} CPU-seconds per training; accuracies on {args.reference_draws} draws of "
         f"the validation images' noise {full.min():.3f} to {full.max():.3f}"
     )
+    # Another cheap score from the same pass: the cross-entropy weighs how wrong each mistake is, which
+    # 597 right-or-wrong answers do not.
+    loss_tau = kendall_tau(-np.asarray(cheap_loss), full)
+    print(f"the inherited cross-entropy, lowest first: Kendall tau {loss_tau:.2f}")
     # The baseline any cheap score must beat: a larger network is the more accurate one.
     print(f"mult-adds alone: Kendall tau {kendall_tau([macs[i] for i in rank_set], full):.2f}")
     if args.repeats > 1:
@@ -378,7 +385,7 @@ def main() -> None:
     reward = MnasReward.soft(float(np.median(macs)))
     eval_cpu, scored = 0.0, []
     for index, values in enumerate(pool):
-        accuracy, cpu = inherited(values)
+        accuracy, _, cpu = inherited(values)
         eval_cpu += cpu
         scored.append((reward(accuracy, macs[index]), index))
     one_shot_cpu = supernet_cpu + trace_cpu + eval_cpu
