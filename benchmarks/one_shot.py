@@ -316,6 +316,9 @@ def main() -> None:
 
         initargs = (args.noise, args.seed, args.copies, args.reference_draws)
         workers = multiprocessing.get_context("spawn").Pool(args.workers, _start_worker, initargs)
+    else:
+        # One process: it trains as a worker would, on the data it already has.
+        _WORKER.update(space=search_space, train=train_data, evaluations=(valid, reference_set))
 
     def train_missing(wanted: dict[int, int]) -> None:
         """Trains each pool[index] of `wanted` until it has `wanted[index]` stand-alone trainings."""
@@ -324,11 +327,7 @@ def main() -> None:
         if workers is not None:
             results = workers.map(_train_in_worker, tasks, chunksize=1)
         else:
-            evaluations = (valid, reference_set)
-            results = [
-                train_alone(search_space, values, train_data, evaluations, n, seed=seed, learning_rate=rate)
-                for values, seed, n, rate in tasks
-            ]
+            results = [_train_in_worker(task) for task in tasks]
         for (index, _), (accuracies, cpu) in zip(jobs, results, strict=True):
             trained.setdefault(index, []).append(tuple(accuracies))
             train_cpu.append(cpu)
